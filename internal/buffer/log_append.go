@@ -1,0 +1,290 @@
+package buffer
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// appendFrame appends one frame to dst.
+func appendFrame(dst []byte, off uint64, payload []byte) []byte {
+	var h [frameHeaderSize]byte
+	binary.LittleEndian.PutUint32(h[0:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(h[8:], off)
+	crc := crc32.Update(0, castagnoli, h[8:16])
+	crc = crc32.Update(crc, castagnoli, payload)
+	binary.LittleEndian.PutUint32(h[4:], crc)
+	dst = append(dst, h[:]...)
+	return append(dst, payload...)
+}
+
+// Append adds payloads as consecutive records and returns the offset of the
+// first, once all of them are fsync'd. On error none of them may be treated as
+// stored: the log has failed or is closed.
+func (l *Log) Append(payloads ...[]byte) (uint64, error) {
+	for _, p := range payloads {
+		if len(p) == 0 || len(p) > MaxRecordSize {
+			return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(p))
+		}
+	}
+	l.mu.Lock()
+	for l.failed == nil && !l.closed && len(l.fill.buf) > l.opts.MaxPendingBytes {
+		l.drained.Wait()
+	}
+	if err := l.usableLocked(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	g := l.fill
+	first := l.next
+	for _, p := range payloads {
+		if len(g.sparse) == 0 || len(g.buf)-int(g.sparse[len(g.sparse)-1].pos) >= sparseEvery {
+			g.sparse = append(g.sparse, indexEntry{off: l.next, pos: int64(len(g.buf))})
+		}
+		g.buf = appendFrame(g.buf, l.next, p)
+		l.next++
+	}
+	g.next = l.next
+	l.mu.Unlock()
+	l.signal()
+	<-g.done
+	if g.err != nil {
+		return 0, g.err
+	}
+	return first, nil
+}
+
+func (l *Log) usableLocked() error {
+	if l.failed != nil {
+		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
+	}
+	if l.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// WaitDurable blocks until every offset below off is fsync'd, the log fails, or
+// ctx ends.
+func (l *Log) WaitDurable(ctx context.Context, off uint64) error {
+	for {
+		l.mu.Lock()
+		if l.durable.Load() >= off {
+			l.mu.Unlock()
+			return nil
+		}
+		if err := l.usableLocked(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		ch := l.syncedCh
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (l *Log) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writer is the single goroutine that writes and fsyncs commit groups.
+func (l *Log) writer() {
+	defer close(l.stopped)
+	for range l.wake {
+		for {
+			l.mu.Lock()
+			g := l.fill
+			if len(g.buf) == 0 {
+				closed := l.closed
+				l.mu.Unlock()
+				if closed {
+					return
+				}
+				break
+			}
+			if l.failed != nil {
+				// Appenders that slipped in before the failure was recorded.
+				g.err = fmt.Errorf("%w: %v", ErrFailed, l.failed)
+				l.swapLocked()
+				l.mu.Unlock()
+				close(g.done)
+				continue
+			}
+			l.swapLocked()
+			l.mu.Unlock()
+
+			err := l.commit(g)
+
+			l.mu.Lock()
+			if err != nil {
+				l.failed = err
+				g.err = fmt.Errorf("%w: %v", ErrFailed, err)
+				l.m.Failed.Set(1)
+				l.log.Error("log write failed; no further appends will be acknowledged", "err", err)
+			} else {
+				l.durable.Store(g.next)
+			}
+			close(l.syncedCh)
+			l.syncedCh = make(chan struct{})
+			l.drained.Broadcast()
+			l.mu.Unlock()
+			close(g.done)
+			l.recycle(g)
+		}
+	}
+}
+
+// swapLocked makes the spare group the one being filled. l.mu must be held.
+func (l *Log) swapLocked() {
+	g := l.fill
+	n := l.spare
+	l.spare = nil
+	if n == nil {
+		n = newGroup()
+	}
+	n.first, n.next = g.next, g.next
+	l.fill = n
+	l.drained.Broadcast()
+}
+
+// recycle keeps a committed group's buffers for reuse once its waiters have been
+// woken (they only read done and err, which are not reused).
+func (l *Log) recycle(g *group) {
+	if cap(g.buf) > 4*l.opts.MaxPendingBytes {
+		return
+	}
+	n := &group{buf: g.buf[:0], sparse: g.sparse[:0], done: make(chan struct{})}
+	l.mu.Lock()
+	if l.spare == nil {
+		l.spare = n
+	}
+	l.mu.Unlock()
+}
+
+// commit writes g to the active segment and fsyncs it, rolling the segment first
+// if it is full. Only the writer goroutine calls it.
+func (l *Log) commit(g *group) error {
+	l.segMu.RLock()
+	seg := l.segments[len(l.segments)-1]
+	size := seg.size
+	l.segMu.RUnlock()
+	if size >= l.opts.SegmentBytes {
+		if err := l.roll(g.first); err != nil {
+			return err
+		}
+		l.segMu.RLock()
+		seg = l.segments[len(l.segments)-1]
+		size = seg.size
+		l.segMu.RUnlock()
+	}
+	if _, err := l.active.Write(g.buf); err != nil {
+		return fmt.Errorf("write segment %s: %w", seg.name, err)
+	}
+	start := time.Now()
+	if err := l.active.Sync(); err != nil {
+		return fmt.Errorf("fsync segment %s: %w", seg.name, err)
+	}
+	l.m.FsyncSeconds.Observe(time.Since(start).Seconds())
+	l.m.CommitRecords.Observe(float64(g.next - g.first))
+	l.m.CommitBytes.Observe(float64(len(g.buf)))
+	l.m.Records.Add(float64(g.next - g.first))
+
+	l.segMu.Lock()
+	for _, e := range g.sparse {
+		seg.sparse = append(seg.sparse, indexEntry{off: e.off, pos: size + e.pos})
+	}
+	seg.size = size + int64(len(g.buf))
+	seg.next = g.next
+	l.segMu.Unlock()
+	l.m.Bytes.Add(float64(len(g.buf)))
+	return nil
+}
+
+// roll seals the active segment and starts a new one whose first offset is base,
+// then applies retention.
+func (l *Log) roll(base uint64) error {
+	name := segmentName(base)
+	f, err := l.createSegment(name, base)
+	if err != nil {
+		return err
+	}
+	if err := l.active.Close(); err != nil {
+		l.log.Warn("close sealed segment", "err", err)
+	}
+	l.active = f
+	l.segMu.Lock()
+	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize})
+	l.segMu.Unlock()
+	l.applyRetention()
+	l.updateSizeMetrics()
+	return nil
+}
+
+// createSegment creates a segment file with its header and makes it durable.
+func (l *Log) createSegment(name string, base uint64) (vfs.File, error) {
+	f, err := l.fs.Create(l.path(name))
+	if err != nil {
+		return nil, fmt.Errorf("create segment %s: %w", name, err)
+	}
+	var h [segmentHeaderSize]byte
+	copy(h[:], segmentMagic)
+	binary.LittleEndian.PutUint16(h[4:], formatVersion)
+	binary.LittleEndian.PutUint64(h[8:], base)
+	if _, err := f.Write(h[:]); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write segment header %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fsync segment %s: %w", name, err)
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fsync log dir: %w", err)
+	}
+	return f, nil
+}
+
+// applyRetention deletes the oldest sealed segments while the log is larger than
+// MaxBytes. A deletion that fails is logged and retried at the next roll.
+func (l *Log) applyRetention() {
+	for {
+		l.segMu.Lock()
+		var total int64
+		for _, s := range l.segments {
+			total += s.size
+		}
+		if total <= l.opts.MaxBytes || len(l.segments) < 2 {
+			l.segMu.Unlock()
+			return
+		}
+		old := l.segments[0]
+		l.segments = l.segments[1:]
+		l.segMu.Unlock()
+
+		records := old.next - old.base
+		unread := uint64(0)
+		if slowest, ok := l.slowestCursor(); ok && slowest < old.next {
+			unread = old.next - max(slowest, old.base)
+		}
+		if err := l.fs.Remove(l.path(old.name)); err != nil {
+			l.log.Warn("retention: remove segment", "segment", old.name, "err", err)
+		}
+		l.m.RetentionRecords.Add(float64(records))
+		l.m.RetentionUnread.Add(float64(unread))
+		l.log.Info("retention deleted segment", "segment", old.name, "records", records, "unread", unread)
+	}
+}

@@ -1,0 +1,272 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+)
+
+const quarantineDir = "quarantine"
+
+// recover loads every segment, truncates a torn tail, quarantines damage, opens
+// the active segment for appending and loads the cursors.
+func (l *Log) recover() error {
+	if err := l.fs.MkdirAll(l.dir); err != nil {
+		return fmt.Errorf("create log dir: %w", err)
+	}
+	names, err := l.fs.List(l.dir)
+	if err != nil {
+		return fmt.Errorf("list log dir: %w", err)
+	}
+	var bases []uint64
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".seg") {
+			continue
+		}
+		b, err := strconv.ParseUint(strings.TrimSuffix(n, ".seg"), 10, 64)
+		if err != nil || segmentName(b) != n {
+			l.log.Warn("ignoring unexpected file in log dir", "file", n)
+			continue
+		}
+		bases = append(bases, b)
+	}
+	if err := l.loadCursors(); err != nil {
+		return err
+	}
+	if len(bases) == 0 {
+		return l.startFresh(0)
+	}
+	for i, base := range bases {
+		last := i == len(bases)-1
+		nextBase := uint64(0)
+		if !last {
+			nextBase = bases[i+1]
+		}
+		seg, err := l.loadSegment(base, last, nextBase)
+		if err != nil {
+			return err
+		}
+		if seg == nil { // an unusable last segment; continue after it
+			return l.startFresh(l.next)
+		}
+		l.segments = append(l.segments, seg)
+		l.next = seg.next
+	}
+	last := l.segments[len(l.segments)-1]
+	f, err := l.fs.OpenRW(l.path(last.name))
+	if err != nil {
+		return fmt.Errorf("open active segment %s: %w", last.name, err)
+	}
+	l.active = f
+	return nil
+}
+
+// startFresh creates a new active segment with first offset base.
+func (l *Log) startFresh(base uint64) error {
+	name := segmentName(base)
+	f, err := l.createSegment(name, base)
+	if err != nil {
+		return err
+	}
+	l.active = f
+	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize})
+	l.next = base
+	return nil
+}
+
+// loadSegment reads and checks one segment. For the last segment it truncates a
+// torn tail; it returns nil (and sets l.next past anything the file could have
+// held) when the last segment's header is unusable and a new segment must follow.
+func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, error) {
+	name := segmentName(base)
+	data, err := vfs.ReadFile(l.fs, l.path(name))
+	if err != nil {
+		return nil, fmt.Errorf("read segment %s: %w", name, err)
+	}
+	seg := &segment{base: base, name: name, next: base}
+	if herr := checkHeader(data, base); herr != nil {
+		if last && len(data) < segmentHeaderSize {
+			// Crashed while creating it: nothing was ever acknowledged in it.
+			l.log.Warn("rewriting incomplete segment header", "segment", name)
+			if err := l.fs.Remove(l.path(name)); err != nil {
+				return nil, fmt.Errorf("remove incomplete segment %s: %w", name, err)
+			}
+			l.next = base
+			return nil, nil
+		}
+		l.quarantine(seg, 0, int64(len(data)), data, lostBetween(base, nextBase, len(data)), herr)
+		if last {
+			// Offsets the file may have held are never reused.
+			l.next = base + uint64(len(data)/frameHeaderSize) + 1
+			return nil, nil
+		}
+		seg.next = nextBase
+		seg.size = int64(len(data))
+		return seg, nil
+	}
+
+	res := scanFrames(data, base)
+	seg.sparse = res.sparse
+	pos := res.end
+	exp := res.next
+	for pos < int64(len(data)) {
+		q, off, found := resync(data, pos+1, exp)
+		if !found {
+			break
+		}
+		l.quarantine(seg, pos, q, data[pos:q], off-exp, fmt.Errorf("invalid frame (expected offset %d)", exp))
+		r := scanFramesFrom(data, q, off)
+		seg.sparse = append(seg.sparse, r.sparse...)
+		pos, exp = r.end, r.next
+	}
+	seg.next = exp
+	seg.size = pos
+	if pos < int64(len(data)) {
+		tail := data[pos:]
+		if last {
+			if err := l.truncateTorn(name, pos, len(tail)); err != nil {
+				return nil, err
+			}
+		} else {
+			l.quarantine(seg, pos, int64(len(data)), tail, lostBetween(exp, nextBase, 0),
+				errors.New("invalid frame at end of sealed segment"))
+			seg.size = int64(len(data))
+			seg.next = max(exp, nextBase)
+		}
+	}
+	return seg, nil
+}
+
+// lostBetween is the number of offsets missing between exp and the next segment's
+// base; for a last segment (nextBase 0) it bounds the records n bytes could hold.
+func lostBetween(exp, nextBase uint64, n int) uint64 {
+	if nextBase > exp {
+		return nextBase - exp
+	}
+	return uint64(n / frameHeaderSize)
+}
+
+func checkHeader(data []byte, base uint64) error {
+	switch {
+	case len(data) < segmentHeaderSize:
+		return fmt.Errorf("short header (%d bytes)", len(data))
+	case string(data[:4]) != segmentMagic:
+		return fmt.Errorf("bad magic %q", data[:4])
+	case binary.LittleEndian.Uint16(data[4:]) != formatVersion:
+		return fmt.Errorf("unsupported version %d", binary.LittleEndian.Uint16(data[4:]))
+	case binary.LittleEndian.Uint64(data[8:]) != base:
+		return fmt.Errorf("header base %d does not match file name", binary.LittleEndian.Uint64(data[8:]))
+	}
+	return nil
+}
+
+type scanResult struct {
+	end    int64  // position after the last valid frame
+	next   uint64 // offset after the last valid frame
+	sparse []indexEntry
+}
+
+// scanFrames scans a whole segment's frames, starting after the header.
+func scanFrames(data []byte, base uint64) scanResult {
+	return scanFramesFrom(data, segmentHeaderSize, base)
+}
+
+// scanFramesFrom reads valid frames from pos, expecting offset exp first, and
+// stops at the first invalid one.
+func scanFramesFrom(data []byte, pos int64, exp uint64) scanResult {
+	r := scanResult{end: pos, next: exp}
+	last := int64(-sparseEvery)
+	for {
+		n, off, ok := frameAt(data, r.end)
+		if !ok || off != r.next {
+			return r
+		}
+		if r.end-last >= sparseEvery {
+			r.sparse = append(r.sparse, indexEntry{off: off, pos: r.end})
+			last = r.end
+		}
+		r.end += int64(frameHeaderSize + n)
+		r.next++
+	}
+}
+
+// frameAt decodes the frame header at pos and checks its CRC.
+func frameAt(data []byte, pos int64) (n int, off uint64, ok bool) {
+	if pos < 0 || int64(len(data))-pos < frameHeaderSize {
+		return 0, 0, false
+	}
+	h := data[pos : pos+frameHeaderSize]
+	n = int(binary.LittleEndian.Uint32(h))
+	if n == 0 || n > MaxRecordSize || int64(len(data))-pos-frameHeaderSize < int64(n) {
+		return 0, 0, false
+	}
+	payload := data[pos+frameHeaderSize : pos+frameHeaderSize+int64(n)]
+	crc := crc32.Update(0, castagnoli, h[8:16])
+	crc = crc32.Update(crc, castagnoli, payload)
+	if crc != binary.LittleEndian.Uint32(h[4:]) {
+		return 0, 0, false
+	}
+	return n, binary.LittleEndian.Uint64(h[8:]), true
+}
+
+// resync finds the first position at or after from holding a valid frame whose
+// offset is at least exp.
+func resync(data []byte, from int64, exp uint64) (pos int64, off uint64, found bool) {
+	for p := from; int64(len(data))-p >= frameHeaderSize; p++ {
+		// Cheap tests before the CRC: a plausible length and offset.
+		n := binary.LittleEndian.Uint32(data[p:])
+		o := binary.LittleEndian.Uint64(data[p+8:])
+		if n == 0 || n > MaxRecordSize || o < exp || o-exp > uint64(len(data)) {
+			continue
+		}
+		if _, off, ok := frameAt(data, p); ok {
+			return p, off, true
+		}
+	}
+	return 0, 0, false
+}
+
+// truncateTorn cuts the last segment back to its last valid frame and makes the
+// cut durable.
+func (l *Log) truncateTorn(name string, pos int64, n int) error {
+	f, err := l.fs.OpenRW(l.path(name))
+	if err != nil {
+		return fmt.Errorf("open segment %s to truncate torn tail: %w", name, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(pos); err != nil {
+		return fmt.Errorf("truncate torn tail of %s: %w", name, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("fsync truncated segment %s: %w", name, err)
+	}
+	l.m.TornBytes.Add(float64(n))
+	l.log.Warn("truncated torn tail", "segment", name, "pos", pos, "bytes", n)
+	return nil
+}
+
+// quarantine records a damaged range: it is copied aside, logged, counted and
+// skipped by readers.
+func (l *Log) quarantine(seg *segment, from, to int64, bad []byte, lost uint64, cause error) {
+	cerr := &CorruptionError{Segment: seg.name, Pos: from, Err: cause}
+	seg.bad = append(seg.bad, badRange{from: from, to: to})
+	l.quarantined.Add(int64(lost))
+	l.m.CorruptRecords.Add(float64(lost))
+	l.m.CorruptBytes.Add(float64(to - from))
+	qdir := filepath.Join(l.dir, quarantineDir)
+	copyName := filepath.Join(qdir, fmt.Sprintf("%s-%d.bad", strings.TrimSuffix(seg.name, ".seg"), from))
+	if err := l.fs.MkdirAll(qdir); err == nil {
+		err = vfs.WriteAtomic(l.fs, copyName, bad)
+		if err != nil {
+			l.log.Error("could not copy corrupt range to quarantine", "file", copyName, "err", err)
+		}
+	}
+	l.log.Error("quarantined corrupt log range", "err", cerr, "bytes", to-from, "records_lost", lost,
+		"copy", copyName)
+}
