@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// dedup remembers recent (device, id) pairs so that a device's retry of an event
+// already stored is acknowledged without being stored again.
+type dedup struct {
+	window int64 // milliseconds
+	max    int
+
+	mu      sync.Mutex
+	m       map[string]dedupEntry // guarded by mu; key is device + "\x00" + id
+	order   []orderEntry          // guarded by mu; insertion order, for expiry
+	head    int                   // guarded by mu; first live element of order
+	evicted uint64                // guarded by mu; ids forgotten early because of max
+}
+
+type dedupEntry struct {
+	received int64
+	c        *claim // the write that stores it; nil when restored from the log
+}
+
+type orderEntry struct {
+	key      string
+	received int64
+}
+
+// claim is one Append's pending write. Duplicates of its events wait on it.
+type claim struct {
+	done chan struct{}
+	err  error
+	keys []string
+}
+
+func newClaim() *claim { return &claim{done: make(chan struct{})} }
+
+// wait returns once the claimed write has finished, with its error.
+func (c *claim) wait(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func newDedup(window time.Duration, max int) *dedup {
+	return &dedup{window: window.Milliseconds(), max: max, m: map[string]dedupEntry{}}
+}
+
+func dedupKey[S ~string | ~[]byte](device, id S) string {
+	return string(device) + "\x00" + string(id)
+}
+
+// check returns the prior claim and true if (device, id) was seen within the
+// window; otherwise it records the pair under c and returns false.
+func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool) {
+	key := dedupKey(device, id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.m[key]; ok && abs(received-e.received) <= d.window {
+		return e.c, true
+	}
+	d.insertLocked(key, received, c)
+	c.keys = append(c.keys, key)
+	return nil, false
+}
+
+// restore records a pair found in the log on open.
+func (d *dedup) restore(device, id []byte, received int64, _ uint64) {
+	d.mu.Lock()
+	d.insertLocked(dedupKey(device, id), received, nil)
+	d.mu.Unlock()
+}
+
+func (d *dedup) insertLocked(key string, received int64, c *claim) {
+	d.m[key] = dedupEntry{received: received, c: c}
+	d.order = append(d.order, orderEntry{key: key, received: received})
+	d.pruneLocked(received - d.window)
+}
+
+// pruneLocked forgets pairs received before cutoff, and the oldest beyond max.
+func (d *dedup) pruneLocked(cutoff int64) {
+	for d.head < len(d.order) {
+		o := d.order[d.head]
+		over := len(d.m) > d.max
+		if o.received >= cutoff && !over {
+			break
+		}
+		if e, ok := d.m[o.key]; ok && e.received == o.received {
+			delete(d.m, o.key)
+			if over && o.received >= cutoff {
+				d.evicted++
+			}
+		}
+		d.order[d.head] = orderEntry{}
+		d.head++
+	}
+	if d.head > 1024 && d.head*2 > len(d.order) {
+		d.order = append(d.order[:0], d.order[d.head:]...)
+		d.head = 0
+	}
+}
+
+// settle finishes a claim. If the write failed its pairs are forgotten, so that
+// the device's retry is stored.
+func (d *dedup) settle(c *claim, err error) {
+	if err != nil {
+		d.mu.Lock()
+		for _, k := range c.keys {
+			if e, ok := d.m[k]; ok && e.c == c {
+				delete(d.m, k)
+			}
+		}
+		d.mu.Unlock()
+	}
+	c.err = err
+	close(c.done)
+}
+
+func (d *dedup) len() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.m)
+}
+
+// Evicted returns how many ids were forgotten before their window ended
+// because the set was full.
+func (d *dedup) evictedCount() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.evicted
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}

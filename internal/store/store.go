@@ -1,0 +1,187 @@
+// Package store is the event layer over the buffer: it encodes validated events
+// into log records, drops device retries (same device and id within a window),
+// keeps an in-memory index of where each device's and stream's events lie in the
+// log, and answers local event queries from the log with it.
+//
+// It implements ingest.Appender: Append returns only once the events are durable.
+// The index and the de-duplication set are rebuilt from the log on open.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+)
+
+// Options configure a Store. Zero fields take the defaults.
+type Options struct {
+	// DedupWindow is how long an event id is remembered per device; default 10m.
+	DedupWindow time.Duration
+	// DedupMaxEntries bounds the ids remembered; the oldest are forgotten first
+	// (counted in holdfast_dedup_evicted_total). Default 1 000 000.
+	DedupMaxEntries int
+	Logger          *slog.Logger
+	now             func() time.Time // test clock
+}
+
+func (o Options) withDefaults() Options {
+	if o.DedupWindow == 0 {
+		o.DedupWindow = 10 * time.Minute
+	}
+	if o.DedupMaxEntries == 0 {
+		o.DedupMaxEntries = 1_000_000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	return o
+}
+
+// Store is safe for concurrent use.
+type Store struct {
+	opts  Options
+	log   *buffer.Log
+	dedup *dedup
+	idx   *index
+	bufs  sync.Pool
+	// first is the log's first offset when the index last forgot runs below it.
+	first atomic.Uint64
+}
+
+var _ ingest.Appender = (*Store)(nil)
+
+// Open builds a store over an open log, reading the log once to rebuild the
+// index and the de-duplication set.
+func Open(l *buffer.Log, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	s := &Store{
+		opts:  opts,
+		log:   l,
+		dedup: newDedup(opts.DedupWindow, opts.DedupMaxEntries),
+		idx:   newIndex(),
+	}
+	start := time.Now()
+	n, err := s.rebuild()
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("store index rebuilt", "records", n, "devices", s.idx.devices(),
+		"dedup_ids", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+	return s, nil
+}
+
+func (s *Store) rebuild() (int, error) {
+	r := s.log.NewReader(0)
+	defer r.Close()
+	since := s.opts.now().Add(-s.opts.DedupWindow).UnixMilli()
+	n := 0
+	for {
+		off, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("rebuild index: %w", err)
+		}
+		v, ok := event.Peek(p)
+		if !ok {
+			continue // another record kind, or one that event.DecodeBinary rejects
+		}
+		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
+		if v.ID != nil && v.Received >= since {
+			s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
+		}
+		n++
+	}
+}
+
+// Append stores events durably; see ingest.Appender.
+func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, error) {
+	var res ingest.Result
+	if len(evs) == 0 {
+		return res, nil
+	}
+	now := s.opts.now().UnixMilli()
+	bp, _ := s.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	buf := (*bp)[:0]
+	ends := make([]int, 0, len(evs))
+	keep := make([]int, 0, len(evs)) // index into evs of each stored event
+	var c *claim
+	var waits []*claim
+	for i := range evs {
+		e := &evs[i]
+		if e.Received == 0 {
+			e.Received = now
+		}
+		if e.ID != "" {
+			if c == nil {
+				c = newClaim()
+			}
+			if prior, dup := s.dedup.check(e.DeviceID, e.ID, e.Received, c); dup {
+				res.Duplicates++
+				if prior != c {
+					waits = append(waits, prior)
+				}
+				continue
+			}
+		}
+		buf = e.AppendBinary(buf)
+		ends = append(ends, len(buf))
+		keep = append(keep, i)
+	}
+	var err error
+	if len(keep) > 0 {
+		payloads := make([][]byte, len(ends))
+		startPos := 0
+		for i, end := range ends {
+			payloads[i] = buf[startPos:end]
+			startPos = end
+		}
+		var first uint64
+		first, err = s.log.Append(payloads...)
+		if err == nil {
+			for i, j := range keep {
+				indexAdd(s.idx, evs[j].DeviceID, evs[j].Stream, evs[j].TS, first+uint64(i))
+			}
+			res.Stored = len(keep)
+			if f := s.log.FirstOffset(); f > s.first.Load() {
+				s.first.Store(f)
+				s.idx.forget(f) // retention deleted segments
+			}
+		}
+	}
+	*bp = buf
+	s.bufs.Put(bp)
+	if c != nil {
+		s.dedup.settle(c, err)
+	}
+	if err != nil {
+		return ingest.Result{}, fmt.Errorf("%w: %v", ingest.ErrUnavailable, err)
+	}
+	// A retry of an event still being written is acknowledged only once the
+	// original is durable.
+	for _, w := range waits {
+		if werr := w.wait(ctx); werr != nil {
+			return ingest.Result{}, fmt.Errorf("%w: %v", ingest.ErrUnavailable, werr)
+		}
+	}
+	return res, nil
+}
+
+// Log returns the underlying log.
+func (s *Store) Log() *buffer.Log { return s.log }
