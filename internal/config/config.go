@@ -1,0 +1,231 @@
+// Package config holds holdfast's configuration: one struct per component, the
+// defaults that make `holdfast run` work with no file, YAML loading that rejects
+// unknown keys, and validation with messages that name the offending key.
+// gopkg.in/yaml.v3 does the YAML parsing.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole node configuration.
+type Config struct {
+	NodeID  string `yaml:"node_id"`
+	DataDir string `yaml:"data_dir"`
+	HTTP    HTTP   `yaml:"http"`
+	MQTT    MQTT   `yaml:"mqtt"`
+	Ingest  Ingest `yaml:"ingest"`
+	Buffer  Buffer `yaml:"buffer"`
+	Log     Log    `yaml:"log"`
+}
+
+// HTTP configures the HTTP listener (ingest, queries, metrics).
+type HTTP struct {
+	Addr         string   `yaml:"addr"`
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"` // after decompression
+}
+
+// MQTT configures MQTT ingest.
+type MQTT struct {
+	// Mode is embedded (holdfast's own broker), external (subscribe to a site
+	// broker) or off.
+	Mode       string   `yaml:"mode"`
+	Addr       string   `yaml:"addr"` // embedded broker listener
+	MaxPayload ByteSize `yaml:"max_payload"`
+	External   External `yaml:"external"`
+}
+
+// External configures subscribing to a site's existing broker.
+type External struct {
+	Broker   string `yaml:"broker"` // tcp://host:port
+	ClientID string `yaml:"client_id"`
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	Topic    string `yaml:"topic"`
+}
+
+// Ingest configures validation and retry de-duplication.
+type Ingest struct {
+	MaxFuture       time.Duration `yaml:"max_future"`
+	DedupWindow     time.Duration `yaml:"dedup_window"`
+	DedupMaxEntries int           `yaml:"dedup_max_entries"`
+}
+
+// Buffer configures the durable buffer.
+type Buffer struct {
+	Engine       string   `yaml:"engine"`
+	SegmentBytes ByteSize `yaml:"segment_bytes"`
+	MaxBytes     ByteSize `yaml:"max_bytes"`
+}
+
+// Log configures holdfast's own logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Default returns the configuration `holdfast run` uses with no file.
+func Default() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "holdfast"
+	}
+	return Config{
+		NodeID:  host,
+		DataDir: "./holdfast-data",
+		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 16 << 20},
+		MQTT: MQTT{
+			Mode:       "embedded",
+			Addr:       "127.0.0.1:1883",
+			MaxPayload: 64 << 10,
+			External:   External{Topic: "devices/+/+", ClientID: "holdfast-" + host},
+		},
+		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
+		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30},
+		Log:    Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors.
+func Load(path string) (Config, error) {
+	cfg := Default()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	// An empty file (io.EOF) means all defaults.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate returns every problem found, each naming its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	if c.NodeID == "" || strings.ContainsAny(c.NodeID, " ./*>") {
+		bad("node_id", "%q must be non-empty and contain no spaces, dots, slashes, '*' or '>'", c.NodeID)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "must be set")
+	}
+	if err := checkAddr(c.HTTP.Addr); err != nil {
+		bad("http.addr", "%v", err)
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		bad("http.max_body_bytes", "%d is below the minimum of 1KiB", c.HTTP.MaxBodyBytes)
+	}
+	switch c.MQTT.Mode {
+	case "embedded":
+		if err := checkAddr(c.MQTT.Addr); err != nil {
+			bad("mqtt.addr", "%v", err)
+		}
+	case "external":
+		u, err := url.Parse(c.MQTT.External.Broker)
+		if err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
+			bad("mqtt.external.broker", "%q must be a URL like tcp://broker.local:1883", c.MQTT.External.Broker)
+		}
+		if c.MQTT.External.Topic == "" {
+			bad("mqtt.external.topic", "must be set")
+		}
+	case "off":
+	default:
+		bad("mqtt.mode", "%q must be embedded, external or off", c.MQTT.Mode)
+	}
+	if c.MQTT.MaxPayload < 64 || c.MQTT.MaxPayload > 256<<20 {
+		bad("mqtt.max_payload", "%d must be between 64B and 256MiB", c.MQTT.MaxPayload)
+	}
+	if c.Ingest.MaxFuture < 0 {
+		bad("ingest.max_future", "must not be negative")
+	}
+	if c.Ingest.DedupWindow < 0 {
+		bad("ingest.dedup_window", "must not be negative")
+	}
+	if c.Ingest.DedupMaxEntries < 1 {
+		bad("ingest.dedup_max_entries", "must be at least 1")
+	}
+	if c.Buffer.Engine != "log" {
+		bad("buffer.engine", "%q is not available; this build has: log", c.Buffer.Engine)
+	}
+	if c.Buffer.SegmentBytes < 4096 {
+		bad("buffer.segment_bytes", "%d is below the minimum of 4KiB", c.Buffer.SegmentBytes)
+	}
+	if c.Buffer.MaxBytes < 2*c.Buffer.SegmentBytes {
+		bad("buffer.max_bytes", "%d must be at least twice buffer.segment_bytes (%d)", c.Buffer.MaxBytes, c.Buffer.SegmentBytes)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "%q must be debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		bad("log.format", "%q must be text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has a bad port", addr)
+	}
+	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+		return fmt.Errorf("%q has a bad host", addr)
+	}
+	return nil
+}
+
+// ByteSize is a size in bytes; YAML accepts an integer or a string with a unit
+// (B, KiB, MiB, GiB, TiB; KB, MB, GB, TB as powers of 1000).
+type ByteSize int64
+
+// UnmarshalYAML parses a ByteSize.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// ParseByteSize parses "1048576", "64KiB", "16MiB", "1GiB", "500MB".
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a size (examples: 65536, 64KiB, 16MiB, 1GiB)", s)
+	}
+	return ByteSize(n * mult), nil
+}

@@ -1,0 +1,102 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func write(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "holdfast.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+	return p
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	require.NoError(t, Default().Validate())
+}
+
+func TestLoadOverridesDefaults(t *testing.T) {
+	cfg, err := Load(write(t, `
+node_id: store-42
+http:
+  addr: 0.0.0.0:9000
+  max_body_bytes: 4MiB
+ingest:
+  dedup_window: 30s
+buffer:
+  segment_bytes: 64MiB
+  max_bytes: 10GB
+mqtt:
+  mode: external
+  external:
+    broker: tcp://10.0.0.5:1883
+`))
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, "store-42", cfg.NodeID)
+	require.Equal(t, "0.0.0.0:9000", cfg.HTTP.Addr)
+	require.Equal(t, ByteSize(4<<20), cfg.HTTP.MaxBodyBytes)
+	require.Equal(t, 30*time.Second, cfg.Ingest.DedupWindow)
+	require.Equal(t, 5*time.Minute, cfg.Ingest.MaxFuture, "unset keys keep their default")
+	require.Equal(t, ByteSize(64<<20), cfg.Buffer.SegmentBytes)
+	require.Equal(t, ByteSize(10e9), cfg.Buffer.MaxBytes)
+	require.Equal(t, "devices/+/+", cfg.MQTT.External.Topic)
+}
+
+func TestEmptyFileIsDefaults(t *testing.T) {
+	cfg, err := Load(write(t, ""))
+	require.NoError(t, err)
+	require.Equal(t, Default(), cfg)
+}
+
+func TestLoadErrorsNameTheKey(t *testing.T) {
+	for name, c := range map[string]struct{ body, want string }{
+		"unknown key":  {"htpp:\n  addr: x\n", "field htpp not found"},
+		"bad size":     {"buffer:\n  max_bytes: lots\n", `line 2: "lots" is not a size`},
+		"bad duration": {"ingest:\n  dedup_window: soon\n", "soon"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load(write(t, c.body))
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+func TestValidateNamesEveryProblem(t *testing.T) {
+	cfg := Default()
+	cfg.HTTP.Addr = "localhost"
+	cfg.MQTT.Mode = "bridge"
+	cfg.Buffer.Engine = "rocksdb"
+	cfg.Buffer.MaxBytes = cfg.Buffer.SegmentBytes
+	cfg.Log.Level = "loud"
+	err := cfg.Validate()
+	for _, want := range []string{
+		`http.addr: "localhost" is not host:port`,
+		`mqtt.mode: "bridge" must be embedded, external or off`,
+		`buffer.engine: "rocksdb" is not available`,
+		"buffer.max_bytes:",
+		`log.level: "loud"`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+	cfg = Default()
+	cfg.MQTT.Mode = "external"
+	require.ErrorContains(t, cfg.Validate(), "mqtt.external.broker")
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"0": 0, "512": 512, "64KiB": 64 << 10, "16 MiB": 16 << 20, "2GB": 2e9, "7B": 7} {
+		got, err := ParseByteSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "-1", "1.5GiB", "12XB"} {
+		_, err := ParseByteSize(in)
+		require.Error(t, err, in)
+	}
+}
