@@ -119,21 +119,26 @@ func DecodeBinary(b []byte) (Event, error) {
 	e.TS = d.varint()
 	e.Received = d.varint()
 	e.Value = math.Float64frombits(d.uint64())
-	e.DeviceID = d.string(MaxNameLen)
-	e.Stream = d.string(MaxNameLen)
+	e.DeviceID = d.string(1, MaxNameLen)
+	e.Stream = d.string(1, MaxNameLen)
 	if flags&flagID != 0 {
-		e.ID = d.string(MaxNameLen)
+		e.ID = d.string(1, MaxNameLen)
 	}
 	if flags&flagTags != 0 {
 		n := d.uvarint()
-		if n > MaxTags {
-			d.fail("too many tags")
+		if n == 0 || n > MaxTags {
+			d.fail("tag count out of range")
 		}
 		if d.err == nil {
 			e.Tags = make(map[string]string, n)
+			prev := ""
 			for i := uint64(0); i < n && d.err == nil; i++ {
-				k := d.string(MaxTagKeyLen)
-				e.Tags[k] = d.string(MaxTagValueLen)
+				k := d.string(0, MaxTagKeyLen)
+				if i > 0 && k <= prev {
+					d.fail("tag keys not ascending")
+				}
+				e.Tags[k] = d.string(0, MaxTagValueLen)
+				prev = k
 			}
 		}
 	}
@@ -150,7 +155,8 @@ func DecodeBinary(b []byte) (Event, error) {
 }
 
 // decoder reads fields from a payload; the first failure sticks and later reads
-// return zero values.
+// return zero values. It accepts only the encoding AppendBinary produces, so a
+// decoded event re-encodes to the same bytes.
 type decoder struct {
 	b   []byte
 	err error
@@ -185,7 +191,7 @@ func (d *decoder) uint64() uint64 {
 
 func (d *decoder) varint() int64 {
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[n-1] == 0 { // error, or not the shortest encoding
 		d.fail("bad varint")
 		return 0
 	}
@@ -195,7 +201,7 @@ func (d *decoder) varint() int64 {
 
 func (d *decoder) uvarint() uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || n > 1 && d.b[n-1] == 0 { // error, or not the shortest encoding
 		d.fail("bad uvarint")
 		return 0
 	}
@@ -203,12 +209,12 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
-func (d *decoder) string(max int) string {
+func (d *decoder) string(min, max int) string {
 	n := d.uvarint()
 	if d.err != nil {
 		return ""
 	}
-	if n > uint64(max) || n > uint64(len(d.b)) {
+	if n < uint64(min) || n > uint64(max) || n > uint64(len(d.b)) {
 		d.fail("string length out of range")
 		return ""
 	}
