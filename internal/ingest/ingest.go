@@ -14,7 +14,8 @@ import (
 
 // ErrUnavailable is returned by an Appender that cannot make events durable right
 // now (the log writer has failed, or the node is shutting down). Transports answer
-// it with "try again later" (HTTP 503, MQTT no PUBACK / reason 0x88).
+// it with "try again later" (HTTP 503; MQTT 5 PUBACK reason 0x83, MQTT 3.1.1 no
+// PUBACK and the connection closed, so the client resends).
 var ErrUnavailable = errors.New("ingest: storage unavailable")
 
 // Appender stores validated events.

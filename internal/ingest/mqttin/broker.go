@@ -1,0 +1,177 @@
+package mqttin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+)
+
+// DefaultAddr is where the embedded broker listens by default.
+const DefaultAddr = "127.0.0.1:1883"
+
+// packetOverhead is how much larger than MaxPayload a packet may be (topic name and
+// MQTT 5 properties) before the broker refuses to read it and drops the connection.
+const packetOverhead = 64 << 10
+
+// Errors returned by Broker and Subscriber lifecycle methods.
+var (
+	ErrStarted = errors.New("mqttin: already started")
+	ErrClosed  = errors.New("mqttin: closed")
+)
+
+// BrokerOptions configure the embedded broker. Zero values take the defaults.
+type BrokerOptions struct {
+	// Addr is the TCP address to listen on (default DefaultAddr). Port 0 picks a
+	// free port; Addr() reports it.
+	Addr string
+	// MaxPayload is the largest devices/ payload accepted, in bytes (default
+	// DefaultMaxPayload); larger ones are rejected as "too_large". Packets more
+	// than 64 KiB above it, on any topic, are not read at all: the connection is
+	// closed.
+	MaxPayload int
+	// Limits are passed to event.ParseMQTT.
+	Limits event.Limits
+	// Auth authenticates clients and checks their ACLs: a mochi hook providing
+	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
+	Auth mqtt.Hook
+	// Logger receives the broker's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Validate reports options that cannot work.
+func (o BrokerOptions) Validate() error {
+	if o.MaxPayload < 0 {
+		return fmt.Errorf("mqttin: max payload %d is negative", o.MaxPayload)
+	}
+	if o.Addr != "" {
+		if _, _, err := net.SplitHostPort(o.Addr); err != nil {
+			return fmt.Errorf("mqttin: listen address: %w", err)
+		}
+	}
+	return nil
+}
+
+func (o BrokerOptions) withDefaults() BrokerOptions {
+	if o.Addr == "" {
+		o.Addr = DefaultAddr
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Auth == nil {
+		o.Auth = new(auth.AllowHook)
+	}
+	return o
+}
+
+// Broker is the embedded MQTT broker: it ingests what devices publish on
+// devices/{device_id}/{stream} and routes all messages like any broker.
+type Broker struct {
+	opts   BrokerOptions
+	srv    *mqtt.Server
+	ctx    context.Context // cancelled by Close, so blocked appends return
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	ln      *tcpListener // set by Start; guarded by mu
+	started bool         // guarded by mu
+	closed  bool         // guarded by mu
+}
+
+// NewBroker builds a broker that hands devices/ messages to app and counts them in m
+// (nil m: counters not registered anywhere). It does not listen until Start.
+func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Broker, error) {
+	if app == nil {
+		return nil, errors.New("mqttin: nil Appender")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts = opts.withDefaults()
+	log := opts.Logger.With("component", "mqtt-broker")
+
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       log,
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &Broker{opts: opts, srv: srv, ctx: ctx, cancel: cancel}
+	if err := srv.AddHook(opts.Auth, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("mqttin: add auth hook: %w", err)
+	}
+	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log), ctx: ctx, log: log}
+	if err := srv.AddHook(h, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("mqttin: add ingest hook: %w", err)
+	}
+	return b, nil
+}
+
+// Start listens on Options.Addr and serves clients until Close.
+func (b *Broker) Start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return ErrClosed
+	case b.started:
+		return ErrStarted
+	}
+	nl, err := net.Listen("tcp", b.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("mqttin: listen: %w", err)
+	}
+	ln := newTCPListener("holdfast-tcp", nl)
+	if err := b.srv.AddListener(ln); err != nil {
+		_ = nl.Close()
+		return fmt.Errorf("mqttin: add listener: %w", err)
+	}
+	b.ln = ln
+	b.started = true
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("mqttin: serve: %w", err)
+	}
+	return nil
+}
+
+// Addr returns the address the broker listens on: the bound address once
+// started, Options.Addr before.
+func (b *Broker) Addr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ln != nil {
+		return b.ln.Address()
+	}
+	return b.opts.Addr
+}
+
+// Close stops listening, abandons appends still waiting (their messages are not
+// acknowledged), disconnects every client and returns once all the broker's
+// goroutines have ended.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.cancel()
+	// Server.Close closes our listener, which waits for every connection.
+	return b.srv.Close()
+}

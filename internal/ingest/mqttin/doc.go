@@ -1,0 +1,58 @@
+// Package mqttin ingests device events over MQTT 3.1.1 and 5.
+//
+// A device publishes one event per message on devices/{device_id}/{stream}; the
+// payload is a bare JSON number or a JSON event object (decoded by event.ParseMQTT).
+// Each message is handed to an ingest.Appender on its own; the Appender's group
+// commit lets concurrent messages share an fsync. Anything else published under
+// devices/ is rejected as "bad_topic"; topics outside devices/ are ordinary broker
+// traffic and are not ingested.
+//
+// Two modes, one promise: a message is acknowledged only once its event is durable.
+//
+// # Embedded broker (Broker)
+//
+// mochi-mqtt (github.com/mochi-mqtt/server/v2) is the broker. An OnPublish hook
+// parses and appends each devices/ message while mochi waits, so the QoS 1 PUBACK
+// (QoS 2 PUBREC) leaves only after the fsync. Accepted messages are then routed to
+// subscribers as ordinary broker traffic. A client's messages are processed in
+// order, one at a time; throughput comes from many clients sharing group commits.
+//
+//	outcome                MQTT 5, QoS 1/2                  MQTT 3.1.1, QoS 1/2          QoS 0
+//	durable                PUBACK/PUBREC 0x00               PUBACK/PUBREC                routed
+//	bad topic              PUBACK/PUBREC 0x90               PUBACK/PUBREC, not routed    dropped
+//	bad or large payload   PUBACK/PUBREC 0x99               PUBACK/PUBREC, not routed    dropped
+//	storage unavailable    PUBACK/PUBREC 0x83 (no retry)    no ack, connection closed    dropped
+//	broker closing         no ack                           no ack                       dropped
+//
+// Bad input can never succeed, so it is acknowledged (3.1.1 has no negative ack)
+// and counted as rejected; it is not routed to subscribers. When storage fails,
+// an MQTT 5 client gets a negative ack with reason 0x83 ("implementation specific
+// error", reason string "storage unavailable"; 0x88 is not a valid PUBACK code):
+// the client library reports the failure and the application decides whether to
+// resend. An MQTT 3.1.1 client cannot be told, so it gets no ack and its
+// connection is closed; on reconnect it resends the message (with a persistent
+// session, as the 3.1.1 spec requires), and once storage is back it is stored and
+// acknowledged. Every failed attempt counts as rejected with reason "unavailable".
+//
+// Authentication and ACLs are a seam: BrokerOptions.Auth takes any mochi hook that
+// provides OnConnectAuthenticate and OnACLCheck (mochi checks the ACL before
+// OnPublish runs); without one every client may connect and publish.
+//
+// # External broker (Subscriber)
+//
+// When a site already runs a broker, paho.mqtt.golang (github.com/eclipse/paho.mqtt.golang)
+// subscribes to it as an MQTT 3.1.1 client with QoS 1, a persistent session
+// (clean session off, so messages published while holdfast is away are kept by the
+// broker) and manual acknowledgement: a message is acked only after its event is
+// durable, and bad messages are acked (they can never succeed) and counted. Messages
+// are handled concurrently so they share group commits. When an append fails, the
+// message is left unacked and the Subscriber reconnects after a backoff: handlers
+// still running on the connection finish first (so their acks are sent), then it
+// disconnects and connects again, and the broker redelivers everything unacked.
+// This gives at-least-once delivery; an ack lost in a reconnect means a redelivery,
+// which the Appender de-duplicates when the event carries an id.
+//
+// The tests drive both modes with real clients: paho.mqtt.golang for 3.1.1 and
+// paho.golang (github.com/eclipse/paho.golang) for MQTT 5, and a real Mosquitto as
+// the external broker.
+package mqttin

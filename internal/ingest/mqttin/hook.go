@@ -1,0 +1,109 @@
+package mqttin
+
+import (
+	"context"
+	"log/slog"
+	"unicode/utf8"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Negative acknowledgements sent to MQTT 5 clients (valid PUBACK/PUBREC reason codes).
+var (
+	codeTopicInvalid   = packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: "topic must be devices/{device_id}/{stream}"}
+	codePayloadInvalid = packets.ErrPayloadFormatInvalid
+	codeUnavailable    = packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: "storage unavailable"}
+)
+
+// ingestHook is the mochi hook that stores what devices publish before mochi
+// acknowledges it. It runs on the publishing client's read goroutine, so a client's
+// messages are stored in order and the ack waits for the fsync.
+type ingestHook struct {
+	mqtt.HookBase
+	in  *ingester
+	ctx context.Context // cancelled when the Broker closes
+	log *slog.Logger
+}
+
+func (h *ingestHook) ID() string { return "holdfast-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish returns nil for a durable event (mochi acks and routes it),
+// packets.CodeSuccessIgnore to have mochi ack without routing, and
+// packets.ErrRejectPacket when it has answered itself or no ack may be sent.
+// It sends negative acks itself rather than returning a packets.Code, because
+// mochi would answer a QoS 2 publish with a PUBACK and log every refusal as an error.
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !isDeviceTopic(pk.TopicName) {
+		return pk, nil
+	}
+	res := h.in.handle(h.ctx, pk.TopicName, pk.Payload)
+	v5 := cl.Properties.ProtocolVersion == 5
+	qos := pk.FixedHeader.Qos
+	switch res.outcome {
+	case outcomeDurable:
+		return pk, nil
+
+	case outcomeInvalid:
+		h.log.Debug("publish rejected", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason, "error", res.err)
+		if v5 && qos > 0 {
+			code := codePayloadInvalid
+			if res.reason == reasonBadTopic {
+				code = codeTopicInvalid
+			}
+			h.nack(cl, pk, code, res.err.Error())
+			return pk, packets.ErrRejectPacket
+		}
+		// 3.1.1 has no negative ack and a resend could never succeed: ack, don't route.
+		return pk, packets.CodeSuccessIgnore
+
+	case outcomeUnavailable:
+		h.log.Debug("publish not stored", "client", cl.ID, "topic", pk.TopicName, "error", res.err)
+		switch {
+		case qos == 0:
+		case v5:
+			h.nack(cl, pk, codeUnavailable, codeUnavailable.Reason)
+		default:
+			// No ack; close the connection so the client reconnects and resends.
+			cl.Stop(packets.ErrServerUnavailable)
+		}
+		return pk, packets.ErrRejectPacket
+
+	default: // outcomeClosing: the connection is about to be closed, nothing is acked.
+		return pk, packets.ErrRejectPacket
+	}
+}
+
+// maxReasonLen bounds the reason string sent back, which may quote the payload.
+const maxReasonLen = 256
+
+// truncate shortens s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// nack answers a QoS 1 or 2 publish from an MQTT 5 client with an error reason code.
+func (h *ingestHook) nack(cl *mqtt.Client, pk packets.Packet, code packets.Code, reason string) {
+	typ := byte(packets.Puback)
+	if pk.FixedHeader.Qos == 2 {
+		typ = packets.Pubrec // an error PUBREC ends the QoS 2 exchange
+	}
+	reason = truncate(reason, maxReasonLen)
+	ack := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: typ},
+		PacketID:    pk.PacketID,
+		ReasonCode:  code.Code,
+		Properties:  packets.Properties{ReasonString: reason},
+	}
+	if err := cl.WritePacket(ack); err != nil {
+		h.log.Debug("write negative ack", "client", cl.ID, "error", err)
+	}
+}

@@ -1,0 +1,148 @@
+package mqttin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+)
+
+const (
+	// TopicPrefix starts every topic that carries device events.
+	TopicPrefix = "devices/"
+
+	// DefaultMaxPayload is the largest payload accepted by default.
+	DefaultMaxPayload = 64 << 10
+
+	transport = "mqtt"
+)
+
+// Rejection reasons set by this package (payload reasons come from event.Error).
+const (
+	reasonBadTopic    = "bad_topic"
+	reasonTooLarge    = "too_large"
+	reasonUnavailable = "unavailable"
+	reasonInvalid     = "invalid" // a decode error that is not an *event.Error
+)
+
+// outcome is what became of one message.
+type outcome int
+
+const (
+	outcomeDurable     outcome = iota // stored or a duplicate: acknowledge
+	outcomeInvalid                    // bad topic or payload: can never succeed
+	outcomeUnavailable                // the Appender failed: do not acknowledge
+	outcomeClosing                    // the transport is shutting down: do not acknowledge
+)
+
+// result is the outcome of one message and, if it was refused, why.
+type result struct {
+	outcome outcome
+	reason  string // metric label when outcomeInvalid
+	err     error
+}
+
+// ingester turns one MQTT message into one Append call and keeps the counters.
+// It is shared by the Broker hook and the Subscriber and is safe for concurrent use.
+type ingester struct {
+	app        ingest.Appender
+	maxPayload int
+	limits     event.Limits
+	log        *slog.Logger
+	now        func() time.Time
+	failing    atomic.Bool // the last Append failed
+
+	accepted   prometheus.Counter
+	duplicates prometheus.Counter
+	rejected   *prometheus.CounterVec
+}
+
+func newIngester(app ingest.Appender, m *ingest.Metrics, maxPayload int, lim event.Limits, log *slog.Logger) *ingester {
+	if m == nil {
+		m = ingest.NewMetrics(nil)
+	}
+	return &ingester{
+		app:        app,
+		maxPayload: maxPayload,
+		limits:     lim,
+		log:        log,
+		now:        time.Now,
+		accepted:   m.Accepted.WithLabelValues(transport),
+		duplicates: m.Duplicates.WithLabelValues(transport),
+		rejected:   m.Rejected.MustCurryWith(prometheus.Labels{"transport": transport}),
+	}
+}
+
+// isDeviceTopic reports whether a topic is meant for ingestion.
+func isDeviceTopic(topic string) bool { return strings.HasPrefix(topic, TopicPrefix) }
+
+// parseTopic splits devices/{device_id}/{stream}.
+func parseTopic(topic string) (deviceID, stream string, err error) {
+	rest, ok := strings.CutPrefix(topic, TopicPrefix)
+	if !ok {
+		return "", "", fmt.Errorf("topic %q: not under %s", topic, TopicPrefix)
+	}
+	deviceID, stream, ok = strings.Cut(rest, "/")
+	if !ok || strings.Contains(stream, "/") {
+		return "", "", fmt.Errorf("topic %q: want devices/{device_id}/{stream}", topic)
+	}
+	if why := event.ValidName(deviceID); why != "" {
+		return "", "", fmt.Errorf("topic %q: device_id: %s", topic, why)
+	}
+	if why := event.ValidName(stream); why != "" {
+		return "", "", fmt.Errorf("topic %q: stream: %s", topic, why)
+	}
+	return deviceID, stream, nil
+}
+
+// handle decodes one message and appends its event, returning once the event is
+// durable or refused. ctx is the transport's lifetime.
+func (in *ingester) handle(ctx context.Context, topic string, payload []byte) result {
+	deviceID, stream, err := parseTopic(topic)
+	if err != nil {
+		return in.reject(reasonBadTopic, err)
+	}
+	if len(payload) > in.maxPayload {
+		return in.reject(reasonTooLarge, fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(payload), in.maxPayload))
+	}
+	ev, err := event.ParseMQTT(deviceID, stream, payload, in.now(), in.limits)
+	if err != nil {
+		reason := reasonInvalid
+		if e, ok := errors.AsType[*event.Error](err); ok {
+			reason = string(e.Reason)
+		}
+		return in.reject(reason, err)
+	}
+	res, err := in.app.Append(ctx, []event.Event{ev})
+	if err != nil {
+		if ctx.Err() != nil {
+			return result{outcome: outcomeClosing, err: err}
+		}
+		in.rejected.WithLabelValues(reasonUnavailable).Inc()
+		if !in.failing.Swap(true) {
+			in.log.Warn("storage unavailable: MQTT messages are not acknowledged", "error", err)
+		}
+		return result{outcome: outcomeUnavailable, reason: reasonUnavailable, err: err}
+	}
+	if in.failing.Swap(false) {
+		in.log.Info("storage available again: MQTT messages are acknowledged")
+	}
+	in.accepted.Add(float64(res.Stored + res.Duplicates))
+	if res.Duplicates > 0 {
+		in.duplicates.Add(float64(res.Duplicates))
+	}
+	return result{outcome: outcomeDurable}
+}
+
+func (in *ingester) reject(reason string, err error) result {
+	in.rejected.WithLabelValues(reason).Inc()
+	return result{outcome: outcomeInvalid, reason: reason, err: err}
+}

@@ -1,0 +1,217 @@
+package mqttin
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	paho3 "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+)
+
+const mosquittoPath = "/usr/sbin/mosquitto"
+
+// startMosquitto runs a real Mosquitto on a free loopback port for the test and
+// returns its address.
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin := mosquittoPath
+	if _, err := os.Stat(bin); err != nil {
+		if bin, err = exec.LookPath("mosquitto"); err != nil {
+			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") != "" {
+				t.Fatal("mosquitto not installed, and HOLDFAST_REQUIRE_MOSQUITTO is set (as .ci/run sets it)")
+			}
+			t.Skip("mosquitto not installed; .ci/run installs it")
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil,
+		"listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\n", port), 0o644))
+
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(waitFor):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			t.Logf("mosquitto output:\n%s", out.String())
+		}
+	})
+
+	deadline := time.Now().Add(waitFor)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return addr
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("mosquitto exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto not listening on %s: %v", addr, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func newTestSubscriber(t *testing.T, addr, clientID string, app *fakeAppender, m *ingest.Metrics) *Subscriber {
+	t.Helper()
+	s, err := NewSubscriber(SubscriberOptions{
+		BrokerURL:      "tcp://" + addr,
+		ClientID:       clientID,
+		ConnectTimeout: 5 * time.Second,
+		Backoff:        10 * time.Millisecond,
+		MaxBackoff:     100 * time.Millisecond,
+		Logger:         discardLogger(),
+	}, app, m)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	eventually(t, "subscriber connected", s.Connected)
+	return s
+}
+
+// publishN publishes events first..first+n-1 with QoS 1 and waits for the broker's acks.
+func publishN(t *testing.T, c paho3.Client, first, n int) {
+	t.Helper()
+	toks := make([]paho3.Token, n)
+	for i := range n {
+		id := first + i
+		toks[i] = c.Publish(fmt.Sprintf("devices/dev-%d/temp", id%5), 1, false,
+			fmt.Sprintf(`{"value":%d,"id":"e-%d"}`, id, id))
+	}
+	for _, tok := range toks {
+		waitToken(t, tok)
+	}
+}
+
+// wantStored checks that events 0..n-1 are each stored exactly once.
+func wantStored(t *testing.T, app *fakeAppender, n int) {
+	t.Helper()
+	got := app.stored()
+	seen := make(map[string]bool, len(got))
+	for _, ev := range got {
+		require.False(t, seen[ev.ID], "event %s stored twice", ev.ID)
+		seen[ev.ID] = true
+		require.Equal(t, fmt.Sprintf("e-%d", int(ev.Value)), ev.ID)
+		require.Equal(t, fmt.Sprintf("dev-%d", int(ev.Value)%5), ev.DeviceID)
+		require.Equal(t, "temp", ev.Stream)
+	}
+	for i := range n {
+		require.True(t, seen[fmt.Sprintf("e-%d", i)], "event e-%d missing", i)
+	}
+	require.Len(t, got, n)
+}
+
+func TestSubscriberMosquitto(t *testing.T) {
+	addr := startMosquitto(t)
+	app := newFakeAppender()
+	m, _ := newMetrics()
+	pub := connectV3(t, v3Options(addr, "device-publisher").SetCleanSession(true))
+
+	const clientID = "holdfast-test"
+	sub := newTestSubscriber(t, addr, clientID, app, m)
+
+	// Live traffic.
+	publishN(t, pub, 0, 50)
+	eventually(t, "50 events", func() bool { return app.count() == 50 })
+	wantStored(t, app, 50)
+
+	// A bad payload is acknowledged (never redelivered) and counted.
+	waitToken(t, pub.Publish("devices/dev-1/temp", 1, false, "garbage"))
+	eventually(t, "rejection counted", func() bool { return rejected(m, "malformed_json") == 1 })
+
+	// Published while holdfast is away: kept by the broker in the persistent session.
+	require.NoError(t, sub.Close())
+	assert.False(t, sub.Connected())
+	publishN(t, pub, 50, 50)
+	newTestSubscriber(t, addr, clientID, app, m)
+	eventually(t, "100 events", func() bool { return app.count() == 100 })
+	wantStored(t, app, 100)
+
+	// Storage fails for a while: nothing is acked, nothing lost; once it recovers,
+	// every event is stored once.
+	app.setFail(true)
+	publishN(t, pub, 100, 50)
+	eventually(t, "failed appends", func() bool { return app.failures() >= 10 })
+	require.Equal(t, 100, app.count())
+	app.setFail(false)
+	eventually(t, "150 events", func() bool { return app.count() == 150 })
+	wantStored(t, app, 150)
+
+	assert.Equal(t, 1.0, rejected(m, "malformed_json"))
+	assert.GreaterOrEqual(t, rejected(m, "unavailable"), 10.0)
+	assert.Equal(t, 150.0, accepted(m)-duplicates(m))
+	t.Logf("duplicates after reconnects: %v", duplicates(m))
+}
+
+// A subscriber whose broker is down keeps retrying and connects once it is up.
+func TestSubscriberBrokerDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close()) // nothing listens here now
+
+	app := newFakeAppender()
+	s, err := NewSubscriber(SubscriberOptions{
+		BrokerURL: "tcp://" + addr, ClientID: "down", Backoff: 5 * time.Millisecond,
+		MaxBackoff: 20 * time.Millisecond, Logger: discardLogger(),
+	}, app, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Start(context.Background()))
+	require.ErrorIs(t, s.Start(context.Background()), ErrStarted)
+	assert.False(t, s.Connected())
+	require.NoError(t, s.Close())
+	require.NoError(t, s.Close())
+}
+
+func TestSubscriberOptions(t *testing.T) {
+	app := newFakeAppender()
+	for _, o := range []SubscriberOptions{
+		{},
+		{BrokerURL: "http://x:1"},
+		{BrokerURL: "tcp://"},
+		{BrokerURL: "tcp://x:1", MaxPayload: -1},
+		{BrokerURL: "tcp://x:1", Backoff: time.Minute, MaxBackoff: time.Second},
+	} {
+		_, err := NewSubscriber(o, app, nil)
+		assert.Error(t, err, "%+v", o)
+	}
+	s, err := NewSubscriber(SubscriberOptions{BrokerURL: "tcp://x:1"}, app, nil)
+	require.NoError(t, err)
+	host, _ := os.Hostname()
+	assert.Equal(t, "holdfast-"+host, s.opts.ClientID)
+	assert.Equal(t, DefaultTopic, s.opts.Topic)
+	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Start(context.Background()), ErrClosed)
+}
