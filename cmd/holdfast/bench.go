@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/holdfast-edge/holdfast/internal/bench"
+)
+
+func benchCmd() *cobra.Command {
+	c := &cobra.Command{Use: "bench", Short: "Generate device load and measure the node"}
+	c.AddCommand(benchIngestCmd())
+	return c
+}
+
+func benchIngestCmd() *cobra.Command {
+	var (
+		o                          bench.Options
+		asJSON, quiet, allowErrors bool
+	)
+	c := &cobra.Command{
+		Use:   "ingest",
+		Short: "Send events as many devices would, and report throughput, ack latency and node memory",
+		Long: `Plays --devices simulated devices sending events over HTTP (NDJSON batches) or
+MQTT (QoS 1, one connection per device) for --duration or --count events, at
+--rate events/s or flat out, and reports events acknowledged, errors by kind,
+throughput, ack latency percentiles, the node's memory and a throughput chart.
+
+Without --target it starts a node of its own (this binary's "run") on
+127.0.0.1 with a temporary data directory, and stops it at the end.
+It exits non-zero if any event was not acknowledged, unless --allow-errors.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if c.Flags().Changed("count") && !c.Flags().Changed("duration") {
+				o.Duration = 0 // --count alone bounds the run
+			}
+			if o.Target == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("find the holdfast binary to start a node: %w", err)
+				}
+				o.NodeBinary = exe
+			}
+			if !quiet {
+				o.Notices = os.Stderr
+				if isTerminal(os.Stderr) {
+					o.Progress = os.Stderr
+				}
+			}
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+
+			rep, err := bench.Run(ctx, o)
+			if rep != nil {
+				out := c.OutOrStdout()
+				if asJSON {
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					if werr := enc.Encode(rep); werr != nil {
+						return werr
+					}
+				} else if werr := rep.WriteText(out); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if n := rep.ErrorCount(); n > 0 && !allowErrors {
+				return fmt.Errorf("bench: %d errors (see the report); --allow-errors to exit 0 anyway", n)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Transport, "transport", bench.TransportHTTP, "http or mqtt")
+	f.IntVar(&o.Devices, "devices", bench.DefaultDevices, "simulated devices")
+	f.Float64Var(&o.Rate, "rate", 0, "events/s over all devices (0: flat out)")
+	f.DurationVar(&o.Duration, "duration", bench.DefaultDuration, "how long to send; with --count, whichever ends first")
+	f.Int64Var(&o.Count, "count", 0, "total events to send (alone, without --duration, it bounds the run)")
+	f.IntVar(&o.Batch, "batch", bench.DefaultBatch, "HTTP: events per request")
+	f.IntVar(&o.Connections, "connections", bench.DefaultConnections, "HTTP: concurrent connections, each sending batches of several devices' events")
+	f.IntVar(&o.Inflight, "inflight", bench.DefaultInflight, "MQTT: unacknowledged messages per device")
+	f.StringVar(&o.Target, "target", "", "node to load, host:port: its HTTP address, or its MQTT broker's with --transport mqtt (default: start a node)")
+	f.StringVar(&o.HTTPTarget, "http-target", "", "with --transport mqtt and --target: the node's HTTP host:port for /metrics (default: the target's host, port 8080)")
+	f.StringArrayVar(&o.NodeArgs, "node-arg", nil, "extra argument for the started node's \"run\" (repeatable)")
+	f.BoolVar(&o.KeepData, "keep-data", false, "keep the started node's data directory")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar or notices on stderr")
+	f.BoolVar(&allowErrors, "allow-errors", false, "exit 0 even if some events were not acknowledged")
+	return c
+}
+
+// isTerminal reports whether f is a character device, as a terminal is.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

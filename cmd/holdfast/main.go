@@ -1,0 +1,124 @@
+// Command holdfast is the edge node binary: flags → config → node → run.
+// spf13/cobra parses the command line.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/node"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "holdfast",
+		Short:         "holdfast: the edge node that keeps a site's device data safe",
+		Version:       node.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), configCmd(), benchCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		os.Exit(1)
+	}
+}
+
+func runCmd() *cobra.Command {
+	var (
+		file                                                  string
+		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode string
+	)
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Start an edge node (no config file needed)",
+		RunE: func(c *cobra.Command, _ []string) error {
+			cfg := config.Default()
+			if file != "" {
+				var err error
+				if cfg, err = config.Load(file); err != nil {
+					return err
+				}
+			}
+			set := func(flag string, dst *string, v string) {
+				if c.Flags().Changed(flag) {
+					*dst = v
+				}
+			}
+			set("data-dir", &cfg.DataDir, dataDir)
+			set("node-id", &cfg.NodeID, nodeID)
+			set("http-addr", &cfg.HTTP.Addr, httpAddr)
+			set("mqtt-addr", &cfg.MQTT.Addr, mqttAddr)
+			set("mqtt-mode", &cfg.MQTT.Mode, mqttMode)
+			set("buffer-engine", &cfg.Buffer.Engine, engine)
+			return run(cfg)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&file, "config", "", "YAML config file (see README); flags override it")
+	f.StringVar(&dataDir, "data-dir", "", "data directory (default ./holdfast-data)")
+	f.StringVar(&nodeID, "node-id", "", "node id (default: host name)")
+	f.StringVar(&httpAddr, "http-addr", "", "HTTP listen address (default 127.0.0.1:8080)")
+	f.StringVar(&mqttAddr, "mqtt-addr", "", "embedded MQTT broker address (default 127.0.0.1:1883)")
+	f.StringVar(&mqttMode, "mqtt-mode", "", "MQTT ingest: embedded, external or off (default embedded)")
+	f.StringVar(&engine, "buffer-engine", "", "buffer engine (default log)")
+	return c
+}
+
+func run(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	logger := newLogger(cfg.Log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := node.Start(cfg, logger)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return nil
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func configCmd() *cobra.Command {
+	c := &cobra.Command{Use: "config", Short: "Work with config files"}
+	c.AddCommand(&cobra.Command{
+		Use:   "check FILE",
+		Short: "Validate a config file and report every problem",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			cfg, err := config.Load(args[0])
+			if err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("%s is invalid:\n%w", args[0], err)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: ok\n", args[0])
+			return nil
+		},
+	})
+	return c
+}

@@ -1,0 +1,180 @@
+// Package api is holdfast's HTTP surface apart from ingest itself: local event
+// queries, status, health, Prometheus metrics and the status page. Routes and
+// response shapes follow DESIGN §10 and are a public interface.
+//
+// prometheus/client_golang's promhttp serves /metrics.
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/holdfast-edge/holdfast/internal/store"
+)
+
+// Status is the body of GET /v1/status.
+type Status struct {
+	NodeID   string       `json:"node_id"`
+	Version  string       `json:"version"`
+	Started  string       `json:"started"`
+	Uptime   string       `json:"uptime"`
+	Healthy  bool         `json:"healthy"`
+	Problems []string     `json:"problems,omitempty"`
+	Buffer   BufferStatus `json:"buffer"`
+	MQTT     MQTTStatus   `json:"mqtt"`
+}
+
+// BufferStatus describes the durable buffer.
+type BufferStatus struct {
+	Engine             string `json:"engine"`
+	Segments           int    `json:"segments"`
+	Bytes              int64  `json:"bytes"`
+	MaxBytes           int64  `json:"max_bytes"`
+	FirstOffset        uint64 `json:"first_offset"`
+	NextOffset         uint64 `json:"next_offset"`
+	QuarantinedRecords int64  `json:"quarantined_records"`
+	Error              string `json:"error,omitempty"`
+}
+
+// MQTTStatus describes MQTT ingest.
+type MQTTStatus struct {
+	Mode      string `json:"mode"`
+	Addr      string `json:"addr,omitempty"`
+	Connected *bool  `json:"connected,omitempty"` // external mode only
+}
+
+// Options wire the API to the node.
+type Options struct {
+	Ingest   http.Handler        // POST /v1/events
+	Store    *store.Store        // GET /v1/events
+	Status   func() Status       // GET /v1/status, /healthz, /
+	Gatherer prometheus.Gatherer // GET /metrics
+}
+
+// New returns the node's HTTP handler.
+func New(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/events", o.Ingest)
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) })
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, o.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		s := o.Status()
+		if !s.Healthy {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "problems": s.Problems})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = statusPage.Execute(w, o.Status())
+	})
+	return mux
+}
+
+// queryEvents serves GET /v1/events?device_id=&stream=&from=&to=&limit=&cursor=.
+func queryEvents(w http.ResponseWriter, r *http.Request, s *store.Store) {
+	q, err := parseQuery(r)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+		return
+	}
+	page, err := s.Query(q)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		return
+	}
+	b := make([]byte, 0, 64+len(page.Events)*160)
+	b = append(b, `{"events":[`...)
+	for i, e := range page.Events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, `{"offset":%d,`, e.Offset)
+		b = append(b, e.AppendJSON(nil)[1:]...)
+	}
+	b = append(b, ']')
+	if page.Next != 0 {
+		b = fmt.Appendf(b, `,"next":"%d"`, page.Next)
+	}
+	b = append(b, "}\n"...)
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(b)
+}
+
+func parseQuery(r *http.Request) (store.Query, error) {
+	v := r.URL.Query()
+	q := store.Query{DeviceID: v.Get("device_id"), Stream: v.Get("stream")}
+	var err error
+	if q.From, err = parseTime("from", v.Get("from")); err != nil {
+		return q, err
+	}
+	if q.To, err = parseTime("to", v.Get("to")); err != nil {
+		return q, err
+	}
+	if s := v.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > store.MaxLimit {
+			return q, fmt.Errorf("limit: %q must be an integer from 1 to %d", s, store.MaxLimit)
+		}
+		q.Limit = n
+	}
+	if s := v.Get("cursor"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil || n == 0 {
+			return q, fmt.Errorf("cursor: %q is not a cursor returned as \"next\"", s)
+		}
+		q.Before = n
+	}
+	return q, nil
+}
+
+// parseTime accepts RFC 3339 or Unix epoch milliseconds.
+func parseTime(name, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return t, fmt.Errorf("%s: %q is neither RFC 3339 nor Unix milliseconds", name, s)
+	}
+	return t, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>holdfast {{.NodeID}}</title>
+<style>body{font:15px system-ui,sans-serif;margin:2em;max-width:50em}td{padding:.2em 1em .2em 0}
+.ok{color:#1a7f37}.bad{color:#cf222e}</style></head><body>
+<h1>holdfast <small>{{.NodeID}}</small></h1>
+<p class="{{if .Healthy}}ok{{else}}bad{{end}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}}
+{{range .Problems}}<br>{{.}}{{end}}</p>
+<table>
+<tr><td>version</td><td>{{.Version}}</td></tr>
+<tr><td>up since</td><td>{{.Started}} ({{.Uptime}})</td></tr>
+<tr><td>buffer</td><td>{{.Buffer.Engine}}: {{.Buffer.Segments}} segments, {{.Buffer.Bytes}} of {{.Buffer.MaxBytes}} bytes,
+offsets {{.Buffer.FirstOffset}}–{{.Buffer.NextOffset}}, {{.Buffer.QuarantinedRecords}} quarantined</td></tr>
+<tr><td>mqtt</td><td>{{.MQTT.Mode}} {{.MQTT.Addr}}</td></tr>
+</table>
+<p><a href="/v1/status">/v1/status</a> · <a href="/v1/events?limit=20">/v1/events</a> · <a href="/metrics">/metrics</a></p>
+</body></html>
+`))

@@ -1,0 +1,229 @@
+// Package httpin is HTTP ingest: `POST /v1/events` with one JSON object, a JSON
+// array or NDJSON, optionally gzip- or zstd-compressed. It decodes and validates,
+// hands the valid events to an ingest.Appender, and answers only once they are
+// durable. Invalid events are reported by index and never affect valid ones.
+//
+// klauspost/compress provides the zstd decoder; gzip is the standard library's.
+package httpin
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+)
+
+const transport = "http"
+
+// Options configure the handler. Zero fields take the defaults.
+type Options struct {
+	MaxBodyBytes int64 // after decompression; default 16 MiB
+	Limits       event.Limits
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Handler serves POST /v1/events.
+type Handler struct {
+	opts Options
+	app  ingest.Appender
+	m    *ingest.Metrics
+	bufs sync.Pool // *bytes.Buffer
+	zstd sync.Pool // *zstd.Decoder
+	gzip sync.Pool // *gzip.Reader
+}
+
+// New returns an ingest handler that stores through app.
+func New(opts Options, app ingest.Appender, m *ingest.Metrics) *Handler {
+	if opts.MaxBodyBytes == 0 {
+		opts.MaxBodyBytes = 16 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Handler{opts: opts, app: app, m: m}
+}
+
+// Rejected is one refused event in a response.
+type Rejected struct {
+	Index int    `json:"index"`
+	Error string `json:"error"`
+}
+
+// Response is the body of every answer to POST /v1/events.
+type Response struct {
+	Accepted   int        `json:"accepted"`
+	Duplicates int        `json:"duplicates,omitempty"`
+	Rejected   []Rejected `json:"rejected"`
+	Error      string     `json:"error,omitempty"` // set when the request as a whole failed
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.fail(w, http.StatusMethodNotAllowed, "", "method %s not allowed; use POST", r.Method)
+		return
+	}
+	buf := h.getBuf()
+	defer h.bufs.Put(buf)
+	if status, err := h.readBody(r, buf); err != nil {
+		h.fail(w, status, reasonFor(status), "%v", err)
+		return
+	}
+	body := buf.Bytes()
+	if len(bytes.TrimSpace(body)) == 0 {
+		h.fail(w, http.StatusBadRequest, string(event.ReasonMalformed), "empty body")
+		return
+	}
+	ndjson := isNDJSON(r.Header.Get("Content-Type"))
+	now := h.opts.Now()
+	evs, rejections, err := event.ParseBatch(body, ndjson, now, h.opts.Limits)
+	if err != nil {
+		h.fail(w, http.StatusBadRequest, string(event.ReasonMalformed), "%v", err)
+		return
+	}
+	resp := Response{Rejected: make([]Rejected, 0, len(rejections))}
+	for _, rj := range rejections {
+		resp.Rejected = append(resp.Rejected, Rejected{Index: rj.Index, Error: rj.Err.Error()})
+		h.m.Rejected.WithLabelValues(transport, reasonOf(rj.Err)).Inc()
+	}
+	if len(evs) > 0 {
+		res, err := h.app.Append(r.Context(), evs)
+		if err != nil {
+			status := http.StatusServiceUnavailable
+			if !errors.Is(err, ingest.ErrUnavailable) {
+				status = http.StatusInternalServerError
+			}
+			h.opts.Logger.Warn("ingest failed", "events", len(evs), "err", err)
+			w.Header().Set("Retry-After", "1")
+			h.fail(w, status, "unavailable", "events not stored: %v", err)
+			return
+		}
+		resp.Accepted = len(evs)
+		resp.Duplicates = res.Duplicates
+		h.m.Accepted.WithLabelValues(transport).Add(float64(len(evs)))
+		h.m.Duplicates.WithLabelValues(transport).Add(float64(res.Duplicates))
+	}
+	status := http.StatusOK
+	if resp.Accepted == 0 && len(resp.Rejected) > 0 {
+		status = http.StatusBadRequest
+	}
+	writeJSON(w, status, resp)
+}
+
+func (h *Handler) getBuf() *bytes.Buffer {
+	if b, ok := h.bufs.Get().(*bytes.Buffer); ok {
+		b.Reset()
+		return b
+	}
+	return new(bytes.Buffer)
+}
+
+// readBody reads the decompressed body into buf, enforcing MaxBodyBytes on the
+// decompressed size, and returns the HTTP status to answer on failure.
+func (h *Handler) readBody(r *http.Request, buf *bytes.Buffer) (int, error) {
+	max := h.opts.MaxBodyBytes
+	if r.ContentLength > max {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body of %d bytes exceeds the limit of %d bytes", r.ContentLength, max)
+	}
+	var src io.Reader = http.MaxBytesReader(nil, r.Body, max)
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, _ := h.gzip.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(src)
+		} else {
+			err = zr.Reset(src)
+		}
+		if err != nil {
+			return http.StatusBadRequest, fmt.Errorf("gzip body: %v", err)
+		}
+		defer h.gzip.Put(zr)
+		src = zr
+	case "zstd":
+		zd, _ := h.zstd.Get().(*zstd.Decoder)
+		if zd == nil {
+			var err error
+			zd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+			if err != nil {
+				return http.StatusInternalServerError, err
+			}
+		}
+		if err := zd.Reset(src); err != nil {
+			return http.StatusBadRequest, fmt.Errorf("zstd body: %v", err)
+		}
+		defer h.zstd.Put(zd)
+		src = zd
+	default:
+		return http.StatusUnsupportedMediaType, fmt.Errorf("Content-Encoding %q not supported; use gzip, zstd or none", enc)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(src, max+1))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig) || n > max:
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("body exceeds the limit of %d bytes", max)
+	case err != nil:
+		return http.StatusBadRequest, fmt.Errorf("read body: %v", err)
+	}
+	return 0, nil
+}
+
+func isNDJSON(contentType string) bool {
+	ct, _, _ := strings.Cut(contentType, ";")
+	switch strings.ToLower(strings.TrimSpace(ct)) {
+	case "application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines":
+		return true
+	}
+	return false
+}
+
+func reasonOf(err error) string {
+	var e *event.Error
+	if errors.As(err, &e) {
+		return string(e.Reason)
+	}
+	return "invalid"
+}
+
+func reasonFor(status int) string {
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusUnsupportedMediaType:
+		return "bad_encoding"
+	}
+	return string(event.ReasonMalformed)
+}
+
+// fail answers a request refused as a whole. A body refused for what it holds
+// counts once under reason (its events were never seen one by one); an empty
+// reason or "unavailable" is not an event rejection and is not counted.
+func (h *Handler) fail(w http.ResponseWriter, status int, reason, format string, args ...any) {
+	if reason != "" && reason != "unavailable" {
+		h.m.Rejected.WithLabelValues(transport, reason).Inc()
+	}
+	writeJSON(w, status, Response{Rejected: []Rejected{}, Error: fmt.Sprintf(format, args...)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,255 @@
+// Package node wires holdfast's components into a running edge node and owns
+// their lifecycle: the data directory and its lock, the buffer, the store, HTTP
+// and MQTT ingest, and the API. It is the one place that knows them all.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/holdfast-edge/holdfast/internal/api"
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/ingest/httpin"
+	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
+	"github.com/holdfast-edge/holdfast/internal/store"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/node.Version=v1.2.3".
+var Version = "dev"
+
+// Node is a running edge node.
+type Node struct {
+	cfg     config.Config
+	log     *slog.Logger
+	started time.Time
+	reg     *prometheus.Registry
+
+	lock  *os.File
+	buf   *buffer.Log
+	store *store.Store
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+	broker  *mqttin.Broker
+	sub     *mqttin.Subscriber
+	stopSub context.CancelFunc
+}
+
+// Start opens the data directory and starts every component. On error,
+// whatever was started is stopped again.
+func Start(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if n.lock, err = lockDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n.buf, err = buffer.Open(buffer.Options{
+		Dir:          filepath.Join(cfg.DataDir, "log"),
+		SegmentBytes: int64(cfg.Buffer.SegmentBytes),
+		MaxBytes:     int64(cfg.Buffer.MaxBytes),
+		Logger:       logger.With("component", "buffer"),
+		Metrics:      buffer.NewMetrics(n.reg),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	n.store, err = store.Open(n.buf, store.Options{
+		DedupWindow:     cfg.Ingest.DedupWindow,
+		DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
+		Logger:          logger.With("component", "store"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	im := ingest.NewMetrics(n.reg)
+	limits := event.Limits{MaxFuture: cfg.Ingest.MaxFuture}
+	if err := n.startMQTT(im, limits); err != nil {
+		return nil, err
+	}
+	if err := n.startHTTP(im, limits); err != nil {
+		return nil, err
+	}
+	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
+		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
+		"took", time.Since(n.started).Round(time.Millisecond))
+	return n, nil
+}
+
+func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
+	mc := n.cfg.MQTT
+	logger := n.log.With("component", "mqtt")
+	switch mc.Mode {
+	case "embedded":
+		b, err := mqttin.NewBroker(mqttin.BrokerOptions{
+			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger,
+		}, n.store, im)
+		if err != nil {
+			return err
+		}
+		if err := b.Start(); err != nil {
+			return fmt.Errorf("start MQTT broker: %w", err)
+		}
+		n.broker = b
+	case "external":
+		s, err := mqttin.NewSubscriber(mqttin.SubscriberOptions{
+			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID,
+			Username: mc.External.Username, Password: mc.External.Password,
+			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger,
+		}, n.store, im)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := s.Start(ctx); err != nil {
+			cancel()
+			return fmt.Errorf("start MQTT subscriber: %w", err)
+		}
+		n.sub, n.stopSub = s, cancel
+	}
+	return nil
+}
+
+func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
+	ln, err := net.Listen("tcp", n.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on http.addr: %w", err)
+	}
+	n.httpLn = ln
+	logger := n.log.With("component", "http")
+	h := api.New(api.Options{
+		Ingest: httpin.New(httpin.Options{
+			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger,
+		}, n.store, im),
+		Store:    n.store,
+		Status:   n.Status,
+		Gatherer: n.reg,
+	})
+	n.httpSrv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	go func() {
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// HTTPAddr returns the address the HTTP listener is bound to.
+func (n *Node) HTTPAddr() string {
+	if n.httpLn == nil {
+		return ""
+	}
+	return n.httpLn.Addr().String()
+}
+
+// MQTTAddr returns the embedded broker's address, or "" if it is not running.
+func (n *Node) MQTTAddr() string {
+	if n.broker == nil {
+		return ""
+	}
+	return n.broker.Addr()
+}
+
+// Status reports the node's state for /v1/status, /healthz and the status page.
+func (n *Node) Status() api.Status {
+	st := n.buf.Stats()
+	s := api.Status{
+		NodeID:  n.cfg.NodeID,
+		Version: Version,
+		Started: n.started.UTC().Format(time.RFC3339),
+		Uptime:  time.Since(n.started).Round(time.Second).String(),
+		Healthy: true,
+		Buffer: api.BufferStatus{
+			Engine: n.cfg.Buffer.Engine, Segments: st.Segments, Bytes: st.Bytes,
+			MaxBytes: int64(n.cfg.Buffer.MaxBytes), FirstOffset: st.FirstOffset, NextOffset: st.NextOffset,
+			QuarantinedRecords: st.QuarantinedRecords,
+		},
+		MQTT: api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
+	}
+	if err := n.buf.Err(); err != nil {
+		s.Healthy = false
+		s.Buffer.Error = err.Error()
+		s.Problems = append(s.Problems, "buffer failed, nothing is being acknowledged: "+err.Error())
+	}
+	if n.sub != nil {
+		c := n.sub.Connected()
+		s.MQTT.Connected = &c
+		s.MQTT.Addr = n.cfg.MQTT.External.Broker
+		if !c {
+			s.Problems = append(s.Problems, "not connected to MQTT broker "+n.cfg.MQTT.External.Broker)
+		}
+	}
+	return s
+}
+
+// Close stops ingest first, so that nothing new arrives, then closes the
+// buffer, waiting for appends in flight to become durable.
+func (n *Node) Close() error {
+	var errs []error
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, n.httpSrv.Shutdown(ctx))
+		cancel()
+	} else if n.httpLn != nil {
+		errs = append(errs, n.httpLn.Close())
+	}
+	if n.broker != nil {
+		errs = append(errs, n.broker.Close())
+	}
+	if n.sub != nil {
+		n.stopSub()
+		errs = append(errs, n.sub.Close())
+	}
+	if n.buf != nil {
+		errs = append(errs, n.buf.Close())
+	}
+	if n.lock != nil {
+		errs = append(errs, n.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// lockDir takes an exclusive lock on the data directory so that two nodes never
+// share one buffer. The kernel drops the lock when the process dies.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another holdfast process: %w", dir, err)
+	}
+	return f, nil
+}
