@@ -1,0 +1,177 @@
+// Package e2e drives the real holdfast binary: it is built once in TestMain,
+// started as a child process on 127.0.0.1 with ports chosen by the kernel, and
+// killed with SIGKILL where a test needs a crash.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "holdfast-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "holdfast")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/holdfast")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build holdfast: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a running holdfast node.
+type proc struct {
+	cmd      *exec.Cmd
+	httpAddr string
+	mqttAddr string
+	done     chan struct{}
+	logMu    sync.Mutex
+	log      strings.Builder
+}
+
+var readyRE = regexp.MustCompile(`msg="node ready".* http_addr=(\S+) mqtt_addr=(\S+)`)
+
+// start runs `holdfast run` on dataDir and waits for it to be ready.
+func start(t *testing.T, dataDir string, args ...string) *proc {
+	t.Helper()
+	all := append([]string{"run", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"}, args...)
+	p := &proc{cmd: exec.Command(binary, all...), done: make(chan struct{})}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.logMu.Lock()
+			p.log.WriteString(line + "\n")
+			p.logMu.Unlock()
+			if m := readyRE.FindStringSubmatch(line); m != nil {
+				ready <- [2]string{m[1], m[2]}
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	go func() { p.cmd.Wait(); close(p.done) }()
+	select {
+	case a := <-ready:
+		p.httpAddr, p.mqttAddr = a[0], a[1]
+	case <-p.done:
+		t.Fatalf("holdfast exited before ready:\n%s", p.logs())
+	case <-time.After(30 * time.Second):
+		p.kill()
+		t.Fatalf("holdfast not ready after 30s:\n%s", p.logs())
+	}
+	t.Cleanup(p.kill)
+	return p
+}
+
+func (p *proc) logs() string {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	return p.log.String()
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.kill()
+		t.Fatalf("holdfast did not stop on SIGTERM:\n%s", p.logs())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("holdfast exited %d:\n%s", code, p.logs())
+	}
+}
+
+func (p *proc) url(path string) string { return "http://" + p.httpAddr + path }
+
+// storedEvent is one element of GET /v1/events.
+type storedEvent struct {
+	Offset   uint64  `json:"offset"`
+	ID       string  `json:"id"`
+	DeviceID string  `json:"device_id"`
+	Stream   string  `json:"stream"`
+	Value    float64 `json:"value"`
+	TS       string  `json:"ts"`
+}
+
+// allEvents pages through GET /v1/events with the given filter.
+func allEvents(t *testing.T, p *proc, filter string) []storedEvent {
+	t.Helper()
+	var out []storedEvent
+	cursor := ""
+	for {
+		u := p.url("/v1/events?limit=10000" + filter)
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page struct {
+			Events []storedEvent `json:"events"`
+			Next   string        `json:"next"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %v", u, resp.StatusCode, err)
+		}
+		out = append(out, page.Events...)
+		if page.Next == "" {
+			return out
+		}
+		cursor = page.Next
+	}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
