@@ -88,6 +88,11 @@ func ParseObject(b []byte, now time.Time, lim Limits) (Event, error) {
 	return ev, nil
 }
 
+// MaxRejections is the most invalid elements a batch may hold. A body with more
+// is not a device batch with a few bad readings but a broken producer: it is
+// refused as a whole, which also bounds the memory spent describing it.
+const MaxRejections = 1000
+
 // Rejection is one refused element of a batch.
 type Rejection struct {
 	Index int
@@ -102,14 +107,14 @@ type Rejection struct {
 // non-blank lines for NDJSON) and an *Error. A body that is not a JSON array/object at
 // all, an array that is not syntactically valid JSON, or an object that is not and is
 // alone on its only non-blank line, returns err (*Error, ReasonMalformed, with byte
-// offset) and no events. Blank lines in NDJSON are skipped. A bad NDJSON line never
-// affects other lines; its error's byte offset counts from the start of the line.
+// offset) and no events; so does a body with more than MaxRejections invalid
+// elements. Blank lines in NDJSON are skipped. A bad NDJSON line never affects
+// other lines; its error's byte offset counts from the start of the line.
 func ParseBatch(body []byte, ndjson bool, now time.Time, lim Limits) ([]Event, []Rejection, error) {
 	var s scanner
 	s.init(body)
 	if ndjson {
-		evs, rejs := s.parseLines(now, lim)
-		return evs, rejs, nil
+		return s.parseLines(now, lim)
 	}
 	s.ws()
 	if s.i >= len(body) {
@@ -132,8 +137,7 @@ func ParseBatch(body []byte, ndjson bool, now time.Time, lim Limits) ([]Event, [
 		}
 		if multiLine(body) {
 			s.init(body)
-			evs, rejs := s.parseLines(now, lim)
-			return evs, rejs, nil
+			return s.parseLines(now, lim)
 		}
 		return nil, nil, err
 	default:
@@ -361,7 +365,7 @@ func (s *scanner) parseObject(now time.Time, lim Limits, topic *[2]string) (Even
 }
 
 // parseLines decodes NDJSON: one object per non-blank line.
-func (s *scanner) parseLines(now time.Time, lim Limits) ([]Event, []Rejection) {
+func (s *scanner) parseLines(now time.Time, lim Limits) ([]Event, []Rejection, error) {
 	body := s.b
 	// One event per line, but no more than the shortest valid event fits: a
 	// body of newlines must not allocate 80 bytes per byte.
@@ -382,13 +386,21 @@ func (s *scanner) parseLines(now time.Time, lim Limits) ([]Event, []Rejection) {
 		s.init(line)
 		ev, err := s.parseObject(now, lim, nil)
 		if err != nil {
+			if len(rejs) == MaxRejections {
+				return nil, nil, tooManyRejections(rejs)
+			}
 			rejs = append(rejs, Rejection{Index: idx, Err: err})
 		} else {
 			evs = append(evs, ev)
 		}
 		idx++
 	}
-	return evs, rejs
+	return evs, rejs, nil
+}
+
+func tooManyRejections(rejs []Rejection) *Error {
+	return &Error{Reason: ReasonMalformed, Msg: fmt.Sprintf(
+		"more than %d invalid events, body refused; the first, at index %d: %v", MaxRejections, rejs[0].Index, rejs[0].Err)}
 }
 
 // parseArray decodes a JSON array of objects at s.i. A syntax error anywhere
@@ -414,6 +426,9 @@ func (s *scanner) parseArray(now time.Time, lim Limits) ([]Event, []Rejection, *
 					return nil, nil, s.err
 				}
 				if ev, err := o.finish(nowMS, nil); err != nil {
+					if len(rejs) == MaxRejections {
+						return nil, nil, tooManyRejections(rejs)
+					}
 					rejs = append(rejs, Rejection{Index: idx, Err: err})
 				} else {
 					evs = append(evs, ev)
@@ -421,6 +436,9 @@ func (s *scanner) parseArray(now time.Time, lim Limits) ([]Event, []Rejection, *
 			} else {
 				if !s.skip() {
 					return nil, nil, s.err
+				}
+				if len(rejs) == MaxRejections {
+					return nil, nil, tooManyRejections(rejs)
 				}
 				rejs = append(rejs, Rejection{Index: idx, Err: &Error{Reason: ReasonMalformed,
 					Msg: "array element must be a JSON object, got " + kindOf(c)}})
@@ -878,9 +896,10 @@ func (s *scanner) failEOF() bool {
 
 // notContainer returns the error for a top-level value at s.i that is not the
 // kind wanted.
+// A value that is not even valid JSON gets the syntax error instead.
 func (s *scanner) notContainer(want string) *Error {
 	k := kindOf(s.b[s.i])
-	if k == "" {
+	if k == "" || !s.skip() {
 		s.fail("looking for beginning of value")
 		return s.err
 	}

@@ -531,3 +531,43 @@ func FuzzAppendMillis(f *testing.F) {
 		}
 	})
 }
+
+func TestParseBatchRejectionLimit(t *testing.T) {
+	good := `{"device_id":"d","stream":"s","value":1}`
+	bad := `{"device_id":"d","stream":"s"}`
+	lines := func(n int, line string) string { return strings.Repeat(line+"\n", n) }
+	array := func(n int, elem string) string { return strings.TrimSuffix(strings.Repeat(elem+",", n), ",") }
+
+	// Exactly MaxRejections bad events beside good ones: the good are kept.
+	evs, rejs, err := ParseBatch([]byte(lines(MaxRejections, bad)+lines(2000, good)), true, testNow, Limits{})
+	require.NoError(t, err)
+	require.Len(t, evs, 2000)
+	require.Len(t, rejs, MaxRejections)
+	evs, rejs, err = ParseBatch([]byte("["+array(MaxRejections, bad)+","+array(2000, good)+"]"), false, testNow, Limits{})
+	require.NoError(t, err)
+	require.Len(t, evs, 2000)
+	require.Len(t, rejs, MaxRejections)
+
+	// One more and the body is refused, naming the first problem.
+	for name, body := range map[string]string{
+		"ndjson": lines(2000, good) + lines(MaxRejections+1, "x"),
+		"array":  "[" + array(MaxRejections+1, "3") + "]",
+	} {
+		evs, rejs, err := ParseBatch([]byte(body), name == "ndjson", testNow, Limits{})
+		require.Nil(t, evs, name)
+		require.Nil(t, rejs, name)
+		require.ErrorContains(t, err, "more than 1000 invalid events, body refused; the first, at index", name)
+		require.Equal(t, ReasonMalformed, err.(*Error).Reason)
+	}
+}
+
+func TestNotJSONIsASyntaxError(t *testing.T) {
+	_, rejs, err := ParseBatch([]byte("not json at all\n"), true, testNow, Limits{})
+	require.NoError(t, err)
+	require.Len(t, rejs, 1)
+	require.Contains(t, rejs[0].Err.Error(), "malformed JSON at byte 1: invalid character 'o'")
+	_, err = ParseMQTT("d", "s", []byte("nope"), testNow, Limits{})
+	require.ErrorContains(t, err, "malformed JSON at byte 1")
+	_, err = ParseMQTT("d", "s", []byte("null"), testNow, Limits{})
+	require.ErrorContains(t, err, "expected a JSON object or number, got null")
+}
