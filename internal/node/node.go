@@ -51,11 +51,11 @@ type Node struct {
 
 // Start opens the data directory and starts every component. On error,
 // whatever was started is stopped again.
-func Start(cfg config.Config, logger *slog.Logger) (n *Node, err error) {
+func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			n.Close()
