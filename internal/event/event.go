@@ -1,6 +1,6 @@
 // Package event defines the device event and its two codecs: JSON as devices send
 // it (decoded and validated in json.go) and the binary record payload the buffer
-// stores (this file, layout in docs/format/event.md).
+// stores (this file, layout in docs/format/records.md).
 //
 // The package owns what record bytes mean; the buffer only frames and checksums
 // them. Every decoder here reads bytes from outside and is fuzzed.

@@ -34,7 +34,7 @@ func TestBinaryRoundTrip(t *testing.T) {
 }
 
 func TestBinaryLayout(t *testing.T) {
-	// docs/format/event.md: "Typical size ... 47 bytes"
+	// docs/format/records.md: "Typical size ... 47 bytes"
 	ev := Event{DeviceID: "dev-00000123", Stream: "temperature", TS: 1764190000000, Received: 1764190000123, Value: 21.5}
 	b := ev.AppendBinary(nil)
 	require.Len(t, b, 47)
