@@ -21,10 +21,11 @@ type index struct {
 	mu       sync.RWMutex
 	byDevice map[string][]run // guarded by mu
 	byStream map[string][]run // guarded by mu
+	byWindow map[string][]run // guarded by mu; window result records by stream, times are window starts
 }
 
 func newIndex() *index {
-	return &index{byDevice: map[string][]run{}, byStream: map[string][]run{}}
+	return &index{byDevice: map[string][]run{}, byStream: map[string][]run{}, byWindow: map[string][]run{}}
 }
 
 // indexAdd records that the event at off belongs to device and stream.
@@ -52,13 +53,23 @@ func extend[S ~string | ~[]byte](m map[string][]run, key S, ts int64, off uint64
 func (x *index) runs(device, stream string, fromTS, toTS int64) ([]run, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	var all []run
-	var ok bool
 	if device != "" {
-		all, ok = x.byDevice[device]
-	} else {
-		all, ok = x.byStream[stream]
+		return overlapping(x.byDevice[device], fromTS, toTS)
 	}
+	return overlapping(x.byStream[stream], fromTS, toTS)
+}
+
+// windowRuns is runs for window result records of a stream.
+func (x *index) windowRuns(stream string, fromTS, toTS int64) ([]run, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return overlapping(x.byWindow[stream], fromTS, toTS)
+}
+
+// overlapping returns a copy of the runs overlapping [fromTS, toTS), newest
+// first; ok is false if there are no runs at all. The index lock must be held.
+func overlapping(all []run, fromTS, toTS int64) ([]run, bool) {
+	ok := len(all) > 0
 	out := make([]run, 0, len(all))
 	for i := len(all) - 1; i >= 0; i-- {
 		r := all[i]
@@ -73,7 +84,7 @@ func (x *index) runs(device, stream string, fromTS, toTS int64) ([]run, bool) {
 func (x *index) forget(off uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for _, m := range []map[string][]run{x.byDevice, x.byStream} {
+	for _, m := range []map[string][]run{x.byDevice, x.byStream, x.byWindow} {
 		for k, runs := range m {
 			i := 0
 			for i < len(runs) && runs[i].last < off {

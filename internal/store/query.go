@@ -25,6 +25,7 @@ const MaxLimit = 10_000
 // Stored is an event with its place in the log.
 type Stored struct {
 	Offset uint64
+	Late   bool // arrived after a window it belonged to had closed
 	event.Event
 }
 
@@ -59,20 +60,9 @@ func (s *Store) Query(q Query) (Page, error) {
 	var ranges [][2]uint64 // [lo, hi), newest first, disjoint
 	if q.DeviceID != "" || q.Stream != "" {
 		runs, _ := s.idx.runs(q.DeviceID, q.Stream, fromTS, toTS)
-		hiBound := upper
-		for _, r := range runs {
-			lo, hi := max(r.first, lower), min(r.last+1, hiBound)
-			if lo < hi {
-				ranges = append(ranges, [2]uint64{lo, hi})
-			}
-			hiBound = min(hiBound, r.first)
-		}
+		ranges = disjoint(runs, lower, upper)
 	} else {
-		for hi := upper; hi > lower; {
-			lo := max(lower, hi-min(hi, runSpan))
-			ranges = append(ranges, [2]uint64{lo, hi})
-			hi = lo
-		}
+		ranges = spans(lower, upper)
 	}
 
 	var page Page
@@ -118,6 +108,6 @@ func (s *Store) scan(rg [2]uint64, q Query, fromTS, toTS int64) ([]Stored, error
 		if err != nil {
 			return nil, fmt.Errorf("query: record %d: %w", off, err)
 		}
-		out = append(out, Stored{Offset: off, Event: e})
+		out = append(out, Stored{Offset: off, Late: s.isLate(off), Event: e})
 	}
 }

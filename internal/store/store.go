@@ -58,6 +58,9 @@ type Store struct {
 	bufs  sync.Pool
 	// first is the log's first offset when the index last forgot runs below it.
 	first atomic.Uint64
+
+	lateMu sync.RWMutex
+	late   map[uint64]struct{} // guarded by lateMu; offsets of events marked late
 }
 
 var _ ingest.Appender = (*Store)(nil)
@@ -71,6 +74,7 @@ func Open(l *buffer.Log, opts Options) (*Store, error) {
 		log:   l,
 		dedup: newDedup(opts.DedupWindow, opts.DedupMaxEntries),
 		idx:   newIndex(),
+		late:  map[uint64]struct{}{},
 	}
 	start := time.Now()
 	n, err := s.rebuild()
@@ -95,9 +99,13 @@ func (s *Store) rebuild() (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("rebuild index: %w", err)
 		}
+		if event.Type(p) != event.TypeEvent {
+			s.indexOutput(p, off)
+			continue
+		}
 		v, ok := event.Peek(p)
 		if !ok {
-			continue // another record kind, or one that event.DecodeBinary rejects
+			continue // event.DecodeBinary will say why if a query reads it
 		}
 		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
 		if v.ID != nil && v.Received >= since {
@@ -161,7 +169,7 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 			res.Stored = len(keep)
 			if f := s.log.FirstOffset(); f > s.first.Load() {
 				s.first.Store(f)
-				s.idx.forget(f) // retention deleted segments
+				s.forget(f) // retention deleted segments
 			}
 		}
 	}

@@ -1,0 +1,70 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+func win(stream, dev string, size time.Duration, start time.Time, count uint64) *event.WindowRecord {
+	return &event.WindowRecord{Stream: stream, DeviceID: dev, SizeMS: size.Milliseconds(), Start: start.UnixMilli(),
+		Count: count, Sum: float64(count), Min: 1, Max: 1, Last: 1, LastTS: start.UnixMilli(), P50: 1, P95: 1, P99: 1}
+}
+
+func TestWindowQueriesAndLateFlags(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	_, err := f.s.Append(ctx, []event.Event{ev("d1", "temp", t0, 1), ev("d1", "temp", t0, 2)})
+	require.NoError(t, err)
+	var outs []Output
+	for i := range 30 {
+		start := t0.Add(time.Duration(i) * time.Minute)
+		outs = append(outs,
+			Output{Window: win("temp", "d1", time.Minute, start, 1)},
+			Output{Window: win("temp", "", time.Minute, start, 2)},
+			Output{Window: win("hum", "d1", time.Minute, start, 3)})
+	}
+	outs = append(outs, Output{Window: win("temp", "", time.Hour, t0, 60)},
+		Output{Late: []uint64{1}}, Output{Watermark: &event.WatermarkRecord{Stream: "temp", Watermark: 5}},
+		Output{Alert: &event.AlertRecord{Rule: "r", Severity: "info", Firing: true, Stream: "temp", FiredAt: 1}})
+	_, err = f.s.AppendOutputs(outs)
+	require.NoError(t, err)
+
+	check := func() {
+		p, err := f.s.QueryWindows(WindowQuery{Stream: "temp", Size: time.Minute, Limit: 5})
+		require.NoError(t, err)
+		require.Len(t, p.Windows, 5)
+		for i, w := range p.Windows {
+			require.Equal(t, "", w.DeviceID, "no device_id means site-wide")
+			require.Equal(t, uint64(2), w.Count)
+			require.Equal(t, t0.Add(time.Duration(29-i)*time.Minute).UnixMilli(), w.Start, "most recently closed first")
+		}
+		require.NotZero(t, p.Next)
+
+		p, err = f.s.QueryWindows(WindowQuery{Stream: "temp", DeviceID: "d1",
+			From: t0.Add(10 * time.Minute), To: t0.Add(12 * time.Minute)})
+		require.NoError(t, err)
+		require.Len(t, p.Windows, 2)
+
+		p, err = f.s.QueryWindows(WindowQuery{Stream: "temp", DeviceID: "*", From: t0.Add(90 * time.Second), To: t0.Add(91 * time.Second)})
+		require.NoError(t, err)
+		require.Len(t, p.Windows, 3, "the 1m window of d1, the site-wide 1m and the 1h overlapping it")
+
+		p, err = f.s.QueryWindows(WindowQuery{DeviceID: "*", Limit: MaxLimit})
+		require.NoError(t, err)
+		require.Len(t, p.Windows, 91)
+
+		evs, err := f.s.Query(Query{DeviceID: "d1"})
+		require.NoError(t, err)
+		require.Len(t, evs.Events, 2)
+		require.True(t, evs.Events[0].Late, "offset 1 was marked late")
+		require.False(t, evs.Events[1].Late)
+	}
+	check()
+	f.reopen(t)
+	check()
+}
