@@ -1,0 +1,96 @@
+package alert
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// Notifier delivers alerts to one channel.
+type Notifier interface {
+	// Name identifies the channel in logs and metrics.
+	Name() string
+	// Notify delivers a, retrying as the channel's options say. A nil error means
+	// delivered. Notify must return promptly once ctx is done.
+	Notify(ctx context.Context, a Alert) error
+}
+
+// NewLog returns a notifier that writes alerts to l: firing alerts at warn,
+// critical ones at error, resolves at info. A nil l is slog.Default().
+func NewLog(l *slog.Logger) Notifier {
+	if l == nil {
+		l = slog.Default()
+	}
+	return logNotifier{l: l}
+}
+
+type logNotifier struct{ l *slog.Logger }
+
+func (logNotifier) Name() string { return "log" }
+
+func (n logNotifier) Notify(ctx context.Context, a Alert) error {
+	level, msg := slog.LevelWarn, "alert firing"
+	switch {
+	case a.State == Resolved:
+		level, msg = slog.LevelInfo, "alert resolved"
+	case a.Severity == Critical:
+		level = slog.LevelError
+	}
+	attrs := []slog.Attr{
+		slog.String("id", a.ID),
+		slog.String("rule", a.Rule),
+		slog.String("severity", string(a.Severity)),
+		slog.String("state", string(a.State)),
+		slog.String("stream", a.Stream),
+		slog.String("device_id", a.DeviceID),
+		slog.Float64("value", a.Value),
+		slog.Float64("threshold", a.Threshold),
+		slog.String("fired_at", formatMS(a.FiredAt)),
+	}
+	if a.ResolvedAt != 0 {
+		attrs = append(attrs, slog.String("resolved_at", formatMS(a.ResolvedAt)))
+	}
+	n.l.LogAttrs(ctx, level, msg, attrs...)
+	return nil
+}
+
+// Publisher publishes an MQTT message. The embedded mochi broker's
+// (*mqtt.Server).Publish has this shape (its InlineClient option must be on).
+type Publisher interface {
+	Publish(topic string, payload []byte, retain bool, qos byte) error
+}
+
+// DefaultTopicPrefix is where the MQTT notifier publishes when no prefix is set.
+const DefaultTopicPrefix = "holdfast/alerts"
+
+// NewMQTT returns a notifier that publishes each alert's JSON, not retained, at
+// QoS 1, to "<topicPrefix>/<severity>/<rule>". An empty topicPrefix is
+// DefaultTopicPrefix.
+func NewMQTT(p Publisher, topicPrefix string) Notifier {
+	topicPrefix = strings.TrimSuffix(topicPrefix, "/")
+	if topicPrefix == "" {
+		topicPrefix = DefaultTopicPrefix
+	}
+	return mqttNotifier{p: p, prefix: topicPrefix}
+}
+
+type mqttNotifier struct {
+	p      Publisher
+	prefix string
+}
+
+func (mqttNotifier) Name() string { return "mqtt" }
+
+func (n mqttNotifier) Notify(_ context.Context, a Alert) error {
+	payload, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("mqtt: encode alert %s: %w", a.ID, err)
+	}
+	topic := n.prefix + "/" + string(a.Severity) + "/" + a.Rule
+	if err := n.p.Publish(topic, payload, false, 1); err != nil {
+		return fmt.Errorf("mqtt: publish %s: %w", topic, err)
+	}
+	return nil
+}
