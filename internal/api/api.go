@@ -16,7 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
 // Status is the body of GET /v1/status.
@@ -29,6 +31,8 @@ type Status struct {
 	Problems []string     `json:"problems,omitempty"`
 	Buffer   BufferStatus `json:"buffer"`
 	MQTT     MQTTStatus   `json:"mqtt"`
+	// Processing is the stream processor's state (process.Status).
+	Processing any `json:"processing,omitempty"`
 }
 
 // BufferStatus describes the durable buffer.
@@ -53,9 +57,13 @@ type MQTTStatus struct {
 // Options wire the API to the node.
 type Options struct {
 	Ingest   http.Handler        // POST /v1/events
-	Store    *store.Store        // GET /v1/events
+	Store    *store.Store        // GET /v1/events, closed windows for GET /v1/windows
 	Status   func() Status       // GET /v1/status, /healthz, /
 	Gatherer prometheus.Gatherer // GET /metrics
+	// OpenWindows gives the partial results of open windows for GET /v1/windows.
+	OpenWindows func(stream, device string, size time.Duration, from, to int64) []window.Result
+	// Alerts gives alerts for GET /v1/alerts, filtered by state and severity.
+	Alerts func(state, severity string) []alert.Alert
 }
 
 // New returns the node's HTTP handler.
@@ -63,6 +71,8 @@ func New(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/events", o.Ingest)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) })
+	mux.HandleFunc("GET /v1/windows", func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) })
+	mux.HandleFunc("GET /v1/alerts", func(w http.ResponseWriter, r *http.Request) { queryAlerts(w, r, o) })
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status())
 	})
@@ -101,6 +111,9 @@ func queryEvents(w http.ResponseWriter, r *http.Request, s *store.Store) {
 			b = append(b, ',')
 		}
 		b = fmt.Appendf(b, `{"offset":%d,`, e.Offset)
+		if e.Late {
+			b = append(b, `"late":true,`...)
+		}
 		b = append(b, e.AppendJSON(nil)[1:]...)
 	}
 	b = append(b, ']')
@@ -122,19 +135,8 @@ func parseQuery(r *http.Request) (store.Query, error) {
 	if q.To, err = parseTime("to", v.Get("to")); err != nil {
 		return q, err
 	}
-	if s := v.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > store.MaxLimit {
-			return q, fmt.Errorf("limit: %q must be an integer from 1 to %d", s, store.MaxLimit)
-		}
-		q.Limit = n
-	}
-	if s := v.Get("cursor"); s != "" {
-		n, err := strconv.ParseUint(s, 10, 64)
-		if err != nil || n == 0 {
-			return q, fmt.Errorf("cursor: %q is not a cursor returned as \"next\"", s)
-		}
-		q.Before = n
+	if q.Limit, q.Before, err = paging(v.Get("limit"), v.Get("cursor")); err != nil {
+		return q, err
 	}
 	return q, nil
 }

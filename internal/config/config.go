@@ -17,17 +17,48 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
 )
 
 // Config is the whole node configuration.
 type Config struct {
-	NodeID  string `yaml:"node_id"`
-	DataDir string `yaml:"data_dir"`
-	HTTP    HTTP   `yaml:"http"`
-	MQTT    MQTT   `yaml:"mqtt"`
-	Ingest  Ingest `yaml:"ingest"`
-	Buffer  Buffer `yaml:"buffer"`
-	Log     Log    `yaml:"log"`
+	NodeID  string  `yaml:"node_id"`
+	DataDir string  `yaml:"data_dir"`
+	HTTP    HTTP    `yaml:"http"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	Ingest  Ingest  `yaml:"ingest"`
+	Buffer  Buffer  `yaml:"buffer"`
+	Windows Windows `yaml:"windows"`
+	Alerts  Alerts  `yaml:"alerts"`
+	Log     Log     `yaml:"log"`
+}
+
+// Windows configures windowed aggregation.
+type Windows struct {
+	Sizes           []time.Duration `yaml:"sizes"`
+	AllowedLateness time.Duration   `yaml:"allowed_lateness"`
+	// IdleTimeout closes a quiet stream's windows on wall-clock time.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	Accuracy    float64       `yaml:"accuracy"` // relative error of p50/p95/p99
+	Workers     int           `yaml:"workers"`  // 0: one per CPU
+}
+
+// Alerts configures alert rules and where alerts go.
+type Alerts struct {
+	Rules  []alert.Rule `yaml:"rules"`
+	Notify Notify       `yaml:"notify"`
+}
+
+// Notify configures alert notifiers. The log always gets every alert.
+type Notify struct {
+	Webhooks []alert.WebhookOptions `yaml:"webhooks"`
+	// MQTTTopicPrefix publishes alerts on the embedded broker under
+	// <prefix>/<severity>/<rule>; "" disables it.
+	MQTTTopicPrefix string `yaml:"mqtt_topic_prefix"`
+	// Backup runs a command (e.g. an SMS gateway script) for critical alerts
+	// when a primary notifier fails.
+	Backup *alert.CommandOptions `yaml:"backup"`
 }
 
 // HTTP configures the HTTP listener (ingest, queries, metrics).
@@ -93,6 +124,13 @@ func Default() Config {
 		},
 		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
 		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30},
+		Windows: Windows{
+			Sizes:           []time.Duration{time.Minute, 5 * time.Minute, time.Hour},
+			AllowedLateness: 30 * time.Second,
+			IdleTimeout:     time.Minute,
+			Accuracy:        0.01,
+		},
+		Alerts: Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
 		Log:    Log{Level: "info", Format: "text"},
 	}
 }
@@ -168,6 +206,39 @@ func (c Config) Validate() error {
 	}
 	if c.Buffer.MaxBytes < 2*c.Buffer.SegmentBytes {
 		bad("buffer.max_bytes", "%d must be at least twice buffer.segment_bytes (%d)", c.Buffer.MaxBytes, c.Buffer.SegmentBytes)
+	}
+	if len(c.Windows.Sizes) == 0 {
+		bad("windows.sizes", "at least one size is required")
+	}
+	for i, sz := range c.Windows.Sizes {
+		if sz < time.Second || sz%time.Millisecond != 0 {
+			bad(fmt.Sprintf("windows.sizes[%d]", i), "%s must be at least 1s, in whole milliseconds", sz)
+		}
+	}
+	if c.Windows.AllowedLateness < 0 {
+		bad("windows.allowed_lateness", "must not be negative")
+	}
+	if c.Windows.IdleTimeout < time.Second {
+		bad("windows.idle_timeout", "%s must be at least 1s", c.Windows.IdleTimeout)
+	}
+	if c.Windows.Accuracy <= 0 || c.Windows.Accuracy >= 0.5 {
+		bad("windows.accuracy", "%g must be between 0 and 0.5", c.Windows.Accuracy)
+	}
+	if c.Windows.Workers < 0 {
+		bad("windows.workers", "must not be negative")
+	}
+	if err := alert.ValidateRules(c.Alerts.Rules); err != nil {
+		bad("alerts.rules", "%v", err)
+	}
+	for i, w := range c.Alerts.Notify.Webhooks {
+		if err := w.WithDefaults().Validate(); err != nil {
+			bad(fmt.Sprintf("alerts.notify.webhooks[%d]", i), "%v", err)
+		}
+	}
+	if b := c.Alerts.Notify.Backup; b != nil {
+		if err := b.WithDefaults().Validate(); err != nil {
+			bad("alerts.notify.backup", "%v", err)
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/config"
@@ -25,7 +26,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 	"github.com/holdfast-edge/holdfast/internal/ingest/httpin"
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
+	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/node.Version=v1.2.3".
@@ -41,6 +44,9 @@ type Node struct {
 	lock  *os.File
 	buf   *buffer.Log
 	store *store.Store
+
+	proc *process.Processor
+	disp *alert.Dispatcher
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -93,6 +99,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
+	if err := n.startProcessing(); err != nil {
+		return nil, err
+	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
 	}
@@ -136,6 +145,48 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 	return nil
 }
 
+// startProcessing starts the alert notifiers and the stream processor.
+func (n *Node) startProcessing() error {
+	cfg := n.cfg
+	logger := n.log.With("component", "process")
+	primary := []alert.Notifier{alert.NewLog(n.log.With("component", "alert"))}
+	for _, w := range cfg.Alerts.Notify.Webhooks {
+		primary = append(primary, alert.NewWebhook(w))
+	}
+	if cfg.Alerts.Notify.MQTTTopicPrefix != "" && n.broker != nil {
+		primary = append(primary, alert.NewMQTT(n.broker, cfg.Alerts.Notify.MQTTTopicPrefix))
+	}
+	var backup alert.Notifier
+	if cfg.Alerts.Notify.Backup != nil {
+		backup = alert.NewCommand(*cfg.Alerts.Notify.Backup)
+	}
+	n.disp = alert.NewDispatcher(alert.DispatcherOptions{
+		Primary: primary, Backup: backup, Logger: n.log.With("component", "alert"), Registerer: n.reg,
+	})
+	n.disp.Start()
+	lateness := cfg.Windows.AllowedLateness
+	if lateness == 0 {
+		lateness = window.NoLateness // configured as zero, not left unset
+	}
+	var err error
+	n.proc, err = process.New(n.store, process.Options{
+		Window: window.Options{
+			Sizes: cfg.Windows.Sizes, AllowedLateness: lateness, Accuracy: cfg.Windows.Accuracy,
+		},
+		Rules:       cfg.Alerts.Rules,
+		Workers:     cfg.Windows.Workers,
+		IdleTimeout: cfg.Windows.IdleTimeout,
+		Dispatcher:  n.disp,
+		Logger:      logger,
+		Metrics:     process.NewMetrics(n.reg),
+	})
+	if err != nil {
+		return fmt.Errorf("start processor: %w", err)
+	}
+	n.proc.Start()
+	return nil
+}
+
 func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	ln, err := net.Listen("tcp", n.cfg.HTTP.Addr)
 	if err != nil {
@@ -147,9 +198,11 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger,
 		}, n.store, im),
-		Store:    n.store,
-		Status:   n.Status,
-		Gatherer: n.reg,
+		Store:       n.store,
+		Status:      n.Status,
+		Gatherer:    n.reg,
+		OpenWindows: n.proc.Open,
+		Alerts:      n.proc.Alerts,
 	})
 	n.httpSrv = &http.Server{
 		Handler:           h,
@@ -197,6 +250,9 @@ func (n *Node) Status() api.Status {
 		},
 		MQTT: api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
 	}
+	if n.proc != nil {
+		s.Processing = n.proc.Status()
+	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
 		s.Buffer.Error = err.Error()
@@ -230,6 +286,14 @@ func (n *Node) Close() error {
 	if n.sub != nil {
 		n.stopSub()
 		errs = append(errs, n.sub.Close())
+	}
+	if n.proc != nil {
+		errs = append(errs, n.proc.Close())
+	}
+	if n.disp != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		errs = append(errs, n.disp.Close(ctx))
+		cancel()
 	}
 	if n.buf != nil {
 		errs = append(errs, n.buf.Close())

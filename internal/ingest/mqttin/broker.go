@@ -161,6 +161,12 @@ func (b *Broker) Addr() string {
 	return b.opts.Addr
 }
 
+// Publish sends a message from the broker itself to its subscribers, e.g. an
+// alert on holdfast/alerts/...; it satisfies alert.Publisher.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return b.srv.Publish(topic, payload, retain, qos)
+}
+
 // Close stops listening, abandons appends still waiting (their messages are not
 // acknowledged), disconnects every client and returns once all the broker's
 // goroutines have ended.

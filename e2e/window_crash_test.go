@@ -1,0 +1,294 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The window crash test uses small windows and event times that run ahead of
+// the clock, so that many windows open and close in a few seconds.
+const windowConfig = `
+windows:
+  sizes: [1s, 5s]
+  allowed_lateness: 500ms
+  idle_timeout: 1h
+alerts:
+  rules:
+    - {name: hot, stream: temp, op: ">", threshold: 90, for_count: 3, severity: critical}
+    - {name: hot-avg, stream: temp, source: window, window: 1s, aggregate: mean, op: ">", threshold: 60}
+`
+
+type windowJSON struct {
+	ID       string  `json:"id"`
+	Stream   string  `json:"stream"`
+	DeviceID string  `json:"device_id"`
+	Size     string  `json:"size"`
+	Start    string  `json:"start"`
+	Count    uint64  `json:"count"`
+	Sum      float64 `json:"sum"`
+	Min      float64 `json:"min"`
+	Max      float64 `json:"max"`
+	Mean     float64 `json:"mean"`
+	Last     float64 `json:"last"`
+	P50      float64 `json:"p50"`
+	P95      float64 `json:"p95"`
+	P99      float64 `json:"p99"`
+	Final    bool    `json:"final"`
+}
+
+// finalWindows pages through every closed window in the log.
+func finalWindows(t *testing.T, p *proc) []windowJSON {
+	t.Helper()
+	var out []windowJSON
+	cursor := ""
+	for {
+		u := p.url("/v1/windows?device_id=*&limit=10000")
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		resp, err := http.Get(u)
+		require.NoError(t, err)
+		var page struct {
+			Windows []windowJSON `json:"windows"`
+			Next    string       `json:"next"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+		resp.Body.Close()
+		for _, w := range page.Windows {
+			if w.Final {
+				out = append(out, w)
+			}
+		}
+		if page.Next == "" {
+			return out
+		}
+		cursor = page.Next
+	}
+}
+
+type rawEvent struct {
+	Offset   uint64  `json:"offset"`
+	DeviceID string  `json:"device_id"`
+	Stream   string  `json:"stream"`
+	TS       string  `json:"ts"`
+	Value    float64 `json:"value"`
+	Late     bool    `json:"late"`
+}
+
+// TestWindowsSurviveCrashes SIGKILLs the node while events stream in and
+// windows open and close, restarts it, and checks that the window results in
+// the log are exactly those a batch recompute over the stored events gives:
+// each once, with the same aggregates.
+func TestWindowsSurviveCrashes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	const rounds = 12
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(windowConfig), 0o600))
+	data := filepath.Join(dir, "data")
+	seed := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seed, 11))
+	t.Logf("seed %d", seed)
+
+	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	var clockMu sync.Mutex
+	clock := base // event time shared by all senders; runs ahead 50 ms per batch
+	acked := 0
+	for round := range rounds {
+		p := start(t, data, "--config", cfg)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed+uint64(round), uint64(w)))
+				client := &http.Client{Timeout: 10 * time.Second}
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					clockMu.Lock()
+					clock += 50
+					now := clock
+					clockMu.Unlock()
+					var body bytes.Buffer
+					for i := range 40 {
+						// Mostly in order, some disorder within the lateness, a few
+						// far too late.
+						ts := now - int64(r.IntN(400))
+						if r.IntN(50) == 0 {
+							ts = now - 3000 - int64(r.IntN(5000))
+						}
+						fmt.Fprintf(&body, `{"device_id":"d%d","stream":"%s","ts":%d,"value":%d}`+"\n",
+							(w*40+i)%9, []string{"temp", "hum"}[i%2], ts, r.IntN(100))
+					}
+					resp, err := client.Post(p.url("/v1/events"), "application/x-ndjson", &body)
+					if err != nil {
+						return
+					}
+					resp.Body.Close()
+					if resp.StatusCode == 200 {
+						clockMu.Lock()
+						acked += 40
+						clockMu.Unlock()
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
+		p.kill()
+		close(stop)
+		wg.Wait()
+	}
+
+	// Restart, let the processor replay and catch up, then compare.
+	p := start(t, data, "--config", cfg)
+	waitFor(t, "processor to catch up", 60*time.Second, func() bool {
+		var s struct {
+			Processing struct {
+				Replaying bool   `json:"replaying"`
+				Lag       uint64 `json:"lag_records"`
+			} `json:"processing"`
+		}
+		resp, err := http.Get(p.url("/v1/status"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&s) == nil && !s.Processing.Replaying && s.Processing.Lag == 0
+	})
+	time.Sleep(200 * time.Millisecond) // the writer's flush interval is 20 ms
+	events := allEvents(t, p, "")
+	raw := make([]rawEvent, 0, len(events))
+	for _, e := range events {
+		raw = append(raw, rawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
+	}
+	got := finalWindows(t, p)
+	p.stop(t)
+
+	want := recomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
+	ids := map[string]int{}
+	for _, w := range got {
+		ids[w.ID]++
+	}
+	for id, n := range ids {
+		require.Equal(t, 1, n, "window %s written %d times", id, n)
+	}
+	require.Equal(t, len(want), len(got), "closed windows: recompute has %d, the log has %d", len(want), len(got))
+	for _, w := range got {
+		r, ok := want[w.ID]
+		require.True(t, ok, "window %s in the log but not in the recompute", w.ID)
+		require.Equal(t, r.count, w.Count, w.ID)
+		require.Equal(t, r.sum, w.Sum, w.ID)
+		require.Equal(t, r.min, w.Min, w.ID)
+		require.Equal(t, r.max, w.Max, w.ID)
+		require.Equal(t, r.last, w.Last, w.ID)
+		require.InDelta(t, r.sum/float64(r.count), w.Mean, 1e-9, w.ID)
+		for q, got := range map[float64]float64{0.5: w.P50, 0.95: w.P95, 0.99: w.P99} {
+			exact := r.quantile(q)
+			require.LessOrEqual(t, math.Abs(got-exact), 0.01*math.Abs(exact)+1e-9, "%s p%v: got %v, exact %v", w.ID, q*100, got, exact)
+		}
+	}
+	t.Logf("%d crashes, %d events acknowledged, %d stored, %d windows closed, all equal to the recompute",
+		rounds, acked, len(raw), len(got))
+	require.Greater(t, len(got), 100, "too few windows closed to prove anything")
+}
+
+type recomputed struct {
+	count          uint64
+	sum, min, max  float64
+	last           float64
+	lastTS         int64
+	values         []float64
+}
+
+func (r *recomputed) quantile(q float64) float64 {
+	v := slices.Clone(r.values)
+	sort.Float64s(v)
+	return v[int(q*float64(len(v)-1))]
+}
+
+// recomputeWindows applies holdfast's window rule to the stored events in log
+// order, naively: per stream the watermark is the highest event time seen
+// minus the lateness; an event whose window has ended at or before the
+// watermark is late for that size; a window closes once the watermark reaches
+// its end. It returns the closed windows by id.
+func recomputeWindows(t *testing.T, events []rawEvent, sizes []time.Duration, lateness time.Duration) map[string]*recomputed {
+	t.Helper()
+	sort.Slice(events, func(i, j int) bool { return events[i].Offset < events[j].Offset })
+	open := map[string]*recomputed{}
+	ends := map[string]int64{}
+	closed := map[string]*recomputed{}
+	maxTS := map[string]int64{}
+	wm := map[string]int64{}
+	for _, e := range events {
+		tt, err := time.Parse(time.RFC3339Nano, e.TS)
+		require.NoError(t, err)
+		ts := tt.UnixMilli()
+		w, seen := wm[e.Stream]
+		for _, size := range sizes {
+			sz := size.Milliseconds()
+			start := ts - ((ts%sz)+sz)%sz
+			if seen && start+sz <= w {
+				continue // late for this size
+			}
+			for _, dev := range []string{e.DeviceID, "*"} {
+				id := fmt.Sprintf("%s/%s/%d/%d", e.Stream, dev, sz, start)
+				r := open[id]
+				if r == nil {
+					r = &recomputed{min: math.Inf(1), max: math.Inf(-1), lastTS: math.MinInt64}
+					open[id] = r
+					ends[id] = start + sz
+				}
+				r.count++
+				r.sum += e.Value
+				r.min, r.max = math.Min(r.min, e.Value), math.Max(r.max, e.Value)
+				if ts >= r.lastTS {
+					r.last, r.lastTS = e.Value, ts
+				}
+				r.values = append(r.values, e.Value)
+			}
+		}
+		if !seen || ts > maxTS[e.Stream] {
+			maxTS[e.Stream] = ts
+		}
+		if nw := maxTS[e.Stream] - lateness.Milliseconds(); !seen || nw > w {
+			wm[e.Stream] = nw
+		}
+		for id, end := range ends {
+			if streamOf(id) == e.Stream && end <= wm[e.Stream] {
+				closed[id] = open[id]
+				delete(open, id)
+				delete(ends, id)
+			}
+		}
+	}
+	return closed
+}
+
+func streamOf(id string) string {
+	for i := range id {
+		if id[i] == '/' {
+			return id[:i]
+		}
+	}
+	return id
+}

@@ -1,0 +1,267 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/window"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC).UnixMilli()
+
+var testRules = []alert.Rule{
+	{Name: "hot", Stream: "temp", Op: ">", Threshold: 90, ForCount: 2, Severity: alert.Critical},
+	{Name: "avg", Stream: "temp", Source: alert.SourceWindow, Window: time.Second, Aggregate: "mean", Op: ">", Threshold: 55},
+}
+
+type node struct {
+	fs   *vfs.MemFS
+	log  *buffer.Log
+	st   *store.Store
+	proc *Processor
+}
+
+func openNode(t *testing.T, fs *vfs.MemFS, workers int) *node {
+	t.Helper()
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 64 << 10, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	st, err := store.Open(l, store.Options{})
+	require.NoError(t, err)
+	p, err := New(st, Options{
+		Window:  window.Options{Sizes: []time.Duration{time.Second, 5 * time.Second}, AllowedLateness: 300 * time.Millisecond},
+		Rules:   testRules,
+		Workers: workers,
+		// No idle closes: the comparison below is of event-driven closes.
+		IdleTimeout: time.Hour,
+	})
+	require.NoError(t, err)
+	p.Start()
+	return &node{fs: fs, log: l, st: st, proc: p}
+}
+
+func (n *node) close() {
+	n.proc.Close()
+	n.log.Close()
+}
+
+// caughtUp waits until the processor has handled every record in the log and
+// its writer has flushed.
+func (n *node) caughtUp(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := n.proc.Status()
+		if !s.Replaying && s.Lag == 0 {
+			before := n.log.DurableOffset()
+			time.Sleep(60 * time.Millisecond) // > FlushInterval: outputs written
+			if n.log.DurableOffset() == before && n.proc.Status().Lag == 0 {
+				return
+			}
+		}
+		require.True(t, time.Now().Before(deadline), "processor did not catch up: %+v", s)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// outputs returns every window and alert record in the log, by id.
+func outputs(t *testing.T, n *node) (windows map[string]event.WindowRecord, alerts map[string]int) {
+	t.Helper()
+	windows, alerts = map[string]event.WindowRecord{}, map[string]int{}
+	r := n.log.NewReader(0)
+	defer r.Close()
+	for {
+		_, p, err := r.Next()
+		if err != nil {
+			return windows, alerts
+		}
+		switch event.Type(p) {
+		case event.TypeWindow:
+			w, err := event.DecodeWindow(p)
+			require.NoError(t, err)
+			_, dup := windows[w.ID()]
+			require.False(t, dup, "window %s written twice", w.ID())
+			w.Sketch = nil
+			windows[w.ID()] = w
+		case event.TypeAlert:
+			a, err := event.DecodeAlert(p)
+			require.NoError(t, err)
+			alerts[alertKey(a.ID(), a.Firing)]++
+		}
+	}
+}
+
+func batch(rng *rand.Rand, clock int64, n int) []event.Event {
+	evs := make([]event.Event, n)
+	for i := range evs {
+		ts := clock - int64(rng.IntN(250))
+		if rng.IntN(40) == 0 {
+			ts -= 2000 // late
+		}
+		evs[i] = event.Event{DeviceID: fmt.Sprint("d", rng.IntN(7)), Stream: []string{"temp", "hum", "co2"}[rng.IntN(3)],
+			TS: ts, Value: float64(rng.IntN(100))}
+	}
+	return evs
+}
+
+// TestCrashesMatchAnUninterruptedRun appends events while the processor
+// runs, crashes the in-memory machine at random moments (torn writes
+// included), restarts, and at the end compares the window and alert records
+// with those of a node that processed the same events without a crash: the
+// same set, each exactly once.
+func TestCrashesMatchAnUninterruptedRun(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	fs := vfs.NewMem()
+	n := openNode(t, fs, 2)
+	clock := t0
+	var sent [][]event.Event
+	for round := range 25 {
+		for range 10 + rng.IntN(20) {
+			clock += 100
+			b := batch(rng, clock, 30)
+			if _, err := n.st.Append(context.Background(), b); err != nil {
+				break
+			}
+			sent = append(sent, b)
+		}
+		time.Sleep(time.Duration(rng.IntN(30)) * time.Millisecond)
+		fs.Crash(func(_ string, unsynced []byte) []byte { return unsynced[:rng.IntN(len(unsynced)+1)] })
+		n.close()
+		n = openNode(t, fs, 1+round%3) // the worker count may change between runs
+	}
+	n.caughtUp(t)
+	gotW, gotA := outputs(t, n)
+
+	// The events that survived, in log order, fed to a fresh node.
+	var survived []event.Event
+	r := n.log.NewReader(0)
+	for {
+		_, p, err := r.Next()
+		if err != nil {
+			break
+		}
+		if event.Type(p) == event.TypeEvent {
+			e, err := event.DecodeBinary(p)
+			require.NoError(t, err)
+			survived = append(survived, e)
+		}
+	}
+	r.Close()
+	n.close()
+
+	ref := openNode(t, vfs.NewMem(), 2)
+	defer ref.close()
+	for i := 0; i < len(survived); i += 100 {
+		_, err := ref.st.Append(context.Background(), survived[i:min(i+100, len(survived))])
+		require.NoError(t, err)
+	}
+	ref.caughtUp(t)
+	wantW, wantA := outputs(t, ref)
+	require.Greater(t, len(wantW), 200)
+	require.NotEmpty(t, wantA)
+	require.Equal(t, wantW, gotW)
+	require.Equal(t, wantA, gotA)
+	for k, c := range gotA {
+		require.Equal(t, 1, c, "alert %s written %d times", k, c)
+	}
+}
+
+// TestLateEventsAreFlagged: an event behind the watermark is stored, counted
+// and flagged, and not in the closed window.
+func TestLateEventsAreFlagged(t *testing.T) {
+	n := openNode(t, vfs.NewMem(), 1)
+	defer n.close()
+	ctx := context.Background()
+	evs := []event.Event{
+		{DeviceID: "d", Stream: "s", TS: t0 + 100, Value: 1},
+		{DeviceID: "d", Stream: "s", TS: t0 + 2000, Value: 2}, // watermark 1700: closes [t0, t0+1s)
+		{DeviceID: "d", Stream: "s", TS: t0 + 500, Value: 3},  // late for 1s, on time for 5s
+	}
+	for _, e := range evs {
+		_, err := n.st.Append(ctx, []event.Event{e})
+		require.NoError(t, err)
+	}
+	n.caughtUp(t)
+	p, err := n.st.Query(store.Query{DeviceID: "d"})
+	require.NoError(t, err)
+	require.Len(t, p.Events, 3)
+	require.True(t, p.Events[0].Late)
+	require.False(t, p.Events[1].Late)
+	require.Equal(t, uint64(1), n.proc.Status().Late["s"])
+	wp, err := n.st.QueryWindows(store.WindowQuery{Stream: "s", DeviceID: "d"})
+	require.NoError(t, err)
+	require.Len(t, wp.Windows, 1)
+	require.Equal(t, uint64(1), wp.Windows[0].Count, "the late event is not in the closed window")
+	open := n.proc.Open("s", "d", 5*time.Second, t0, t0+5000)
+	require.Len(t, open, 1)
+	require.Equal(t, uint64(3), open[0].Count, "the 5s window was still open for it")
+	require.False(t, open[0].Final)
+}
+
+// TestIdleStreamClosesThroughTheLog: a quiet stream's windows close after the
+// idle timeout, through a watermark record that a replay applies at the same
+// place.
+func TestIdleStreamClosesThroughTheLog(t *testing.T) {
+	fs := vfs.NewMem()
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs})
+	require.NoError(t, err)
+	defer l.Close()
+	st, err := store.Open(l, store.Options{})
+	require.NoError(t, err)
+	now := time.UnixMilli(t0 + 10_000)
+	var mu = make(chan struct{}, 1)
+	mu <- struct{}{}
+	clock := func() time.Time { <-mu; defer func() { mu <- struct{}{} }(); return now }
+	p, err := New(st, Options{
+		Window:      window.Options{Sizes: []time.Duration{time.Second}, AllowedLateness: window.NoLateness},
+		IdleTimeout: time.Second, Workers: 1, now: clock,
+	})
+	require.NoError(t, err)
+	p.Start()
+	defer p.Close()
+	_, err = st.Append(context.Background(), []event.Event{{DeviceID: "d", Stream: "s", TS: t0, Value: 7}})
+	require.NoError(t, err)
+	for p.Status().Processed < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// Quiet for longer than the idle timeout (the fake clock moves; the
+	// ticker runs in real time).
+	<-mu
+	now = now.Add(5 * time.Second)
+	mu <- struct{}{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		wp, err := st.QueryWindows(store.WindowQuery{Stream: "s", DeviceID: "d"})
+		require.NoError(t, err)
+		if len(wp.Windows) == 1 {
+			require.Equal(t, uint64(1), wp.Windows[0].Count)
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "idle window never closed")
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The watermark record is in the log.
+	r := l.NewReader(0)
+	defer r.Close()
+	found := false
+	for {
+		_, p, err := r.Next()
+		if err != nil {
+			break
+		}
+		found = found || event.Type(p) == event.TypeWatermark
+	}
+	require.True(t, found)
+}

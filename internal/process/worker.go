@@ -1,0 +1,272 @@
+package process
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/window"
+)
+
+// Item kinds beyond the record types.
+const (
+	kindReplayDone byte = 0xf0 // every record written before this start has been routed
+	kindPosition   byte = 0xf1 // the reader has read everything below off
+)
+
+// item is one record for a worker, already decoded.
+type item struct {
+	off    uint64
+	kind   byte
+	stream string
+	device string
+	ts     int64 // event time; for a watermark record, the watermark
+	value  float64
+	id     string // window or alert record: its output key
+}
+
+// worker owns the windows and alert state of the streams hashed to it.
+type worker struct {
+	p  *Processor
+	id int
+	in chan []item
+
+	// mu guards everything below; held while a batch is processed, and by
+	// queries.
+	mu        sync.Mutex
+	win       *window.Engine
+	rules     *alert.Engine
+	live      bool   // false while replaying records written before this start
+	processed uint64 // every record below this has been handled
+	streams   map[string]*streamState
+	outs      []store.Output // produced by the current item, to be flushed
+	pending   map[string]int // replay: output key → index in pendingOuts
+	pendOuts  []store.Output // replay: outputs not yet matched with a record
+	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
+	late      []uint64       // late offsets not yet written
+}
+
+// streamState is what a worker remembers of one stream for idle timeouts.
+type streamState struct {
+	lastEvent    time.Time // wall clock of the last event processed live
+	requestedWM  int64     // highest watermark asked for by an idle timeout
+	lastEventOff uint64
+}
+
+func newWorker(p *Processor, id int) (*worker, error) {
+	w := &worker{p: p, id: id, in: make(chan []item, 16), streams: map[string]*streamState{}, pending: map[string]int{}}
+	wo := p.opts.Window
+	wo.OnClose = w.onClose
+	var err error
+	if w.win, err = window.New(wo); err != nil {
+		return nil, err
+	}
+	if w.rules, err = alert.NewEngine(p.opts.Rules); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *worker) run() {
+	tick := time.NewTicker(max(w.p.opts.IdleTimeout/10, 100*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case batch, ok := <-w.in:
+			if !ok {
+				w.flush()
+				return
+			}
+			w.mu.Lock()
+			for _, it := range batch {
+				w.handle(it)
+			}
+			w.mu.Unlock()
+			w.flush()
+		case <-tick.C:
+			w.checkIdle()
+		}
+	}
+}
+
+func (w *worker) handle(it item) {
+	switch it.kind {
+	case event.TypeEvent:
+		st := w.stream(it.stream)
+		if w.live {
+			st.lastEvent = w.p.opts.now()
+		}
+		st.lastEventOff = it.off
+		if w.win.Add(it.stream, it.device, it.ts, it.value) {
+			w.late = append(w.late, it.off)
+			w.p.opts.Metrics.Late.WithLabelValues(it.stream).Inc()
+		}
+		for _, a := range w.rules.OnEvent(it.stream, it.device, it.ts, it.value) {
+			w.emitAlert(a)
+		}
+		w.p.opts.Metrics.Events.Inc()
+	case event.TypeWatermark:
+		w.stream(it.stream)
+		w.win.Advance(it.stream, it.ts)
+	case event.TypeWindow, event.TypeAlert:
+		// Replay: the previous run wrote this output already.
+		if i, ok := w.pending[it.id]; ok {
+			delete(w.pending, it.id)
+			w.pendKeys[i] = ""
+		}
+	case kindReplayDone:
+		w.finishReplay()
+		return
+	case kindPosition:
+	}
+	w.processed = max(w.processed, it.off+1)
+}
+
+func (w *worker) stream(name string) *streamState {
+	st, ok := w.streams[name]
+	if !ok {
+		st = &streamState{}
+		w.streams[name] = st
+	}
+	return st
+}
+
+// streamList returns the worker's streams, or just the one named.
+func (w *worker) streamList(name string) []string {
+	if name != "" {
+		if _, ok := w.streams[name]; ok {
+			return []string{name}
+		}
+		return nil
+	}
+	out := make([]string, 0, len(w.streams))
+	for s := range w.streams {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// onClose receives every closed window from the engine.
+func (w *worker) onClose(r window.Result) {
+	rec := &event.WindowRecord{
+		Stream: r.Stream, DeviceID: r.DeviceID, SizeMS: r.Size.Milliseconds(), Start: r.Start,
+		Count: r.Count, Sum: r.Sum, Min: r.Min, Max: r.Max, Last: r.Last, LastTS: r.LastTS,
+		P50: r.P50, P95: r.P95, P99: r.P99,
+	}
+	if r.Sketch != nil {
+		rec.Sketch, _ = r.Sketch.MarshalBinary()
+	}
+	w.emit(rec.ID(), store.Output{Window: rec})
+	for _, a := range w.rules.OnWindow(alert.WindowInput{
+		Stream: r.Stream, DeviceID: r.DeviceID, Size: r.Size, End: r.End, Count: r.Count,
+		Sum: r.Sum, Min: r.Min, Max: r.Max, Mean: r.Mean, Last: r.Last, P50: r.P50, P95: r.P95, P99: r.P99,
+	}) {
+		w.emitAlert(a)
+	}
+}
+
+func (w *worker) emitAlert(a alert.Alert) {
+	w.p.recordAlert(a)
+	rec := &event.AlertRecord{
+		Rule: a.Rule, Severity: string(a.Severity), Firing: a.State == alert.Firing, Stream: a.Stream,
+		DeviceID: a.DeviceID, Value: a.Value, Threshold: a.Threshold, FiredAt: a.FiredAt, ResolvedAt: a.ResolvedAt,
+	}
+	w.emit(alertKey(rec.ID(), rec.Firing), store.Output{Alert: rec})
+}
+
+// emit queues an output: live, to be written; while replaying, to be matched
+// against the records the previous run wrote.
+func (w *worker) emit(key string, o store.Output) {
+	if w.live {
+		w.outs = append(w.outs, o)
+		return
+	}
+	w.pending[key] = len(w.pendOuts)
+	w.pendOuts = append(w.pendOuts, o)
+	w.pendKeys = append(w.pendKeys, key)
+}
+
+// finishReplay writes what the previous run produced but did not get to
+// write, and switches to live processing.
+func (w *worker) finishReplay() {
+	for i, o := range w.pendOuts {
+		if w.pendKeys[i] != "" {
+			w.outs = append(w.outs, o)
+		}
+	}
+	w.p.lateMu.Lock()
+	late := w.late[:0]
+	for _, off := range w.late {
+		if _, seen := w.p.seenLate[off]; !seen {
+			late = append(late, off)
+		}
+	}
+	w.p.lateMu.Unlock()
+	w.late = late
+	w.pending, w.pendOuts, w.pendKeys = map[string]int{}, nil, nil
+	w.live = true
+	now := w.p.opts.now()
+	for _, st := range w.streams {
+		st.lastEvent = now // idle time counts from now, not from before the restart
+	}
+}
+
+// flush hands the outputs of the last batch to the writer.
+func (w *worker) flush() {
+	w.mu.Lock()
+	outs := w.outs
+	w.outs = nil
+	if w.live && len(w.late) > 0 {
+		slices.Sort(w.late)
+		outs = append(outs, store.Output{Late: slices.Compact(w.late)})
+		w.late = nil
+	}
+	w.mu.Unlock()
+	if len(outs) > 0 {
+		w.p.out <- outs
+	}
+}
+
+// checkIdle closes the windows of streams quiet for the idle timeout, through
+// a watermark record, so that replays close them at the same place.
+func (w *worker) checkIdle() {
+	now := w.p.opts.now()
+	lateness := w.p.lateness
+	var outs []store.Output
+	w.mu.Lock()
+	if w.live {
+		for name, st := range w.streams {
+			if now.Sub(st.lastEvent) < w.p.opts.IdleTimeout {
+				continue
+			}
+			target := now.Add(-lateness).UnixMilli()
+			if cur, ok := w.win.Watermark(name); ok && target <= cur || target <= st.requestedWM {
+				continue
+			}
+			if !w.hasWindowEndingBy(name, target) {
+				continue
+			}
+			st.requestedWM = target
+			outs = append(outs, store.Output{Watermark: &event.WatermarkRecord{Stream: name, Watermark: target}})
+		}
+	}
+	w.mu.Unlock()
+	if len(outs) > 0 {
+		w.p.out <- outs
+	}
+}
+
+// hasWindowEndingBy reports whether the stream has an open window that a
+// watermark of target would close.
+func (w *worker) hasWindowEndingBy(stream string, target int64) bool {
+	for _, r := range w.win.Open(stream, "*", 0, -1<<63, 1<<63-1) {
+		if r.End <= target {
+			return true
+		}
+	}
+	return false
+}
