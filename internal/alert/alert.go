@@ -12,12 +12,14 @@
 //   - Each episode of a rule's condition on a device (or site-wide) yields exactly
 //     one firing alert and at most one resolved alert with the same id; repeats are
 //     suppressed while it fires.
-//   - Delivery is at-least-once per notifier while the node runs. A [Dispatcher]
-//     gives each notifier its own queue and goroutine, so a slow channel delays no
-//     other; each notifier gets alerts in the order they were sent. The queues are
-//     in memory: an alert still queued when the process dies is not delivered (the
-//     alert itself is a record in the durable log). Send never blocks; an alert
-//     that does not fit a full queue is dropped and counted.
+//   - Delivery is at-least-once per notifier while the node runs: each alert is
+//     tried on each notifier until delivered or its retries run out (then it is
+//     logged and counted as failed). A [Dispatcher] gives each notifier its own
+//     queue and goroutine, so a slow channel delays no other; each notifier gets
+//     alerts in the order they were sent. The queues are in memory: an alert
+//     still queued when the process dies is not delivered (the alert itself is a
+//     record in the durable log). Send never blocks; an alert that does not fit a
+//     full queue is dropped and counted.
 //   - Backup policy: a critical alert also goes to the backup channel (a command,
 //     such as an SMS gateway) when any primary notifier finally fails to deliver
 //     it, or at once when the primary channels are known to be unreachable (the

@@ -53,9 +53,10 @@ func (o CommandOptions) Validate() error {
 
 // NewCommand returns a notifier that runs a program per alert, with the alert's
 // JSON on stdin and, added to the node's environment, HOLDFAST_ALERT_ID, _RULE,
-// _SEVERITY, _STATE, _DEVICE_ID, _STREAM, _VALUE, _THRESHOLD and _FIRED_AT. Exit
-// status 0 is delivery; a non-zero exit or a timeout is an error carrying the
-// tail of stderr, and is retried. A program that cannot be started is not.
+// _SEVERITY, _STATE, _DEVICE_ID, _STREAM, _VALUE, _THRESHOLD, _FIRED_AT and, for
+// a resolve, _RESOLVED_AT (times RFC 3339). Exit status 0 is delivery; a
+// non-zero exit or a timeout is an error carrying the tail of stderr, and is
+// retried. A program that cannot be started is not retried.
 func NewCommand(o CommandOptions) Notifier {
 	o = o.WithDefaults()
 	return &command{o: o, invalid: o.Validate()}
@@ -90,6 +91,9 @@ func (c *command) Notify(ctx context.Context, a Alert) error {
 		"HOLDFAST_ALERT_THRESHOLD="+strconv.FormatFloat(a.Threshold, 'g', -1, 64),
 		"HOLDFAST_ALERT_FIRED_AT="+formatMS(a.FiredAt),
 	)
+	if a.ResolvedAt != 0 {
+		env = append(env, "HOLDFAST_ALERT_RESOLVED_AT="+formatMS(a.ResolvedAt))
+	}
 	err = retry(ctx, c.o.Retry, nil, func() error { return c.run(ctx, payload, env) })
 	if err != nil {
 		return fmt.Errorf("command %s: %w", c.o.Name, err)

@@ -171,7 +171,9 @@ func (e *Engine) eval(i int, device string, ts int64, v float64) (Alert, bool) {
 	if st.run < r.ForCount {
 		st.run++
 	}
-	if st.run < r.ForCount || ts-st.since < r.needMS {
+	// Without for_duration the run's span is not checked: event times may be
+	// out of order, and a span "below zero" must not hold back a fire.
+	if st.run < r.ForCount || r.needMS > 0 && ts-st.since < r.needMS {
 		e.keys[k] = st
 		return Alert{}, false
 	}

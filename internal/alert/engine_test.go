@@ -457,3 +457,25 @@ func TestAlertJSON(t *testing.T) {
 		t.Fatalf("round trip: %+v, %v", back, err)
 	}
 }
+
+// TestEngineNoAllocs: an input that changes no state allocates nothing, so the
+// processor's hot path pays only for alerts.
+func TestEngineNoAllocs(t *testing.T) {
+	e, err := NewEngine(randomRules())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.OnEvent("a", "d2", 1000, 9) // e1 fires for d2
+	for name, f := range map[string]func(){
+		"quiet":      func() { e.OnEvent("a", "d1", 2000, 4) },
+		"suppressed": func() { e.OnEvent("a", "d2", 2000, 9) },
+		"window": func() {
+			e.OnWindow(WindowInput{Stream: "a", DeviceID: "d1", Size: time.Minute, End: 60000, Count: 1, Mean: 1})
+		},
+		"no rules": func() { e.OnEvent("other", "d1", 2000, 9) },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %v allocs per input", name, n)
+		}
+	}
+}

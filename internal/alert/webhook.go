@@ -145,7 +145,11 @@ func NewWebhook(o WebhookOptions) Notifier {
 	if w.invalid == nil {
 		u, _ := url.Parse(o.URL)
 		w.where = u.Scheme + "://" + u.Host + u.Path // no credentials or query in errors
-		w.client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		tr, ok := http.DefaultTransport.(*http.Transport)
+		if !ok {
+			tr = &http.Transport{Proxy: http.ProxyFromEnvironment}
+		}
+		w.client = &http.Client{Transport: tr.Clone()}
 	}
 	return w
 }
