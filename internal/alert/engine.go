@@ -39,6 +39,7 @@ type compiled struct {
 	Rule               // with defaults
 	needMS      int64  // for_duration in whole ms, rounded up
 	fingerprint string // changes when the rule's definition does
+	tracked     int    // keys of this rule in Engine.keys (pending or firing)
 }
 
 type key struct {
@@ -148,13 +149,18 @@ func aggregate(w WindowInput, name string) float64 {
 // key fired or resolved.
 func (e *Engine) eval(i int, device string, ts int64, v float64) (Alert, bool) {
 	r := &e.rules[i]
+	ok := holds(r.Op, v, r.Threshold)
+	if !ok && r.tracked == 0 {
+		return Alert{}, false // the common case: nothing pending, nothing to look up
+	}
 	k := key{rule: i, device: device}
 	st, tracked := e.keys[k]
-	if !holds(r.Op, v, r.Threshold) {
+	if !ok {
 		if !tracked {
 			return Alert{}, false
 		}
 		delete(e.keys, k) // back to OK: a pending run resets, a firing key resolves
+		r.tracked--
 		if !st.firing {
 			return Alert{}, false
 		}
@@ -173,6 +179,9 @@ func (e *Engine) eval(i int, device string, ts int64, v float64) (Alert, bool) {
 	}
 	// Without for_duration the run's span is not checked: event times may be
 	// out of order, and a span "below zero" must not hold back a fire.
+	if !tracked {
+		r.tracked++
+	}
 	if st.run < r.ForCount || r.needMS > 0 && ts-st.since < r.needMS {
 		e.keys[k] = st
 		return Alert{}, false
@@ -276,6 +285,9 @@ func (e *Engine) State() EngineState {
 // returns how many keys were dropped.
 func (e *Engine) Restore(s EngineState) (dropped int) {
 	clear(e.keys)
+	for i := range e.rules {
+		e.rules[i].tracked = 0
+	}
 	for _, ks := range s.Keys {
 		i, ok := e.byName[ks.Rule]
 		if !ok || e.rules[i].fingerprint != ks.Fingerprint {
@@ -286,7 +298,11 @@ func (e *Engine) Restore(s EngineState) (dropped int) {
 		if ks.Firing != nil {
 			st.firing, st.alert = true, *ks.Firing
 		}
-		e.keys[key{rule: i, device: ks.DeviceID}] = st
+		k := key{rule: i, device: ks.DeviceID}
+		if _, dup := e.keys[k]; !dup {
+			e.rules[i].tracked++
+		}
+		e.keys[k] = st
 	}
 	return dropped
 }

@@ -36,6 +36,9 @@ type Config struct {
 
 // Windows configures windowed aggregation.
 type Windows struct {
+	// Enabled turns stream processing (windows and alerts) on; off, the node
+	// only stores and serves raw events. Default true.
+	Enabled         bool            `yaml:"enabled"`
 	Sizes           []time.Duration `yaml:"sizes"`
 	AllowedLateness time.Duration   `yaml:"allowed_lateness"`
 	// IdleTimeout closes a quiet stream's windows on wall-clock time.
@@ -125,6 +128,7 @@ func Default() Config {
 		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
 		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30},
 		Windows: Windows{
+			Enabled:         true,
 			Sizes:           []time.Duration{time.Minute, 5 * time.Minute, time.Hour},
 			AllowedLateness: 30 * time.Second,
 			IdleTimeout:     time.Minute,

@@ -99,8 +99,10 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
-	if err := n.startProcessing(); err != nil {
-		return nil, err
+	if cfg.Windows.Enabled {
+		if err := n.startProcessing(); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
@@ -194,16 +196,18 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	}
 	n.httpLn = ln
 	logger := n.log.With("component", "http")
-	h := api.New(api.Options{
+	opts := api.Options{
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger,
 		}, n.store, im),
-		Store:       n.store,
-		Status:      n.Status,
-		Gatherer:    n.reg,
-		OpenWindows: n.proc.Open,
-		Alerts:      n.proc.Alerts,
-	})
+		Store:    n.store,
+		Status:   n.Status,
+		Gatherer: n.reg,
+	}
+	if n.proc != nil {
+		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
+	}
+	h := api.New(opts)
 	n.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,

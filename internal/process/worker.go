@@ -47,6 +47,7 @@ type worker struct {
 	pendOuts  []store.Output // replay: outputs not yet matched with a record
 	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
 	late      []uint64       // late offsets not yet written
+	batchNow  time.Time      // wall clock when the current batch started
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
@@ -81,6 +82,7 @@ func (w *worker) run() {
 				return
 			}
 			w.mu.Lock()
+			w.batchNow = w.p.opts.now() // one clock read a batch, not an event
 			for _, it := range batch {
 				w.handle(it)
 			}
@@ -97,7 +99,7 @@ func (w *worker) handle(it item) {
 	case event.TypeEvent:
 		st := w.stream(it.stream)
 		if w.live {
-			st.lastEvent = w.p.opts.now()
+			st.lastEvent = w.batchNow
 		}
 		st.lastEventOff = it.off
 		if w.win.Add(it.stream, it.device, it.ts, it.value) {
