@@ -72,7 +72,7 @@ It exits non-zero if any event was not acknowledged, unless --allow-errors.`,
 				return err
 			}
 			if n := rep.ErrorCount(); n > 0 && !allowErrors {
-				return fmt.Errorf("bench: %d errors (see the report); --allow-errors to exit 0 anyway", n)
+				return fmt.Errorf("%d errors, see the report (--allow-errors to exit 0 anyway)", n)
 			}
 			return nil
 		},
