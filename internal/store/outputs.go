@@ -121,48 +121,22 @@ const maxWindowSize = 24 * time.Hour
 
 // QueryWindows returns closed window results matching q, most recently closed first.
 func (s *Store) QueryWindows(q WindowQuery) (WindowPage, error) {
-	if q.Limit <= 0 {
-		q.Limit = 100
-	}
-	q.Limit = min(q.Limit, MaxLimit)
-	fromTS, toTS := int64(math.MinInt64), int64(math.MaxInt64)
-	if !q.From.IsZero() {
-		fromTS = q.From.UnixMilli()
-	}
-	if !q.To.IsZero() {
-		toTS = q.To.UnixMilli()
-	}
-	upper := s.log.DurableOffset()
-	if q.Before != 0 {
-		upper = min(upper, q.Before)
-	}
-	lower := s.log.FirstOffset()
+	b := s.bounds(q.Limit, q.Before, q.From, q.To)
 	var ranges [][2]uint64
 	if q.Stream != "" {
-		startFrom := fromTS
+		startFrom := b.fromTS
 		if startFrom > math.MinInt64+maxWindowSize.Milliseconds() {
 			startFrom -= maxWindowSize.Milliseconds()
 		}
-		runs, _ := s.idx.windowRuns(q.Stream, startFrom, toTS)
-		ranges = disjoint(runs, lower, upper)
+		runs, _ := s.idx.windowRuns(q.Stream, startFrom, b.toTS)
+		ranges = disjoint(runs, b.lower, b.upper)
 	} else {
-		ranges = spans(lower, upper)
+		ranges = spans(b.lower, b.upper)
 	}
-	var page WindowPage
-	for _, rg := range ranges {
-		matched, err := s.scanWindows(rg, q, fromTS, toTS)
-		if err != nil {
-			return WindowPage{}, err
-		}
-		for i := len(matched) - 1; i >= 0; i-- {
-			if len(page.Windows) == q.Limit {
-				page.Next = page.Windows[len(page.Windows)-1].Offset
-				return page, nil
-			}
-			page.Windows = append(page.Windows, matched[i])
-		}
-	}
-	return page, nil
+	windows, next, err := newestFirst(ranges, b.limit,
+		func(rg [2]uint64) ([]StoredWindow, error) { return s.scanWindows(rg, q, b.fromTS, b.toTS) },
+		func(w StoredWindow) uint64 { return w.Offset })
+	return WindowPage{Windows: windows, Next: next}, err
 }
 
 func (s *Store) scanWindows(rg [2]uint64, q WindowQuery, fromTS, toTS int64) ([]StoredWindow, error) {

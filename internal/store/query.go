@@ -40,46 +40,64 @@ type Page struct {
 // from the log; the index limits the reading to the stretches that hold the
 // device's or stream's events in the time range.
 func (s *Store) Query(q Query) (Page, error) {
-	if q.Limit <= 0 {
-		q.Limit = 100
-	}
-	q.Limit = min(q.Limit, MaxLimit)
-	fromTS, toTS := int64(math.MinInt64), int64(math.MaxInt64)
-	if !q.From.IsZero() {
-		fromTS = q.From.UnixMilli()
-	}
-	if !q.To.IsZero() {
-		toTS = q.To.UnixMilli()
-	}
-	upper := s.log.DurableOffset()
-	if q.Before != 0 {
-		upper = min(upper, q.Before)
-	}
-	lower := s.log.FirstOffset()
-
-	var ranges [][2]uint64 // [lo, hi), newest first, disjoint
+	b := s.bounds(q.Limit, q.Before, q.From, q.To)
+	var ranges [][2]uint64
 	if q.DeviceID != "" || q.Stream != "" {
-		runs, _ := s.idx.runs(q.DeviceID, q.Stream, fromTS, toTS)
-		ranges = disjoint(runs, lower, upper)
+		runs, _ := s.idx.runs(q.DeviceID, q.Stream, b.fromTS, b.toTS)
+		ranges = disjoint(runs, b.lower, b.upper)
 	} else {
-		ranges = spans(lower, upper)
+		ranges = spans(b.lower, b.upper)
 	}
+	events, next, err := newestFirst(ranges, b.limit,
+		func(rg [2]uint64) ([]Stored, error) { return s.scan(rg, q, b.fromTS, b.toTS) },
+		func(e Stored) uint64 { return e.Offset })
+	return Page{Events: events, Next: next}, err
+}
 
-	var page Page
+// bounds are a query's limits in log offsets and milliseconds.
+type bounds struct {
+	limit        int
+	fromTS, toTS int64  // time filter, [fromTS, toTS)
+	lower, upper uint64 // offsets to read, [lower, upper)
+}
+
+func (s *Store) bounds(limit int, before uint64, from, to time.Time) bounds {
+	b := bounds{limit: limit, fromTS: math.MinInt64, toTS: math.MaxInt64}
+	if b.limit <= 0 {
+		b.limit = 100
+	}
+	b.limit = min(b.limit, MaxLimit)
+	if !from.IsZero() {
+		b.fromTS = from.UnixMilli()
+	}
+	if !to.IsZero() {
+		b.toTS = to.UnixMilli()
+	}
+	b.upper = s.log.DurableOffset()
+	if before != 0 {
+		b.upper = min(b.upper, before)
+	}
+	b.lower = s.log.FirstOffset()
+	return b
+}
+
+// newestFirst scans ranges (disjoint, newest first) and returns up to limit
+// matches, highest offset first, and the cursor of the next page (0 if none).
+func newestFirst[T any](ranges [][2]uint64, limit int, scan func([2]uint64) ([]T, error), offset func(T) uint64) ([]T, uint64, error) {
+	var out []T
 	for _, rg := range ranges {
-		matched, err := s.scan(rg, q, fromTS, toTS)
+		matched, err := scan(rg)
 		if err != nil {
-			return Page{}, err
+			return nil, 0, err
 		}
 		for i := len(matched) - 1; i >= 0; i-- {
-			if len(page.Events) == q.Limit {
-				page.Next = page.Events[len(page.Events)-1].Offset
-				return page, nil
+			if len(out) == limit {
+				return out, offset(out[len(out)-1]), nil
 			}
-			page.Events = append(page.Events, matched[i])
+			out = append(out, matched[i])
 		}
 	}
-	return page, nil
+	return out, 0, nil
 }
 
 // scan reads [rg[0], rg[1]) and returns the matching events in offset order.

@@ -158,7 +158,6 @@ func TestQueryReadsOnlyIndexedRuns(t *testing.T) {
 	require.Len(t, p.Events, 1)
 }
 
-
 func TestDuplicatesStoredOnce(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
