@@ -33,8 +33,8 @@ func main() {
 
 func runCmd() *cobra.Command {
 	var (
-		file                                                  string
-		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode string
+		file                                                            string
+		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
 	)
 	c := &cobra.Command{
 		Use:   "run",
@@ -58,6 +58,7 @@ func runCmd() *cobra.Command {
 			set("mqtt-addr", &cfg.MQTT.Addr, mqttAddr)
 			set("mqtt-mode", &cfg.MQTT.Mode, mqttMode)
 			set("buffer-engine", &cfg.Buffer.Engine, engine)
+			set("cloud-url", &cfg.Cloud.URL, cloudURL)
 			return run(cfg)
 		},
 	}
@@ -69,6 +70,7 @@ func runCmd() *cobra.Command {
 	f.StringVar(&mqttAddr, "mqtt-addr", "", "embedded MQTT broker address (default 127.0.0.1:1883)")
 	f.StringVar(&mqttMode, "mqtt-mode", "", "MQTT ingest: embedded, external or off (default embedded)")
 	f.StringVar(&engine, "buffer-engine", "", "buffer engine (default log)")
+	f.StringVar(&cloudURL, "cloud-url", "", "cloud ingest to sync to, e.g. nats://127.0.0.1:4222 (default: none)")
 	return c
 }
 

@@ -33,6 +33,8 @@ type Status struct {
 	MQTT     MQTTStatus   `json:"mqtt"`
 	// Processing is the stream processor's state (process.Status).
 	Processing any `json:"processing,omitempty"`
+	// Sinks are the cloud sync sinks' states (uplink.SinkStatus).
+	Sinks []any `json:"sinks,omitempty"`
 }
 
 // BufferStatus describes the durable buffer.

@@ -29,24 +29,48 @@ func (l *Log) Cursor(name string) (uint64, bool) {
 // CommitCursor durably records that the named reader has processed every record
 // below off. Cursors only move forward; a smaller off is ignored.
 func (l *Log) CommitCursor(name string, off uint64) error {
-	if len(name) == 0 || len(name) > 255 {
-		return fmt.Errorf("buffer: cursor name length %d out of range 1..255", len(name))
+	return l.CommitCursors(map[string]uint64{name: off})
+}
+
+// CommitCursors moves several cursors forward in one atomic write: after a
+// crash either all of them have their new values or none has.
+func (l *Log) CommitCursors(c map[string]uint64) error {
+	for name := range c {
+		if len(name) == 0 || len(name) > 255 {
+			return fmt.Errorf("buffer: cursor name length %d out of range 1..255", len(name))
+		}
 	}
 	l.cursorMu.Lock()
 	defer l.cursorMu.Unlock()
-	if cur, ok := l.cursors[name]; ok && off <= cur {
-		return nil
-	}
 	next := maps.Clone(l.cursors)
 	if next == nil {
 		next = map[string]uint64{}
 	}
-	next[name] = off
+	changed := false
+	for name, off := range c {
+		if cur, ok := next[name]; !ok || off > cur {
+			next[name] = off
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if len(next) > 0xffff {
+		return fmt.Errorf("buffer: too many cursors (%d)", len(next))
+	}
 	if err := vfs.WriteAtomic(l.fs, l.path(cursorsFile), encodeCursors(next)); err != nil {
 		return fmt.Errorf("write cursors: %w", err)
 	}
 	l.cursors = next
 	return nil
+}
+
+// Cursors returns a copy of every cursor.
+func (l *Log) Cursors() map[string]uint64 {
+	l.cursorMu.Lock()
+	defer l.cursorMu.Unlock()
+	return maps.Clone(l.cursors)
 }
 
 // slowestCursor returns the smallest cursor position, if any cursor exists.

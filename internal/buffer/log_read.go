@@ -33,6 +33,9 @@ func (l *Log) NewReader(from uint64) *Reader {
 	return &Reader{l: l, from: from}
 }
 
+// Position returns the offset the reader looks for next.
+func (r *Reader) Position() uint64 { return r.from }
+
 // Close releases the reader's file.
 func (r *Reader) Close() error {
 	if r.f == nil {

@@ -31,7 +31,20 @@ type Config struct {
 	Buffer  Buffer  `yaml:"buffer"`
 	Windows Windows `yaml:"windows"`
 	Alerts  Alerts  `yaml:"alerts"`
+	Cloud   Cloud   `yaml:"cloud"`
 	Log     Log     `yaml:"log"`
+}
+
+// Cloud configures sync to the cloud ingest (NATS JetStream).
+type Cloud struct {
+	// URL of the cloud's NATS server, e.g. nats://cloud.example:4222; "" keeps
+	// everything local.
+	URL string `yaml:"url"`
+	// EnsureLayout creates the streams if the cloud lacks them (a NATS cluster
+	// no `holdfast cloud` has set up).
+	EnsureLayout bool          `yaml:"ensure_layout"`
+	BatchRecords int           `yaml:"batch_records"`
+	MaxDelay     time.Duration `yaml:"max_delay"`
 }
 
 // Windows configures windowed aggregation.
@@ -135,6 +148,7 @@ func Default() Config {
 			Accuracy:        0.01,
 		},
 		Alerts: Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
+		Cloud:  Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond},
 		Log:    Log{Level: "info", Format: "text"},
 	}
 }
@@ -243,6 +257,18 @@ func (c Config) Validate() error {
 		if err := b.WithDefaults().Validate(); err != nil {
 			bad("alerts.notify.backup", "%v", err)
 		}
+	}
+	if c.Cloud.URL != "" {
+		u, err := url.Parse(c.Cloud.URL)
+		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+			bad("cloud.url", "%q must be a URL like nats://cloud.example:4222", c.Cloud.URL)
+		}
+	}
+	if c.Cloud.BatchRecords < 1 {
+		bad("cloud.batch_records", "must be at least 1")
+	}
+	if c.Cloud.MaxDelay <= 0 {
+		bad("cloud.max_delay", "must be positive")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -28,6 +28,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
 	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/uplink"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
@@ -47,6 +48,7 @@ type Node struct {
 
 	proc *process.Processor
 	disp *alert.Dispatcher
+	sync *uplink.Syncer
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -103,6 +105,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		if err := n.startProcessing(); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.Cloud.URL != "" {
+		n.startSync()
 	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
@@ -189,6 +194,19 @@ func (n *Node) startProcessing() error {
 	return nil
 }
 
+// startSync starts forwarding the log to the cloud.
+func (n *Node) startSync() {
+	c := n.cfg.Cloud
+	logger := n.log.With("component", "sync")
+	sink := uplink.NewJetStreamSink(uplink.JetStreamOptions{
+		URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
+	})
+	n.sync = uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
+		BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Logger: logger, Metrics: uplink.NewMetrics(n.reg),
+	})
+	n.sync.Start()
+}
+
 func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	ln, err := net.Listen("tcp", n.cfg.HTTP.Addr)
 	if err != nil {
@@ -257,6 +275,9 @@ func (n *Node) Status() api.Status {
 	if n.proc != nil {
 		s.Processing = n.proc.Status()
 	}
+	if n.sync != nil {
+		s.Sinks = []any{n.sync.Status()}
+	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
 		s.Buffer.Error = err.Error()
@@ -293,6 +314,9 @@ func (n *Node) Close() error {
 	}
 	if n.proc != nil {
 		errs = append(errs, n.proc.Close())
+	}
+	if n.sync != nil {
+		errs = append(errs, n.sync.Close())
 	}
 	if n.disp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

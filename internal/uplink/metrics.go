@@ -16,6 +16,7 @@ type Metrics struct {
 	breakerState *prometheus.GaugeVec
 	transitions  *prometheus.CounterVec
 	failures     *prometheus.CounterVec
+	synced       *prometheus.CounterVec
 }
 
 // NewMetrics registers the sync metrics with reg; a nil reg registers nothing.
@@ -37,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		failures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_sync_failures_total",
 			Help: "Failed syncs reported to the sink's connectivity machine.",
+		}, []string{"sink"}),
+		synced: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "holdfast_sync_records_total",
+			Help: "Records the sink confirmed.",
 		}, []string{"sink"}),
 	}
 }
