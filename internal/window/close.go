@@ -110,8 +110,13 @@ func less(a, b *group) bool {
 // raise sets the stream's watermark to w and closes the windows it passes.
 func (e *Engine) raise(s *stream, w int64) {
 	s.w, s.hasW = w, true
-	if s.ends.due(w) {
-		e.closeDue(s)
+	if s.pendingEnd <= w || s.ends.due(w) {
+		// A pending event may go to a window that closes now, and may create
+		// it: apply them all first.
+		e.flush()
+		if s.ends.due(w) {
+			e.closeDue(s)
+		}
 	}
 }
 
@@ -127,15 +132,21 @@ func (e *Engine) closeDue(s *stream) {
 		slices.SortFunc(g.keys, func(a, b *key) int { return strings.Compare(a.device, b.device) })
 		start := g.end - e.sizes[g.size]
 		for _, k := range g.keys {
-			w := k.take(g.size, start, len(e.sizes))
+			w := e.take(k, g.size, start)
 			e.open--
+			for _, p := range e.parents[g.size] {
+				pw := e.find(k, p, floor(start, e.sizes[p]))
+				if pw == nil {
+					panic("window: a closing window's parent is not open")
+				}
+				pw.merge(&w)
+			}
 			if k.open == 0 && k != s.site {
-				delete(s.keys, k.device)
+				s.keys.remove(k)
 			}
 			if e.onClose != nil {
-				sk := new(Sketch)
-				*sk = w.sk // the window is gone: its buckets move to the Result
-				sk.m = e.m
+				// The window is gone: its buckets move to the Result.
+				sk := &Sketch{m: e.m, sketchData: w.sk}
 				e.onClose(e.result(s.name, k.device, &w, sk, true))
 			}
 		}

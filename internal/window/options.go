@@ -16,13 +16,17 @@ const DefaultAllowedLateness = 30 * time.Second
 // DefaultAllowedLateness.
 const NoLateness time.Duration = -1
 
-// MinSize is the shortest window size.
-const MinSize = time.Second
+// MinSize is the shortest window size; MaxSizes the most sizes an Engine takes.
+const (
+	MinSize  = time.Second
+	MaxSizes = 16
+)
 
 // Options configure an Engine. Zero fields take the defaults.
 type Options struct {
 	// Sizes are the window sizes; each at least MinSize, a whole number of
-	// milliseconds, no duplicates. Default DefaultSizes (1m, 5m, 1h).
+	// milliseconds, no duplicates, at most MaxSizes of them. Default
+	// DefaultSizes (1m, 5m, 1h).
 	Sizes []time.Duration
 	// AllowedLateness is subtracted from the highest event time seen to get the
 	// watermark; a whole number of milliseconds, ≥ 0, or NoLateness. Default
@@ -65,6 +69,9 @@ func (o Options) Validate() error {
 		bad("allowed lateness %v is negative (NoLateness asks for none)", o.AllowedLateness)
 	}
 	o = o.withDefaults()
+	if len(o.Sizes) > MaxSizes {
+		bad("%d sizes are more than the maximum of %d", len(o.Sizes), MaxSizes)
+	}
 	for i, d := range o.Sizes {
 		switch {
 		case d < MinSize:
@@ -75,7 +82,7 @@ func (o Options) Validate() error {
 			bad("size %v is given twice", d)
 		}
 	}
-	if o.AllowedLateness%time.Millisecond != 0 {
+	if o.AllowedLateness > 0 && o.AllowedLateness%time.Millisecond != 0 {
 		bad("allowed lateness %v is not a whole number of milliseconds", o.AllowedLateness)
 	}
 	if !(o.Accuracy >= MinAccuracy && o.Accuracy <= MaxAccuracy) {

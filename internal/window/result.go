@@ -16,13 +16,15 @@ type Result struct {
 	Start    int64 // Unix ms, a multiple of Size since the epoch
 	End      int64 // Start + Size, exclusive
 	Count    uint64
-	Sum      float64 // added in event order
+	// Sum adds the values in float64, grouped by child window (see Engine):
+	// exact whenever every partial sum is representable.
+	Sum      float64
 	Min, Max float64
 	Mean     float64 // Sum / Count
 	Last     float64 // the value with the latest event time; of equal ones, the later added
 	LastTS   int64   // event time of Last
 	// P50, P95 and P99 are Sketch quantiles: within relative error Accuracy of
-	// the values of rank ⌊q·(Count−1)⌋.
+	// the value of rank ⌊q·(Count−1)⌋ in ascending order, q = 0.5, 0.95, 0.99.
 	P50, P95, P99 float64
 	Sketch        *Sketch // the window's values; owned by the receiver
 	Final         bool
@@ -59,12 +61,14 @@ func (e *Engine) result(streamName, device string, w *window, sk *Sketch, final 
 // selects the site-wide windows, "*" those of every device and the site-wide
 // ones, anything else that device's; size 0 selects every size, a size the
 // Engine does not have selects nothing. Results are ordered like closes: by
-// end, size, device id, start. Open is read-only and may be called from OnClose.
+// end, size, device id, start. Open changes no result and may be called from
+// OnClose.
 func (e *Engine) Open(streamName, deviceID string, size time.Duration, from, to int64) []Result {
 	s := e.streams[streamName]
 	if s == nil {
 		return nil
 	}
+	e.flush()
 	si := -1
 	if size != 0 {
 		if si = slices.Index(e.durs, size); si < 0 {
@@ -73,28 +77,21 @@ func (e *Engine) Open(streamName, deviceID string, size time.Duration, from, to 
 	}
 	var out []Result
 	collect := func(k *key) {
-		for j := range k.ws {
-			w := &k.ws[j]
-			if w.start == emptyStart || si >= 0 && w.size != si {
-				continue
+		k.windows(func(w *window) {
+			if (si < 0 || w.size == si) && w.start < to && w.start+e.sizes[w.size] > from {
+				p := e.partial(k, w)
+				out = append(out, e.result(s.name, k.device, &p, &Sketch{m: e.m, sketchData: p.sk}, false))
 			}
-			if w.start < to && w.start+e.sizes[w.size] > from {
-				sk := w.sk.Clone()
-				sk.m = e.m
-				out = append(out, e.result(s.name, k.device, w, sk, false))
-			}
-		}
+		})
 	}
 	switch deviceID {
 	case "":
 		collect(s.site)
 	case "*":
 		collect(s.site)
-		for _, k := range s.keys {
-			collect(k)
-		}
+		s.keys.all(collect)
 	default:
-		if k := s.keys[deviceID]; k != nil {
+		if k := s.keys.get(deviceID); k != nil {
 			collect(k)
 		}
 	}
@@ -110,4 +107,28 @@ func compareResults(a, b Result) int {
 		strings.Compare(a.DeviceID, b.DeviceID),
 		cmp.Compare(a.Start, b.Start),
 	)
+}
+
+// partial returns a copy of w, sharing no memory with it, with the aggregates
+// of its open descendants merged in, children in order of start.
+func (e *Engine) partial(k *key, w *window) window {
+	out := *w
+	out.sk = w.sk.clone()
+	c := e.child[w.size]
+	if c < 0 {
+		return out
+	}
+	end := w.start + e.sizes[w.size]
+	var kids []*window
+	k.windows(func(x *window) {
+		if x.size == c && x.start >= w.start && x.start < end {
+			kids = append(kids, x)
+		}
+	})
+	slices.SortFunc(kids, func(a, b *window) int { return cmp.Compare(a.start, b.start) })
+	for _, x := range kids {
+		px := e.partial(k, x)
+		out.merge(&px)
+	}
+	return out
 }

@@ -34,7 +34,7 @@ var ErrCorruptSketch = errors.New("window: corrupt sketch encoding")
 // MarshalBinary encodes the sketch compactly (about two bytes per non-empty
 // bucket). It never fails.
 func (s *Sketch) MarshalBinary() ([]byte, error) {
-	return s.AppendBinary(make([]byte, 0, 16+4*(len(s.pos.counts)+len(s.neg.counts)))), nil
+	return s.AppendBinary(make([]byte, 0, 16+4*int(s.pos.n+s.neg.n))), nil
 }
 
 // AppendBinary appends the encoding of MarshalBinary to dst.
@@ -48,14 +48,15 @@ func (s *Sketch) AppendBinary(dst []byte) []byte {
 
 func (s *store) appendBinary(dst []byte) []byte {
 	k := 0
-	for _, c := range s.counts {
+	counts := s.counts()
+	for _, c := range counts {
 		if c != 0 {
 			k++
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(k))
 	prev, first := int32(0), true
-	for j, c := range s.counts {
+	for j, c := range counts {
 		if c == 0 {
 			continue
 		}
@@ -219,9 +220,15 @@ func (d *decoder) store(m *mapping, total *uint64) store {
 		prev = i
 	}
 	lo, hi := entries[0].i, entries[len(entries)-1].i
-	s := store{counts: make([]uint64, hi-lo+1), off: lo}
+	s := store{off: lo, n: hi - lo + 1}
+	if s.n <= smallBuckets {
+		s.n = smallBuckets
+	} else {
+		s.big = make([]uint64, s.n)
+	}
+	counts := s.counts()
 	for _, e := range entries {
-		s.counts[e.i-lo] = e.c
+		counts[e.i-lo] = e.c
 	}
 	return s
 }

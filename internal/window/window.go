@@ -1,34 +1,46 @@
-// Package window computes event-time tumbling-window aggregates. For every
-// stream, each configured size, and both each device and the whole site, it
-// keeps the count, sum, min, max, mean, last value (the value with the latest
-// event time) and a quantile sketch (p50, p95, p99) of the values, and emits one
-// final Result per window when the window closes.
+// Package window computes event-time tumbling-window aggregates for the
+// processor. For every stream, each configured size (default 1m, 5m, 1h), and
+// both each device and the whole site, it keeps the count, sum, min, max, mean,
+// last value (the one with the latest event time; of equal times, the one added
+// later) and a quantile sketch of the values, and emits one final Result per
+// window, with p50, p95 and p99, when the window closes. Open windows can be
+// read as partial Results. It is pure: no clock, no I/O, no goroutines.
 //
-// A window of size d covers event times [start, start+d) in Unix milliseconds,
-// start a multiple of d since the epoch. Each stream has a watermark W that
-// never decreases: after every event W = max(W, maxTS − AllowedLateness), where
-// maxTS is the highest event time the stream has seen, and Advance can raise it
-// further (the processor's idle timeout). A window closes when its end is ≤ W.
-// An event is added to the window of each size that is still open, and skipped
-// for each size whose window has already closed; an event skipped for at least
-// one size is late, and counted. Every window is closed exactly once.
+// Windows and lateness: a window of size d covers event times [start, start+d)
+// in Unix milliseconds, start a multiple of d since the epoch. Each stream has a
+// watermark W that never decreases: after every event W = max(W, maxTS −
+// AllowedLateness), maxTS the highest event time the stream has seen, and
+// Advance can raise it further (the processor's idle timeout, so that a quiet
+// stream's windows still close). A window closes when its end is ≤ W. An event
+// is added to the window of each size that is still open and skipped for each
+// size whose window has closed; an event skipped for at least one size is late,
+// and counted per stream. Every window closes exactly once, and only windows
+// that received an event exist.
 //
-// Determinism: the package reads no clock, does no I/O and uses no randomness;
-// the Results, and the order OnClose receives them in, are a function of the
-// sequence of calls alone, so replaying a log reproduces them exactly. Within
-// one Add or Advance, windows close ordered by end, then size, then device id
-// (the site-wide window, device id "", first), then start.
+// Determinism: the Results, and the order OnClose receives them in, are a
+// function of the sequence of calls alone, so replaying the log after a crash
+// reproduces them exactly (bit for bit on a given CPU architecture; floating
+// point may differ in the last bit elsewhere). Nothing depends on the clock or
+// on map iteration order; the key table's random hash seed affects only its
+// layout. Within one Add or Advance, windows close ordered by end, then size,
+// then device id (the site-wide window, device id "", first), then start.
 //
-// The quantiles come from a Sketch (DDSketch-style, log-spaced buckets): for a
+// Quantiles come from a Sketch (DDSketch-style, log-spaced buckets): for a
 // window of n values, P50 is within relative error Accuracy (default 1%) of the
-// value of rank ⌊0.5·(n−1)⌋ in sorted order, and likewise P95 and P99; see
-// Sketch for the exact statement.
+// value of rank ⌊0.5·(n−1)⌋ in ascending order, and likewise P95 and P99.
+// Values of magnitude below 2^-1022 count as zero. Sketch states the guarantee
+// exactly.
+//
+// The device id "" names the site-wide windows: an event with an empty device
+// id (ingest accepts none) counts in those only. In Open, "*" selects every
+// device, so a device named "*" can only be read along with all the others.
 package window
 
 import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // Event times outside [MinTime, MaxTime] (about ±73 million years) cannot be
@@ -46,48 +58,75 @@ const emptyStart = math.MinInt64
 // Engine holds the open windows of a set of streams. It is not safe for
 // concurrent use: the processor gives each worker its own Engine and routes a
 // stream's events to one worker.
+//
+// Two things keep an event cheap with many keys, where cache misses dominate.
+// Sizes that divide each other are computed from one another: an event is
+// stored only in the window of the smallest size that is still open, and when a
+// window closes its aggregate is merged, exactly, into the window of each size
+// it is the largest divisor of; so an event updates one window per key, not one
+// per size. And window updates are applied in small batches (see pending.go).
+// Neither is observable, except that floating-point sums are grouped per child
+// window rather than added one by one.
 type Engine struct {
 	sizes    []int64         // window sizes in ms, ascending
 	durs     []time.Duration // the same sizes as durations
+	child    []int           // per size: index of its largest divisor size, or -1
+	parents  [][]int         // per size: the sizes whose child it is
 	lateness int64           // ms
 	m        *mapping
 	onClose  func(Result)
 
 	streams map[string]*stream
-	last    *stream // stream of the previous call, to skip the map lookup
-	open    int     // open windows over all streams
-	closing bool    // OnClose is running
+	last    *stream        // stream of the previous call, to skip the map lookup
+	open    int            // open windows over all streams
+	closing bool           // OnClose is running
+	ends    []int64        // scratch for Add: window end per size
+	pending []pendingEvent // decided, not yet applied; see flush
+	touched int            // sink for the loads in flush that bring keys into cache
 }
 
 // stream is the state of one stream.
 type stream struct {
 	name  string
-	keys  map[string]*key // per device; a key with no open window is removed
-	site  *key            // the site-wide windows, device id ""
-	w     int64           // watermark; math.MinInt64 until set
+	keys  keyTable // per device; a key with no open window is removed
+	site  *key     // the site-wide windows, device id ""
+	w     int64    // watermark; math.MinInt64 until set
 	hasW  bool
 	maxTS int64
 	seen  bool // maxTS is set
 	late  uint64
 	ends  endIndex
+	// pendingEnd is the earliest end of a window a pending event goes to;
+	// math.MaxInt64 if none.
+	pendingEnd int64
 }
 
-// key holds the open windows of one (stream, device) or of the site.
+// key holds the open windows of one (stream, device) or of the site. Every open
+// window's ancestors (parents, their parents, ...) are open too.
 type key struct {
+	// device is the keyTable key. Up to len(name) bytes it points into name,
+	// so comparing it loads the cache lines the window update needs next
+	// rather than a separate allocation: one miss less per event.
 	device string
+	name   [40]byte
 	open   int // open windows; each has one entry in its stream's endIndex
-	// ws[i] for i < len(sizes) is the window of size i with the latest start
-	// (start emptyStart: none); windows of older starts follow, in no order.
-	ws []window
+	// lead is the latest window of the smallest size, the one nearly every
+	// event goes to; it lives in the key so that an event costs no cache miss
+	// past the key. ws[i-1] for 0 < i < len(sizes) is the latest window of size
+	// i. In both, start emptyStart means none. Windows of older starts follow in
+	// ws, in no order.
+	lead window
+	ws   []window
 }
 
-// window is one open window.
+// window is one open window: the events stored in it directly and the merged
+// aggregates of its closed children. A window with open children may be empty.
 type window struct {
 	start               int64
-	size                int // index into Engine.sizes
 	sum, min, max, last float64
 	lastTS              int64
-	sk                  Sketch // sk.n is the count; sk.m is set when it leaves
+	sk                  sketchData // sk.n is the count
+	size                int        // index into Engine.sizes
 }
 
 // New returns an Engine for the options, or the error of o.Validate.
@@ -105,19 +144,34 @@ func New(o Options) (*Engine, error) {
 		m:        m,
 		onClose:  o.OnClose,
 		streams:  map[string]*stream{},
+		pending:  make([]pendingEvent, 0, pendingBatch),
 	}
 	e.durs = slices.Sorted(slices.Values(o.Sizes))
-	for _, d := range e.durs {
-		e.sizes = append(e.sizes, d.Milliseconds())
+	n := len(e.durs)
+	e.sizes = make([]int64, n)
+	e.child = make([]int, n)
+	e.parents = make([][]int, n)
+	e.ends = make([]int64, n)
+	for i, d := range e.durs {
+		e.sizes[i] = d.Milliseconds()
+		e.child[i] = -1
+		for j := i - 1; j >= 0; j-- {
+			if e.sizes[i]%e.sizes[j] == 0 {
+				e.child[i] = j
+				e.parents[j] = append(e.parents[j], i)
+				break
+			}
+		}
 	}
 	return e, nil
 }
 
 // Add processes one event, in log order; see the package comment for the rules.
 // It returns true if the event was late: skipped for at least one size because
-// that window had already closed. Windows the raised watermark passes are closed
-// and passed to OnClose before Add returns. An empty deviceID counts in the
-// site-wide windows only.
+// that window had already closed (an event time outside [MinTime, MaxTime] is
+// late for all). Windows the raised watermark passes are closed and passed to
+// OnClose before Add returns. An empty deviceID counts in the site-wide windows
+// only.
 func (e *Engine) Add(streamName, deviceID string, ts int64, value float64) (late bool) {
 	e.checkNotClosing()
 	s := e.stream(streamName)
@@ -125,32 +179,33 @@ func (e *Engine) Add(streamName, deviceID string, ts int64, value float64) (late
 		s.late++
 		return true
 	}
-	b := e.m.bucketOf(value) // once for all windows
-	var k *key
-	if deviceID != "" {
-		k = s.keys[deviceID]
-	}
+	// Decide now, from the watermark alone, which windows take the event; the
+	// update itself may be deferred (see pending).
+	var sizes uint64
 	for i, size := range e.sizes {
-		r := ts % size
-		if r < 0 {
-			r += size
+		if c := e.child[i]; c >= 0 && e.ends[c] > s.w {
+			// The open child window has it and will pass it on; this
+			// window, which ends no earlier, is open too.
+			e.ends[i] = math.MaxInt64
+			continue
 		}
-		start := ts - r
-		if start+size <= s.w {
+		end := floor(ts, size) + size
+		e.ends[i] = end
+		if end <= s.w {
 			late = true
 			continue
 		}
-		if deviceID != "" {
-			if k == nil {
-				k = e.newKey(deviceID)
-				s.keys[deviceID] = k
-			}
-			e.addTo(s, k, i, start, ts, value, b)
-		}
-		e.addTo(s, s.site, i, start, ts, value, b)
+		sizes |= 1 << i
+		s.pendingEnd = min(s.pendingEnd, end)
 	}
 	if late {
 		s.late++
+	}
+	if sizes != 0 {
+		e.pending = append(e.pending, pendingEvent{s: s, device: deviceID, ts: ts, value: value, sizes: sizes})
+		if len(e.pending) == cap(e.pending) {
+			e.flush()
+		}
 	}
 	if !s.seen || ts > s.maxTS {
 		s.maxTS, s.seen = ts, true
@@ -159,6 +214,15 @@ func (e *Engine) Add(streamName, deviceID string, ts int64, value float64) (late
 		}
 	}
 	return late
+}
+
+// floor returns the start of the window of size size holding ts.
+func floor(ts, size int64) int64 {
+	r := ts % size
+	if r < 0 {
+		r += size
+	}
+	return ts - r
 }
 
 // Advance raises the stream's watermark to w if that is higher, closing the
@@ -189,9 +253,28 @@ func (e *Engine) Late(streamName string) uint64 {
 	return 0
 }
 
+// EarliestEnd returns the end of the stream's open window that closes first;
+// ok is false if the stream has none. A watermark of at least end closes a
+// window, a lower one none: the cheap test for whether the idle timeout has
+// anything to close.
+func (e *Engine) EarliestEnd(streamName string) (end int64, ok bool) {
+	s := e.streams[streamName]
+	if s == nil {
+		return 0, false
+	}
+	end = s.pendingEnd // pending events' windows, and their parents, end no earlier
+	if len(s.ends.heap) > 0 {
+		end = min(end, s.ends.heap[0].end)
+	}
+	return end, end != math.MaxInt64
+}
+
 // OpenWindows returns the number of open windows, device and site-wide, over
 // all streams and sizes.
-func (e *Engine) OpenWindows() int { return e.open }
+func (e *Engine) OpenWindows() int {
+	e.flush()
+	return e.open
+}
 
 func (e *Engine) checkNotClosing() {
 	if e.closing {
@@ -205,7 +288,7 @@ func (e *Engine) stream(name string) *stream {
 	}
 	s := e.streams[name]
 	if s == nil {
-		s = &stream{name: name, keys: map[string]*key{}, site: e.newKey(""), w: math.MinInt64}
+		s = &stream{name: name, keys: newKeyTable(), site: e.newKey(""), w: math.MinInt64, pendingEnd: math.MaxInt64}
 		s.ends.init(len(e.sizes))
 		e.streams[name] = s
 	}
@@ -214,41 +297,97 @@ func (e *Engine) stream(name string) *stream {
 }
 
 func (e *Engine) newKey(device string) *key {
-	k := &key{device: device, ws: make([]window, len(e.sizes), len(e.sizes)+2)}
+	k := &key{device: device, lead: window{start: emptyStart}}
+	if n := copy(k.name[:], device); n == len(device) && n > 0 {
+		k.device = unsafe.String(&k.name[0], n) // k is never copied, and name never written again
+	}
+	k.ws = make([]window, len(e.sizes)-1, len(e.sizes)) // room for one older window
 	for i := range k.ws {
 		k.ws[i].start = emptyStart
 	}
 	return k
 }
 
+// touch loads the cache lines of k that an event updates and returns a value
+// that depends on them.
+func (k *key) touch() int {
+	return len(k.device) + int(k.open) + int(k.lead.sk.n) + int(k.lead.sk.pos.small[smallBuckets-1])
+}
+
+// latest returns the slot of k's latest window of size i.
+func (k *key) latest(i int) *window {
+	if i == 0 {
+		return &k.lead
+	}
+	return &k.ws[i-1]
+}
+
+// older returns the index in k.ws of the first window of an older start.
+func (e *Engine) older() int { return len(e.sizes) - 1 }
+
 // addTo adds the event to k's window of size i starting at start, creating it
 // if needed.
 func (e *Engine) addTo(s *stream, k *key, i int, start, ts int64, v float64, b bucket) {
-	if w := &k.ws[i]; w.start == start { // the common case: the latest window
-		w.add(ts, v, b)
-		return
+	w := &k.lead
+	if i != 0 {
+		w = &k.ws[i-1]
 	}
-	cur := &k.ws[i]
+	if w.start != start { // not the common case, the latest window
+		w = e.window(s, k, i, start)
+	}
+	w.add(ts, v, b)
+}
+
+// window returns k's window of size i starting at start, creating it, and
+// first its missing ancestors, if needed. The pointer is valid until k.ws next
+// grows.
+func (e *Engine) window(s *stream, k *key, i int, start int64) *window {
+	if w := e.find(k, i, start); w != nil {
+		return w
+	}
+	for _, p := range e.parents[i] {
+		e.window(s, k, p, floor(start, e.sizes[p]))
+	}
+	w := k.latest(i)
 	switch {
-	case cur.start == emptyStart:
-	case start > cur.start: // a new latest window; the current one stays open
-		k.ws = append(k.ws, *cur)
-		cur = &k.ws[i]
+	case w.start == emptyStart:
+	case start > w.start: // a new latest window; the current one stays open
+		k.ws = append(k.ws, *w)
+		w = k.latest(i)
 	default:
-		for j := len(e.sizes); j < len(k.ws); j++ {
-			if w := &k.ws[j]; w.size == i && w.start == start {
-				w.add(ts, v, b)
-				return
-			}
-		}
 		k.ws = append(k.ws, window{})
-		cur = &k.ws[len(k.ws)-1]
+		w = &k.ws[len(k.ws)-1]
 	}
-	*cur = window{start: start, size: i, sum: v, min: v, max: v, last: v, lastTS: ts}
-	cur.sk.addBucket(b)
+	*w = window{start: start, size: i, min: math.Inf(1), max: math.Inf(-1), lastTS: math.MinInt64}
 	k.open++
 	e.open++
 	s.ends.insert(k, i, start+e.sizes[i])
+	return w
+}
+
+// find returns k's window of size i starting at start, or nil.
+func (e *Engine) find(k *key, i int, start int64) *window {
+	if w := k.latest(i); w.start == start {
+		return w
+	}
+	for j := e.older(); j < len(k.ws); j++ {
+		if w := &k.ws[j]; w.size == i && w.start == start {
+			return w
+		}
+	}
+	return nil
+}
+
+// windows calls f for each open window of k.
+func (k *key) windows(f func(*window)) {
+	if k.lead.start != emptyStart {
+		f(&k.lead)
+	}
+	for j := range k.ws {
+		if w := &k.ws[j]; w.start != emptyStart {
+			f(w)
+		}
+	}
 }
 
 func (w *window) add(ts int64, v float64, b bucket) {
@@ -265,15 +404,27 @@ func (w *window) add(ts int64, v float64, b bucket) {
 	w.sk.addBucket(b)
 }
 
+// merge adds the aggregate of c, a closed child window, to w. Its last value
+// wins ties: no event of c's time range can have reached w before c closed.
+func (w *window) merge(c *window) {
+	w.sum += c.sum
+	w.min = min(w.min, c.min)
+	w.max = max(w.max, c.max)
+	if c.lastTS >= w.lastTS {
+		w.last, w.lastTS = c.last, c.lastTS
+	}
+	w.sk.merge(&c.sk)
+}
+
 // take removes and returns k's window of size i starting at start.
-func (k *key) take(i int, start int64, nsizes int) window {
-	if w := &k.ws[i]; w.start == start {
+func (e *Engine) take(k *key, i int, start int64) window {
+	if w := k.latest(i); w.start == start {
 		out := *w
 		*w = window{start: emptyStart}
 		k.open--
 		return out
 	}
-	for j := nsizes; j < len(k.ws); j++ {
+	for j := e.older(); j < len(k.ws); j++ {
 		if w := &k.ws[j]; w.size == i && w.start == start {
 			out := *w
 			last := len(k.ws) - 1
