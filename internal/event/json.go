@@ -208,6 +208,9 @@ func checkName[T string | []byte](s T) string {
 	if len(s) > MaxNameLen {
 		return fmt.Sprintf("must be at most %d bytes, got %d", MaxNameLen, len(s))
 	}
+	if len(s) == 1 && s[0] == '*' {
+		return `must not be "*" (it stands for "every device" and for site-wide windows)`
+	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {

@@ -571,3 +571,10 @@ func TestNotJSONIsASyntaxError(t *testing.T) {
 	_, err = ParseMQTT("d", "s", []byte("null"), testNow, Limits{})
 	require.ErrorContains(t, err, "expected a JSON object or number, got null")
 }
+
+func TestStarIsNotAName(t *testing.T) {
+	_, err := ParseObject([]byte(`{"device_id":"*","stream":"s","value":1}`), testNow, Limits{})
+	require.ErrorContains(t, err, `field "device_id": must not be "*"`)
+	require.NotEmpty(t, ValidName("*"))
+	require.Empty(t, ValidName("**"))
+}

@@ -265,10 +265,6 @@ func (w *worker) checkIdle() {
 // hasWindowEndingBy reports whether the stream has an open window that a
 // watermark of target would close.
 func (w *worker) hasWindowEndingBy(stream string, target int64) bool {
-	for _, r := range w.win.Open(stream, "*", 0, -1<<63, 1<<63-1) {
-		if r.End <= target {
-			return true
-		}
-	}
-	return false
+	end, ok := w.win.EarliestEnd(stream)
+	return ok && end <= target
 }
