@@ -55,9 +55,9 @@ func TestBadInputIsRejectedPrecisely(t *testing.T) {
 
 	for _, c := range []struct {
 		name, contentType, body string
-		status, accepted     int
-		errs                 map[int]string // rejected index → error substring
-		whole                string         // whole-request error substring
+		status, accepted        int
+		errs                    map[int]string // rejected index → error substring
+		whole                   string         // whole-request error substring
 	}{
 		{name: "bad JSON", contentType: "application/json", body: `{"device_id": "a", "value": }`,
 			status: 400, whole: "malformed JSON at byte"},

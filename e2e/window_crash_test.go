@@ -213,11 +213,11 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 }
 
 type recomputed struct {
-	count          uint64
-	sum, min, max  float64
-	last           float64
-	lastTS         int64
-	values         []float64
+	count         uint64
+	sum, min, max float64
+	last          float64
+	lastTS        int64
+	values        []float64
 }
 
 func (r *recomputed) quantile(q float64) float64 {

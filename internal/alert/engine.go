@@ -40,6 +40,38 @@ type compiled struct {
 	needMS      int64  // for_duration in whole ms, rounded up
 	fingerprint string // changes when the rule's definition does
 	tracked     int    // keys of this rule in Engine.keys (pending or firing)
+	op          opCode // Op, decoded once
+}
+
+// opCode is a comparison, decoded from Rule.Op once so that the per-input
+// check is a switch on an integer.
+type opCode uint8
+
+const (
+	opGT opCode = iota
+	opGE
+	opLT
+	opLE
+	opEQ
+	opNE
+)
+
+func decodeOp(op string) opCode {
+	switch op {
+	case ">":
+		return opGT
+	case ">=":
+		return opGE
+	case "<":
+		return opLT
+	case "<=":
+		return opLE
+	case "==":
+		return opEQ
+	case "!=":
+		return opNE
+	}
+	panic(fmt.Sprintf("alert: op %q passed validation", op))
 }
 
 type key struct {
@@ -72,6 +104,7 @@ func NewEngine(rules []Rule) (*Engine, error) {
 			Rule:        r,
 			needMS:      int64((r.ForDuration + time.Millisecond - 1) / time.Millisecond),
 			fingerprint: fingerprint(r),
+			op:          decodeOp(r.Op),
 		}
 		e.byName[r.Name] = i
 		if r.Source == SourceWindow {
@@ -149,7 +182,7 @@ func aggregate(w WindowInput, name string) float64 {
 // key fired or resolved.
 func (e *Engine) eval(i int, device string, ts int64, v float64) (Alert, bool) {
 	r := &e.rules[i]
-	ok := holds(r.Op, v, r.Threshold)
+	ok := holds(r.op, v, r.Threshold)
 	if !ok && r.tracked == 0 {
 		return Alert{}, false // the common case: nothing pending, nothing to look up
 	}
@@ -202,22 +235,21 @@ func (e *Engine) eval(i int, device string, ts int64, v float64) (Alert, bool) {
 	return st.alert, true
 }
 
-func holds(op string, v, threshold float64) bool {
+func holds(op opCode, v, threshold float64) bool {
 	switch op {
-	case ">":
+	case opGT:
 		return v > threshold
-	case ">=":
+	case opGE:
 		return v >= threshold
-	case "<":
+	case opLT:
 		return v < threshold
-	case "<=":
+	case opLE:
 		return v <= threshold
-	case "==":
+	case opEQ:
 		return v == threshold
-	case "!=":
+	default:
 		return v != threshold
 	}
-	panic(fmt.Sprintf("alert: op %q passed validation", op))
 }
 
 func alertID(rule, device string, firedAt int64) string {

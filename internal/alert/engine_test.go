@@ -178,7 +178,7 @@ func TestHolds(t *testing.T) {
 		{"==", 3.5, 3.5, true, ""}, {"==", 3.5000001, 3.5, false, ""},
 		{"!=", 3, 4, true, ""}, {"!=", 4, 4, false, ""},
 	} {
-		if got := holds(tc.op, tc.v, tc.thr); got != tc.want {
+		if got := holds(decodeOp(tc.op), tc.v, tc.thr); got != tc.want {
 			t.Errorf("%g %s %g = %t, want %t", tc.v, tc.op, tc.thr, got, tc.want)
 		}
 	}

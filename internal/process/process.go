@@ -185,7 +185,8 @@ func (p *Processor) read(ctx context.Context) {
 		}
 		return true
 	}
-	intern := newInterner()
+	names := [2]*interner{newInterner(), newInterner()} // streams, devices
+	var route router
 	replaying := true
 	next := uint64(0)
 	for {
@@ -232,11 +233,11 @@ func (p *Processor) read(ctx context.Context) {
 			return
 		}
 		next = off + 1
-		it, ok := p.decode(off, payload, intern, off < p.replayEnd)
+		it, ok := p.decode(off, payload, names, off < p.replayEnd)
 		if !ok {
 			continue
 		}
-		i := maphash.String(p.seed, it.stream) % uint64(len(p.work))
+		i := route.worker(p, it.stream)
 		batches[i] = append(batches[i], it)
 		if len(batches[i]) >= 256 && !flush() {
 			return
@@ -246,7 +247,7 @@ func (p *Processor) read(ctx context.Context) {
 
 // decode turns a record into a work item; ok is false for records no worker
 // needs.
-func (p *Processor) decode(off uint64, payload []byte, intern *interner, replay bool) (item, bool) {
+func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, replay bool) (item, bool) {
 	it := item{off: off, kind: event.Type(payload)}
 	switch it.kind {
 	case event.TypeEvent:
@@ -254,7 +255,7 @@ func (p *Processor) decode(off uint64, payload []byte, intern *interner, replay 
 		if !ok {
 			return it, false
 		}
-		it.stream, it.device = intern.get(v.Stream), intern.get(v.DeviceID)
+		it.stream, it.device = names[0].get(v.Stream), names[1].get(v.DeviceID)
 		it.ts, it.value = v.TS, v.Value
 	case event.TypeWindow:
 		w, err := event.DecodeWindow(payload)
@@ -440,13 +441,35 @@ func (p *Processor) Status() Status {
 	return s
 }
 
+// router remembers the last stream routed: consecutive records of one stream
+// are the common case and skip the hash.
+type router struct {
+	stream string
+	i      uint64
+	ok     bool
+}
+
+func (r *router) worker(p *Processor, stream string) uint64 {
+	if !r.ok || stream != r.stream {
+		r.stream, r.i, r.ok = stream, maphash.String(p.seed, stream)%uint64(len(p.work)), true
+	}
+	return r.i
+}
+
 // interner keeps one copy of each device and stream name.
-type interner struct{ m map[string]string }
+type interner struct {
+	m    map[string]string
+	last string // the name returned last: names repeat from record to record
+}
 
 func newInterner() *interner { return &interner{m: map[string]string{}} }
 
 func (in *interner) get(b []byte) string {
+	if string(b) == in.last {
+		return in.last
+	}
 	if s, ok := in.m[string(b)]; ok {
+		in.last = s
 		return s
 	}
 	if len(in.m) > 1<<20 {
@@ -454,6 +477,7 @@ func (in *interner) get(b []byte) string {
 	}
 	s := string(b)
 	in.m[s] = s
+	in.last = s
 	return s
 }
 

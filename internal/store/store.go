@@ -163,9 +163,13 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 		var first uint64
 		first, err = s.log.Append(payloads...)
 		if err == nil {
+			s.idx.mu.Lock() // once a batch, not once an event
 			for i, j := range keep {
-				indexAdd(s.idx, evs[j].DeviceID, evs[j].Stream, evs[j].TS, first+uint64(i))
+				e := &evs[j]
+				extend(s.idx.byDevice, e.DeviceID, e.TS, first+uint64(i))
+				extend(s.idx.byStream, e.Stream, e.TS, first+uint64(i))
 			}
+			s.idx.mu.Unlock()
 			res.Stored = len(keep)
 			if f := s.log.FirstOffset(); f > s.first.Load() {
 				s.first.Store(f)
