@@ -35,6 +35,11 @@ func TestCleanShutdownKeepsEverything(t *testing.T) {
 	require.Contains(t, p.logs(), "stopped cleanly")
 
 	p = start(t, dir)
+	out, err := exec.Command(binary, "status", "--addr", p.httpAddr).CombinedOutput()
+	require.NoError(t, err, string(out))
+	for _, want := range []string{"healthy", "offsets 0–2", "processing  ", "sync        off"} {
+		require.Contains(t, string(out), want)
+	}
 	require.Len(t, allEvents(t, p, ""), 2)
 	require.Len(t, allEvents(t, p, "&device_id=b"), 1)
 	require.True(t, strings.Contains(get(t, p, "/v1/status"), `"next_offset":2`))

@@ -101,13 +101,13 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
+	if cfg.Cloud.URL != "" {
+		n.startSync() // before processing: the alert dispatcher reads n.sync
+	}
 	if cfg.Windows.Enabled {
 		if err := n.startProcessing(); err != nil {
 			return nil, err
 		}
-	}
-	if cfg.Cloud.URL != "" {
-		n.startSync()
 	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
@@ -169,6 +169,9 @@ func (n *Node) startProcessing() error {
 	}
 	n.disp = alert.NewDispatcher(alert.DispatcherOptions{
 		Primary: primary, Backup: backup, Logger: n.log.With("component", "alert"), Registerer: n.reg,
+		// While the cloud is unreachable, critical alerts take the backup
+		// channel at once as well (DESIGN §5).
+		UseBackup: func() bool { return n.sync != nil && n.sync.Offline() },
 	})
 	n.disp.Start()
 	lateness := cfg.Windows.AllowedLateness

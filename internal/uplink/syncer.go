@@ -329,6 +329,10 @@ type SinkStatus struct {
 	LastSuccess         time.Time `json:"last_success,omitzero"`
 }
 
+// Offline reports whether the sink is in the offline state. It is cheap and
+// never blocks on the sink.
+func (s *Syncer) Offline() bool { return s.conn.Snapshot().State == Offline }
+
 // Status reports the sink's state and backlog.
 func (s *Syncer) Status() SinkStatus {
 	c := s.conn.Snapshot()

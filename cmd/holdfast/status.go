@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// statusCmd prints a node's /v1/status for a person: health, buffer,
+// processing, and each sink's connectivity and backlog.
+func statusCmd() *cobra.Command {
+	var addr string
+	var raw bool
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running node's health, buffer, processing and sync state",
+		RunE: func(c *cobra.Command, _ []string) error {
+			client := &http.Client{Timeout: 5 * time.Second}
+			resp, err := client.Get("http://" + addr + "/v1/status")
+			if err != nil {
+				return fmt.Errorf("no node answering at %s: %w", addr, err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			if raw {
+				_, err := c.OutOrStdout().Write(body)
+				return err
+			}
+			var s struct {
+				NodeID   string   `json:"node_id"`
+				Version  string   `json:"version"`
+				Uptime   string   `json:"uptime"`
+				Healthy  bool     `json:"healthy"`
+				Problems []string `json:"problems"`
+				Buffer   struct {
+					Segments    int    `json:"segments"`
+					Bytes       int64  `json:"bytes"`
+					MaxBytes    int64  `json:"max_bytes"`
+					FirstOffset uint64 `json:"first_offset"`
+					NextOffset  uint64 `json:"next_offset"`
+					Quarantined int64  `json:"quarantined_records"`
+				} `json:"buffer"`
+				MQTT struct {
+					Mode string `json:"mode"`
+					Addr string `json:"addr"`
+				} `json:"mqtt"`
+				Processing *struct {
+					Replaying   bool              `json:"replaying"`
+					Lag         uint64            `json:"lag_records"`
+					OpenWindows int               `json:"open_windows"`
+					Late        map[string]uint64 `json:"late_events"`
+					Firing      int               `json:"alerts_firing"`
+				} `json:"processing"`
+				Sinks []struct {
+					Sink         string `json:"sink"`
+					State        string `json:"state"`
+					Since        string `json:"since"`
+					OfflineSince string `json:"offline_since"`
+					Breaker      string `json:"breaker"`
+					Lag          uint64 `json:"lag_records"`
+					Failures     int    `json:"consecutive_failures"`
+					LastError    string `json:"last_error"`
+				} `json:"sinks"`
+			}
+			if err := json.Unmarshal(body, &s); err != nil {
+				return fmt.Errorf("unexpected answer from %s: %w", addr, err)
+			}
+			w := c.OutOrStdout()
+			health := "healthy"
+			if !s.Healthy {
+				health = "UNHEALTHY"
+			}
+			fmt.Fprintf(w, "node        %s (%s), up %s, %s\n", s.NodeID, s.Version, s.Uptime, health)
+			for _, p := range s.Problems {
+				fmt.Fprintf(w, "  problem   %s\n", p)
+			}
+			b := s.Buffer
+			fmt.Fprintf(w, "buffer      %d segments, %.1f of %.1f MiB (%.0f %%), offsets %d–%d, %d quarantined\n",
+				b.Segments, float64(b.Bytes)/(1<<20), float64(b.MaxBytes)/(1<<20),
+				100*float64(b.Bytes)/float64(max(b.MaxBytes, 1)), b.FirstOffset, b.NextOffset, b.Quarantined)
+			fmt.Fprintf(w, "mqtt        %s %s\n", s.MQTT.Mode, s.MQTT.Addr)
+			if p := s.Processing; p != nil {
+				state := "live"
+				if p.Replaying {
+					state = "replaying"
+				}
+				fmt.Fprintf(w, "processing  %s, %d records behind, %d open windows, %d alerts firing, late %v\n",
+					state, p.Lag, p.OpenWindows, p.Firing, p.Late)
+			} else {
+				fmt.Fprintf(w, "processing  off\n")
+			}
+			if len(s.Sinks) == 0 {
+				fmt.Fprintf(w, "sync        off (no cloud.url)\n")
+			}
+			for _, k := range s.Sinks {
+				fmt.Fprintf(w, "sync %-6s %s since %s, breaker %s, %d records behind, %d failures in a row",
+					k.Sink, k.State, k.Since, k.Breaker, k.Lag, k.Failures)
+				if k.OfflineSince != "" {
+					fmt.Fprintf(w, ", offline since %s", k.OfflineSince)
+				}
+				if k.LastError != "" {
+					fmt.Fprintf(w, ", last error: %s", k.LastError)
+				}
+				fmt.Fprintln(w)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "the node's HTTP address")
+	c.Flags().BoolVar(&raw, "json", false, "print /v1/status as JSON")
+	return c
+}
