@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -94,9 +93,6 @@ type Syncer struct {
 
 	next    atomic.Uint64 // every record below it is confirmed by the sink
 	records prometheus.Counter
-
-	mu      sync.Mutex
-	lastErr string // guarded by mu
 }
 
 // NewSyncer prepares a syncer of l to sink; Start runs it.
@@ -298,15 +294,26 @@ func toRecord(off uint64, p []byte) (Record, bool) {
 // failed records a failure and waits before the next attempt.
 func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 	s.conn.SyncFailed(err)
-	s.mu.Lock()
-	s.lastErr = err.Error()
-	s.mu.Unlock()
+	maxWait := s.opts.Retry.MaxInterval
+	if maxWait <= 0 {
+		maxWait = DefaultRetryOptions.MaxInterval
+	}
 	wait := bo.Next()
 	if d, ok := RetryAfter(err); ok {
-		wait = max(wait, d)
+		wait = max(wait, min(d, maxWait)) // a server cannot stall the sync past the cap
 	}
-	s.opts.Logger.Warn("sync failed; retrying", "sink", s.sink.Name(), "err", err, "wait", wait,
-		"state", s.conn.Snapshot().State)
+	if IsPermanent(err) {
+		// The sink refuses these records for good. They are not dropped
+		// (nothing leaves the buffer unsynced except by a counted overflow
+		// action): the sink is retried at the slowest pace, with the error in
+		// the status, until its operator fixes the receiving end.
+		wait = maxWait
+		s.opts.Logger.Error("sink refuses records; holding them and retrying slowly", "sink", s.sink.Name(),
+			"err", err, "wait", wait)
+	} else {
+		s.opts.Logger.Warn("sync failed; retrying", "sink", s.sink.Name(), "err", err, "wait", wait,
+			"state", s.conn.Snapshot().State)
+	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {

@@ -1,0 +1,274 @@
+package uplink
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+const mosquittoPath = "/usr/sbin/mosquitto"
+
+// startMosquitto runs a real Mosquitto on a free loopback port for the test and
+// returns its address (as internal/ingest/mqttin's tests do); addr, if not
+// empty, is the address to listen on.
+func startMosquitto(t *testing.T, addr string) string {
+	t.Helper()
+	addr, _ = runMosquitto(t, addr)
+	return addr
+}
+
+// runMosquitto is startMosquitto that also returns a function stopping the
+// broker before the test ends.
+func runMosquitto(t *testing.T, addr string) (string, func()) {
+	t.Helper()
+	bin := mosquittoPath
+	if _, err := os.Stat(bin); err != nil {
+		if bin, err = exec.LookPath("mosquitto"); err != nil {
+			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") != "" {
+				t.Fatal("mosquitto not installed, and HOLDFAST_REQUIRE_MOSQUITTO is set (as .ci/run sets it)")
+			}
+			t.Skip("mosquitto not installed; .ci/run installs it")
+		}
+	}
+	if addr == "" {
+		addr = freeAddr(t)
+	}
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil,
+		"listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\n", port), 0o644))
+
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "-c", conf)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(waitFor):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+			if t.Failed() {
+				t.Logf("mosquitto output:\n%s", out.String())
+			}
+		})
+	}
+	t.Cleanup(stop)
+
+	deadline := time.Now().Add(waitFor)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			_ = c.Close()
+			return addr, stop
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("mosquitto exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type mqttMsg struct {
+	topic   string
+	payload []byte
+}
+
+// TestMQTTSinkSyncsEveryRecord syncs 500 events of two streams, one of them
+// with every character that needs escaping, through a real Syncer to a real
+// Mosquitto, and checks what a subscriber to holdfast/# receives.
+func TestMQTTSinkSyncsEveryRecord(t *testing.T) {
+	addr := startMosquitto(t, "")
+
+	var mu sync.Mutex
+	got := map[uint64]mqttMsg{}
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("test-sub").
+		SetAutoReconnect(false).SetCleanSession(true))
+	tok := sub.Connect()
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+	defer sub.Disconnect(250)
+	tok = sub.Subscribe("holdfast/#", 1, func(_ paho.Client, m paho.Message) {
+		var l wireLine
+		if !assert.NoError(t, json.Unmarshal(m.Payload(), &l), "%s", m.Payload()) {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		got[l.Offset] = mqttMsg{m.Topic(), append([]byte(nil), m.Payload()...)}
+	})
+	require.True(t, tok.WaitTimeout(waitFor))
+	require.NoError(t, tok.Error())
+
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	const odd = "hall/1+#%"
+	var want map[uint64]expected
+	{
+		// Only events: fillLog adds processor records every 97 events.
+		want = map[uint64]expected{}
+		for i := range 500 {
+			stream := []string{"temp", odd}[i%2]
+			e := event.Event{DeviceID: fmt.Sprint("dev-", i%7), Stream: stream, TS: 1_700_000_000_000 + int64(i),
+				Value: float64(i), Received: 1_700_000_001_000}
+			off, err := l.Append(e.AppendBinary(nil))
+			require.NoError(t, err)
+			want[off] = expected{"event", stream, map[string]any{
+				"device_id": e.DeviceID, "stream": stream, "ts": jsonMillis(e.TS), "value": e.Value,
+				"received_at": jsonMillis(e.Received),
+			}}
+		}
+	}
+
+	sink, err := NewMQTTSink(MQTTSinkOptions{BrokerURL: "tcp://" + addr, NodeID: "edge-1"})
+	require.NoError(t, err)
+	s := NewSyncer(l, sink, SyncOptions{
+		BatchRecords: 128,
+		Retry:        RetryOptions{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond},
+		Breaker:      BreakerOptions{OpenTimeout: 50 * time.Millisecond},
+	})
+	s.Start()
+	waitSynced(t, s, l)
+	require.NoError(t, s.Close())
+
+	eventually(t, "every record at the subscriber", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= len(want)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	lines := map[uint64]wireLine{}
+	for off, m := range got {
+		w, ok := want[off]
+		require.True(t, ok, "unexpected offset %d", off)
+		topic := "holdfast/edge-1/events/temp"
+		if w.stream == odd {
+			topic = "holdfast/edge-1/events/hall%2F1%2B%23%25"
+		}
+		require.Equal(t, topic, m.topic, "offset %d", off)
+		require.NotContains(t, string(m.payload), "\n")
+		var l wireLine
+		require.NoError(t, json.Unmarshal(m.payload, &l))
+		lines[off] = l
+	}
+	checkLines(t, "edge-1", want, lines)
+}
+
+// TestMQTTSinkBrokerDown checks that a sink without a broker fails retryably
+// and connects on a later Resume once the broker is there.
+func TestMQTTSinkBrokerDown(t *testing.T) {
+	addr := freeAddr(t)
+	sink, err := NewMQTTSink(MQTTSinkOptions{BrokerURL: "tcp://" + addr, NodeID: "edge-1"})
+	require.NoError(t, err)
+	defer sink.Close()
+	ctx := context.Background()
+	err = sink.Resume(ctx, 0, nil)
+	require.Error(t, err)
+	require.False(t, IsPermanent(err))
+	e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000, Value: 1}
+	recs := []Record{{Offset: 0, Type: event.TypeEvent, Stream: "s", Payload: e.AppendBinary(nil)}}
+	err = sink.Send(ctx, recs)
+	require.Error(t, err)
+	require.False(t, IsPermanent(err))
+	require.Nil(t, sink.Positions())
+	require.Equal(t, "mqtt", sink.Name())
+
+	startMosquitto(t, addr)
+	require.NoError(t, sink.Resume(ctx, 0, nil))
+	require.NoError(t, sink.Send(ctx, recs))
+	require.NoError(t, sink.Resume(ctx, 1, nil)) // still connected: a no-op
+	require.NoError(t, sink.Send(ctx, recs))
+}
+
+func TestEscapeTopicLevel(t *testing.T) {
+	for in, want := range map[string]string{
+		"temp":       "temp",
+		"a/b":        "a%2Fb",
+		"+":          "%2B",
+		"#":          "%23",
+		"100%":       "100%25",
+		"%2F":        "%252F",
+		"é/ü":        "é%2Fü",
+		"a b.c-d_e:": "a b.c-d_e:",
+	} {
+		assert.Equal(t, want, EscapeTopicLevel(in), "%q", in)
+	}
+	r := Record{Type: event.TypeWatermark, Stream: "x/y"}
+	assert.Equal(t, "p/n%2B1/watermarks/x%2Fy", MQTTTopic("p", "n+1", r))
+}
+
+func TestMQTTSinkOptions(t *testing.T) {
+	for _, o := range []MQTTSinkOptions{
+		{NodeID: "n"},
+		{BrokerURL: "tcp://x:1883"},
+		{BrokerURL: "tcp://x:1883", NodeID: "n", TopicPrefix: "a/+"},
+	} {
+		_, err := NewMQTTSink(o)
+		assert.Error(t, err, "%+v", o)
+	}
+	s, err := NewMQTTSink(MQTTSinkOptions{BrokerURL: "tcp://x:1883", NodeID: "n"})
+	require.NoError(t, err)
+	assert.Equal(t, "holdfast-bridge-n", s.o.ClientID)
+	assert.Equal(t, "holdfast", s.o.TopicPrefix)
+}
+
+// TestMQTTSinkBrokerRestart takes the broker away while the log grows and
+// brings a new one up on the same address: the syncer goes through a failed
+// sync, the sink dials again on the next Resume, and the sync catches up.
+func TestMQTTSinkBrokerRestart(t *testing.T) {
+	addr, stop := runMosquitto(t, "")
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	sink, err := NewMQTTSink(MQTTSinkOptions{BrokerURL: "tcp://" + addr, NodeID: "edge-1"})
+	require.NoError(t, err)
+	s := NewSyncer(l, sink, SyncOptions{
+		Retry:   RetryOptions{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond},
+		Breaker: BreakerOptions{OpenTimeout: 50 * time.Millisecond},
+	})
+	s.Start()
+	defer s.Close()
+	appendEvents(t, l, 0, 200)
+	waitSynced(t, s, l)
+
+	stop()
+	appendEvents(t, l, 200, 200)
+	eventually(t, "a failed sync", func() bool { return s.Status().ConsecutiveFailures > 0 })
+	require.Less(t, s.Status().SyncedOffset, l.DurableOffset())
+	startMosquitto(t, addr)
+	waitSynced(t, s, l)
+	require.Equal(t, Connected, s.Status().State)
+}
