@@ -45,6 +45,28 @@ type Cloud struct {
 	EnsureLayout bool          `yaml:"ensure_layout"`
 	BatchRecords int           `yaml:"batch_records"`
 	MaxDelay     time.Duration `yaml:"max_delay"`
+	// HTTP and MQTT are further sinks, each with its own cursor: a receiver
+	// that takes NDJSON batches, and a bridge to a remote MQTT broker
+	// (docs/format/sinks.md).
+	HTTP *HTTPSink `yaml:"http"`
+	MQTT *MQTTSink `yaml:"mqtt"`
+}
+
+// HTTPSink configures the HTTP sink.
+type HTTPSink struct {
+	URL      string            `yaml:"url"`
+	Headers  map[string]string `yaml:"headers"`
+	Timeout  time.Duration     `yaml:"timeout"`
+	Compress *bool             `yaml:"compress"` // zstd, default true
+}
+
+// MQTTSink configures the MQTT bridge sink.
+type MQTTSink struct {
+	Broker      string `yaml:"broker"` // tcp://host:port
+	ClientID    string `yaml:"client_id"`
+	Username    string `yaml:"username"`
+	Password    string `yaml:"password"`
+	TopicPrefix string `yaml:"topic_prefix"`
 }
 
 // Windows configures windowed aggregation.
@@ -262,6 +284,16 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.Cloud.URL)
 		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
 			bad("cloud.url", "%q must be a URL like nats://cloud.example:4222", c.Cloud.URL)
+		}
+	}
+	if h := c.Cloud.HTTP; h != nil {
+		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("cloud.http.url", "%q must be an http or https URL", h.URL)
+		}
+	}
+	if m := c.Cloud.MQTT; m != nil {
+		if u, err := url.Parse(m.Broker); err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
+			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", m.Broker)
 		}
 	}
 	if c.Cloud.BatchRecords < 1 {

@@ -46,9 +46,9 @@ type Node struct {
 	buf   *buffer.Log
 	store *store.Store
 
-	proc *process.Processor
-	disp *alert.Dispatcher
-	sync *uplink.Syncer
+	proc  *process.Processor
+	disp  *alert.Dispatcher
+	syncs []*uplink.Syncer
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -101,8 +101,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
-	if cfg.Cloud.URL != "" {
-		n.startSync() // before processing: the alert dispatcher reads n.sync
+	// Before processing: the alert dispatcher reads n.syncs.
+	if err := n.startSync(); err != nil {
+		return nil, err
 	}
 	if cfg.Windows.Enabled {
 		if err := n.startProcessing(); err != nil {
@@ -171,7 +172,7 @@ func (n *Node) startProcessing() error {
 		Primary: primary, Backup: backup, Logger: n.log.With("component", "alert"), Registerer: n.reg,
 		// While the cloud is unreachable, critical alerts take the backup
 		// channel at once as well (DESIGN §5).
-		UseBackup: func() bool { return n.sync != nil && n.sync.Offline() },
+		UseBackup: n.cloudOffline,
 	})
 	n.disp.Start()
 	lateness := cfg.Windows.AllowedLateness
@@ -197,17 +198,58 @@ func (n *Node) startProcessing() error {
 	return nil
 }
 
-// startSync starts forwarding the log to the cloud.
-func (n *Node) startSync() {
+// startSync starts one syncer per configured sink.
+func (n *Node) startSync() error {
 	c := n.cfg.Cloud
 	logger := n.log.With("component", "sync")
-	sink := uplink.NewJetStreamSink(uplink.JetStreamOptions{
-		URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
-	})
-	n.sync = uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
-		BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Logger: logger, Metrics: uplink.NewMetrics(n.reg),
-	})
-	n.sync.Start()
+	var sinks []uplink.Sink
+	if c.URL != "" {
+		sinks = append(sinks, uplink.NewJetStreamSink(uplink.JetStreamOptions{
+			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
+		}))
+	}
+	if h := c.HTTP; h != nil {
+		s, err := uplink.NewHTTPSink(uplink.HTTPSinkOptions{
+			URL: h.URL, NodeID: n.cfg.NodeID, Headers: h.Headers, Timeout: h.Timeout, Compress: h.Compress,
+		})
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, s)
+	}
+	if m := c.MQTT; m != nil {
+		s, err := uplink.NewMQTTSink(uplink.MQTTSinkOptions{
+			BrokerURL: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
+			NodeID: n.cfg.NodeID, TopicPrefix: m.TopicPrefix,
+		})
+		if err != nil {
+			return err
+		}
+		sinks = append(sinks, s)
+	}
+	if len(sinks) == 0 {
+		return nil
+	}
+	metrics := uplink.NewMetrics(n.reg)
+	for _, sink := range sinks {
+		s := uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
+			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Logger: logger.With("sink", sink.Name()), Metrics: metrics,
+		})
+		s.Start()
+		n.syncs = append(n.syncs, s)
+	}
+	return nil
+}
+
+// cloudOffline reports whether a sink is offline: then critical alerts take
+// the backup channel at once as well (DESIGN §5).
+func (n *Node) cloudOffline() bool {
+	for _, s := range n.syncs {
+		if s.Offline() {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
@@ -278,8 +320,8 @@ func (n *Node) Status() api.Status {
 	if n.proc != nil {
 		s.Processing = n.proc.Status()
 	}
-	if n.sync != nil {
-		s.Sinks = []any{n.sync.Status()}
+	for _, sy := range n.syncs {
+		s.Sinks = append(s.Sinks, sy.Status())
 	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
@@ -318,8 +360,8 @@ func (n *Node) Close() error {
 	if n.proc != nil {
 		errs = append(errs, n.proc.Close())
 	}
-	if n.sync != nil {
-		errs = append(errs, n.sync.Close())
+	for _, sy := range n.syncs {
+		errs = append(errs, sy.Close())
 	}
 	if n.disp != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
