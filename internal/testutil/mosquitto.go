@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +21,15 @@ import (
 // or fails when HOLDFAST_REQUIRE_MOSQUITTO is set (as .ci/run sets it).
 func StartMosquitto(t testing.TB) string {
 	t.Helper()
+	addr, _ := RunMosquitto(t, "")
+	return addr
+}
+
+// RunMosquitto is StartMosquitto on a given address ("" picks a free port),
+// also returning a function that stops the broker before the test ends — for
+// tests of a broker going away and coming back on the same address.
+func RunMosquitto(t testing.TB, addr string) (string, func()) {
+	t.Helper()
 	bin := "/usr/sbin/mosquitto"
 	if _, err := os.Stat(bin); err != nil {
 		if bin, err = exec.LookPath("mosquitto"); err != nil {
@@ -29,12 +39,14 @@ func StartMosquitto(t testing.TB) string {
 			t.Skip("mosquitto not installed; .ci/run installs it")
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if addr == "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr = l.Addr().String()
+		l.Close()
 	}
-	addr := l.Addr().String()
-	l.Close()
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 	if err := os.WriteFile(conf, fmt.Appendf(nil,
@@ -50,21 +62,25 @@ func StartMosquitto(t testing.TB) string {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
+	t.Cleanup(stop)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			return addr
+			return addr, stop
 		}
 		select {
 		case <-exited:

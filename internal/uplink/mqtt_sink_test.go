@@ -1,16 +1,10 @@
 package uplink
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,84 +14,13 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-const mosquittoPath = "/usr/sbin/mosquitto"
-
-// startMosquitto runs a real Mosquitto on a free loopback port for the test and
-// returns its address (as internal/ingest/mqttin's tests do); addr, if not
-// empty, is the address to listen on.
 func startMosquitto(t *testing.T, addr string) string {
 	t.Helper()
-	addr, _ = runMosquitto(t, addr)
+	addr, _ = testutil.RunMosquitto(t, addr)
 	return addr
-}
-
-// runMosquitto is startMosquitto that also returns a function stopping the
-// broker before the test ends.
-func runMosquitto(t *testing.T, addr string) (string, func()) {
-	t.Helper()
-	bin := mosquittoPath
-	if _, err := os.Stat(bin); err != nil {
-		if bin, err = exec.LookPath("mosquitto"); err != nil {
-			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") != "" {
-				t.Fatal("mosquitto not installed, and HOLDFAST_REQUIRE_MOSQUITTO is set (as .ci/run sets it)")
-			}
-			t.Skip("mosquitto not installed; .ci/run installs it")
-		}
-	}
-	if addr == "" {
-		addr = freeAddr(t)
-	}
-	_, port, err := net.SplitHostPort(addr)
-	require.NoError(t, err)
-
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil,
-		"listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\n", port), 0o644))
-
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(waitFor):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-			if t.Failed() {
-				t.Logf("mosquitto output:\n%s", out.String())
-			}
-		})
-	}
-	t.Cleanup(stop)
-
-	deadline := time.Now().Add(waitFor)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-			return addr, stop
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("mosquitto exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 type mqttMsg struct {
@@ -249,7 +172,7 @@ func TestMQTTSinkOptions(t *testing.T) {
 // brings a new one up on the same address: the syncer goes through a failed
 // sync, the sink dials again on the next Resume, and the sync catches up.
 func TestMQTTSinkBrokerRestart(t *testing.T) {
-	addr, stop := runMosquitto(t, "")
+	addr, stop := testutil.RunMosquitto(t, "")
 	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
 	require.NoError(t, err)
 	defer l.Close()

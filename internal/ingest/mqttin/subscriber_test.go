@@ -1,14 +1,10 @@
 package mqttin
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,72 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-const mosquittoPath = "/usr/sbin/mosquitto"
-
-// startMosquitto runs a real Mosquitto on a free loopback port for the test and
-// returns its address.
-func startMosquitto(t *testing.T) string {
-	t.Helper()
-	bin := mosquittoPath
-	if _, err := os.Stat(bin); err != nil {
-		if bin, err = exec.LookPath("mosquitto"); err != nil {
-			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") != "" {
-				t.Fatal("mosquitto not installed, and HOLDFAST_REQUIRE_MOSQUITTO is set (as .ci/run sets it)")
-			}
-			t.Skip("mosquitto not installed; .ci/run installs it")
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	port := l.Addr().(*net.TCPAddr).Port
-	require.NoError(t, l.Close())
-
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	require.NoError(t, os.WriteFile(conf, fmt.Appendf(nil,
-		"listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 10000\nlog_dest stderr\n", port), 0o644))
-
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-c", conf)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(waitFor):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("mosquitto output:\n%s", out.String())
-		}
-	})
-
-	deadline := time.Now().Add(waitFor)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			_ = c.Close()
-			return addr
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("mosquitto exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mosquitto not listening on %s: %v", addr, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+func startMosquitto(t *testing.T) string { return testutil.StartMosquitto(t) }
 
 func newTestSubscriber(t *testing.T, addr, clientID string, app *fakeAppender, m *ingest.Metrics) *Subscriber {
 	t.Helper()
