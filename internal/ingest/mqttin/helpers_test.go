@@ -19,6 +19,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	htu "github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -31,13 +32,7 @@ const waitFor = 30 * time.Second
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	htu.Eventually(t, what, cond)
 }
 
 // recv waits for a value on ch.
