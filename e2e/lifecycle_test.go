@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -54,4 +56,19 @@ func TestConfigCheck(t *testing.T) {
 	out, err = exec.Command(binary, "config", "check", "testdata/good.yaml").CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "testdata/good.yaml: ok")
+}
+
+// TestREADMEConfigIsValid keeps the configuration reference in README.md true:
+// its YAML example must pass `holdfast config check`.
+func TestREADMEConfigIsValid(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(readme), "```yaml\n")
+	require.True(t, ok, "README has a yaml block")
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+	path := filepath.Join(t.TempDir(), "readme.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(example), 0o600))
+	out, err := exec.Command(binary, "config", "check", path).CombinedOutput()
+	require.NoError(t, err, string(out))
 }
