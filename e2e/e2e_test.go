@@ -66,7 +66,9 @@ func start(t *testing.T, dataDir string, args ...string) *proc {
 		t.Fatal(err)
 	}
 	ready := make(chan [2]string, 1)
+	logsRead := make(chan struct{})
 	go func() {
+		defer close(logsRead)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Text()
@@ -79,7 +81,8 @@ func start(t *testing.T, dataDir string, args ...string) *proc {
 		}
 		io.Copy(io.Discard, stderr)
 	}()
-	go func() { p.cmd.Wait(); close(p.done) }()
+	// Wait only once every log line is read: Wait closes the pipe.
+	go func() { <-logsRead; p.cmd.Wait(); close(p.done) }()
 	select {
 	case a := <-ready:
 		p.httpAddr, p.mqttAddr = a[0], a[1]
