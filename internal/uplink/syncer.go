@@ -194,6 +194,22 @@ func (s *Syncer) run(ctx context.Context) {
 	}
 }
 
+// maxBacklogFactor is how much larger than configured a batch grows when a
+// backlog builds up (after an outage, say).
+const maxBacklogFactor = 8
+
+// batchLimits sizes the next batch: the configured limits while the sink keeps
+// up, up to maxBacklogFactor times larger as the backlog grows, so that a
+// backlog drains in fewer, bigger round trips. (With a backlog there is no
+// waiting for a batch to fill either: the sink is called back to back.)
+func (s *Syncer) batchLimits(next uint64) (records, bytes int) {
+	factor := 1
+	if backlog := s.log.DurableOffset() - min(next, s.log.DurableOffset()); backlog > uint64(s.opts.BatchRecords) {
+		factor = int(min(backlog/uint64(s.opts.BatchRecords), maxBacklogFactor))
+	}
+	return s.opts.BatchRecords * factor, s.opts.BatchBytes * factor
+}
+
 // savedPositions returns the sink positions saved with the cursor.
 func (s *Syncer) savedPositions() map[string]uint64 {
 	out := map[string]uint64{}
@@ -213,7 +229,8 @@ func (s *Syncer) fill(ctx context.Context, r *buffer.Reader, next uint64) ([]Rec
 	var batch []Record
 	bytes := 0
 	deadline := time.Time{}
-	for len(batch) < s.opts.BatchRecords && bytes < s.opts.BatchBytes {
+	maxRecords, maxBytes := s.batchLimits(next)
+	for len(batch) < maxRecords && bytes < maxBytes {
 		off, p, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			if len(batch) > 0 && !deadline.IsZero() && time.Now().After(deadline) {

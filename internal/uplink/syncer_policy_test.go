@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,5 +54,48 @@ func TestRetryAfterCappedAndPermanentHeld(t *testing.T) {
 			require.Equal(t, uint64(10), st.LagRecords)
 			require.NotEmpty(t, st.LastError)
 		})
+	}
+}
+
+// recordingSink confirms everything and remembers batch sizes.
+type recordingSink struct {
+	mu      sync.Mutex
+	batches []int
+}
+
+func (s *recordingSink) Name() string                                            { return "recorder" }
+func (s *recordingSink) Resume(context.Context, uint64, map[string]uint64) error { return nil }
+func (s *recordingSink) Positions() map[string]uint64                            { return nil }
+func (s *recordingSink) Close() error                                            { return nil }
+func (s *recordingSink) Send(_ context.Context, recs []Record) error {
+	s.mu.Lock()
+	s.batches = append(s.batches, len(recs))
+	s.mu.Unlock()
+	return nil
+}
+
+// A backlog drains in bigger batches; once caught up, batches are back to the
+// configured size.
+func TestBatchesGrowWithTheBacklog(t *testing.T) {
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	appendEvents(t, l, 0, 5000) // a backlog of 50 batches
+	sink := &recordingSink{}
+	s := NewSyncer(l, sink, SyncOptions{BatchRecords: 100, MaxDelay: time.Millisecond})
+	s.Start()
+	defer s.Close()
+	eventually(t, "the backlog to drain", func() bool { return s.Status().SyncedOffset == 5000 })
+	sink.mu.Lock()
+	first := sink.batches[0]
+	sink.mu.Unlock()
+	require.Equal(t, 100*maxBacklogFactor, first, "the first batch of a big backlog is the largest allowed")
+
+	appendEvents(t, l, 5000, 150)
+	eventually(t, "the new records", func() bool { return s.Status().SyncedOffset == 5150 })
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	for _, n := range sink.batches[len(sink.batches)-2:] {
+		require.LessOrEqual(t, n, 100, "caught up: back to the configured size")
 	}
 }
