@@ -33,6 +33,11 @@ type Engine struct {
 	events  map[string][]int // stream → indexes of event-source rules, ascending
 	windows map[string][]int // stream → indexes of window-source rules, ascending
 	keys    map[key]keyState // pending and firing keys only; OK keys are absent
+
+	// The event rules of the stream seen last: consecutive events of one
+	// stream are the common case and skip the map lookup.
+	lastStream string
+	lastRules  []int
 }
 
 type compiled struct {
@@ -119,9 +124,18 @@ func NewEngine(rules []Rule) (*Engine, error) {
 // OnEvent evaluates the event-source rules of stream for one raw event. It
 // returns the alerts that fired or resolved, in rule order; usually none (nil).
 func (e *Engine) OnEvent(stream, deviceID string, ts int64, value float64) []Alert {
+	if stream != e.lastStream || e.lastRules == nil {
+		e.lastStream, e.lastRules = stream, e.events[stream]
+		if e.lastRules == nil {
+			e.lastRules = []int{} // remembered as "none", not looked up again
+		}
+	}
 	var out []Alert
-	for _, i := range e.events[stream] {
+	for _, i := range e.lastRules {
 		r := &e.rules[i]
+		if r.tracked == 0 && !holds(r.op, value, r.Threshold) {
+			continue // the common case: nothing pending, condition false
+		}
 		if r.DeviceID != "" && r.DeviceID != deviceID {
 			continue
 		}
