@@ -115,17 +115,12 @@ func TestCrashUnderLoad(t *testing.T) {
 // httpLoad posts NDJSON batches until the node dies or stop is closed. An event
 // counts as acknowledged only if its batch got 200 with every event accepted.
 func httpLoad(p *proc, led *ledger, round, worker int, stop chan struct{}) {
-	httpLoadPaced(p, led, round, worker, stop, 0)
-}
-
-// httpLoadPaced is httpLoad with a pause between requests.
-func httpLoadPaced(p *proc, led *ledger, round, worker int, stop chan struct{}, pace time.Duration) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
 			return
-		case <-time.After(pace):
+		default:
 		}
 		var body bytes.Buffer
 		ids := make([]string, 50)

@@ -84,8 +84,6 @@ type faultTarget struct {
 	// atLeastOnce: the far end may see a record twice and dedups by
 	// (node_id, offset), per docs/format/sinks.md; JetStream must not.
 	atLeastOnce bool
-	// pace slows the load for sinks that drain slowly, to keep the test short.
-	pace time.Duration
 }
 
 // TestSyncSurvivesFaultsAndCrashes runs the real binary against each sink
@@ -235,7 +233,7 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 		var wg sync.WaitGroup
 		for w := range 2 {
 			wg.Add(1)
-			go func() { defer wg.Done(); httpLoadPaced(p, led, round, w, stop, target.pace) }()
+			go func() { defer wg.Done(); httpLoad(p, led, round, w, stop) }()
 		}
 		f := faults[rng.IntN(len(faults))]
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)

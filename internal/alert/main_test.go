@@ -2,7 +2,6 @@ package alert
 
 import (
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -12,7 +11,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // waitFor is how long a test waits for something that should happen promptly.
-const waitFor = 30 * time.Second
+const waitFor = testutil.WaitFor
 
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {

@@ -268,10 +268,10 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		if err != nil {
 			return it, false
 		}
-		it.stream, it.id = a.Stream, alertKey(a.ID(), a.Firing)
 		if !replay {
-			return it, false
+			return it, false // live: the worker wrote it and knows
 		}
+		it.stream, it.id = a.Stream, alertKey(a.ID(), a.Firing)
 	case event.TypeWatermark:
 		wm, err := event.DecodeWatermark(payload)
 		if err != nil {

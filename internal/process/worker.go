@@ -52,9 +52,8 @@ type worker struct {
 
 // streamState is what a worker remembers of one stream for idle timeouts.
 type streamState struct {
-	lastEvent    time.Time // wall clock of the last event processed live
-	requestedWM  int64     // highest watermark asked for by an idle timeout
-	lastEventOff uint64
+	lastEvent   time.Time // wall clock of the last event processed live
+	requestedWM int64     // highest watermark asked for by an idle timeout
 }
 
 func newWorker(p *Processor, id int) (*worker, error) {
@@ -101,7 +100,6 @@ func (w *worker) handle(it item) {
 		if w.live {
 			st.lastEvent = w.batchNow
 		}
-		st.lastEventOff = it.off
 		if w.win.Add(it.stream, it.device, it.ts, it.value) {
 			w.late = append(w.late, it.off)
 			w.p.opts.Metrics.Late.WithLabelValues(it.stream).Inc()
