@@ -13,10 +13,12 @@
 package buffer
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -278,4 +280,36 @@ func (l *Log) updateSizeMetrics() {
 	s := l.Stats()
 	l.m.Bytes.Set(float64(s.Bytes))
 	l.m.Segments.Set(float64(s.Segments))
+}
+
+// BytesFrom estimates the bytes of the log's records from offset off to the
+// durable end: exact at segment boundaries and sparse index entries,
+// interpolated in between. Offsets already deleted count from the first one
+// held.
+func (l *Log) BytesFrom(off uint64) int64 {
+	l.segMu.RLock()
+	defer l.segMu.RUnlock()
+	var total int64
+	for i := len(l.segments) - 1; i >= 0; i-- {
+		seg := l.segments[i]
+		if off <= seg.base {
+			total += seg.size
+			continue
+		}
+		if off < seg.next {
+			// From the nearest index entry at or below off, interpolating
+			// over the records after it.
+			from := indexEntry{off: seg.base, pos: segmentHeaderSize}
+			j, _ := slices.BinarySearchFunc(seg.sparse, off, func(e indexEntry, o uint64) int { return cmp.Compare(e.off, o) })
+			if j < len(seg.sparse) && seg.sparse[j].off == off {
+				from = seg.sparse[j]
+			} else if j > 0 {
+				from = seg.sparse[j-1]
+			}
+			perRecord := float64(seg.size-from.pos) / float64(seg.next-from.off)
+			total += seg.size - from.pos - int64(perRecord*float64(off-from.off))
+		}
+		break
+	}
+	return total
 }

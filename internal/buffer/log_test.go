@@ -373,3 +373,28 @@ func TestAppendRejectsBadSizes(t *testing.T) {
 	_, err = l.Append(make([]byte, MaxRecordSize+1))
 	require.ErrorIs(t, err, ErrTooLarge)
 }
+
+// TestBytesFrom: the estimate of the log's bytes after an offset is exact at
+// the ends and at segment boundaries, and close in between.
+func TestBytesFrom(t *testing.T) {
+	l, err := Open(Options{Dir: t.TempDir(), SegmentBytes: 64 << 10})
+	require.NoError(t, err)
+	defer l.Close()
+	const n, size = 5000, 84 // 84-byte payload + 16-byte frame header = 100 bytes a record
+	for i := 0; i < n; i += 100 {
+		ps := make([][]byte, 100)
+		for j := range ps {
+			ps[j] = make([]byte, size)
+		}
+		_, err := l.Append(ps...)
+		require.NoError(t, err)
+	}
+	st := l.Stats()
+	require.Greater(t, st.Segments, 3)
+	require.Equal(t, st.Bytes, l.BytesFrom(0))
+	require.Zero(t, l.BytesFrom(n))
+	for _, off := range []uint64{1, 777, 2500, 4999} {
+		want := int64(n-off) * 100
+		require.InDelta(t, want, l.BytesFrom(off), 100*16/2+1, "offset %d", off) // within segment headers' worth
+	}
+}

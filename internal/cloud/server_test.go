@@ -117,10 +117,15 @@ func TestEnsureLayoutIdempotent(t *testing.T) {
 	}
 }
 
-// publish sends one record and returns its PubAck.
-func publish(t *testing.T, js jetstream.JetStream, node, kind, stream string, off uint64) *jetstream.PubAck {
+// publish sends a batch of the records at offs (one record by default),
+// compressed for even first offsets, and returns its PubAck.
+func publish(t *testing.T, js jetstream.JetStream, node, kind, stream string, off uint64, more ...uint64) *jetstream.PubAck {
 	t.Helper()
-	ack, err := js.PublishMsg(testCtx(t), NewMsg(node, kind, stream, off, []byte{0x01, byte(off)}))
+	var b Batch
+	for _, o := range append([]uint64{off}, more...) {
+		b.Append(o, []byte{0x01, byte(o)})
+	}
+	ack, err := js.PublishMsg(testCtx(t), BatchMsg(node, kind, stream, "normal", &b, off%2 == 0))
 	if err != nil {
 		t.Fatalf("publish %s:%d: %v", node, off, err)
 	}
@@ -219,20 +224,22 @@ func TestStoredOffsetsFindsGaps(t *testing.T) {
 		seq = publish(t, js, "n1", KindEvents, "temp", off).Sequence
 		publish(t, js, "n2", KindEvents, "temp", off)
 	}
-	// In flight when the link dropped: 5 was lost, 6 and 8 landed, 7 was lost.
-	publish(t, js, "n1", KindEvents, "temp", 6)
-	publish(t, js, "n2", KindEvents, "temp", 6)
-	publish(t, js, "n1", KindEvents, "temp", 8)
+	// In flight when the link dropped: 5 was lost, the batch 6, 9 landed,
+	// 10 was lost, the batch 11, 12, 14 landed.
+	publish(t, js, "n1", KindEvents, "temp", 6, 9)
+	a := publish(t, js, "n2", KindEvents, "temp", 6)
+	b := publish(t, js, "n1", KindEvents, "zone.a", 11, 12, 14)
 
 	got, err := StoredOffsets(ctx, js, "n1", StreamEvents, seq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(got, []uint64{6, 8}) {
-		t.Fatalf("StoredOffsets = %v, want [6 8]", got)
+	want := []Stored{{6, a.Sequence - 1}, {9, a.Sequence - 1}, {11, b.Sequence}, {12, b.Sequence}, {14, b.Sequence}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("StoredOffsets = %v, want %v", got, want)
 	}
-	if off, _ := lastOffset(t, js, "n1", StreamEvents); off != 8 {
-		t.Fatalf("LastOffset = %d, want 8", off)
+	if off, _ := lastOffset(t, js, "n1", StreamEvents); off != 14 {
+		t.Fatalf("LastOffset = %d, want 14", off)
 	}
 	// Everything after the last message: nothing.
 	st, _ := js.Stream(ctx, StreamEvents)

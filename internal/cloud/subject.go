@@ -8,8 +8,6 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
-
-	"github.com/nats-io/nats.go"
 )
 
 // Kinds: the third subject token, one per kind of synced record.
@@ -29,12 +27,6 @@ const (
 	StreamConfig    = "HOLDFAST_CONFIG"
 	ConfigBucket    = "holdfast-config"
 	SnapshotsBucket = "holdfast-snapshots"
-)
-
-// Message headers besides Nats-Msg-Id.
-const (
-	HeaderOffset = "Holdfast-Offset"
-	HeaderType   = "Holdfast-Type"
 )
 
 const subjectPrefix = "holdfast"
@@ -181,25 +173,6 @@ func unhex(c byte) int {
 		return int(c-'A') + 10
 	}
 	return -1
-}
-
-// MsgID returns the stable record id <node_id>:<offset>, the Nats-Msg-Id.
-func MsgID(nodeID string, offset uint64) string {
-	return nodeID + ":" + strconv.FormatUint(offset, 10)
-}
-
-// NewMsg builds the message that carries one log record: payload as stored,
-// Nats-Msg-Id, Holdfast-Offset and Holdfast-Type set. payload must not be
-// empty (its first byte is the record type).
-func NewMsg(nodeID, kind, stream string, offset uint64, payload []byte) *nats.Msg {
-	m := nats.NewMsg(Subject(nodeID, kind, stream))
-	m.Data = payload
-	m.Header.Set(nats.MsgIdHdr, MsgID(nodeID, offset))
-	m.Header.Set(HeaderOffset, strconv.FormatUint(offset, 10))
-	if len(payload) > 0 {
-		m.Header.Set(HeaderType, fmt.Sprintf("%02x", payload[0]))
-	}
-	return m
 }
 
 // ConfigKey returns the holdfast-config key of a node: bytes outside

@@ -117,10 +117,15 @@ func TestSubject(t *testing.T) {
 }
 
 func TestNames(t *testing.T) {
-	m := NewMsg("n1", KindAlerts, "temp", 42, []byte{0x03, 1, 2})
-	if m.Subject != "holdfast.n1.alerts.temp" || m.Header.Get("Nats-Msg-Id") != "n1:42" ||
-		m.Header.Get(HeaderOffset) != "42" || m.Header.Get(HeaderType) != "03" {
-		t.Fatalf("NewMsg: %q %v", m.Subject, m.Header)
+	var b Batch
+	b.Append(42, []byte{0x03, 1, 2})
+	b.Append(50, []byte{0x03, 4})
+	m := BatchMsg("n1", KindAlerts, "temp", "critical", &b, false)
+	if m.Subject != "holdfast.n1.alerts.temp" || m.Header.Get("Nats-Msg-Id") != "n1:42-50" ||
+		m.Header.Get(HeaderFirst) != "42" || m.Header.Get(HeaderLast) != "50" ||
+		m.Header.Get(HeaderCount) != "2" || m.Header.Get(HeaderLane) != "critical" ||
+		m.Header.Get(HeaderEncoding) != "" {
+		t.Fatalf("BatchMsg: %q %v", m.Subject, m.Header)
 	}
 	for id, want := range map[string]string{"node-7": "node-7", "büro": "b=C3=BCro", "a:b": "a=3Ab", "x_y": "x_y"} {
 		if got := ConfigKey(id); got != want {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/event"
 )
 
 // Config is the whole node configuration.
@@ -33,7 +35,20 @@ type Config struct {
 	Alerts  Alerts  `yaml:"alerts"`
 	Cloud   Cloud   `yaml:"cloud"`
 	Log     Log     `yaml:"log"`
+	// Streams configures streams by name; a stream not listed takes the
+	// defaults.
+	Streams map[string]Stream `yaml:"streams"`
 }
+
+// Stream configures one event stream.
+type Stream struct {
+	// Priority is critical, high, normal (the default) or low: the sync lane
+	// of the stream's records (docs/format/lanes.md).
+	Priority string `yaml:"priority"`
+}
+
+// Priorities are the stream priority classes, highest first.
+var Priorities = []string{"critical", "high", "normal", "low"}
 
 // Cloud configures sync to the cloud ingest (NATS JetStream).
 type Cloud struct {
@@ -45,6 +60,8 @@ type Cloud struct {
 	EnsureLayout bool          `yaml:"ensure_layout"`
 	BatchRecords int           `yaml:"batch_records"`
 	MaxDelay     time.Duration `yaml:"max_delay"`
+	// Compress sends JetStream batches as zstd frames; default true.
+	Compress *bool `yaml:"compress"`
 	// HTTP and MQTT are further sinks, each with its own cursor: a receiver
 	// that takes NDJSON batches, and a bridge to a remote MQTT broker
 	// (docs/format/sinks.md).
@@ -294,6 +311,14 @@ func (c Config) Validate() error {
 	if m := c.Cloud.MQTT; m != nil {
 		if u, err := url.Parse(m.Broker); err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
 			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", m.Broker)
+		}
+	}
+	for name, st := range c.Streams {
+		if why := event.ValidName(name); why != "" {
+			bad("streams", "stream name %q %s", name, why)
+		}
+		if st.Priority != "" && !slices.Contains(Priorities, st.Priority) {
+			bad("streams."+name+".priority", "%q must be one of %s", st.Priority, strings.Join(Priorities, ", "))
 		}
 	}
 	if c.Cloud.BatchRecords < 1 {

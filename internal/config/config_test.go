@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +99,19 @@ func TestParseByteSize(t *testing.T) {
 	for _, in := range []string{"", "-1", "1.5GiB", "12XB"} {
 		_, err := ParseByteSize(in)
 		require.Error(t, err, in)
+	}
+}
+
+func TestStreamPriorities(t *testing.T) {
+	c := Default()
+	c.Streams = map[string]Stream{"door": {Priority: "critical"}, "hvac": {Priority: "low"}, "temp": {}}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("valid priorities: %v", err)
+	}
+	c.Streams = map[string]Stream{"door": {Priority: "urgent"}, "a/b": {}}
+	err := c.Validate()
+	if err == nil || !strings.Contains(err.Error(), `streams.door.priority: "urgent" must be one of critical, high, normal, low`) ||
+		!strings.Contains(err.Error(), `stream name "a/b"`) {
+		t.Fatalf("bad priorities: %v", err)
 	}
 }

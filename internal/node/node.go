@@ -21,6 +21,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
@@ -49,6 +50,7 @@ type Node struct {
 	proc  *process.Processor
 	disp  *alert.Dispatcher
 	syncs []*uplink.Syncer
+	lanes *uplink.LaneRules
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -94,6 +96,15 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	// Before anything is appended: the lane rules take effect from the
+	// log's next offset (docs/format/lanes.md).
+	priorities := map[string]string{}
+	for name, st := range cfg.Streams {
+		priorities[name] = st.Priority
+	}
+	if n.lanes, err = uplink.LoadLaneRules(vfs.OS, cfg.DataDir, priorities, n.buf.NextOffset()); err != nil {
+		return nil, err
 	}
 
 	im := ingest.NewMetrics(n.reg)
@@ -206,6 +217,7 @@ func (n *Node) startSync() error {
 	if c.URL != "" {
 		sinks = append(sinks, uplink.NewJetStreamSink(uplink.JetStreamOptions{
 			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
+			NoCompress: c.Compress != nil && !*c.Compress,
 		}))
 	}
 	if h := c.HTTP; h != nil {
@@ -233,7 +245,8 @@ func (n *Node) startSync() error {
 	metrics := uplink.NewMetrics(n.reg)
 	for _, sink := range sinks {
 		s := uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
-			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Logger: logger.With("sink", sink.Name()), Metrics: metrics,
+			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
+			Logger: logger.With("sink", sink.Name()), Metrics: metrics,
 		})
 		s.Start()
 		n.syncs = append(n.syncs, s)

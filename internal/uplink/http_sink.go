@@ -345,7 +345,7 @@ func recordJSON(dst []byte, r Record) ([]byte, error) {
 // appendJSONLine appends a record's line of the wire format, newline
 // included:
 //
-//	{"node_id":..,"offset":N,"type":"event","stream":..,"record":{..}}
+//	{"node_id":..,"offset":N,"type":"event","stream":..,"lane":"normal","record":{..}}
 func appendJSONLine(dst []byte, nodeID string, r Record) ([]byte, error) {
 	typ := lineType(r.Type)
 	if typ == "" {
@@ -362,7 +362,9 @@ func appendJSONLine(dst []byte, nodeID string, r Record) ([]byte, error) {
 	dst = append(dst, typ...)
 	dst = append(dst, `","stream":`...)
 	dst = append(dst, stream...)
-	dst = append(dst, `,"record":`...)
+	dst = append(dst, `,"lane":"`...)
+	dst = append(dst, r.Lane.String()...)
+	dst = append(dst, `","record":`...)
 	dst, err := recordJSON(dst, r)
 	if err != nil {
 		return dst[:n], fmt.Errorf("record %d: %w", r.Offset, err)

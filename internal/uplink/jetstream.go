@@ -23,21 +23,31 @@ type JetStreamOptions struct {
 	// that no `holdfast cloud` has set up). Default false: the layout is the
 	// cloud's.
 	EnsureLayout bool
-	Logger       *slog.Logger
+	// NoCompress sends batch bodies as they are instead of as zstd frames.
+	NoCompress bool
+	Logger     *slog.Logger
 }
 
 // JetStreamSink sends records to NATS JetStream as docs/format/cloud.md lays
-// out: one message per record, Nats-Msg-Id node:offset, and a resume that asks
-// the stream what of the unconfirmed tail it holds, so that no record is stored
-// twice whatever the length of an outage. nats.go does the protocol.
+// out: batches of one kind, stream and lane per message, zstd-compressed, and
+// a resume that asks the stream which unconfirmed records it holds, so that no
+// record is stored twice whatever the length of an outage. nats.go does the
+// protocol, klauspost/compress the zstd.
 type JetStreamSink struct {
 	o  JetStreamOptions
 	nc *nats.Conn
 	js jetstream.JetStream
 
 	// Used by the syncer's goroutine only.
-	seq  map[string]uint64   // JetStream stream → sequence of the latest confirmed message
-	skip map[uint64]struct{} // offsets the resume found already stored
+	seq   map[string]uint64   // JetStream stream → sequence of the latest PubAck
+	skip  map[uint64]storedAt // offsets a resume found already stored, until their lane passes them
+	batch cloud.Batch         // body under construction
+}
+
+// storedAt is where a resume found a record.
+type storedAt struct {
+	stream string
+	seq    uint64
 }
 
 // NewJetStreamSink returns a sink; it connects on the first Resume.
@@ -48,7 +58,7 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &JetStreamSink{o: o, seq: map[string]uint64{}, skip: map[uint64]struct{}{}}
+	return &JetStreamSink{o: o, seq: map[string]uint64{}, skip: map[uint64]storedAt{}}
 }
 
 func (s *JetStreamSink) Name() string { return s.o.Name }
@@ -99,7 +109,12 @@ func (s *JetStreamSink) Resume(ctx context.Context, next uint64, saved map[strin
 	for k, v := range saved {
 		s.seq[k] = max(s.seq[k], v)
 	}
-	clear(s.skip)
+	for off := range s.skip {
+		if off < next {
+			delete(s.skip, off) // every lane is past it
+		}
+	}
+	found := 0
 	for _, stream := range resultStreams {
 		last, ok, err := cloud.LastOffset(ctx, s.js, s.o.NodeID, stream)
 		if err != nil {
@@ -112,14 +127,15 @@ func (s *JetStreamSink) Resume(ctx context.Context, next uint64, saved map[strin
 		if err != nil {
 			return err
 		}
-		for _, off := range stored {
-			if off >= next {
-				s.skip[off] = struct{}{}
+		for _, st := range stored {
+			if _, known := s.skip[st.Offset]; st.Offset >= next && !known {
+				s.skip[st.Offset] = storedAt{stream, st.Seq}
+				found++
 			}
 		}
 	}
-	if len(s.skip) > 0 {
-		s.o.Logger.Info("resume: records already in the cloud will not be sent again", "records", len(s.skip))
+	if found > 0 {
+		s.o.Logger.Info("resume: records already in the cloud will not be sent again", "records", found)
 	}
 	return nil
 }
@@ -138,36 +154,71 @@ func kindOf(t byte) string {
 	return ""
 }
 
-// Send publishes recs and waits for every PubAck.
+// Send publishes recs as batch messages, one or more per kind and stream, and
+// waits for every PubAck.
 func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	if err := s.connect(ctx); err != nil {
 		return err
 	}
-	type pending struct {
-		stream string
-		fut    jetstream.PubAckFuture
-	}
-	futs := make([]pending, 0, len(recs))
-	for _, r := range recs {
+	s.batch.Reset() // a failed Send may have left a body half built
+	type group struct{ kind, stream string }
+	var (
+		order  []group
+		byKey  = map[group][]int{}
+		stream = map[string]string{} // kind → JetStream stream
+	)
+	for i, r := range recs {
 		if _, ok := s.skip[r.Offset]; ok {
 			continue
 		}
-		kind := kindOf(r.Type)
-		if kind == "" {
+		g := group{kindOf(r.Type), r.Stream}
+		if g.kind == "" {
 			continue
 		}
-		fut, err := s.js.PublishMsgAsync(cloud.NewMsg(s.o.NodeID, kind, r.Stream, r.Offset, r.Payload))
-		if err != nil {
-			return fmt.Errorf("publish record %d: %w", r.Offset, err)
+		if _, ok := byKey[g]; !ok {
+			order = append(order, g)
 		}
-		futs = append(futs, pending{cloud.StreamFor(kind), fut})
+		byKey[g] = append(byKey[g], i)
+	}
+	type pending struct {
+		stream string
+		first  uint64
+		fut    jetstream.PubAckFuture
+	}
+	var futs []pending
+	publish := func(g group, lane Lane) error {
+		m := cloud.BatchMsg(s.o.NodeID, g.kind, g.stream, lane.String(), &s.batch, !s.o.NoCompress)
+		fut, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("publish records %d-%d: %w", s.batch.First, s.batch.Last, err)
+		}
+		if stream[g.kind] == "" {
+			stream[g.kind] = cloud.StreamFor(g.kind)
+		}
+		futs = append(futs, pending{stream[g.kind], s.batch.First, fut})
+		s.batch.Reset()
+		return nil
+	}
+	for _, g := range order {
+		for _, i := range byKey[g] {
+			r := recs[i]
+			if s.batch.Count > 0 && len(s.batch.Body)+len(r.Payload)+20 > cloud.MaxBatchBody {
+				if err := publish(g, r.Lane); err != nil {
+					return err
+				}
+			}
+			s.batch.Append(r.Offset, r.Payload)
+		}
+		if err := publish(g, recs[byKey[g][0]].Lane); err != nil {
+			return err
+		}
 	}
 	for _, p := range futs {
 		select {
 		case ack := <-p.fut.Ok():
 			s.seq[p.stream] = max(s.seq[p.stream], ack.Sequence)
 		case err := <-p.fut.Err():
-			return fmt.Errorf("record %s not confirmed: %w", p.fut.Msg().Header.Get(cloud.HeaderOffset), err)
+			return fmt.Errorf("batch from record %d not confirmed: %w", p.first, err)
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the cloud's acknowledgements: %w", ctx.Err())
 		}
@@ -178,11 +229,19 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	return nil
 }
 
-// Positions are the stream sequences to save with the sync cursor.
+// Positions are the stream sequences to save with the lane cursors: per
+// stream, the latest PubAck's sequence, or just before the earliest record a
+// resume found stored that its lane has not passed yet, so that a restart
+// finds it again.
 func (s *JetStreamSink) Positions() map[string]uint64 {
 	out := make(map[string]uint64, len(s.seq))
 	for k, v := range s.seq {
 		out[k] = v
+	}
+	for _, at := range s.skip {
+		if v, ok := out[at.stream]; !ok || at.seq-1 < v {
+			out[at.stream] = at.seq - 1
+		}
 	}
 	return out
 }

@@ -17,12 +17,14 @@ type Metrics struct {
 	transitions  *prometheus.CounterVec
 	failures     *prometheus.CounterVec
 	synced       *prometheus.CounterVec
+	reg          prometheus.Registerer
 }
 
 // NewMetrics registers the sync metrics with reg; a nil reg registers nothing.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
+		reg: reg,
 		connState: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "holdfast_sync_connectivity_state",
 			Help: "1 for the sink's current connectivity state (connected, degraded, offline), 0 for the others.",
@@ -69,6 +71,26 @@ func (m *Metrics) Track(sink string, c *Connectivity, b *Breaker) {
 		})
 		m.setBreaker(sink, b.State())
 	}
+}
+
+// trackLag exports a sink's backlog, read from status at each scrape:
+// holdfast_sync_lag_records, holdfast_sync_lag_bytes and
+// holdfast_sync_oldest_unsynced_seconds.
+func (m *Metrics) trackLag(sink string, status func() SinkStatus) {
+	if m.reg == nil {
+		return
+	}
+	labels := prometheus.Labels{"sink": sink}
+	f := promauto.With(m.reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_sync_lag_records", ConstLabels: labels,
+		Help: "Log records not yet confirmed by the sink, in its slowest lane."},
+		func() float64 { return float64(status().LagRecords) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_sync_lag_bytes", ConstLabels: labels,
+		Help: "Estimated log bytes not yet confirmed by the sink, in its slowest lane."},
+		func() float64 { return float64(status().LagBytes) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_sync_oldest_unsynced_seconds", ConstLabels: labels,
+		Help: "Age of the oldest event the sink has not confirmed; 0 when nothing waits."},
+		func() float64 { return status().OldestUnsyncedSeconds })
 }
 
 func (m *Metrics) setConn(sink string, cur State) {

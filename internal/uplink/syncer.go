@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ type Record struct {
 	Offset  uint64
 	Type    byte   // record type, docs/format/records.md
 	Stream  string // the event stream it belongs to
+	Lane    Lane
 	Payload []byte // exactly as stored
 }
 
@@ -27,16 +29,16 @@ type Record struct {
 type Sink interface {
 	Name() string
 	// Resume is called before the first batch and after every failure, with
-	// the offset below which everything is confirmed and the positions the
-	// sink last asked to save. It lets the sink find out what of the
-	// unconfirmed tail already arrived, so that nothing is sent twice.
+	// the offset below which everything is confirmed in every lane and the
+	// positions the sink last asked to save. It lets the sink find out what of
+	// the unconfirmed records already arrived, so that nothing is sent twice.
 	Resume(ctx context.Context, next uint64, saved map[string]uint64) error
-	// Send delivers recs, in offset order, and returns nil only once the sink
-	// has confirmed every one. A Permanent error means a record can never be
-	// delivered; anything else is retried.
+	// Send delivers recs, all of one lane and in offset order, and returns nil
+	// only once the sink has confirmed every one. A Permanent error means a
+	// record can never be delivered; anything else is retried.
 	Send(ctx context.Context, recs []Record) error
 	// Positions are sink-specific positions to save, atomically with the
-	// cursor, after each confirmed batch.
+	// lane cursors, after each confirmed batch.
 	Positions() map[string]uint64
 	Close() error
 }
@@ -47,6 +49,8 @@ type SyncOptions struct {
 	BatchBytes   int           // default 1 MiB
 	MaxDelay     time.Duration // wait for a batch to fill at most this long; default 100ms
 	SendTimeout  time.Duration // one batch; default 30s
+	// Lanes say which lane each record takes; default every stream normal.
+	Lanes        *LaneRules
 	Retry        RetryOptions
 	Breaker      BreakerOptions
 	OfflineAfter int
@@ -67,6 +71,9 @@ func (o SyncOptions) withDefaults() SyncOptions {
 	if o.SendTimeout == 0 {
 		o.SendTimeout = 30 * time.Second
 	}
+	if o.Lanes == nil {
+		o.Lanes, _ = FixedLanes(nil)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -76,23 +83,42 @@ func (o SyncOptions) withDefaults() SyncOptions {
 	return o
 }
 
-// Syncer forwards every record of the log to one sink, in offset order: it
-// reads from the sink's cursor, sends batches, and moves the cursor only past
-// what the sink confirmed. Failures are retried with backoff behind a circuit
-// breaker, and drive the connectivity state. Ingest and processing go on
-// whatever the sink does; the log holds what is not yet synced.
+// Syncer forwards every record of the log to one sink (docs/format/lanes.md):
+// one reader per priority lane, each sending its lane's records in offset
+// order and moving its cursor only past what the sink confirmed, the most
+// urgent lane with records waiting always first, one batch in flight at a
+// time. Failures are retried with backoff behind a circuit breaker, and drive
+// the connectivity state. Ingest and processing go on whatever the sink does;
+// the log holds what is not yet synced.
 type Syncer struct {
 	opts   SyncOptions
 	log    *buffer.Log
 	sink   Sink
-	cursor string
+	prefix string // "sync:<sink>:"
+	lanes  []*laneState
 	conn   *Connectivity
 	brk    *Breaker
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	next    atomic.Uint64 // every record below it is confirmed by the sink
 	records prometheus.Counter
+}
+
+// laneState is one lane's reader and cursor.
+type laneState struct {
+	lane   Lane
+	cursor string
+	next   atomic.Uint64  // every record of the lane below it is confirmed
+	r      *buffer.Reader // owned by the sync goroutine; nil after a failure
+}
+
+// position is where the lane's reader stands: every record of the lane below
+// it has been sent and confirmed, or the reader would have stopped there.
+func (ls *laneState) position() uint64 {
+	if ls.r == nil {
+		return ls.next.Load()
+	}
+	return ls.r.Position()
 }
 
 // NewSyncer prepares a syncer of l to sink; Start runs it.
@@ -102,15 +128,33 @@ func NewSyncer(l *buffer.Log, sink Sink, o SyncOptions) *Syncer {
 		opts:   o,
 		log:    l,
 		sink:   sink,
-		cursor: "sync:" + sink.Name(),
+		prefix: "sync:" + sink.Name() + ":",
 		conn:   NewConnectivity(ConnectivityOptions{OfflineAfter: o.OfflineAfter}),
 		brk:    NewBreaker(sink.Name(), o.Breaker),
 		done:   make(chan struct{}),
 	}
 	o.Metrics.Track(sink.Name(), s.conn, s.brk)
 	s.records = o.Metrics.synced.WithLabelValues(sink.Name())
-	if off, ok := l.Cursor(s.cursor); ok {
-		s.next.Store(off)
+	o.Metrics.trackLag(sink.Name(), s.Status)
+	// A lane new to this log (a config that just made a stream low, say)
+	// has no record below the other lanes' cursors: start it there.
+	start, known := uint64(math.MaxUint64), false
+	for lane := range numLanes {
+		if off, ok := l.Cursor(s.prefix + lane.String()); ok {
+			start, known = min(start, off), true
+		}
+	}
+	for lane := range numLanes {
+		if !o.Lanes.Possible(lane) {
+			continue
+		}
+		ls := &laneState{lane: lane, cursor: s.prefix + lane.String()}
+		if off, ok := l.Cursor(ls.cursor); ok {
+			ls.next.Store(off)
+		} else if known {
+			ls.next.Store(start)
+		}
+		s.lanes = append(s.lanes, ls)
 	}
 	return s
 }
@@ -135,19 +179,28 @@ func (s *Syncer) Close() error {
 	return s.sink.Close()
 }
 
+// synced returns the offset below which every lane is confirmed.
+func (s *Syncer) synced() uint64 {
+	next := uint64(math.MaxUint64)
+	for _, ls := range s.lanes {
+		next = min(next, ls.next.Load())
+	}
+	return next
+}
+
 func (s *Syncer) run(ctx context.Context) {
 	bo := NewBackoff(s.opts.Retry)
 	resumed := false
-	var r *buffer.Reader
 	defer func() {
-		if r != nil {
-			r.Close()
+		for _, ls := range s.lanes {
+			if ls.r != nil {
+				ls.r.Close()
+			}
 		}
 	}()
 	for ctx.Err() == nil {
-		next := s.next.Load()
 		if !resumed {
-			err := s.brk.Do(func() error { return s.sink.Resume(ctx, next, s.savedPositions()) })
+			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.synced(), s.savedPositions()) })
 			if err != nil {
 				s.failed(ctx, err, bo)
 				continue
@@ -155,10 +208,7 @@ func (s *Syncer) run(ctx context.Context) {
 			s.conn.Restored()
 			resumed = true
 		}
-		if r == nil {
-			r = s.log.NewReader(next)
-		}
-		batch, err := s.fill(ctx, r, next)
+		ls, batch, err := s.nextBatch(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.opts.Logger.Error("sync stopped: cannot read the log", "sink", s.sink.Name(), "err", err)
@@ -166,6 +216,7 @@ func (s *Syncer) run(ctx context.Context) {
 			return
 		}
 		if len(batch) == 0 {
+			s.commitIdleLanes()
 			continue
 		}
 		sendCtx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
@@ -173,25 +224,75 @@ func (s *Syncer) run(ctx context.Context) {
 		cancel()
 		if err != nil {
 			// Read the batch again after the resume: the sink may hold part of it.
-			r.Close()
-			r, resumed = nil, false
+			ls.r.Close()
+			ls.r, resumed = nil, false
 			s.failed(ctx, err, bo)
 			continue
 		}
-		last := batch[len(batch)-1].Offset
-		save := map[string]uint64{s.cursor: last + 1}
-		for k, v := range s.sink.Positions() {
-			save[s.cursor+":"+k] = v
-		}
-		if err := s.log.CommitCursors(save); err != nil {
-			s.opts.Logger.Error("sync cursor not saved; the batch will be checked again after a restart",
-				"sink", s.sink.Name(), "err", err)
-		}
-		s.next.Store(last + 1)
+		s.commit()
 		s.records.Add(float64(len(batch)))
 		s.conn.SyncSucceeded()
 		bo.Reset()
 	}
+}
+
+// commit saves every lane's position and the sink's positions in one atomic
+// write. A failed write is logged: the cursors stay behind, so a restart
+// checks the batch again, which the resume makes harmless.
+func (s *Syncer) commit() {
+	save := make(map[string]uint64, len(s.lanes)+3)
+	for _, l := range s.lanes {
+		save[l.cursor] = l.position()
+	}
+	for k, v := range s.sink.Positions() {
+		save[s.prefix+"pos:"+k] = v
+	}
+	if err := s.log.CommitCursors(save); err != nil {
+		s.opts.Logger.Error("sync cursors not saved; the batch will be checked again after a restart",
+			"sink", s.sink.Name(), "err", err)
+	}
+	for _, l := range s.lanes {
+		l.next.Store(save[l.cursor])
+	}
+}
+
+// commitIdleLanes saves the lanes' positions when nothing waits but readers
+// have passed records of other lanes since the last commit, so that a lane
+// with nothing to send neither shows a lag nor holds back retention.
+func (s *Syncer) commitIdleLanes() {
+	for _, l := range s.lanes {
+		if l.position() != l.next.Load() {
+			s.commit()
+			return
+		}
+	}
+}
+
+// nextBatch returns a batch of the most urgent lane that has records waiting,
+// or, when no lane has any, nothing once new records are durable or MaxDelay
+// has passed.
+func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
+	for _, ls := range s.lanes {
+		batch, err := s.fill(ctx, ls)
+		if err != nil || len(batch) > 0 {
+			return ls, batch, err
+		}
+	}
+	// Every reader stands at the durable end: wait for more.
+	at := uint64(math.MaxUint64)
+	for _, ls := range s.lanes {
+		at = min(at, ls.position())
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.opts.MaxDelay)
+	defer cancel()
+	err := s.log.WaitDurable(wctx, at+1)
+	if ctx.Err() != nil {
+		return nil, nil, ctx.Err()
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil, err
+	}
+	return nil, nil, nil
 }
 
 // maxBacklogFactor is how much larger than configured a batch grows when a
@@ -210,102 +311,80 @@ func (s *Syncer) batchLimits(next uint64) (records, bytes int) {
 	return s.opts.BatchRecords * factor, s.opts.BatchBytes * factor
 }
 
-// savedPositions returns the sink positions saved with the cursor.
+// savedPositions returns the sink positions saved with the cursors.
 func (s *Syncer) savedPositions() map[string]uint64 {
 	out := map[string]uint64{}
-	prefix := s.cursor + ":"
 	for k, v := range s.log.Cursors() {
-		if rest, ok := strings.CutPrefix(k, prefix); ok {
+		if rest, ok := strings.CutPrefix(k, s.prefix+"pos:"); ok {
 			out[rest] = v
 		}
 	}
 	return out
 }
 
-// fill reads the next batch: records from next on, up to the batch limits,
-// waiting at most MaxDelay for more once it has one. Records of kinds the
-// cloud does not take are passed over.
-func (s *Syncer) fill(ctx context.Context, r *buffer.Reader, next uint64) ([]Record, error) {
-	var batch []Record
-	bytes := 0
-	deadline := time.Time{}
-	maxRecords, maxBytes := s.batchLimits(next)
-	for len(batch) < maxRecords && bytes < maxBytes {
+// fill reads the lane's next batch: its records from the lane's reader on, up
+// to the batch limits. Once it has one record, a lane other than critical
+// waits up to MaxDelay for the batch to fill, unless a record of a more urgent
+// lane turns up. A lane with nothing waiting returns at once.
+func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
+	if ls.r == nil {
+		ls.r = s.log.NewReader(ls.next.Load())
+	}
+	r := ls.r
+	var (
+		batch    []Record
+		ends     []int  // end of each record's payload in arena
+		arena    []byte // the batch's payloads, copied out of the reader's buffer
+		deadline time.Time
+		wait     = ls.lane != LaneCritical
+	)
+	maxRecords, maxBytes := s.batchLimits(ls.next.Load())
+	for len(batch) < maxRecords && len(arena) < maxBytes {
 		off, p, err := r.Next()
 		if errors.Is(err, io.EOF) {
-			if len(batch) > 0 && !deadline.IsZero() && time.Now().After(deadline) {
-				return batch, nil
+			if !wait || len(batch) == 0 {
+				break
 			}
-			if len(batch) > 0 && deadline.IsZero() {
+			if deadline.IsZero() {
 				deadline = time.Now().Add(s.opts.MaxDelay)
 			}
-			wait := s.opts.MaxDelay
-			if !deadline.IsZero() {
-				wait = time.Until(deadline)
-			}
-			wctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
+			wctx, cancel := context.WithDeadline(ctx, deadline)
 			werr := s.log.WaitDurable(wctx, r.Position()+1)
 			cancel()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if werr != nil && !errors.Is(werr, context.DeadlineExceeded) {
-				return nil, werr
+			if errors.Is(werr, context.DeadlineExceeded) {
+				break
 			}
-			if len(batch) == 0 && errors.Is(werr, context.DeadlineExceeded) {
-				return nil, nil // idle: let the caller look at ctx again
+			if werr != nil {
+				return nil, werr
 			}
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		if off < next {
-			continue
-		}
-		rec, ok := toRecord(off, p)
+		lane, stream, ok := s.opts.Lanes.classify(off, p, ls.lane)
 		if !ok {
 			continue
 		}
-		batch = append(batch, rec)
-		bytes += len(p)
+		if lane != ls.lane {
+			if lane < ls.lane {
+				wait = false // a more urgent record is waiting
+			}
+			continue
+		}
+		arena = append(arena, p...)
+		ends = append(ends, len(arena))
+		batch = append(batch, Record{Offset: off, Type: event.Type(p), Stream: stream, Lane: lane})
+	}
+	start := 0
+	for i := range batch {
+		batch[i].Payload = arena[start:ends[i]:ends[i]]
+		start = ends[i]
 	}
 	return batch, nil
-}
-
-// toRecord copies a synced kind of record out of the reader's buffer.
-func toRecord(off uint64, p []byte) (Record, bool) {
-	rec := Record{Offset: off, Type: event.Type(p)}
-	switch rec.Type {
-	case event.TypeEvent:
-		v, ok := event.Peek(p)
-		if !ok {
-			return rec, false
-		}
-		rec.Stream = string(v.Stream)
-	case event.TypeWindow:
-		w, err := event.DecodeWindow(p)
-		if err != nil {
-			return rec, false
-		}
-		rec.Stream = w.Stream
-	case event.TypeAlert:
-		a, err := event.DecodeAlert(p)
-		if err != nil {
-			return rec, false
-		}
-		rec.Stream = a.Stream
-	case event.TypeWatermark:
-		w, err := event.DecodeWatermark(p)
-		if err != nil {
-			return rec, false
-		}
-		rec.Stream = w.Stream
-	default:
-		return rec, false
-	}
-	rec.Payload = append([]byte(nil), p...)
-	return rec, true
 }
 
 // failed records a failure and waits before the next attempt.
@@ -341,16 +420,31 @@ func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 
 // SinkStatus is one sink's part of /v1/status.
 type SinkStatus struct {
-	Sink                string    `json:"sink"`
-	State               State     `json:"state"`
-	Since               time.Time `json:"since"`
-	OfflineSince        time.Time `json:"offline_since,omitzero"`
-	Breaker             string    `json:"breaker"`
-	SyncedOffset        uint64    `json:"synced_offset"`
-	LagRecords          uint64    `json:"lag_records"`
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	LastError           string    `json:"last_error,omitempty"`
-	LastSuccess         time.Time `json:"last_success,omitzero"`
+	Sink         string    `json:"sink"`
+	State        State     `json:"state"`
+	Since        time.Time `json:"since"`
+	OfflineSince time.Time `json:"offline_since,omitzero"`
+	Breaker      string    `json:"breaker"`
+	// SyncedOffset: every record below it is confirmed, in every lane.
+	SyncedOffset uint64 `json:"synced_offset"`
+	LagRecords   uint64 `json:"lag_records"`
+	// LagBytes estimates the log bytes from SyncedOffset to the durable end.
+	LagBytes int64 `json:"lag_bytes"`
+	// OldestUnsynced is when the oldest event not yet confirmed was received
+	// (zero when nothing waits); OldestUnsyncedSeconds is its age.
+	OldestUnsynced        time.Time    `json:"oldest_unsynced,omitzero"`
+	OldestUnsyncedSeconds float64      `json:"oldest_unsynced_seconds"`
+	Lanes                 []LaneStatus `json:"lanes"`
+	ConsecutiveFailures   int          `json:"consecutive_failures"`
+	LastError             string       `json:"last_error,omitempty"`
+	LastSuccess           time.Time    `json:"last_success,omitzero"`
+}
+
+// LaneStatus is one lane's position.
+type LaneStatus struct {
+	Lane         string `json:"lane"`
+	SyncedOffset uint64 `json:"synced_offset"`
+	LagRecords   uint64 `json:"lag_records"` // log records after the lane's cursor, of any lane
 }
 
 // Offline reports whether the sink is in the offline state. It is cheap and
@@ -360,14 +454,45 @@ func (s *Syncer) Offline() bool { return s.conn.Snapshot().State == Offline }
 // Status reports the sink's state and backlog.
 func (s *Syncer) Status() SinkStatus {
 	c := s.conn.Snapshot()
-	next := s.next.Load()
+	next := s.synced()
+	durable := s.log.DurableOffset()
 	st := SinkStatus{
 		Sink: s.sink.Name(), State: c.State, Since: c.Since, OfflineSince: c.OfflineSince,
 		Breaker: s.brk.State(), SyncedOffset: next, ConsecutiveFailures: c.ConsecutiveFailures,
-		LastError: c.LastError, LastSuccess: c.LastSuccess,
+		LastError: c.LastError, LastSuccess: c.LastSuccess, Lanes: []LaneStatus{},
 	}
-	if d := s.log.DurableOffset(); d > next {
-		st.LagRecords = d - next
+	for _, ls := range s.lanes {
+		n := ls.next.Load()
+		st.Lanes = append(st.Lanes, LaneStatus{Lane: ls.lane.String(), SyncedOffset: n, LagRecords: durable - min(n, durable)})
+	}
+	if durable > next {
+		st.LagRecords = durable - next
+		st.LagBytes = s.log.BytesFrom(next)
+		if t, ok := s.oldestUnsynced(next); ok {
+			st.OldestUnsynced = t
+			st.OldestUnsyncedSeconds = max(0, time.Since(t).Seconds())
+		}
 	}
 	return st
+}
+
+// oldestScan bounds how many records oldestUnsynced reads looking for an
+// event; windows, alerts and watermarks are derived from events, so the
+// nearest event dates them closely enough.
+const oldestScan = 1024
+
+// oldestUnsynced returns when the first event at or after next was received.
+func (s *Syncer) oldestUnsynced(next uint64) (time.Time, bool) {
+	r := s.log.NewReader(next)
+	defer r.Close()
+	for range oldestScan {
+		_, p, err := r.Next()
+		if err != nil {
+			return time.Time{}, false
+		}
+		if v, ok := event.Peek(p); ok && v.Received > 0 {
+			return time.UnixMilli(v.Received), true
+		}
+	}
+	return time.Time{}, false
 }

@@ -51,7 +51,7 @@ func cloudOffsets(t *testing.T, url, node string) map[uint64]int {
 	require.NoError(t, err)
 	out := map[uint64]int{}
 	for _, o := range offs {
-		out[o]++
+		out[o.Offset]++
 	}
 	return out
 }

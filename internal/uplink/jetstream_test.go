@@ -1,0 +1,68 @@
+package uplink
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+func eventRecord(off uint64, stream string, lane Lane) Record {
+	e := event.Event{DeviceID: "d", Stream: stream, TS: int64(1_700_000_000_000 + off)}
+	return Record{Offset: off, Type: event.TypeEvent, Stream: stream, Lane: lane, Payload: e.AppendBinary(nil)}
+}
+
+// TestFoundRecordsStayFound: a resume finds a critical record the cloud holds
+// although its PubAck never came; before the critical lane passes it, the
+// normal lane confirms a batch and the node restarts. The positions saved
+// with that batch must still lead the next resume to the found record, or it
+// would be sent twice.
+func TestFoundRecordsStayFound(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+
+	a := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, 0, nil))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(3, "door", LaneCritical)}))
+	saved := a.Positions()
+
+	// Record 5 reached the cloud, its PubAck did not reach the node.
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err = js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	// Lane cursors: critical at 4, normal at 1.
+	require.NoError(t, a.Resume(ctx, 1, saved))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "temp", LaneNormal), eventRecord(2, "temp", LaneNormal),
+		eventRecord(6, "temp", LaneNormal)}))
+	saved = a.Positions()
+	require.NoError(t, a.Close())
+
+	// Restart: critical at 4, normal at 7.
+	b2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, b2.Resume(ctx, 4, saved))
+	require.NoError(t, b2.Send(ctx, []Record{eventRecord(5, "door", LaneCritical), eventRecord(8, "door", LaneCritical)}))
+	require.NoError(t, b2.Close())
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, s := range stored {
+		count[s.Offset]++
+	}
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 5: 1, 6: 1, 8: 1}, count)
+}
