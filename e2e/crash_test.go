@@ -112,9 +112,24 @@ func TestCrashUnderLoad(t *testing.T) {
 	}
 }
 
-// httpLoad posts NDJSON batches until the node dies or stop is closed. An event
-// counts as acknowledged only if its batch got 200 with every event accepted.
+// loadEvent is one event a load generator posts.
+type loadEvent struct {
+	id, device, stream string
+	value              float64
+}
+
+// httpLoad posts batches of 50 "crash" events from 7 devices until the node
+// dies or stop is closed. A batch counts as acknowledged once the node answered
+// 200 with every event accepted.
 func httpLoad(p *proc, led *ledger, round, worker int, stop chan struct{}) {
+	httpLoadWith(p, led, stop, func(n, i int) loadEvent {
+		return loadEvent{fmt.Sprintf("h-%d-%d-%d-%d", round, worker, n, i), fmt.Sprintf("http-%d", i%7), "crash", float64(n*100 + i)}
+	})
+}
+
+// httpLoadWith posts batches of 50 events, event i of batch n made by gen,
+// until the node dies or stop is closed.
+func httpLoadWith(p *proc, led *ledger, stop chan struct{}, gen func(n, i int) loadEvent) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	for n := 0; ; n++ {
 		select {
@@ -125,11 +140,10 @@ func httpLoad(p *proc, led *ledger, round, worker int, stop chan struct{}) {
 		var body bytes.Buffer
 		ids := make([]string, 50)
 		for i := range ids {
-			ids[i] = fmt.Sprintf("h-%d-%d-%d-%d", round, worker, n, i)
-			device := fmt.Sprintf("http-%d", i%7)
-			value := float64(n*100 + i)
-			led.send(ids[i], device, value)
-			line, _ := json.Marshal(map[string]any{"device_id": device, "stream": "crash", "value": value, "id": ids[i]})
+			e := gen(n, i)
+			ids[i] = e.id
+			led.send(e.id, e.device, e.value)
+			line, _ := json.Marshal(map[string]any{"device_id": e.device, "stream": e.stream, "value": e.value, "id": e.id})
 			body.Write(append(line, '\n'))
 		}
 		resp, err := client.Post(p.url("/v1/events"), "application/x-ndjson", &body)

@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
-	"github.com/holdfast-edge/holdfast/internal/event"
 )
 
 // TestCriticalAlertWhileOffline: with the cloud unreachable the node goes
@@ -79,16 +78,14 @@ cloud:
 		st, lag := status()
 		return st == "connected" && lag == 0
 	})
-	_, results := cloudMessages(t, srv.URL(), cloud.StreamResults, "site-9")
+	got := newReceived()
+	cloudMessages(t, &got, srv.URL(), cloud.StreamResults, "site-9")
+	cloudMessages(t, &got, srv.URL(), cloud.StreamEvents, "site-9")
 	found := false
-	for _, payload := range results {
-		if event.Type(payload) == event.TypeAlert {
-			a, err := event.DecodeAlert(payload)
-			require.NoError(t, err)
-			found = found || (a.Rule == "pump-pressure" && a.Firing)
-		}
+	for k, n := range got.alerts {
+		require.Equal(t, 1, n, "alert record %s", k)
+		found = found || (strings.HasPrefix(k, "pump-pressure/") && strings.HasSuffix(k, "/firing"))
 	}
 	require.True(t, found, "the alert reached the cloud after reconnection")
-	events, _ := cloudMessages(t, srv.URL(), cloud.StreamEvents, "site-9")
-	require.Len(t, events, 1)
+	require.Len(t, got.events, 1)
 }

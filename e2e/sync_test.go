@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -11,7 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -29,9 +30,57 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/event"
 )
 
-// cloudMessages reads every message of a JetStream stream and returns, per
-// Holdfast-Offset of node, how often it is stored and the record payloads.
-func cloudMessages(t *testing.T, url, stream, node string) (map[uint64]int, map[uint64][]byte) {
+// arrival is one record as the far end saw it, in the order it arrived.
+type arrival struct {
+	offset uint64
+	lane   string
+	group  string // what order is kept within: a JetStream subject, or the whole far end
+}
+
+// received is what a sink's far end got: per offset, how often and the
+// record's event id (events); per window id and per alert id/state, how often;
+// and every arrival in order.
+type received struct {
+	events   map[uint64]int
+	eventID  map[uint64]string
+	windows  map[string]int
+	alerts   map[string]int // id + "/" + firing|resolved
+	arrivals []arrival
+}
+
+func newReceived() received {
+	return received{events: map[uint64]int{}, eventID: map[uint64]string{}, windows: map[string]int{}, alerts: map[string]int{}}
+}
+
+// addRecord adds one log record (binary, as stored) that arrived.
+func (r *received) addRecord(t *testing.T, off uint64, payload []byte) {
+	switch event.Type(payload) {
+	case event.TypeEvent:
+		ev, err := event.DecodeBinary(payload)
+		require.NoError(t, err)
+		r.events[off]++
+		r.eventID[off] = ev.ID
+	case event.TypeWindow:
+		w, err := event.DecodeWindow(payload)
+		require.NoError(t, err)
+		r.windows[w.ID()]++
+	case event.TypeAlert:
+		a, err := event.DecodeAlert(payload)
+		require.NoError(t, err)
+		r.alerts[alertKey(a.ID(), a.Firing)]++
+	}
+}
+
+func alertKey(id string, firing bool) string {
+	if firing {
+		return id + "/firing"
+	}
+	return id + "/resolved"
+}
+
+// cloudMessages adds every record of node in a JetStream stream to r, in
+// stream order, decoding the batch messages of docs/format/cloud.md.
+func cloudMessages(t *testing.T, r *received, url, stream, node string) {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	require.NoError(t, err)
@@ -44,9 +93,8 @@ func cloudMessages(t *testing.T, url, stream, node string) (map[uint64]int, map[
 	require.NoError(t, err)
 	info, err := s.Info(ctx)
 	require.NoError(t, err)
-	counts, payloads := map[uint64]int{}, map[uint64][]byte{}
 	if info.State.Msgs == 0 {
-		return counts, payloads
+		return
 	}
 	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"holdfast." + node + ".>"}})
 	require.NoError(t, err)
@@ -56,23 +104,17 @@ func cloudMessages(t *testing.T, url, stream, node string) (map[uint64]int, map[
 		n := 0
 		for m := range batch.Messages() {
 			n++
-			off, err := strconv.ParseUint(m.Headers().Get(cloud.HeaderOffset), 10, 64)
+			recs, err := cloud.DecodeBatch(m.Headers(), m.Data())
 			require.NoError(t, err)
-			counts[off]++
-			payloads[off] = m.Data()
+			for _, rec := range recs {
+				r.addRecord(t, rec.Offset, rec.Payload)
+				r.arrivals = append(r.arrivals, arrival{rec.Offset, m.Headers().Get(cloud.HeaderLane), m.Subject()})
+			}
 		}
 		if n == 0 {
-			return counts, payloads
+			return
 		}
 	}
-}
-
-// received is what a sink's far end got: per offset, how often and the
-// record's event id (events) or window id (windows).
-type received struct {
-	events  map[uint64]int
-	eventID map[uint64]string
-	windows map[string]int
 }
 
 // faultTarget is one sink under test: the config that points the node at the
@@ -105,23 +147,9 @@ func TestSyncSurvivesFaultsAndCrashes(t *testing.T) {
 			config:   func(proxy string) string { return "cloud:\n  url: nats://" + proxy + "\n" },
 			upstream: strings.TrimPrefix(srv.URL(), "nats://"),
 			collect: func(t *testing.T) received {
-				r := received{events: map[uint64]int{}, eventID: map[uint64]string{}, windows: map[string]int{}}
-				counts, payloads := cloudMessages(t, srv.URL(), cloud.StreamEvents, "edge-7")
-				for off, n := range counts {
-					r.events[off] = n
-					ev, err := event.DecodeBinary(payloads[off])
-					require.NoError(t, err)
-					r.eventID[off] = ev.ID
-				}
-				rcounts, rpayloads := cloudMessages(t, srv.URL(), cloud.StreamResults, "edge-7")
-				for off, n := range rcounts {
-					require.Equal(t, 1, n, "result record %d stored %d times", off, n)
-					if event.Type(rpayloads[off]) == event.TypeWindow {
-						w, err := event.DecodeWindow(rpayloads[off])
-						require.NoError(t, err)
-						r.windows[w.ID()]++
-					}
-				}
+				r := newReceived()
+				cloudMessages(t, &r, srv.URL(), cloud.StreamEvents, "edge-7")
+				cloudMessages(t, &r, srv.URL(), cloud.StreamResults, "edge-7")
 				return r
 			},
 		})
@@ -166,9 +194,7 @@ type lineRecorder struct {
 	r  received
 }
 
-func newLineRecorder() *lineRecorder {
-	return &lineRecorder{r: received{events: map[uint64]int{}, eventID: map[uint64]string{}, windows: map[string]int{}}}
-}
+func newLineRecorder() *lineRecorder { return &lineRecorder{r: newReceived()} }
 
 func (l *lineRecorder) add(body []byte) {
 	l.mu.Lock()
@@ -180,8 +206,10 @@ func (l *lineRecorder) add(body []byte) {
 		var rec struct {
 			Offset uint64 `json:"offset"`
 			Type   string `json:"type"`
+			Lane   string `json:"lane"`
 			Record struct {
-				ID string `json:"id"`
+				ID    string `json:"id"`
+				State string `json:"state"`
 			} `json:"record"`
 		}
 		if json.Unmarshal(line, &rec) != nil {
@@ -193,15 +221,59 @@ func (l *lineRecorder) add(body []byte) {
 			l.r.eventID[rec.Offset] = rec.Record.ID
 		case "window":
 			l.r.windows[rec.Record.ID]++
+		case "alert":
+			l.r.alerts[alertKey(rec.Record.ID, rec.Record.State == "firing")]++
 		}
+		l.r.arrivals = append(l.r.arrivals, arrival{rec.Offset, rec.Lane, "far end"})
 	}
 }
 
 func (l *lineRecorder) received() received {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return received{events: maps.Clone(l.r.events), eventID: maps.Clone(l.r.eventID), windows: maps.Clone(l.r.windows)}
+	r := newReceived()
+	maps.Copy(r.events, l.r.events)
+	maps.Copy(r.eventID, l.r.eventID)
+	maps.Copy(r.windows, l.r.windows)
+	maps.Copy(r.alerts, l.r.alerts)
+	r.arrivals = slices.Clone(l.r.arrivals)
+	return r
 }
+
+// syncLoad posts batches of 50 events until the node dies or stop is closed:
+// normal "crash" events, low-priority "hvac" ones, and one critical "door"
+// event per batch whose value flips every 10 batches, so that the door-open
+// rule fires and resolves critical alerts throughout.
+func syncLoad(p *proc, led *ledger, round, worker int, stop chan struct{}) {
+	httpLoadWith(p, led, stop, func(n, i int) loadEvent {
+		e := loadEvent{fmt.Sprintf("s-%d-%d-%d-%d", round, worker, n, i), fmt.Sprintf("http-%d", i%7), "crash", float64(n*100 + i)}
+		switch {
+		case i == 0:
+			e.device, e.stream, e.value = fmt.Sprintf("door-%d", worker), "door", float64(n/10%2)
+		case i%5 == 0:
+			e.stream = "hvac"
+		}
+		return e
+	})
+}
+
+// syncFaultConfig is the node config of the fault test, sink aside: 1 s
+// windows, a critical and a low stream, and a critical alert rule.
+const syncFaultConfig = `windows:
+  sizes: [1s]
+  allowed_lateness: 100ms
+streams:
+  door: {priority: critical}
+  hvac: {priority: low}
+alerts:
+  rules:
+    - name: door-open
+      stream: door
+      source: event
+      op: ">"
+      threshold: 0.5
+      severity: critical
+`
 
 func runSyncFaults(t *testing.T, target faultTarget) {
 	const rounds = 10
@@ -224,8 +296,7 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 	}
 	data := filepath.Join(dir, "data")
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	writeFile(t, cfg, "windows:\n  sizes: [1s]\n  allowed_lateness: 100ms\n"+target.config(proxy.Listen)+
-		"  max_delay: 20ms\n  batch_records: 200\n")
+	writeFile(t, cfg, syncFaultConfig+target.config(proxy.Listen)+"  max_delay: 20ms\n  batch_records: 200\n")
 	led := &ledger{sent: map[string]sentEvent{}, acked: map[string]bool{}}
 	for round := range rounds {
 		p := start(t, data, "--config", cfg, "--node-id", "edge-7")
@@ -233,7 +304,7 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 		var wg sync.WaitGroup
 		for w := range 2 {
 			wg.Add(1)
-			go func() { defer wg.Done(); httpLoad(p, led, round, w, stop) }()
+			go func() { defer wg.Done(); syncLoad(p, led, round, w, stop) }()
 		}
 		f := faults[rng.IntN(len(faults))]
 		time.Sleep(time.Duration(100+rng.IntN(300)) * time.Millisecond)
@@ -282,6 +353,13 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 	})
 	stored := allEvents(t, p, "")
 	windows := finalWindows(t, p)
+	var nodeAlerts struct {
+		Alerts []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"alerts"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/alerts")), &nodeAlerts))
 	p.stop(t)
 	time.Sleep(200 * time.Millisecond) // the MQTT far end's last deliveries
 
@@ -311,9 +389,57 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 		}
 	}
 	require.Len(t, got.windows, len(windows))
-	t.Logf("%d crashes under faults: %d events acknowledged, %d stored, all arrived (%d repeats to dedup); %d windows",
-		rounds, len(led.acked), len(stored), dups, len(windows))
+	wantAlerts := 0
+	for _, a := range nodeAlerts.Alerts {
+		for _, firing := range []bool{true, false} {
+			if !firing && a.State != "resolved" {
+				continue
+			}
+			wantAlerts++
+			k := alertKey(a.ID, firing)
+			require.GreaterOrEqual(t, got.alerts[k], 1, "alert %s never arrived", k)
+			if !target.atLeastOnce {
+				require.Equal(t, 1, got.alerts[k], "alert %s", k)
+			}
+		}
+	}
+	require.Len(t, got.alerts, wantAlerts, "the far end holds exactly the node's alert records")
+	checkLaneOrder(t, got.arrivals)
+	t.Logf("%d crashes under faults: %d events acknowledged, %d stored, all arrived (%d repeats to dedup); %d windows; %d alert records",
+		rounds, len(led.acked), len(stored), dups, len(windows), wantAlerts)
 	require.Greater(t, len(led.acked), 500)
+	require.Greater(t, wantAlerts, 4, "the door-open rule fired and resolved")
+}
+
+// checkLaneOrder checks that each lane's records first arrived in ascending
+// offset order within each group (repeats of an at-least-once sink aside):
+// per subject for JetStream, which batches per subject (docs/format/cloud.md),
+// across the whole far end for the HTTP sink. And that every lane the config
+// makes possible carried records.
+func checkLaneOrder(t *testing.T, arrivals []arrival) {
+	t.Helper()
+	type key struct{ group, lane string }
+	last := map[key]uint64{}
+	seen := map[key]map[uint64]bool{}
+	lanes := map[string]int{}
+	for _, a := range arrivals {
+		k := key{a.group, a.lane}
+		if seen[k] == nil {
+			seen[k] = map[uint64]bool{}
+		}
+		if seen[k][a.offset] {
+			continue
+		}
+		seen[k][a.offset] = true
+		lanes[a.lane]++
+		if prev, ok := last[k]; ok {
+			require.Greater(t, a.offset, prev, "lane %s in %s: offset %d arrived after %d", a.lane, a.group, a.offset, prev)
+		}
+		last[k] = a.offset
+	}
+	for _, l := range []string{"critical", "normal", "low"} {
+		require.Positive(t, lanes[l], "no record arrived in lane %s", l)
+	}
 }
 
 func writeFile(t *testing.T, path, body string) {
