@@ -246,7 +246,7 @@ func (n *Node) startSync() error {
 	for _, sink := range sinks {
 		s := uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
 			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
-			Logger: logger.With("sink", sink.Name()), Metrics: metrics,
+			Logger: logger, Metrics: metrics,
 		})
 		s.Start()
 		n.syncs = append(n.syncs, s)
