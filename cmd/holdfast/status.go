@@ -59,14 +59,20 @@ func statusCmd() *cobra.Command {
 					Firing      int               `json:"alerts_firing"`
 				} `json:"processing"`
 				Sinks []struct {
-					Sink         string `json:"sink"`
-					State        string `json:"state"`
-					Since        string `json:"since"`
-					OfflineSince string `json:"offline_since"`
-					Breaker      string `json:"breaker"`
-					Lag          uint64 `json:"lag_records"`
-					Failures     int    `json:"consecutive_failures"`
-					LastError    string `json:"last_error"`
+					Sink         string  `json:"sink"`
+					State        string  `json:"state"`
+					Since        string  `json:"since"`
+					OfflineSince string  `json:"offline_since"`
+					Breaker      string  `json:"breaker"`
+					Lag          uint64  `json:"lag_records"`
+					LagBytes     int64   `json:"lag_bytes"`
+					OldestAge    float64 `json:"oldest_unsynced_seconds"`
+					Failures     int     `json:"consecutive_failures"`
+					LastError    string  `json:"last_error"`
+					Lanes        []struct {
+						Lane string `json:"lane"`
+						Lag  uint64 `json:"lag_records"`
+					} `json:"lanes"`
 				} `json:"sinks"`
 			}
 			if err := json.Unmarshal(body, &s); err != nil {
@@ -100,8 +106,15 @@ func statusCmd() *cobra.Command {
 				fmt.Fprintf(w, "sync        off (no cloud.url)\n")
 			}
 			for _, k := range s.Sinks {
-				fmt.Fprintf(w, "sync %-6s %s since %s, breaker %s, %d records behind, %d failures in a row",
-					k.Sink, k.State, k.Since, k.Breaker, k.Lag, k.Failures)
+				fmt.Fprintf(w, "sync %-6s %s since %s, breaker %s, %d records (%.1f MiB) behind",
+					k.Sink, k.State, k.Since, k.Breaker, k.Lag, float64(k.LagBytes)/(1<<20))
+				if k.Lag > 0 {
+					fmt.Fprintf(w, ", oldest waiting %s", time.Duration(k.OldestAge*float64(time.Second)).Round(time.Second).String())
+					for _, l := range k.Lanes {
+						fmt.Fprintf(w, ", %s %d", l.Lane, l.Lag)
+					}
+				}
+				fmt.Fprintf(w, ", %d failures in a row", k.Failures)
 				if k.OfflineSince != "" {
 					fmt.Fprintf(w, ", offline since %s", k.OfflineSince)
 				}

@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
 )
@@ -65,4 +67,55 @@ func TestFoundRecordsStayFound(t *testing.T) {
 		count[s.Offset]++
 	}
 	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 5: 1, 6: 1, 8: 1}, count)
+}
+
+// TestBacklogReachesCloudCriticalFirst: a backlog built while the cloud is
+// away, critical "door" events spread through normal ones, drains to JetStream
+// with every critical record stored before any normal one, each lane in offset
+// order, and every record once.
+func TestBacklogReachesCloudCriticalFirst(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	var ps [][]byte
+	critical := map[uint64]bool{}
+	for i := range 20000 {
+		stream := "temp"
+		if i%50 == 7 {
+			stream = "door"
+			critical[uint64(i)] = true
+		}
+		e := event.Event{DeviceID: fmt.Sprint("d", i%9), Stream: stream, TS: int64(1_700_000_000_000 + i), Value: float64(i)}
+		ps = append(ps, e.AppendBinary(nil))
+	}
+	_, err = l.Append(ps...)
+	require.NoError(t, err)
+	rules, err := FixedLanes(map[string]string{"door": "critical"})
+	require.NoError(t, err)
+	s := NewSyncer(l, NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"}),
+		SyncOptions{BatchRecords: 500, Lanes: rules})
+	s.Start()
+	waitSynced(t, s, l)
+	require.NoError(t, s.Close())
+
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stored, err := cloud.StoredOffsets(context.Background(), js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	require.Len(t, stored, len(ps), "every record once")
+	seen := map[uint64]bool{}
+	for i, st := range stored {
+		require.False(t, seen[st.Offset], "offset %d twice", st.Offset)
+		seen[st.Offset] = true
+		require.Equal(t, i < len(critical), critical[st.Offset], "record %d in stream order is offset %d", i, st.Offset)
+		if i > 0 && critical[stored[i-1].Offset] == critical[st.Offset] {
+			require.Greater(t, st.Offset, stored[i-1].Offset, "lane order")
+		}
+	}
 }
