@@ -110,13 +110,24 @@ func (s *Sketch) UnmarshalBinary(data []byte) error {
 // decoder reads the encoding; the first error sticks and later reads return
 // zero values.
 type decoder struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	corrupt error        // what errors wrap; nil means ErrCorruptSketch
+	entries []storeEntry // scratch for store
+}
+
+type storeEntry struct {
+	i int32
+	c uint64
 }
 
 func (d *decoder) fail(format string, args ...any) {
 	if d.err == nil {
-		d.err = fmt.Errorf("%w: %s", ErrCorruptSketch, fmt.Sprintf(format, args...))
+		corrupt := d.corrupt
+		if corrupt == nil {
+			corrupt = ErrCorruptSketch
+		}
+		d.err = fmt.Errorf("%w: %s", corrupt, fmt.Sprintf(format, args...))
 	}
 }
 
@@ -182,11 +193,7 @@ func (d *decoder) store(m *mapping, total *uint64) store {
 		d.fail("%d buckets in %d bytes", k, len(d.b))
 		return store{}
 	}
-	type entry struct {
-		i int32
-		c uint64
-	}
-	entries := make([]entry, 0, k)
+	entries := d.entries[:0] // entries, not yet a store: the index range is unknown
 	var prev int64
 	for e := range k {
 		var i int64
@@ -216,9 +223,10 @@ func (d *decoder) store(m *mapping, total *uint64) store {
 			return store{}
 		}
 		*total += c
-		entries = append(entries, entry{int32(i), c})
+		entries = append(entries, storeEntry{int32(i), c})
 		prev = i
 	}
+	d.entries = entries
 	lo, hi := entries[0].i, entries[len(entries)-1].i
 	s := store{off: lo, n: hi - lo + 1}
 	if s.n <= smallBuckets {

@@ -4,7 +4,10 @@
 // last value (the one with the latest event time; of equal times, the one added
 // later) and a quantile sketch of the values, and emits one final Result per
 // window, with p50, p95 and p99, when the window closes. Open windows can be
-// read as partial Results. It is pure: no clock, no I/O, no goroutines.
+// read as partial Results. A stream's state can be checkpointed: encoded
+// (AppendStreamState) and restored into another Engine of the same options
+// (RestoreStream), which then continues exactly as the first would have. It is
+// pure: no clock, no I/O, no goroutines.
 //
 // Windows and lateness: a window of size d covers event times [start, start+d)
 // in Unix milliseconds, start a multiple of d since the epoch. Each stream has a
@@ -18,12 +21,13 @@
 // that received an event exist.
 //
 // Determinism: the Results, and the order OnClose receives them in, are a
-// function of the sequence of calls alone, so replaying the log after a crash
-// reproduces them exactly (bit for bit on a given CPU architecture; floating
-// point may differ in the last bit elsewhere). Nothing depends on the clock or
-// on map iteration order; the key table's random hash seed affects only its
-// layout. Within one Add or Advance, windows close ordered by end, then size,
-// then device id (the site-wide window, device id "", first), then start.
+// function of the sequence of calls alone, so replaying the log after a crash,
+// from its start or from a checkpoint, reproduces them exactly (bit for bit on
+// a given CPU architecture; floating point may differ in the last bit
+// elsewhere). Nothing depends on the clock or on map iteration order; the key
+// table's random hash seed affects only its layout. Within one Add or Advance,
+// windows close ordered by end, then size, then device id (the site-wide
+// window, device id "", first), then start.
 //
 // Quantiles come from a Sketch (DDSketch-style, log-spaced buckets): for a
 // window of n values, P50 is within relative error Accuracy (default 1%) of the
