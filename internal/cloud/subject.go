@@ -17,6 +17,7 @@ const (
 	KindAlerts     = "alerts"
 	KindLedger     = "ledger"
 	KindWatermarks = "watermarks"
+	KindLate       = "late"
 )
 
 // JetStream names of the layout (docs/format/cloud.md).
@@ -40,7 +41,7 @@ func StreamFor(kind string) string {
 	switch kind {
 	case KindEvents:
 		return StreamEvents
-	case KindWindows, KindAlerts, KindWatermarks:
+	case KindWindows, KindAlerts, KindWatermarks, KindLate:
 		return StreamResults
 	case KindLedger:
 		return StreamLedger

@@ -217,6 +217,13 @@ const (
 )
 
 // lineType is the "type" of a record's JSON line, "" for kinds not synced.
+// Takes reports whether the HTTP sink sends records of type t: those the JSON
+// line has a type for (late marks are not sent, docs/format/sinks.md).
+func (s *HTTPSink) Takes(t byte) bool { return lineType(t) != "" }
+
+// Takes reports whether the MQTT bridge sends records of type t; as for HTTP.
+func (s *MQTTSink) Takes(t byte) bool { return lineType(t) != "" }
+
 func lineType(t byte) string {
 	switch t {
 	case event.TypeEvent:

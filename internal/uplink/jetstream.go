@@ -150,6 +150,8 @@ func kindOf(t byte) string {
 		return cloud.KindAlerts
 	case event.TypeWatermark:
 		return cloud.KindWatermarks
+	case event.TypeLate:
+		return cloud.KindLate
 	}
 	return ""
 }

@@ -180,7 +180,7 @@ func (r *LaneRules) Possible(l Lane) bool {
 }
 
 // classify returns the lane of the record p at offset off and its stream, and
-// ok=false for records that are not synced (late marks, unknown types,
+// ok=false for records that are not synced (unknown types,
 // records that do not decode). The stream is only returned (and allocated)
 // when the record is in lane want.
 func (r *LaneRules) classify(off uint64, p []byte, want Lane) (lane Lane, stream string, ok bool) {
@@ -219,6 +219,9 @@ func (r *LaneRules) classify(off uint64, p []byte, want Lane) (lane Lane, stream
 			return LaneCritical, a.Stream, true
 		}
 		return min(r.streamLane(off, a.Stream), LaneHigh), a.Stream, true
+	case event.TypeLate:
+		// Late marks list events of any stream: the normal lane, no stream.
+		return LaneNormal, "", len(p) > 1
 	}
 	return 0, "", false
 }

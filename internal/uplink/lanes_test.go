@@ -81,8 +81,11 @@ func TestClassify(t *testing.T) {
 		require.True(t, ok)
 		require.Equal(t, tc.lane, lane, "%x", tc.p[:2])
 	}
-	_, _, ok := r.classify(1, []byte{event.TypeLate, 1}, LaneNormal)
-	require.False(t, ok, "late marks are not synced")
+	lane, _, ok := r.classify(1, []byte{event.TypeLate, 1}, LaneNormal)
+	require.True(t, ok)
+	require.Equal(t, LaneNormal, lane, "late marks take the normal lane")
+	_, _, ok = r.classify(1, []byte{0x7f, 1}, LaneNormal)
+	require.False(t, ok, "unknown types are not synced")
 }
 
 // laneSink records what it is sent; it fails the sends listed in failAt.

@@ -43,6 +43,12 @@ type Sink interface {
 	Close() error
 }
 
+// TypeFilter is implemented by sinks that take only some record types; the
+// others are passed over as if synced.
+type TypeFilter interface {
+	Takes(recordType byte) bool
+}
+
 // SyncOptions configure a Syncer. Zero fields take the defaults.
 type SyncOptions struct {
 	BatchRecords int           // default 1000
@@ -101,6 +107,7 @@ type Syncer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	filter  TypeFilter // nil: the sink takes every synced type
 	records prometheus.Counter
 }
 
@@ -133,6 +140,7 @@ func NewSyncer(l *buffer.Log, sink Sink, o SyncOptions) *Syncer {
 		brk:    NewBreaker(sink.Name(), o.Breaker),
 		done:   make(chan struct{}),
 	}
+	s.filter, _ = sink.(TypeFilter)
 	o.Metrics.Track(sink.Name(), s.conn, s.brk)
 	s.records = o.Metrics.synced.WithLabelValues(sink.Name())
 	o.Metrics.trackLag(sink.Name(), s.Status)
@@ -366,7 +374,7 @@ func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
 			return nil, err
 		}
 		lane, stream, ok := s.opts.Lanes.classify(off, p, ls.lane)
-		if !ok {
+		if !ok || (s.filter != nil && !s.filter.Takes(event.Type(p))) {
 			continue
 		}
 		if lane != ls.lane {
