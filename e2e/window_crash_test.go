@@ -11,10 +11,13 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,6 +28,8 @@ windows:
   sizes: [1s, 5s]
   allowed_lateness: 500ms
   idle_timeout: 1h
+checkpoints:
+  interval: 1s
 alerts:
   rules:
     - {name: hot, stream: temp, op: ">", threshold: 90, for_count: 3, severity: critical}
@@ -88,15 +93,18 @@ type rawEvent struct {
 	Late     bool    `json:"late"`
 }
 
-// TestWindowsSurviveCrashes SIGKILLs the node while events stream in and
-// windows open and close, restarts it, and checks that the window results in
-// the log are exactly those a batch recompute over the stored events gives:
-// each once, with the same aggregates.
+// TestWindowsSurviveCrashes SIGKILLs the node while events stream in,
+// windows open and close and checkpoints are written every second, restarts
+// it (from its newest checkpoint), and checks that the window results in the
+// log are exactly those a batch recompute over the stored events gives: each
+// once, with the same aggregates, and no alert written twice. Before the last
+// restart it damages the newest checkpoint: the node falls back to the one
+// before, with the same results.
 func TestWindowsSurviveCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
-	const rounds = 12
+	const rounds = 22
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(windowConfig), 0o600))
@@ -109,8 +117,12 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	var clockMu sync.Mutex
 	clock := base // event time shared by all senders; runs ahead 50 ms per batch
 	acked := 0
+	resumed, duringWrite := 0, 0
 	for round := range rounds {
 		p := start(t, data, "--config", cfg)
+		if round > 0 && strings.Contains(p.logs(), "checkpoint loaded") {
+			resumed++
+		}
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for w := range 3 {
@@ -150,17 +162,40 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 						acked += 40
 						clockMu.Unlock()
 					}
+					time.Sleep(5 * time.Millisecond) // bounds the events the recompute goes over
+
 				}
 			}()
 		}
-		time.Sleep(time.Duration(200+rng.IntN(600)) * time.Millisecond)
+		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond) // checkpoints at 1 s
 		p.kill()
+		if tmp, _ := filepath.Glob(filepath.Join(data, "checkpoints", "*.tmp")); len(tmp) > 0 {
+			duringWrite++
+		}
 		close(stop)
 		wg.Wait()
 	}
+	t.Logf("%d of %d restarts resumed from a checkpoint; %d kills landed during a checkpoint write",
+		resumed, rounds-1, duringWrite)
+	require.Greater(t, resumed, rounds/2, "restarts should resume from checkpoints")
+
+	// Damage the newest checkpoint: the restart falls back to the previous.
+	ckpts, err := filepath.Glob(filepath.Join(data, "checkpoints", "*.ckpt"))
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(ckpts), 2)
+	slices.Sort(ckpts)
+	newest := ckpts[len(ckpts)-1]
+	b, err := os.ReadFile(newest)
+	require.NoError(t, err)
+	b[len(b)/2] ^= 0xff
+	require.NoError(t, os.WriteFile(newest, b, 0o600))
 
 	// Restart, let the processor replay and catch up, then compare.
 	p := start(t, data, "--config", cfg)
+	waitFor(t, "the fallback to the previous checkpoint", 10*time.Second, func() bool {
+		return strings.Contains(p.logs(), "checkpoint unusable") &&
+			strings.Contains(p.logs(), "checkpoint loaded") && strings.Contains(p.logs(), filepath.Base(ckpts[len(ckpts)-2]))
+	})
 	waitFor(t, "processor to catch up", 60*time.Second, func() bool {
 		var s struct {
 			Processing struct {
@@ -183,6 +218,7 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	}
 	got := finalWindows(t, p)
 	p.stop(t)
+	alerts := logAlertRecords(t, data)
 
 	want := recomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
 	ids := map[string]int{}
@@ -191,6 +227,9 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	}
 	for id, n := range ids {
 		require.Equal(t, 1, n, "window %s written %d times", id, n)
+	}
+	for k, n := range alerts {
+		require.Equal(t, 1, n, "alert record %s written %d times", k, n)
 	}
 	require.Equal(t, len(want), len(got), "closed windows: recompute has %d, the log has %d", len(want), len(got))
 	for _, w := range got {
@@ -207,9 +246,32 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 			require.LessOrEqual(t, math.Abs(got-exact), 0.01*math.Abs(exact)+1e-9, "%s p%v: got %v, exact %v", w.ID, q*100, got, exact)
 		}
 	}
-	t.Logf("%d crashes, %d events acknowledged, %d stored, %d windows closed, all equal to the recompute",
-		rounds, acked, len(raw), len(got))
+	t.Logf("%d crashes, %d events acknowledged, %d stored, %d windows closed, all equal to the recompute; %d alert records",
+		rounds, acked, len(raw), len(got), len(alerts))
 	require.Greater(t, len(got), 100, "too few windows closed to prove anything")
+}
+
+// logAlertRecords counts the alert records in a stopped node's log by id and
+// state.
+func logAlertRecords(t *testing.T, dataDir string) map[string]int {
+	t.Helper()
+	l, err := buffer.Open(buffer.Options{Dir: filepath.Join(dataDir, "log")})
+	require.NoError(t, err)
+	defer l.Close()
+	r := l.NewReader(0)
+	defer r.Close()
+	out := map[string]int{}
+	for {
+		_, p, err := r.Next()
+		if err != nil {
+			return out
+		}
+		if event.Type(p) == event.TypeAlert {
+			a, err := event.DecodeAlert(p)
+			require.NoError(t, err)
+			out[alertKey(a.ID(), a.Firing)]++
+		}
+	}
 }
 
 type recomputed struct {

@@ -25,19 +25,29 @@ import (
 
 // Config is the whole node configuration.
 type Config struct {
-	NodeID  string  `yaml:"node_id"`
-	DataDir string  `yaml:"data_dir"`
-	HTTP    HTTP    `yaml:"http"`
-	MQTT    MQTT    `yaml:"mqtt"`
-	Ingest  Ingest  `yaml:"ingest"`
-	Buffer  Buffer  `yaml:"buffer"`
-	Windows Windows `yaml:"windows"`
-	Alerts  Alerts  `yaml:"alerts"`
-	Cloud   Cloud   `yaml:"cloud"`
-	Log     Log     `yaml:"log"`
+	NodeID      string      `yaml:"node_id"`
+	DataDir     string      `yaml:"data_dir"`
+	HTTP        HTTP        `yaml:"http"`
+	MQTT        MQTT        `yaml:"mqtt"`
+	Ingest      Ingest      `yaml:"ingest"`
+	Buffer      Buffer      `yaml:"buffer"`
+	Windows     Windows     `yaml:"windows"`
+	Alerts      Alerts      `yaml:"alerts"`
+	Cloud       Cloud       `yaml:"cloud"`
+	Log         Log         `yaml:"log"`
+	Checkpoints Checkpoints `yaml:"checkpoints"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
+}
+
+// Checkpoints configures checkpoints of the processing state and snapshots
+// (docs/format/checkpoint.md).
+type Checkpoints struct {
+	Interval         time.Duration `yaml:"interval"`          // default 30s
+	Keep             int           `yaml:"keep"`              // default 3
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"` // default 1h
+	SnapshotKeep     int           `yaml:"snapshot_keep"`     // default 24
 }
 
 // Stream configures one event stream.
@@ -72,7 +82,7 @@ type Cloud struct {
 // HTTPSink configures the HTTP sink.
 type HTTPSink struct {
 	URL      string            `yaml:"url"`
-	Headers  map[string]string `yaml:"headers"`
+	Headers  map[string]string `yaml:"headers,omitempty"`
 	Timeout  time.Duration     `yaml:"timeout"`
 	Compress *bool             `yaml:"compress"` // zstd, default true
 }
@@ -101,13 +111,13 @@ type Windows struct {
 
 // Alerts configures alert rules and where alerts go.
 type Alerts struct {
-	Rules  []alert.Rule `yaml:"rules"`
+	Rules  []alert.Rule `yaml:"rules,omitempty"`
 	Notify Notify       `yaml:"notify"`
 }
 
 // Notify configures alert notifiers. The log always gets every alert.
 type Notify struct {
-	Webhooks []alert.WebhookOptions `yaml:"webhooks"`
+	Webhooks []alert.WebhookOptions `yaml:"webhooks,omitempty"`
 	// MQTTTopicPrefix publishes alerts on the embedded broker under
 	// <prefix>/<severity>/<rule>; "" disables it.
 	MQTTTopicPrefix string `yaml:"mqtt_topic_prefix"`
@@ -186,23 +196,22 @@ func Default() Config {
 			IdleTimeout:     time.Minute,
 			Accuracy:        0.01,
 		},
-		Alerts: Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
-		Cloud:  Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond},
-		Log:    Log{Level: "info", Format: "text"},
+		Alerts:      Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
+		Cloud:       Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond},
+		Log:         Log{Level: "info", Format: "text"},
+		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
 	}
 }
 
 // Load reads a YAML file over the defaults. Unknown keys are errors.
 func Load(path string) (Config, error) {
-	cfg := Default()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, err
+		return Default(), err
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	// An empty file (io.EOF) means all defaults.
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	// An empty file means all defaults.
+	cfg, err := Parse(data)
+	if err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	return cfg, nil
@@ -313,6 +322,18 @@ func (c Config) Validate() error {
 			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", m.Broker)
 		}
 	}
+	if c.Checkpoints.Interval < time.Second {
+		bad("checkpoints.interval", "%v is below the minimum of 1s", c.Checkpoints.Interval)
+	}
+	if c.Checkpoints.Keep < 1 {
+		bad("checkpoints.keep", "%d must be at least 1", c.Checkpoints.Keep)
+	}
+	if c.Checkpoints.SnapshotInterval < time.Minute {
+		bad("checkpoints.snapshot_interval", "%v is below the minimum of 1m", c.Checkpoints.SnapshotInterval)
+	}
+	if c.Checkpoints.SnapshotKeep < 1 {
+		bad("checkpoints.snapshot_keep", "%d must be at least 1", c.Checkpoints.SnapshotKeep)
+	}
 	for name, st := range c.Streams {
 		if why := event.ValidName(name); why != "" {
 			bad("streams", "stream name %q %s", name, why)
@@ -386,4 +407,19 @@ func ParseByteSize(s string) (ByteSize, error) {
 		return 0, fmt.Errorf("%q is not a size (examples: 65536, 64KiB, 16MiB, 1GiB)", s)
 	}
 	return ByteSize(n * mult), nil
+}
+
+// Marshal writes c as YAML that Load reads back to c: what the node publishes
+// to the cloud's config registry, and what `holdfast recover` writes.
+func Marshal(c Config) ([]byte, error) { return yaml.Marshal(c) }
+
+// Parse reads YAML over the defaults, like Load, from bytes.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, err
+	}
+	return cfg, nil
 }

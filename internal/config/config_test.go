@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +114,25 @@ func TestStreamPriorities(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `streams.door.priority: "urgent" must be one of critical, high, normal, low`) ||
 		!strings.Contains(err.Error(), `stream name "a/b"`) {
 		t.Fatalf("bad priorities: %v", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	c := Default()
+	c.NodeID = "edge-9"
+	c.Streams = map[string]Stream{"door": {Priority: "critical"}}
+	on := false
+	c.Cloud.Compress = &on
+	c.Cloud.HTTP = &HTTPSink{URL: "https://x.example/in", Timeout: 3 * time.Second}
+	data, err := Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if !reflect.DeepEqual(c, back) {
+		t.Fatalf("round trip changed the config:\n%+v\n%+v\n%s", c, back, data)
 	}
 }

@@ -13,6 +13,10 @@ const (
 	TypeAlert     byte = 0x03
 	TypeWatermark byte = 0x04
 	TypeLate      byte = 0x05
+	// TypeHole stands in for a record the cloud did not hold when
+	// `holdfast recover` rebuilt the log; it has no body and every reader
+	// skips it.
+	TypeHole byte = 0x06
 )
 
 // WindowRecord is a closed window's result as stored in the log.

@@ -186,27 +186,36 @@ func (n *Node) startProcessing() error {
 		UseBackup: n.cloudOffline,
 	})
 	n.disp.Start()
+	opts := ProcessOptions(cfg)
+	opts.Dispatcher, opts.Logger, opts.Metrics = n.disp, logger, process.NewMetrics(n.reg)
+	var err error
+	n.proc, err = process.New(n.store, opts)
+	if err != nil {
+		return fmt.Errorf("start processor: %w", err)
+	}
+	n.proc.Start()
+	return nil
+}
+
+// ProcessOptions are the stream processor's options for cfg: windows, rules,
+// workers and checkpoints in the data directory. `holdfast recover` replays
+// with the same.
+func ProcessOptions(cfg config.Config) process.Options {
 	lateness := cfg.Windows.AllowedLateness
 	if lateness == 0 {
 		lateness = window.NoLateness // configured as zero, not left unset
 	}
-	var err error
-	n.proc, err = process.New(n.store, process.Options{
+	return process.Options{
 		Window: window.Options{
 			Sizes: cfg.Windows.Sizes, AllowedLateness: lateness, Accuracy: cfg.Windows.Accuracy,
 		},
 		Rules:       cfg.Alerts.Rules,
 		Workers:     cfg.Windows.Workers,
 		IdleTimeout: cfg.Windows.IdleTimeout,
-		Dispatcher:  n.disp,
-		Logger:      logger,
-		Metrics:     process.NewMetrics(n.reg),
-	})
-	if err != nil {
-		return fmt.Errorf("start processor: %w", err)
+		Checkpoints: process.CheckpointOptions{
+			Dir: filepath.Join(cfg.DataDir, "checkpoints"), Interval: cfg.Checkpoints.Interval, Keep: cfg.Checkpoints.Keep,
+		},
 	}
-	n.proc.Start()
-	return nil
 }
 
 // startSync starts one syncer per configured sink.

@@ -11,8 +11,13 @@
 // lands at the same place on every replay. After a restart the processor replays
 // the log; what it produces for the part written before the restart is matched
 // against the records already there and only the missing ones are written. No
-// result is written twice and none is lost. Checkpoints (a later change) will
-// shorten the replay; they will not change its outcome.
+// result is written twice and none is lost. Checkpoints shorten the replay
+// without changing its outcome: every 30 s, and at a clean shutdown, the reader
+// sends a barrier at offset C through every worker; each hands the writer its
+// outputs and then its state, and once every worker's outputs before the
+// barrier are durable the writer saves the state as the checkpoint of C
+// (docs/format/checkpoint.md). A restart loads the newest valid one and
+// replays from C.
 package process
 
 import (
@@ -23,10 +28,12 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -41,12 +48,30 @@ type Options struct {
 	// FlushInterval bounds how long an output waits to be batched; default 20ms.
 	FlushInterval time.Duration
 	Dispatcher    *alert.Dispatcher // nil: alerts are recorded, not notified
+	Checkpoints   CheckpointOptions
 	Logger        *slog.Logger
 	Metrics       *Metrics
 	now           func() time.Time
 }
 
+// CheckpointOptions configure checkpoints; an empty Dir turns them off.
+type CheckpointOptions struct {
+	FS       vfs.FS // default vfs.OS
+	Dir      string
+	Interval time.Duration // default 30s
+	Keep     int           // default 3
+}
+
 func (o Options) withDefaults() Options {
+	if o.Checkpoints.Interval <= 0 {
+		o.Checkpoints.Interval = 30 * time.Second
+	}
+	if o.Checkpoints.FS == nil {
+		o.Checkpoints.FS = vfs.OS
+	}
+	if o.Checkpoints.Keep <= 0 {
+		o.Checkpoints.Keep = 3
+	}
 	if o.Workers <= 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
 	}
@@ -75,15 +100,20 @@ type Processor struct {
 	log    *buffer.Log
 	seed   maphash.Seed
 	work   []*worker
-	out    chan []store.Output
+	out    chan outMsg
+	ckpt   chan *Checkpoint // to the checkpoint writer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	start     uint64        // the offset processing starts from: a checkpoint's, or 0
 	replayEnd uint64        // records below it were written before this start
 	lateness  time.Duration // the windows' effective allowed lateness
 
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
+
+	verified   atomic.Uint64 // replayed outputs equal to the record already in the log
+	mismatches atomic.Uint64 // replayed outputs that differ from it
 
 	alertsMu sync.RWMutex
 	alerts   map[string]alert.Alert // guarded by alertsMu; newest state of each alert
@@ -104,7 +134,8 @@ func New(s *store.Store, opts Options) (*Processor, error) {
 		store:    s,
 		log:      s.Log(),
 		seed:     maphash.MakeSeed(),
-		out:      make(chan []store.Output, 64),
+		out:      make(chan outMsg, 64),
+		ckpt:     make(chan *Checkpoint, 1),
 		seenLate: map[uint64]struct{}{},
 		alerts:   map[string]alert.Alert{},
 	}
@@ -114,23 +145,39 @@ func New(s *store.Store, opts Options) (*Processor, error) {
 	case window.NoLateness:
 		p.lateness = 0
 	}
-	for i := range opts.Workers {
-		w, err := newWorker(p, i)
-		if err != nil {
-			return nil, err
-		}
-		p.work = append(p.work, w)
+	if err := p.newWorkers(); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
-// Start replays the log and then follows it, until Close.
+func (p *Processor) newWorkers() error {
+	p.work = p.work[:0]
+	for i := range p.opts.Workers {
+		w, err := newWorker(p, i)
+		if err != nil {
+			return err
+		}
+		p.work = append(p.work, w)
+	}
+	return nil
+}
+
+// Start loads the newest valid checkpoint, replays the log from its offset (or
+// from the start without one) and then follows the log, until Close.
 func (p *Processor) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.replayEnd = p.log.DurableOffset()
-	p.opts.Logger.Info("processor replaying log", "from", p.log.FirstOffset(), "to", p.replayEnd,
+	if p.opts.Checkpoints.Dir != "" {
+		p.restore()
+	}
+	p.opts.Logger.Info("processor replaying log", "from", max(p.start, p.log.FirstOffset()), "to", p.replayEnd,
 		"workers", len(p.work))
+	if p.opts.Checkpoints.Dir != "" {
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.writeCheckpoints() }()
+	}
 	var producers sync.WaitGroup
 	producers.Add(1 + len(p.work))
 	go func() { defer producers.Done(); p.read(ctx) }()
@@ -140,6 +187,7 @@ func (p *Processor) Start() {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
+		defer close(p.ckpt)
 		go func() { producers.Wait(); close(p.out) }()
 		p.write()
 	}()
@@ -163,33 +211,76 @@ func (p *Processor) workerFor(stream string) *worker {
 // read is the one goroutine reading the log: it routes each record to the
 // worker owning its stream, in batches.
 func (p *Processor) read(ctx context.Context) {
-	defer func() {
-		for _, w := range p.work {
-			close(w.in)
-		}
-	}()
-	r := p.log.NewReader(0)
+	r := p.log.NewReader(p.start)
 	defer r.Close()
 	batches := make([][]item, len(p.work))
-	flush := func() bool {
+	// send hands the batches to the workers; it gives up when ctx is done,
+	// unless final.
+	send := func(final bool) bool {
 		for i, b := range batches {
 			if len(b) == 0 {
 				continue
 			}
-			select {
-			case p.work[i].in <- b:
-			case <-ctx.Done():
-				return false
+			if final {
+				p.work[i].in <- b
+			} else {
+				select {
+				case p.work[i].in <- b:
+				case <-ctx.Done():
+					return false
+				}
 			}
 			batches[i] = make([]item, 0, 256)
 		}
 		return true
 	}
+	flush := func() bool { return send(false) }
 	names := [2]*interner{newInterner(), newInterner()} // streams, devices
 	var route router
 	replaying := true
-	next := uint64(0)
-	for {
+	next := p.start
+	lastCheckpoint, checkpointed := time.Now(), p.start
+	// checkpoint sends the barrier for a checkpoint of next through every
+	// worker, if the log has grown since the last one.
+	checkpoint := func(final bool) bool {
+		if p.opts.Checkpoints.Dir == "" || replaying || next == checkpointed {
+			return true
+		}
+		if !send(final) {
+			return false
+		}
+		for _, w := range p.work {
+			if final {
+				w.in <- []item{{kind: kindCheckpoint, off: next}}
+				continue
+			}
+			select {
+			case w.in <- []item{{kind: kindCheckpoint, off: next}}:
+			case <-ctx.Done():
+				return false
+			}
+		}
+		lastCheckpoint, checkpointed = time.Now(), next
+		return true
+	}
+	clean := false
+	defer func() {
+		if clean {
+			checkpoint(true) // a clean shutdown: the next start replays nothing
+		}
+		for _, w := range p.work {
+			close(w.in)
+		}
+	}()
+	for n := 0; ; n++ {
+		if ctx.Err() != nil {
+			clean = true
+			return
+		}
+		if n%4096 == 0 && time.Since(lastCheckpoint) >= p.opts.Checkpoints.Interval && !checkpoint(false) {
+			clean = true
+			return
+		}
 		if replaying && next >= p.replayEnd {
 			replaying = false
 			if !flush() {
@@ -207,6 +298,11 @@ func (p *Processor) read(ctx context.Context) {
 		off, payload, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			if !flush() {
+				clean = true
+				return
+			}
+			if time.Since(lastCheckpoint) >= p.opts.Checkpoints.Interval && !checkpoint(false) {
+				clean = true
 				return
 			}
 			if next > 0 {
@@ -218,10 +314,15 @@ func (p *Processor) read(ctx context.Context) {
 					}
 				}
 			}
-			if err := p.log.WaitDurable(ctx, next+1); err != nil {
-				if ctx.Err() == nil {
-					p.opts.Logger.Error("processor stopped: log unavailable", "err", err)
-				}
+			wctx, cancel := context.WithTimeout(ctx, p.opts.Checkpoints.Interval)
+			err := p.log.WaitDurable(wctx, next+1)
+			cancel()
+			if ctx.Err() != nil {
+				clean = true
+				return
+			}
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				p.opts.Logger.Error("processor stopped: log unavailable", "err", err)
 				return
 			}
 			continue
@@ -262,7 +363,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		if err != nil || !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.id = w.Stream, w.ID()
+		it.stream, it.id, it.raw = w.Stream, w.ID(), append([]byte(nil), payload...)
 	case event.TypeAlert:
 		a, err := event.DecodeAlert(payload)
 		if err != nil {
@@ -271,7 +372,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		if !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.id = a.Stream, alertKey(a.ID(), a.Firing)
+		it.stream, it.id, it.raw = a.Stream, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
 	case event.TypeWatermark:
 		wm, err := event.DecodeWatermark(payload)
 		if err != nil {
@@ -303,20 +404,22 @@ func alertKey(id string, firing bool) string {
 }
 
 // write is the one goroutine appending outputs: it batches what the workers
-// produce, appends it, then notifies alerts that are now durable.
+// produce, appends it, then notifies alerts that are now durable. It also
+// assembles checkpoints from the workers' parts.
 func (p *Processor) write() {
 	var pending []store.Output
+	snaps := map[uint64][]*workerSnap{}
 	ticker := time.NewTicker(p.opts.FlushInterval)
 	defer ticker.Stop()
-	flush := func() {
+	flush := func() bool {
 		if len(pending) == 0 {
-			return
+			return true
 		}
 		if _, err := p.store.AppendOutputs(pending); err != nil {
 			// The log has failed; the outputs are produced again on replay.
 			p.opts.Logger.Error("processor could not write outputs", "records", len(pending), "err", err)
 			pending = pending[:0]
-			return
+			return false
 		}
 		for _, o := range pending {
 			switch {
@@ -330,15 +433,30 @@ func (p *Processor) write() {
 			}
 		}
 		pending = pending[:0]
+		return true
 	}
 	for {
 		select {
-		case outs, ok := <-p.out:
+		case m, ok := <-p.out:
 			if !ok {
 				flush()
 				return
 			}
-			pending = append(pending, outs...)
+			if m.snap != nil {
+				snaps[m.snap.off] = append(snaps[m.snap.off], m.snap)
+				if len(snaps[m.snap.off]) < len(p.work) {
+					continue
+				}
+				parts := snaps[m.snap.off]
+				delete(snaps, m.snap.off)
+				// Every output produced before the barrier is in pending or
+				// written: once it is durable, the state is a checkpoint.
+				if flush() && p.log.Err() == nil {
+					p.ckpt <- p.assemble(m.snap.off, parts)
+				}
+				continue
+			}
+			pending = append(pending, m.outs...)
 			if len(pending) >= 1024 {
 				flush()
 			}
@@ -413,6 +531,12 @@ type Status struct {
 	OpenWindows int               `json:"open_windows"`
 	Late        map[string]uint64 `json:"late_events"`
 	Firing      int               `json:"alerts_firing"`
+	// ReplayVerified counts window results and alerts that a replay produced
+	// again and found byte for byte equal to the record already in the log;
+	// ReplayMismatches those that differed (0 unless processing is not
+	// deterministic).
+	ReplayVerified   uint64 `json:"replay_verified"`
+	ReplayMismatches uint64 `json:"replay_mismatches"`
 }
 
 // Status reports progress and state.
@@ -438,6 +562,7 @@ func (p *Processor) Status() Status {
 		s.Lag = d - s.Processed
 	}
 	s.Firing = len(p.Alerts(string(alert.Firing), ""))
+	s.ReplayVerified, s.ReplayMismatches = p.verified.Load(), p.mismatches.Load()
 	return s
 }
 

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bytes"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +16,22 @@ import (
 const (
 	kindReplayDone byte = 0xf0 // every record written before this start has been routed
 	kindPosition   byte = 0xf1 // the reader has read everything below off
+	kindCheckpoint byte = 0xf2 // take a checkpoint of everything below off
 )
+
+// outMsg is what a worker hands the writer: outputs to append, or its part of
+// a checkpoint, which comes after every output produced before it.
+type outMsg struct {
+	outs []store.Output
+	snap *workerSnap
+}
+
+// workerSnap is one worker's state for the checkpoint of off.
+type workerSnap struct {
+	off     uint64
+	streams [][]byte
+	alerts  alert.EngineState
+}
 
 // item is one record for a worker, already decoded.
 type item struct {
@@ -26,6 +42,7 @@ type item struct {
 	ts     int64 // event time; for a watermark record, the watermark
 	value  float64
 	id     string // window or alert record: its output key
+	raw    []byte // window or alert record while replaying: the record as stored
 }
 
 // worker owns the windows and alert state of the streams hashed to it.
@@ -83,6 +100,13 @@ func (w *worker) run() {
 			w.mu.Lock()
 			w.batchNow = w.p.opts.now() // one clock read a batch, not an event
 			for _, it := range batch {
+				if it.kind == kindCheckpoint {
+					w.mu.Unlock()
+					w.flush()
+					w.p.out <- outMsg{snap: w.snapshot(it.off)}
+					w.mu.Lock()
+					continue
+				}
 				w.handle(it)
 			}
 			w.mu.Unlock()
@@ -112,10 +136,12 @@ func (w *worker) handle(it item) {
 		w.stream(it.stream)
 		w.win.Advance(it.stream, it.ts)
 	case event.TypeWindow, event.TypeAlert:
-		// Replay: the previous run wrote this output already.
+		// Replay: the previous run wrote this output already. It must be
+		// what this run produced, byte for byte.
 		if i, ok := w.pending[it.id]; ok {
 			delete(w.pending, it.id)
 			w.pendKeys[i] = ""
+			w.verify(it, w.pendOuts[i])
 		}
 	case kindReplayDone:
 		w.finishReplay()
@@ -123,6 +149,24 @@ func (w *worker) handle(it item) {
 	case kindPosition:
 	}
 	w.processed = max(w.processed, it.off+1)
+}
+
+// verify compares a replayed output with the record found in the log.
+func (w *worker) verify(it item, o store.Output) {
+	var again []byte
+	switch {
+	case o.Window != nil:
+		again = o.Window.AppendBinary(nil)
+	case o.Alert != nil:
+		again = o.Alert.AppendBinary(nil)
+	}
+	if bytes.Equal(again, it.raw) {
+		w.p.verified.Add(1)
+		return
+	}
+	if w.p.mismatches.Add(1) <= 10 {
+		w.p.opts.Logger.Error("replay produced a different result than the log holds", "offset", it.off, "id", it.id)
+	}
 }
 
 func (w *worker) stream(name string) *streamState {
@@ -227,8 +271,20 @@ func (w *worker) flush() {
 	}
 	w.mu.Unlock()
 	if len(outs) > 0 {
-		w.p.out <- outs
+		w.p.out <- outMsg{outs: outs}
 	}
+}
+
+// snapshot captures the worker's state: its streams' windows and its alert
+// rules' keys.
+func (w *worker) snapshot(off uint64) *workerSnap {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := &workerSnap{off: off, alerts: w.rules.State()}
+	for _, name := range w.win.Streams() {
+		s.streams = append(s.streams, w.win.AppendStreamState(nil, name))
+	}
+	return s
 }
 
 // checkIdle closes the windows of streams quiet for the idle timeout, through
@@ -256,7 +312,7 @@ func (w *worker) checkIdle() {
 	}
 	w.mu.Unlock()
 	if len(outs) > 0 {
-		w.p.out <- outs
+		w.p.out <- outMsg{outs: outs}
 	}
 }
 
