@@ -92,8 +92,8 @@ func StreamConfigs(o LayoutOptions) []jetstream.StreamConfig {
 	}
 	return []jetstream.StreamConfig{
 		data(StreamEvents, "holdfast device events", "holdfast.*.events.>"),
-		data(StreamResults, "holdfast window results, alerts and watermarks",
-			"holdfast.*.windows.>", "holdfast.*.alerts.>", "holdfast.*.watermarks.>"),
+		data(StreamResults, "holdfast window results, alerts, watermarks and late marks",
+			"holdfast.*.windows.>", "holdfast.*.alerts.>", "holdfast.*.watermarks.>", "holdfast.*.late.>"),
 		data(StreamLedger, "holdfast loss ledger", "holdfast.*.ledger.>"),
 	}
 }

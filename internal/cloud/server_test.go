@@ -82,7 +82,7 @@ func TestEnsureLayoutIdempotent(t *testing.T) {
 
 	want := map[string][]string{
 		StreamEvents:  {"holdfast.*.events.>"},
-		StreamResults: {"holdfast.*.windows.>", "holdfast.*.alerts.>", "holdfast.*.watermarks.>"},
+		StreamResults: {"holdfast.*.windows.>", "holdfast.*.alerts.>", "holdfast.*.watermarks.>", "holdfast.*.late.>"},
 		StreamLedger:  {"holdfast.*.ledger.>"},
 	}
 	for name, subjects := range want {

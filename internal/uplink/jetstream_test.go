@@ -93,6 +93,12 @@ func TestBacklogReachesCloudCriticalFirst(t *testing.T) {
 	}
 	_, err = l.Append(ps...)
 	require.NoError(t, err)
+	// Every other kind of record goes to HOLDFAST_RESULTS.
+	win := event.WindowRecord{Stream: "temp", DeviceID: "d1", SizeMS: 1000, Start: 1_700_000_000_000, Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1}
+	alert := event.AlertRecord{Rule: "r", Severity: "critical", Firing: true, Stream: "door", FiredAt: 1_700_000_000_000}
+	wm := event.WatermarkRecord{Stream: "temp", Watermark: 1_700_000_000_000}
+	others, err := l.Append(win.AppendBinary(nil), alert.AppendBinary(nil), wm.AppendBinary(nil), event.AppendLate(nil, []uint64{3, 9}))
+	require.NoError(t, err)
 	rules, err := FixedLanes(map[string]string{"door": "critical"})
 	require.NoError(t, err)
 	s := NewSyncer(l, NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"}),
@@ -106,6 +112,10 @@ func TestBacklogReachesCloudCriticalFirst(t *testing.T) {
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
+	results, err := cloud.StoredOffsets(context.Background(), js, "n1", cloud.StreamResults, 0)
+	require.NoError(t, err)
+	require.Len(t, results, 4, "window, alert, watermark and late marks")
+	require.Equal(t, others+1, results[0].Offset, "the critical alert first")
 	stored, err := cloud.StoredOffsets(context.Background(), js, "n1", cloud.StreamEvents, 0)
 	require.NoError(t, err)
 	require.Len(t, stored, len(ps), "every record once")
