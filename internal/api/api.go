@@ -35,6 +35,8 @@ type Status struct {
 	Processing any `json:"processing,omitempty"`
 	// Sinks are the cloud sync sinks' states (uplink.SinkStatus).
 	Sinks []any `json:"sinks,omitempty"`
+	// Backup is the state snapshots' and config registry's state (backup.Status).
+	Backup any `json:"backup,omitempty"`
 }
 
 // BufferStatus describes the durable buffer.

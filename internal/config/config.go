@@ -328,8 +328,8 @@ func (c Config) Validate() error {
 	if c.Checkpoints.Keep < 1 {
 		bad("checkpoints.keep", "%d must be at least 1", c.Checkpoints.Keep)
 	}
-	if c.Checkpoints.SnapshotInterval < time.Minute {
-		bad("checkpoints.snapshot_interval", "%v is below the minimum of 1m", c.Checkpoints.SnapshotInterval)
+	if c.Checkpoints.SnapshotInterval < time.Second {
+		bad("checkpoints.snapshot_interval", "%v is below the minimum of 1s", c.Checkpoints.SnapshotInterval)
 	}
 	if c.Checkpoints.SnapshotKeep < 1 {
 		bad("checkpoints.snapshot_keep", "%d must be at least 1", c.Checkpoints.SnapshotKeep)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
+	"github.com/holdfast-edge/holdfast/internal/backup"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/config"
@@ -47,10 +48,11 @@ type Node struct {
 	buf   *buffer.Log
 	store *store.Store
 
-	proc  *process.Processor
-	disp  *alert.Dispatcher
-	syncs []*uplink.Syncer
-	lanes *uplink.LaneRules
+	proc   *process.Processor
+	disp   *alert.Dispatcher
+	syncs  []*uplink.Syncer
+	lanes  *uplink.LaneRules
+	backup *backup.Backup
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -120,6 +122,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		if err := n.startProcessing(); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.startBackup(); err != nil {
+		return nil, err
 	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
@@ -194,6 +199,24 @@ func (n *Node) startProcessing() error {
 		return fmt.Errorf("start processor: %w", err)
 	}
 	n.proc.Start()
+	return nil
+}
+
+// startBackup starts the hourly snapshots of the processing state (copies of
+// the newest checkpoint, uploaded to the cloud) and publishes the config to the
+// cloud's registry.
+func (n *Node) startBackup() error {
+	yaml, err := config.Marshal(n.cfg)
+	if err != nil {
+		return fmt.Errorf("config for the registry: %w", err)
+	}
+	n.backup = backup.New(backup.Options{
+		NodeID: n.cfg.NodeID, CloudURL: n.cfg.Cloud.URL,
+		CheckpointDir: ProcessOptions(n.cfg).Checkpoints.Dir, SnapshotDir: filepath.Join(n.cfg.DataDir, "snapshots"),
+		Interval: n.cfg.Checkpoints.SnapshotInterval, Keep: n.cfg.Checkpoints.SnapshotKeep,
+		ConfigYAML: yaml, Logger: n.log, Registerer: n.reg,
+	})
+	n.backup.Start()
 	return nil
 }
 
@@ -345,6 +368,9 @@ func (n *Node) Status() api.Status {
 	for _, sy := range n.syncs {
 		s.Sinks = append(s.Sinks, sy.Status())
 	}
+	if n.backup != nil {
+		s.Backup = n.backup.Status()
+	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
 		s.Buffer.Error = err.Error()
@@ -381,6 +407,9 @@ func (n *Node) Close() error {
 	}
 	if n.proc != nil {
 		errs = append(errs, n.proc.Close())
+	}
+	if n.backup != nil {
+		errs = append(errs, n.backup.Close())
 	}
 	for _, sy := range n.syncs {
 		errs = append(errs, sy.Close())

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/recovery"
+)
+
+func recoverCmd() *cobra.Command {
+	var (
+		fromCloud            bool
+		nodeID, url, dataDir string
+		at                   string
+		asJSON               bool
+	)
+	c := &cobra.Command{
+		Use:   "recover --from-cloud --node-id ID [--cloud-url URL] [--at TIME] [--data-dir DIR]",
+		Short: "Rebuild a lost node's data directory from the cloud, then validate it",
+		Long: `Rebuilds node ID into a new data directory from the cloud: the config version in
+force at TIME (the registry), the nearest state snapshot before it, and every record
+the cloud holds for the node up to TIME. Then replays the node's processing from the
+snapshot and validates: events per stream equal the cloud's, and every window result
+and alert the replay produces again equals the synced one. Exits non-zero if the
+validation fails. Start the node afterwards with
+  holdfast run --config DIR/holdfast.yaml
+See docs/OPERATIONS.md for the whole procedure.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !fromCloud {
+				return errors.New("--from-cloud is required: the cloud is the only source recover knows")
+			}
+			if nodeID == "" {
+				return errors.New("--node-id is required")
+			}
+			var when time.Time
+			if at != "" {
+				t, err := time.Parse(time.RFC3339, at)
+				if err != nil {
+					return fmt.Errorf("--at: %q is not an RFC 3339 time like 2026-11-26T14:00:00Z", at)
+				}
+				when = t
+			}
+			if dataDir == "" {
+				dataDir = "./holdfast-data-" + nodeID
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			logger := newLogger(config.Log{Level: "warn", Format: "text"})
+			rep, err := recovery.Recover(ctx, recovery.Options{
+				CloudURL: url, NodeID: nodeID, At: when, DataDir: dataDir, Logger: logger, Progress: cmd.ErrOrStderr(),
+			})
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(w)
+				enc.SetIndent("", "  ")
+				_ = enc.Encode(rep)
+			} else {
+				printReport(cmd, rep)
+			}
+			if !rep.OK() {
+				return fmt.Errorf("validation failed: %d problems", len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.BoolVar(&fromCloud, "from-cloud", false, "rebuild from the cloud (required)")
+	f.StringVar(&nodeID, "node-id", "", "the node to rebuild")
+	f.StringVar(&url, "cloud-url", "nats://127.0.0.1:4222", "the cloud's NATS URL")
+	f.StringVar(&at, "at", "", "restore the node as of this time (RFC 3339); default: everything the cloud holds")
+	f.StringVar(&dataDir, "data-dir", "", "the new data directory (must not exist or be empty); default ./holdfast-data-<node-id>")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+func printReport(cmd *cobra.Command, r *recovery.Report) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "node        %s → %s\n", r.NodeID, r.DataDir)
+	if r.ConfigRevision > 0 {
+		fmt.Fprintf(w, "config      revision %d of %s (written to %s/holdfast.yaml)\n", r.ConfigRevision,
+			r.ConfigTime.UTC().Format(time.RFC3339), r.DataDir)
+	} else {
+		fmt.Fprintf(w, "config      none in the registry: defaults\n")
+	}
+	if r.Snapshot != "" {
+		fmt.Fprintf(w, "snapshot    %s (offset %d)\n", r.Snapshot, r.SnapshotOffset)
+	} else {
+		fmt.Fprintf(w, "snapshot    none: replayed from the first record\n")
+	}
+	kinds := make([]string, 0, len(r.Records))
+	for k := range r.Records {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	fmt.Fprintf(w, "records     %d offsets restored, %d holes:", r.Cut, r.Holes)
+	for _, k := range kinds {
+		fmt.Fprintf(w, " %s %d", k, r.Records[k])
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "replay      %d results verified, %d mismatches\n", r.ReplayVerified, r.ReplayMismatches)
+	fmt.Fprintf(w, "took        %s (%.0f records/s)\n", r.Took.Round(time.Millisecond), r.RecordsPerSecond)
+	if r.OK() {
+		fmt.Fprintf(w, "validation  passed\n")
+		return
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "PROBLEM     %s\n", p)
+	}
+}

@@ -1,0 +1,409 @@
+// Package recovery rebuilds a lost node from the cloud: `holdfast recover
+// --from-cloud`. It takes the node's config version in force at the chosen
+// time from the config registry, its nearest state snapshot before that time
+// from the object store, and every record the cloud holds for the node
+// (events, window results, alerts, watermarks, late marks) from JetStream, and
+// writes them into a new data directory at the offsets the node gave them —
+// holes where the cloud holds nothing — so that the snapshot, late marks and
+// sync positions keep their meaning. Then it replays the log from the snapshot
+// with the node's own processing and validates the result: the events per
+// stream equal the cloud's, and every window result and alert the replay
+// produces again equals, byte for byte, the one the node had synced.
+//
+// nats.go reads the cloud (an ordered consumer per stream, the KV registry
+// through internal/cloud, the object store); schollz/progressbar shows progress.
+package recovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/node"
+	"github.com/holdfast-edge/holdfast/internal/process"
+	"github.com/holdfast-edge/holdfast/internal/store"
+)
+
+// Options say what to recover and where to.
+type Options struct {
+	CloudURL string
+	NodeID   string
+	// At is the point to restore; zero restores everything the cloud holds.
+	At      time.Time
+	DataDir string // must not exist or be empty
+	Logger  *slog.Logger
+	// Progress receives progress bars; nil shows none.
+	Progress io.Writer
+}
+
+// Report is what a recovery found and did.
+type Report struct {
+	NodeID         string         `json:"node_id"`
+	DataDir        string         `json:"data_dir"`
+	At             time.Time      `json:"at,omitzero"`
+	ConfigRevision uint64         `json:"config_revision"` // 0: none in the registry, defaults used
+	ConfigTime     time.Time      `json:"config_time,omitzero"`
+	Snapshot       string         `json:"snapshot,omitempty"` // "": none used, the replay started at 0
+	SnapshotOffset uint64         `json:"snapshot_offset"`
+	Cut            uint64         `json:"cut"` // records below this offset were restored
+	Records        map[string]int `json:"records"`
+	Holes          int            `json:"holes"`
+	Events         map[string]int `json:"events_per_stream"`
+	// ReplayVerified: results the replay produced again equal to the synced ones.
+	ReplayVerified   uint64        `json:"replay_verified"`
+	ReplayMismatches uint64        `json:"replay_mismatches"`
+	Problems         []string      `json:"problems,omitempty"`
+	Took             time.Duration `json:"took_ns"`
+	RecordsPerSecond float64       `json:"records_per_second"`
+}
+
+// OK reports whether the validation passed.
+func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// Recover rebuilds node o.NodeID into o.DataDir. It returns a report, and an
+// error only when it could not finish; a finished recovery whose validation
+// failed returns a report with Problems.
+func Recover(ctx context.Context, o Options) (*Report, error) {
+	start := time.Now()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if entries, err := os.ReadDir(o.DataDir); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("data dir %s is not empty: recover writes a new node", o.DataDir)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(o.CloudURL, nats.Name("holdfast recover "+o.NodeID), nats.Timeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to the cloud at %s: %w", o.CloudURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{NodeID: o.NodeID, DataDir: o.DataDir, At: o.At, Records: map[string]int{}, Events: map[string]int{}}
+
+	cfg, err := restoreConfig(ctx, js, o, rep)
+	if err != nil {
+		return nil, err
+	}
+	recs, seqs, err := fetchRecords(ctx, js, o)
+	if err != nil {
+		return nil, err
+	}
+	rep.Cut = cut(recs, o.At)
+	cloudEvents := map[string]int{}
+	for off, p := range recs {
+		if off >= rep.Cut {
+			continue
+		}
+		rep.Records[kindName(event.Type(p))]++
+		if v, ok := event.Peek(p); ok {
+			cloudEvents[string(v.Stream)]++
+		}
+	}
+	if err := restoreSnapshot(ctx, js, o, cfg, rep); err != nil {
+		return nil, err
+	}
+	if err := writeLog(o, cfg, recs, seqs, rep); err != nil {
+		return nil, err
+	}
+	if err := replay(ctx, o, cfg, rep); err != nil {
+		return nil, err
+	}
+	if !maps.Equal(rep.Events, cloudEvents) {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("events per stream: the cloud holds %v, the rebuilt log %v", cloudEvents, rep.Events))
+	}
+	if rep.ReplayMismatches > 0 {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d window results or alerts replayed differently from the synced ones", rep.ReplayMismatches))
+	}
+	rep.Took = time.Since(start)
+	rep.RecordsPerSecond = float64(rep.Cut) / rep.Took.Seconds()
+	return rep, nil
+}
+
+// restoreConfig writes the config version in force at o.At, with the node id
+// and data dir of the recovery, to <data_dir>/holdfast.yaml.
+func restoreConfig(ctx context.Context, js jetstream.JetStream, o Options, rep *Report) (config.Config, error) {
+	cfg := config.Default()
+	v, err := cloud.ConfigAt(ctx, js, o.NodeID, o.At)
+	switch {
+	case errors.Is(err, cloud.ErrNotFound):
+		o.Logger.Warn("no config in the registry for this node; using the defaults")
+	case err != nil:
+		return cfg, fmt.Errorf("config registry: %w", err)
+	default:
+		if cfg, err = config.Parse(v.YAML); err != nil {
+			return cfg, fmt.Errorf("config revision %d: %w", v.Revision, err)
+		}
+		rep.ConfigRevision, rep.ConfigTime = v.Revision, v.Time
+	}
+	cfg.NodeID, cfg.DataDir = o.NodeID, o.DataDir
+	data, err := config.Marshal(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, os.WriteFile(filepath.Join(o.DataDir, "holdfast.yaml"), data, 0o600)
+}
+
+// fetchRecords reads every record the cloud holds for the node, by offset,
+// and the stream sequence of the node's last message in each stream.
+func fetchRecords(ctx context.Context, js jetstream.JetStream, o Options) (map[uint64][]byte, map[string]uint64, error) {
+	recs := map[uint64][]byte{}
+	seqs := map[string]uint64{}
+	for _, name := range []string{cloud.StreamEvents, cloud.StreamResults} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"holdfast." + o.NodeID + ".>"}})
+		if err != nil {
+			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		bar := newBar(o.Progress, int64(info.NumPending), "fetching "+name)
+		for left := info.NumPending; left > 0; {
+			batch, err := cons.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(10*time.Second))
+			if err != nil {
+				return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+			}
+			n := 0
+			for m := range batch.Messages() {
+				n++
+				meta, err := m.Metadata()
+				if err != nil {
+					return nil, nil, err
+				}
+				seqs[name] = meta.Sequence.Stream
+				rs, err := cloud.DecodeBatch(m.Headers(), m.Data())
+				if err != nil {
+					return nil, nil, fmt.Errorf("stream %s message %d: %w", name, meta.Sequence.Stream, err)
+				}
+				for _, r := range rs {
+					recs[r.Offset] = slices.Clone(r.Payload)
+				}
+			}
+			if err := batch.Error(); err != nil {
+				return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+			}
+			if n == 0 {
+				return nil, nil, fmt.Errorf("stream %s: no messages within 10s with %d still to read", name, left)
+			}
+			left -= uint64(n)
+			_ = bar.Add(n)
+		}
+		_ = bar.Finish()
+	}
+	return recs, seqs, nil
+}
+
+// cut returns the offset below which records are restored: everything, or,
+// for a point in time, up to the first event the node received after it.
+func cut(recs map[uint64][]byte, at time.Time) uint64 {
+	end := uint64(0)
+	for off := range recs {
+		end = max(end, off+1)
+	}
+	if at.IsZero() {
+		return end
+	}
+	limit := at.UnixMilli()
+	for off, p := range recs {
+		if v, ok := event.Peek(p); ok && v.Received > limit && off < end {
+			end = off
+		}
+	}
+	return end
+}
+
+// restoreSnapshot installs the newest snapshot taken at or before o.At whose
+// offset is within the restored records, as the data dir's checkpoint.
+func restoreSnapshot(ctx context.Context, js jetstream.JetStream, o Options, cfg config.Config, rep *Report) error {
+	list, err := cloud.ListSnapshots(ctx, js, o.NodeID)
+	if err != nil {
+		return fmt.Errorf("snapshots: %w", err)
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		info := list[i]
+		if !o.At.IsZero() && info.Time.After(o.At) {
+			continue
+		}
+		_, data, err := cloud.SnapshotAt(ctx, js, o.NodeID, info.Time)
+		if err != nil {
+			return fmt.Errorf("snapshot %s: %w", info.Name, err)
+		}
+		c, err := process.DecodeCheckpoint(data)
+		if err != nil {
+			o.Logger.Warn("snapshot unusable; trying an older one", "snapshot", info.Name, "err", err)
+			continue
+		}
+		if c.Offset > rep.Cut {
+			continue
+		}
+		dir := node.ProcessOptions(cfg).Checkpoints.Dir
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%020d.ckpt", c.Offset)), data, 0o600); err != nil {
+			return err
+		}
+		rep.Snapshot, rep.SnapshotOffset = info.Name, c.Offset
+		return nil
+	}
+	o.Logger.Warn("no usable snapshot before the recovery point; replaying from the first record")
+	return nil
+}
+
+// writeLog writes records 0 to rep.Cut-1 into the new log, a hole for every
+// offset the cloud does not hold, and sets every sync cursor past them: the
+// cloud holds them already.
+func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[string]uint64, rep *Report) error {
+	l, err := buffer.Open(buffer.Options{
+		Dir: filepath.Join(o.DataDir, "log"), SegmentBytes: int64(cfg.Buffer.SegmentBytes),
+		MaxBytes: max(int64(cfg.Buffer.MaxBytes), 1<<40), // nothing restored may be deleted while writing
+	})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	bar := newBar(o.Progress, int64(rep.Cut), "writing the log")
+	hole := []byte{event.TypeHole}
+	chunk := make([][]byte, 0, 4096)
+	for off := uint64(0); off < rep.Cut; off++ {
+		p, ok := recs[off]
+		if !ok {
+			p = hole
+			rep.Holes++
+		}
+		chunk = append(chunk, p)
+		if len(chunk) == cap(chunk) || off == rep.Cut-1 {
+			first, err := l.Append(chunk...)
+			if err != nil {
+				return err
+			}
+			if want := off + 1 - uint64(len(chunk)); first != want {
+				return fmt.Errorf("the new log gave offset %d to record %d", first, want)
+			}
+			_ = bar.Add(len(chunk))
+			chunk = chunk[:0]
+		}
+	}
+	_ = bar.Finish()
+	cursors := map[string]uint64{}
+	for _, lane := range config.Priorities {
+		cursors["sync:cloud:"+lane] = rep.Cut
+	}
+	for stream, seq := range seqs {
+		cursors["sync:cloud:pos:"+stream] = seq
+	}
+	return l.CommitCursors(cursors)
+}
+
+// replay runs the node's processing over the rebuilt log, from the snapshot,
+// until it has caught up, and counts the events per stream.
+func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) error {
+	l, err := buffer.Open(buffer.Options{Dir: filepath.Join(o.DataDir, "log"), SegmentBytes: int64(cfg.Buffer.SegmentBytes),
+		MaxBytes: max(int64(cfg.Buffer.MaxBytes), 1<<40)})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	st, err := store.Open(l, store.Options{DedupWindow: cfg.Ingest.DedupWindow, DedupMaxEntries: cfg.Ingest.DedupMaxEntries})
+	if err != nil {
+		return err
+	}
+	if cfg.Windows.Enabled {
+		opts := node.ProcessOptions(cfg)
+		opts.Logger = o.Logger
+		p, err := process.New(st, opts)
+		if err != nil {
+			return err
+		}
+		p.Start()
+		bar := newBar(o.Progress, int64(rep.Cut-rep.SnapshotOffset), "replaying")
+		for {
+			s := p.Status()
+			_ = bar.Set64(int64(min(s.Processed, rep.Cut) - min(s.Processed, rep.SnapshotOffset)))
+			if !s.Replaying && s.Lag == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				p.Close()
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		_ = bar.Finish()
+		p.Close() // writes what the replay produced anew, and a checkpoint
+		s := p.Status()
+		rep.ReplayVerified, rep.ReplayMismatches = s.ReplayVerified, s.ReplayMismatches
+	}
+	r := l.NewReader(0)
+	defer r.Close()
+	for {
+		off, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if off >= rep.Cut {
+			return nil
+		}
+		if v, ok := event.Peek(p); ok {
+			rep.Events[string(v.Stream)]++
+		}
+	}
+}
+
+func kindName(t byte) string {
+	switch t {
+	case event.TypeEvent:
+		return "events"
+	case event.TypeWindow:
+		return "windows"
+	case event.TypeAlert:
+		return "alerts"
+	case event.TypeWatermark:
+		return "watermarks"
+	case event.TypeLate:
+		return "late_marks"
+	}
+	return fmt.Sprintf("type_%02x", t)
+}
+
+func newBar(w io.Writer, total int64, what string) *progressbar.ProgressBar {
+	if w == nil {
+		w = io.Discard
+	}
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }),
+	)
+}
