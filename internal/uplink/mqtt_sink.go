@@ -153,9 +153,15 @@ func (s *MQTTSink) Send(ctx context.Context, recs []Record) (err error) {
 		toks = append(toks, tok)
 		offs = append(offs, r.Offset)
 	}
+	// With a persistent session and paho's reconnect off, paho keeps the
+	// tokens of unacknowledged publishes when the connection drops (to resend
+	// them on a reconnect that never comes): they never complete. Watch the
+	// connection, or every lost connection costs a whole SendTimeout.
 	for i, tok := range toks {
 		select {
 		case <-tok.Done():
+		case <-s.lost:
+			return fmt.Errorf("connection to the broker lost with record %d unacknowledged", offs[i])
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the broker's acknowledgements: %w", ctx.Err())
 		}

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -194,4 +196,61 @@ func TestMQTTSinkBrokerRestart(t *testing.T) {
 	startMosquitto(t, addr)
 	waitSynced(t, s, l)
 	require.Equal(t, Connected, s.Status().State)
+}
+
+// TestMQTTSinkSendFailsWhenConnectionDrops has a broker that accepts the
+// connection and then drops it after the first PUBLISH, unacknowledged. With
+// its persistent session and reconnect off, paho never completes the tokens
+// of the unacknowledged publishes: Send must see the lost connection and fail
+// (retryably) at once, not wait out its context.
+func TestMQTTSinkSendFailsWhenConnectionDrops(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	brokerDone := make(chan struct{})
+	go func() {
+		defer close(brokerDone)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if p, err := packets.ReadPacket(c); err != nil {
+			return
+		} else if _, ok := p.(*packets.ConnectPacket); !ok {
+			return
+		}
+		ack := packets.NewControlPacket(packets.Connack).(*packets.ConnackPacket)
+		if ack.Write(c) != nil {
+			return
+		}
+		for {
+			p, err := packets.ReadPacket(c)
+			if err != nil {
+				return
+			}
+			if _, ok := p.(*packets.PublishPacket); ok {
+				return // drop the connection, no PUBACK
+			}
+		}
+	}()
+
+	sink, err := NewMQTTSink(MQTTSinkOptions{BrokerURL: "tcp://" + l.Addr().String(), NodeID: "edge-1"})
+	require.NoError(t, err)
+	defer sink.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // the syncer's SendTimeout is 30s
+	defer cancel()
+	require.NoError(t, sink.Resume(ctx, 0, nil))
+	var recs []Record
+	for i := range 3 {
+		e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000 + int64(i), Value: 1}
+		recs = append(recs, Record{Offset: uint64(i), Type: event.TypeEvent, Stream: "s", Payload: e.AppendBinary(nil)})
+	}
+	start := time.Now()
+	err = sink.Send(ctx, recs)
+	require.Error(t, err)
+	require.False(t, IsPermanent(err))
+	require.NoError(t, ctx.Err(), "Send waited for its context: %v", err)
+	require.Less(t, time.Since(start), 5*time.Second)
+	<-brokerDone
 }
