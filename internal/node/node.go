@@ -53,6 +53,7 @@ type Node struct {
 	syncs  []*uplink.Syncer
 	lanes  *uplink.LaneRules
 	backup *backup.Backup
+	prep   chan prepared // the processor being prepared; nil once taken
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -90,6 +91,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	if cfg.Windows.Enabled {
+		n.prepareProcessing() // the checkpoint loads while the store rebuilds its index
 	}
 	n.store, err = store.Open(n.buf, store.Options{
 		DedupWindow:     cfg.Ingest.DedupWindow,
@@ -172,7 +176,6 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 // startProcessing starts the alert notifiers and the stream processor.
 func (n *Node) startProcessing() error {
 	cfg := n.cfg
-	logger := n.log.With("component", "process")
 	primary := []alert.Notifier{alert.NewLog(n.log.With("component", "alert"))}
 	for _, w := range cfg.Alerts.Notify.Webhooks {
 		primary = append(primary, alert.NewWebhook(w))
@@ -191,15 +194,37 @@ func (n *Node) startProcessing() error {
 		UseBackup: n.cloudOffline,
 	})
 	n.disp.Start()
-	opts := ProcessOptions(cfg)
-	opts.Dispatcher, opts.Logger, opts.Metrics = n.disp, logger, process.NewMetrics(n.reg)
-	var err error
-	n.proc, err = process.New(n.store, opts)
-	if err != nil {
-		return fmt.Errorf("start processor: %w", err)
+	prep := <-n.prep
+	n.prep = nil
+	if prep.err != nil {
+		return fmt.Errorf("start processor: %w", prep.err)
 	}
+	n.proc = prep.p
+	n.proc.Attach(n.store, n.disp)
 	n.proc.Start()
 	return nil
+}
+
+// prepared is a processor prepared, and its checkpoint restored, in the
+// background.
+type prepared struct {
+	p   *process.Processor
+	err error
+}
+
+// prepareProcessing builds the processor and loads its checkpoint on another
+// goroutine; startProcessing takes it from n.prep.
+func (n *Node) prepareProcessing() {
+	opts := ProcessOptions(n.cfg)
+	opts.Logger, opts.Metrics = n.log.With("component", "process"), process.NewMetrics(n.reg)
+	n.prep = make(chan prepared, 1)
+	go func() {
+		p, err := process.Prepare(n.buf, opts)
+		if err == nil {
+			p.Restore()
+		}
+		n.prep <- prepared{p, err}
+	}()
 }
 
 // startBackup starts the hourly snapshots of the processing state (copies of
@@ -404,6 +429,9 @@ func (n *Node) Close() error {
 	if n.sub != nil {
 		n.stopSub()
 		errs = append(errs, n.sub.Close())
+	}
+	if n.prep != nil {
+		<-n.prep // a start that failed before processing: let the preparation finish
 	}
 	if n.proc != nil {
 		errs = append(errs, n.proc.Close())

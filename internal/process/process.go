@@ -105,6 +105,7 @@ type Processor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
+	restored  bool          // Restore ran
 	start     uint64        // the offset processing starts from: a checkpoint's, or 0
 	replayEnd uint64        // records below it were written before this start
 	lateness  time.Duration // the windows' effective allowed lateness
@@ -125,14 +126,25 @@ const maxAlertHistory = 10_000
 
 // New prepares a processor over a store.
 func New(s *store.Store, opts Options) (*Processor, error) {
+	p, err := Prepare(s.Log(), opts)
+	if err != nil {
+		return nil, err
+	}
+	p.Attach(s, opts.Dispatcher)
+	return p, nil
+}
+
+// Prepare builds a processor over the log before its store is open, so that
+// Restore (the checkpoint load) can run while the store rebuilds its index.
+// Attach must give it the store before Start.
+func Prepare(l *buffer.Log, opts Options) (*Processor, error) {
 	opts = opts.withDefaults()
 	if err := alert.ValidateRules(opts.Rules); err != nil {
 		return nil, err
 	}
 	p := &Processor{
 		opts:     opts,
-		store:    s,
-		log:      s.Log(),
+		log:      l,
 		seed:     maphash.MakeSeed(),
 		out:      make(chan outMsg, 64),
 		ckpt:     make(chan *Checkpoint, 1),
@@ -149,6 +161,22 @@ func New(s *store.Store, opts Options) (*Processor, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// Attach gives a prepared processor its store (over the same log) and the
+// dispatcher its alerts go to (nil: recorded, not notified).
+func (p *Processor) Attach(s *store.Store, d *alert.Dispatcher) {
+	p.store, p.opts.Dispatcher = s, d
+}
+
+// Restore loads the newest valid checkpoint, if checkpoints are on; Start
+// does it if it was not done before.
+func (p *Processor) Restore() {
+	if p.restored || p.opts.Checkpoints.Dir == "" {
+		return
+	}
+	p.restored = true
+	p.restore()
 }
 
 func (p *Processor) newWorkers() error {
@@ -168,10 +196,8 @@ func (p *Processor) newWorkers() error {
 func (p *Processor) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	p.Restore()
 	p.replayEnd = p.log.DurableOffset()
-	if p.opts.Checkpoints.Dir != "" {
-		p.restore()
-	}
 	p.opts.Logger.Info("processor replaying log", "from", max(p.start, p.log.FirstOffset()), "to", p.replayEnd,
 		"workers", len(p.work))
 	if p.opts.Checkpoints.Dir != "" {
@@ -250,12 +276,13 @@ func (p *Processor) read(ctx context.Context) {
 			return false
 		}
 		for _, w := range p.work {
+			barrier := []item{{kind: kindCheckpoint, off: next, ts: time.Now().UnixNano()}}
 			if final {
-				w.in <- []item{{kind: kindCheckpoint, off: next}}
+				w.in <- barrier
 				continue
 			}
 			select {
-			case w.in <- []item{{kind: kindCheckpoint, off: next}}:
+			case w.in <- barrier:
 			case <-ctx.Done():
 				return false
 			}

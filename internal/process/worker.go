@@ -29,6 +29,7 @@ type outMsg struct {
 // workerSnap is one worker's state for the checkpoint of off.
 type workerSnap struct {
 	off     uint64
+	sent    time.Time // when the reader sent the barrier
 	streams [][]byte
 	alerts  alert.EngineState
 }
@@ -103,7 +104,7 @@ func (w *worker) run() {
 				if it.kind == kindCheckpoint {
 					w.mu.Unlock()
 					w.flush()
-					w.p.out <- outMsg{snap: w.snapshot(it.off)}
+					w.p.out <- outMsg{snap: w.snapshot(it.off, time.Unix(0, it.ts))}
 					w.mu.Lock()
 					continue
 				}
@@ -277,10 +278,10 @@ func (w *worker) flush() {
 
 // snapshot captures the worker's state: its streams' windows and its alert
 // rules' keys.
-func (w *worker) snapshot(off uint64) *workerSnap {
+func (w *worker) snapshot(off uint64, sent time.Time) *workerSnap {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := &workerSnap{off: off, alerts: w.rules.State()}
+	s := &workerSnap{off: off, sent: sent, alerts: w.rules.State()}
 	for _, name := range w.win.Streams() {
 		s.streams = append(s.streams, w.win.AppendStreamState(nil, name))
 	}
