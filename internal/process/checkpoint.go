@@ -381,6 +381,6 @@ func (p *Processor) loadCheckpoint(path string) (*Checkpoint, error) {
 	for _, a := range c.History {
 		p.recordAlert(a)
 	}
-	p.start = c.Offset
+	p.start, p.renotify = c.Offset, true
 	return c, nil
 }

@@ -106,6 +106,7 @@ type Processor struct {
 	wg     sync.WaitGroup
 
 	restored  bool          // Restore ran
+	renotify  bool          // resumed from a checkpoint: alerts replayed after it are notified again
 	start     uint64        // the offset processing starts from: a checkpoint's, or 0
 	replayEnd uint64        // records below it were written before this start
 	lateness  time.Duration // the windows' effective allowed lateness
