@@ -29,7 +29,7 @@ type Reader struct {
 // NewReader returns a reader positioned at the first record with offset ≥ from.
 // Records deleted by retention are skipped: reading starts at the oldest offset
 // still held.
-func (l *Log) NewReader(from uint64) *Reader {
+func (l *Log) NewReader(from uint64) RecordReader {
 	return &Reader{l: l, from: from}
 }
 

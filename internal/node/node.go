@@ -45,7 +45,7 @@ type Node struct {
 	reg     *prometheus.Registry
 
 	lock  *os.File
-	buf   *buffer.Log
+	buf   buffer.Engine
 	store *store.Store
 
 	proc   *process.Processor

@@ -97,7 +97,7 @@ func (o Options) withDefaults() Options {
 type Processor struct {
 	opts   Options
 	store  *store.Store
-	log    *buffer.Log
+	log    buffer.Engine
 	seed   maphash.Seed
 	work   []*worker
 	out    chan outMsg
@@ -138,7 +138,7 @@ func New(s *store.Store, opts Options) (*Processor, error) {
 // Prepare builds a processor over the log before its store is open, so that
 // Restore (the checkpoint load) can run while the store rebuilds its index.
 // Attach must give it the store before Start.
-func Prepare(l *buffer.Log, opts Options) (*Processor, error) {
+func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 	opts = opts.withDefaults()
 	if err := alert.ValidateRules(opts.Rules); err != nil {
 		return nil, err

@@ -52,7 +52,7 @@ func (o Options) withDefaults() Options {
 // Store is safe for concurrent use.
 type Store struct {
 	opts  Options
-	log   *buffer.Log
+	log   buffer.Engine
 	dedup *dedup
 	idx   *index
 	bufs  sync.Pool
@@ -67,7 +67,7 @@ var _ ingest.Appender = (*Store)(nil)
 
 // Open builds a store over an open log, reading the log once to rebuild the
 // index and the de-duplication set.
-func Open(l *buffer.Log, opts Options) (*Store, error) {
+func Open(l buffer.Engine, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
 		opts:  opts,
@@ -196,4 +196,4 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 }
 
 // Log returns the underlying log.
-func (s *Store) Log() *buffer.Log { return s.log }
+func (s *Store) Log() buffer.Engine { return s.log }

@@ -98,7 +98,7 @@ func (o SyncOptions) withDefaults() SyncOptions {
 // the log holds what is not yet synced.
 type Syncer struct {
 	opts   SyncOptions
-	log    *buffer.Log
+	log    buffer.Engine
 	sink   Sink
 	prefix string // "sync:<sink>:"
 	lanes  []*laneState
@@ -116,7 +116,7 @@ type laneState struct {
 	lane   Lane
 	cursor string
 	next   atomic.Uint64  // every record of the lane below it is confirmed
-	r      *buffer.Reader // owned by the sync goroutine; nil after a failure
+	r      buffer.RecordReader // owned by the sync goroutine; nil after a failure
 }
 
 // position is where the lane's reader stands: every record of the lane below
@@ -129,7 +129,7 @@ func (ls *laneState) position() uint64 {
 }
 
 // NewSyncer prepares a syncer of l to sink; Start runs it.
-func NewSyncer(l *buffer.Log, sink Sink, o SyncOptions) *Syncer {
+func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 	o = o.withDefaults()
 	s := &Syncer{
 		opts:   o,

@@ -1,0 +1,57 @@
+package buffer
+
+import "context"
+
+// Engine is a durable buffer of opaque records, the contract every storage
+// engine of holdfast keeps (buffer.engine: log, sqlite, pebble):
+//
+//   - Append stores records at consecutive offsets and returns the first; it
+//     returns only once they are durable (fsync'd), so an acknowledgement
+//     built on it survives a crash or a power cut. Offsets increase by one per
+//     record and are never reused, also across restarts.
+//   - Readers see only durable records, in offset order, from any offset;
+//     records deleted by retention are skipped.
+//   - Cursors are named offsets saved atomically, all of a CommitCursors call
+//     or none; retention counts records deleted before the slowest cursor
+//     passed them.
+//   - Retention deletes the oldest records once the buffer holds more than its
+//     configured bytes.
+//   - After a failed write or fsync (a full disk, an I/O error) the engine
+//     acknowledges nothing more: Append fails and Err says why, until it is
+//     opened again.
+//
+// The native log (*Log) is the reference; docs/format/log.md is its layout.
+type Engine interface {
+	Append(payloads ...[]byte) (first uint64, err error)
+	NewReader(from uint64) RecordReader
+	// NextOffset is the offset the next appended record gets;
+	// DurableOffset the offset below which every record is durable;
+	// FirstOffset the oldest offset still held.
+	NextOffset() uint64
+	DurableOffset() uint64
+	FirstOffset() uint64
+	// WaitDurable returns once DurableOffset ≥ off, or with ctx's error.
+	WaitDurable(ctx context.Context, off uint64) error
+	Cursor(name string) (uint64, bool)
+	CommitCursor(name string, off uint64) error
+	CommitCursors(c map[string]uint64) error
+	Cursors() map[string]uint64
+	Err() error
+	Stats() Stats
+	// BytesFrom estimates the stored bytes of the records from off on.
+	BytesFrom(off uint64) int64
+	Close() error
+}
+
+// RecordReader reads an Engine's records in offset order.
+type RecordReader interface {
+	// Next returns the next record; the payload is valid until the next
+	// call. At the durable end it returns io.EOF, and later calls continue
+	// with records appended since.
+	Next() (off uint64, payload []byte, err error)
+	// Position is the offset the reader looks for next.
+	Position() uint64
+	Close() error
+}
+
+var _ Engine = (*Log)(nil)
