@@ -8,14 +8,19 @@ import "context"
 //   - Append stores records at consecutive offsets and returns the first; it
 //     returns only once they are durable (fsync'd), so an acknowledgement
 //     built on it survives a crash or a power cut. Offsets increase by one per
-//     record and are never reused, also across restarts.
-//   - Readers see only durable records, in offset order, from any offset;
-//     records deleted by retention are skipped.
+//     record and are never reused, also across restarts. An Append that fails
+//     validation (ErrTooLarge) stores none of its records; one with no
+//     records returns NextOffset at once. An empty engine has FirstOffset =
+//     NextOffset.
+//   - Readers return only offsets below DurableOffset, in offset order, from
+//     any offset; records deleted by retention before a reader reaches them
+//     are skipped.
 //   - Cursors are named offsets saved atomically, all of a CommitCursors call
 //     or none; retention counts records deleted before the slowest cursor
 //     passed them.
-//   - Retention deletes the oldest records once the buffer holds more than its
-//     configured bytes.
+//   - Retention deletes the oldest records once Stats.Bytes exceeds the
+//     configured bytes, give or take the engine's unit of deletion (a
+//     segment, a table file, a batch of rows).
 //   - After a failed write or fsync (a full disk, an I/O error) the engine
 //     acknowledges nothing more: Append fails and Err says why, until it is
 //     opened again.

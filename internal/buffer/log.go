@@ -273,6 +273,11 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	l.signal()
 	<-l.stopped
+	// Wake WaitDurable callers: they find the log closed.
+	l.mu.Lock()
+	close(l.syncedCh)
+	l.syncedCh = make(chan struct{})
+	l.mu.Unlock()
 	return l.active.Close()
 }
 

@@ -28,6 +28,11 @@ func appendFrame(dst []byte, off uint64, payload []byte) []byte {
 // first, once all of them are fsync'd. On error none of them may be treated as
 // stored: the log has failed or is closed.
 func (l *Log) Append(payloads ...[]byte) (uint64, error) {
+	if len(payloads) == 0 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.next, l.usableLocked()
+	}
 	for _, p := range payloads {
 		if len(p) == 0 || len(p) > MaxRecordSize {
 			return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(p))
@@ -202,6 +207,9 @@ func (l *Log) commit(g *group) error {
 	l.m.CommitBytes.Observe(float64(len(g.buf)))
 	l.m.Records.Add(float64(g.next - g.first))
 
+	// Durable before readers can see the records: a reader never returns an
+	// offset DurableOffset does not yet cover.
+	l.durable.Store(g.next)
 	l.segMu.Lock()
 	for _, e := range g.sparse {
 		seg.sparse = append(seg.sparse, indexEntry{off: e.off, pos: size + e.pos})

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
@@ -396,5 +398,22 @@ func TestBytesFrom(t *testing.T) {
 	for _, off := range []uint64{1, 777, 2500, 4999} {
 		want := int64(n-off) * 100
 		require.InDelta(t, want, l.BytesFrom(off), 100*16/2+1, "offset %d", off) // within segment headers' worth
+	}
+}
+
+// TestWaitDurableEndsOnClose: a caller waiting for an offset that will never
+// be written gets ErrClosed when the log closes, instead of waiting forever.
+func TestWaitDurableEndsOnClose(t *testing.T) {
+	l, err := Open(Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	done := make(chan error, 1)
+	go func() { done <- l.WaitDurable(context.Background(), 10) }()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, l.Close())
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitDurable still waiting after Close")
 	}
 }

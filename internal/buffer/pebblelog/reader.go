@@ -1,0 +1,118 @@
+package pebblelog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+)
+
+// Reader reads records in offset order, never past the durable offset. It is
+// not safe for concurrent use; open one per goroutine.
+type Reader struct {
+	l      *Log
+	from   uint64 // the offset looked for next
+	buf    []byte // payloads of recs
+	recs   []span
+	i      int // next entry of recs
+	closed bool
+}
+
+type span struct {
+	off        uint64
+	start, end int
+}
+
+// NewReader returns a reader positioned at the first record with offset ≥
+// from. Records deleted by retention are skipped: reading starts at the oldest
+// offset still held.
+func (l *Log) NewReader(from uint64) buffer.RecordReader {
+	return &Reader{l: l, from: from}
+}
+
+// Position returns the offset the reader looks for next.
+func (r *Reader) Position() uint64 { return r.from }
+
+// Close releases the reader's buffer.
+func (r *Reader) Close() error {
+	r.closed = true
+	r.buf, r.recs, r.i = nil, nil, 0
+	return nil
+}
+
+// Next returns the next record. The payload is only valid until the next call.
+// At the durable end it returns io.EOF; calling Next again later continues with
+// records appended since.
+func (r *Reader) Next() (uint64, []byte, error) {
+	if r.closed {
+		return 0, nil, errors.New("pebblelog: reader closed")
+	}
+	if r.i == len(r.recs) {
+		if err := r.fill(); err != nil {
+			return 0, nil, err
+		}
+		if len(r.recs) == 0 {
+			return 0, nil, io.EOF
+		}
+	}
+	s := r.recs[r.i]
+	r.i++
+	r.from = s.off + 1
+	return s.off, r.buf[s.start:s.end], nil
+}
+
+// fill copies the next records, from r.from up to the durable offset, into the
+// reader's buffer with a short-lived iterator.
+func (r *Reader) fill() error {
+	r.buf, r.recs, r.i = r.buf[:0], r.recs[:0], 0
+	durable := r.l.durable.Load()
+	if r.from >= durable {
+		return nil
+	}
+	l := r.l
+	l.dbMu.RLock()
+	defer l.dbMu.RUnlock()
+	if l.dbClosed {
+		return buffer.ErrClosed
+	}
+	var lo, hi [9]byte
+	it, err := l.db.NewIter(&pebble.IterOptions{
+		LowerBound: recordKey(lo[:0], r.from),
+		UpperBound: recordKey(hi[:0], durable),
+	})
+	if err != nil {
+		return fmt.Errorf("pebblelog: read from %d: %w", r.from, err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		k := it.Key()
+		v, err := it.ValueAndErr()
+		if err == nil && len(k) != 9 {
+			err = fmt.Errorf("bad record key %x", k)
+		}
+		if err != nil {
+			it.Close()
+			r.recs = r.recs[:0]
+			return fmt.Errorf("pebblelog: read from %d: %w", r.from, err)
+		}
+		start := len(r.buf)
+		r.buf = append(r.buf, v...)
+		r.recs = append(r.recs, span{off: binary.BigEndian.Uint64(k[1:]), start: start, end: len(r.buf)})
+		if len(r.buf) >= readChunk || len(r.recs) >= readRecords {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		r.recs = r.recs[:0]
+		return fmt.Errorf("pebblelog: read from %d: %w", r.from, err)
+	}
+	if err := it.Close(); err != nil {
+		r.recs = r.recs[:0]
+		return fmt.Errorf("pebblelog: read from %d: %w", r.from, err)
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package pebblelog
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// retain deletes the oldest records while more than l.keep stored bytes are
+// held, cutting at an index mark no later than limit (the first offset of the
+// group just committed, which is never deleted). Only the committer, and Open
+// before starting it, call it.
+//
+// Records are excised (pebble.DB.Excise), not range-deleted: sstables wholly
+// below the cut are dropped and one straddling it becomes a virtual sstable,
+// so nothing is rewritten and the disk space comes back at once. A range
+// tombstone would instead stay in the LSM until compactions carry it down,
+// and with it every record it covers (measured: disk use twice as high, and
+// each compaction rewriting live records). The index marks below the cut are
+// then range-deleted. A crash between the two steps leaves marks below the
+// first record, which Open drops.
+func (l *Log) retain(limit uint64) error {
+	l.idxMu.RLock()
+	idx, cum := l.index, l.cum
+	l.idxMu.RUnlock()
+	keep := l.keep
+	if len(idx) < 2 || cum-idx[0].cum <= keep {
+		return nil
+	}
+	// The oldest mark from which on at most keep bytes are held, else the newest.
+	j := sort.Search(len(idx), func(j int) bool { return cum-idx[j].cum <= keep })
+	j = min(j, len(idx)-1)
+	for j > 0 && idx[j].off > limit {
+		j--
+	}
+	if j == 0 {
+		return nil
+	}
+	first, cut := idx[0].off, idx[j].off
+
+	span := pebble.KeyRange{Start: recordKey(nil, 0), End: recordKey(nil, cut)}
+	if err := catchFatal(func() error { return l.db.Excise(context.Background(), span) }); err != nil {
+		return fmt.Errorf("retention: excise records %d…%d: %w", first, cut-1, err)
+	}
+	if err := l.deleteMarks(cut); err != nil {
+		return err
+	}
+
+	l.idxMu.Lock()
+	l.index = slices.Clone(l.index[j:])
+	l.idxMu.Unlock()
+	l.first.Store(cut)
+
+	records := cut - first
+	unread := uint64(0)
+	if slowest, ok := l.slowestCursor(); ok && slowest < cut {
+		unread = cut - max(slowest, first)
+	}
+	l.m.RetentionRecords.Add(float64(records))
+	l.m.RetentionUnread.Add(float64(unread))
+	l.setBytesMetric()
+	l.log.Info("retention deleted records", "first", first, "next", cut, "records", records, "unread", unread,
+		"bytes", idx[j].cum-idx[0].cum)
+	return nil
+}
+
+// deleteMarks deletes the index marks below off, in a batch without an fsync of
+// its own: the next synced commit covers it, and if a crash loses it Open drops
+// the marks again.
+func (l *Log) deleteMarks(off uint64) error {
+	b := l.db.NewBatch()
+	if err := b.DeleteRange(indexKey(nil, 0), indexKey(nil, off), nil); err != nil {
+		b.Close()
+		return fmt.Errorf("batch: %w", err)
+	}
+	if err := catchFatal(func() error { return b.Commit(pebble.NoSync) }); err != nil {
+		return fmt.Errorf("retention: delete index marks below %d: %w", off, err)
+	}
+	return b.Close()
+}
+
+// storedBytesLocked returns the stored bytes of the records held. idxMu must be held.
+func (l *Log) storedBytesLocked() uint64 {
+	if len(l.index) == 0 {
+		return 0
+	}
+	return l.cum - l.index[0].cum
+}
+
+func (l *Log) setBytesMetric() {
+	l.idxMu.RLock()
+	b := l.storedBytesLocked()
+	l.idxMu.RUnlock()
+	l.m.Bytes.Set(float64(b))
+}
+
+// BytesFrom estimates the stored bytes (payload + 20 per record) of the records
+// from offset off to the durable end: exact at index marks, interpolated
+// linearly between them. Offsets already deleted count from the first one held.
+func (l *Log) BytesFrom(off uint64) int64 {
+	l.idxMu.RLock()
+	defer l.idxMu.RUnlock()
+	idx := l.index
+	if len(idx) == 0 || off >= l.end {
+		return 0
+	}
+	if off <= idx[0].off {
+		return int64(l.cum - idx[0].cum)
+	}
+	// idx[j] is the last mark at or below off.
+	j := sort.Search(len(idx), func(j int) bool { return idx[j].off > off }) - 1
+	from := idx[j]
+	to := mark{off: l.end, cum: l.cum}
+	if j+1 < len(idx) {
+		to = idx[j+1]
+	}
+	at := from.cum + uint64(float64(to.cum-from.cum)*float64(off-from.off)/float64(to.off-from.off))
+	return int64(l.cum - at)
+}
+
+// slowestCursor returns the smallest cursor position, if any cursor exists.
+func (l *Log) slowestCursor() (uint64, bool) {
+	l.cursorMu.Lock()
+	defer l.cursorMu.Unlock()
+	if len(l.cursors) == 0 {
+		return 0, false
+	}
+	return slices.Min(slices.Collect(maps.Values(l.cursors))), true
+}

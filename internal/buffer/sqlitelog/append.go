@@ -1,0 +1,380 @@
+package sqlitelog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+)
+
+// insertRows is how many rows one multi-row INSERT statement carries.
+const insertRows = 32
+
+// group is one commit group: records and cursor updates added while the
+// previous group was being committed, made durable by one transaction.
+type group struct {
+	payloads [][]byte // the appenders' slices; they wait until the commit ends
+	crcs     []uint32
+	first    uint64 // offset of payloads[0]
+	bytes    int64  // Σ len(payload)
+	cursors  map[string]uint64
+	done     chan struct{}
+	err      error
+}
+
+func newGroup() *group { return &group{done: make(chan struct{})} }
+
+func (g *group) empty() bool { return len(g.payloads) == 0 && len(g.cursors) == 0 }
+
+// next is the offset after the group's last record.
+func (g *group) next() uint64 { return g.first + uint64(len(g.payloads)) }
+
+// stored is the group's stored bytes as retention counts them.
+func (g *group) stored() int64 { return g.bytes + rowOverhead*int64(len(g.payloads)) }
+
+// Append adds payloads as consecutive records and returns the offset of the
+// first, once the transaction holding them is committed (the WAL fsync'd). On
+// error none of them may be treated as stored: the engine has failed or is
+// closed. The payloads are not copied and must not change until it returns.
+func (l *Log) Append(payloads ...[]byte) (uint64, error) {
+	var stack [8]uint32
+	crcs := stack[:0]
+	if len(payloads) > len(stack) {
+		crcs = make([]uint32, 0, len(payloads))
+	}
+	var n int64
+	for _, p := range payloads {
+		if len(p) == 0 || len(p) > buffer.MaxRecordSize {
+			return 0, fmt.Errorf("%w: %d bytes", buffer.ErrTooLarge, len(p))
+		}
+		n += int64(len(p))
+		crcs = append(crcs, payloadCRC(p))
+	}
+	l.mu.Lock()
+	for l.failed == nil && !l.closed && l.fill.bytes > int64(l.opts.MaxPendingBytes) {
+		l.drained.Wait()
+	}
+	if err := l.usableLocked(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	first := l.next
+	if len(payloads) == 0 {
+		l.mu.Unlock()
+		return first, nil
+	}
+	g := l.fill
+	for i := range crcs {
+		crcs[i] = withOffset(crcs[i], first+uint64(i))
+	}
+	g.payloads = append(g.payloads, payloads...)
+	g.crcs = append(g.crcs, crcs...)
+	g.bytes += n
+	l.next += uint64(len(payloads))
+	l.mu.Unlock()
+	l.signal()
+	<-g.done
+	if g.err != nil {
+		return 0, g.err
+	}
+	return first, nil
+}
+
+func (l *Log) usableLocked() error {
+	if l.failed != nil {
+		return fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
+	}
+	if l.closed {
+		return buffer.ErrClosed
+	}
+	return nil
+}
+
+// WaitDurable blocks until every offset below off is committed, the engine
+// fails or is closed, or ctx ends.
+func (l *Log) WaitDurable(ctx context.Context, off uint64) error {
+	for {
+		l.mu.Lock()
+		if l.durable.Load() >= off {
+			l.mu.Unlock()
+			return nil
+		}
+		if err := l.usableLocked(); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		ch := l.syncedCh
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (l *Log) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// committer is the single goroutine that commits groups.
+func (l *Log) committer() {
+	defer close(l.stopped)
+	for range l.wake {
+		for {
+			l.mu.Lock()
+			g := l.fill
+			if g.empty() {
+				closed := l.closed
+				l.mu.Unlock()
+				if closed {
+					return
+				}
+				break
+			}
+			l.fill = newGroup()
+			l.fill.first = g.next()
+			l.drained.Broadcast()
+			if l.failed != nil {
+				// Appenders that slipped in before the failure was recorded.
+				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
+				l.mu.Unlock()
+				close(g.done)
+				continue
+			}
+			l.mu.Unlock()
+
+			res, err := l.commit(g)
+
+			l.mu.Lock()
+			if err != nil {
+				l.failed = err
+				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, err)
+				l.m.Failed.Set(1)
+				l.log.Error("sqlite buffer commit failed; no further appends will be acknowledged", "err", err)
+			} else {
+				l.durable.Store(g.next())
+			}
+			close(l.syncedCh)
+			l.syncedCh = make(chan struct{})
+			l.drained.Broadcast()
+			l.mu.Unlock()
+			if err == nil {
+				l.committed(g, res)
+			}
+			close(g.done)
+		}
+	}
+}
+
+// retained is what a commit's retention deleted.
+type retained struct {
+	cut     uint64 // new first offset, 0 if nothing was deleted
+	records uint64
+	bytes   int64
+	unread  uint64
+}
+
+// commit makes g durable in one transaction: its rows, its cursor updates,
+// retention and the state row. Only the committer goroutine calls it.
+func (l *Log) commit(g *group) (res retained, err error) {
+	ctx := context.Background()
+	tx, err := l.wconn.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+				l.log.Warn("rollback after failed commit", "err", rerr)
+			}
+		}
+	}()
+	if err := l.insert(ctx, tx, g); err != nil {
+		return res, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(g.cursors)) {
+		off := g.cursors[name]
+		if cur, ok := l.Cursor(name); ok && cur >= off {
+			// An earlier group moved it further meanwhile.
+			delete(g.cursors, name)
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, l.stmts.cursor).ExecContext(ctx, name, int64(off)); err != nil {
+			return res, fmt.Errorf("write cursor %q: %w", name, err)
+		}
+	}
+	l.statMu.Lock()
+	first, stored := l.first, l.stored
+	l.statMu.Unlock()
+	stored += g.stored()
+	if stored > l.opts.MaxBytes && first < g.first {
+		if res, err = l.retain(ctx, tx, g, first, stored); err != nil {
+			return res, err
+		}
+		stored -= res.bytes
+	}
+	if _, err := tx.StmtContext(ctx, l.stmts.state).ExecContext(ctx, int64(g.next()), stored); err != nil {
+		return res, fmt.Errorf("write state: %w", err)
+	}
+	if l.beforeCommit != nil {
+		if err := l.beforeCommit(); err != nil {
+			return res, err
+		}
+	}
+	start := time.Now()
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("commit: %w", err)
+	}
+	l.m.FsyncSeconds.Observe(time.Since(start).Seconds())
+	return res, nil
+}
+
+// insert adds g's records, insertRows per statement.
+func (l *Log) insert(ctx context.Context, tx *sql.Tx, g *group) error {
+	args := make([]any, 0, 3*insertRows)
+	many := tx.StmtContext(ctx, l.stmts.insertMany)
+	one := tx.StmtContext(ctx, l.stmts.insertOne)
+	for i := 0; i < len(g.payloads); {
+		stmt, n := many, insertRows
+		if len(g.payloads)-i < insertRows {
+			stmt, n = one, 1
+		}
+		args = args[:0]
+		for j := i; j < i+n; j++ {
+			args = append(args, int64(g.first)+int64(j), int64(g.crcs[j]), g.payloads[j])
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("insert records from %d: %w", g.first+uint64(i), err)
+		}
+		i += n
+	}
+	return nil
+}
+
+// retain deletes the oldest rows, older than g's, until at most MaxBytes minus
+// a 1/64 slack is stored.
+func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, stored int64) (retained, error) {
+	var res retained
+	need := stored - (l.opts.MaxBytes - l.opts.MaxBytes/64)
+	rows, err := tx.StmtContext(ctx, l.stmts.oldest).QueryContext(ctx, int64(first), int64(g.first))
+	if err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	for res.bytes < need && rows.Next() {
+		var off, n int64
+		if err := rows.Scan(&off, &n); err != nil {
+			rows.Close()
+			return res, fmt.Errorf("retention: %w", err)
+		}
+		res.cut = uint64(off) + 1
+		res.bytes += n + rowOverhead
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return res, fmt.Errorf("retention: %w", err)
+	}
+	if res.cut == 0 {
+		return res, nil
+	}
+	if _, err := tx.StmtContext(ctx, l.stmts.deleteBelow).ExecContext(ctx, int64(res.cut)); err != nil {
+		return res, fmt.Errorf("retention: delete below %d: %w", res.cut, err)
+	}
+	res.records = res.cut - first
+	if slowest, ok := l.slowestCursor(g.cursors); ok && slowest < res.cut {
+		res.unread = res.cut - max(slowest, first)
+	}
+	return res, nil
+}
+
+// committed updates the in-memory state after g's transaction committed.
+func (l *Log) committed(g *group, res retained) {
+	n := uint64(len(g.payloads))
+	if n > 0 {
+		l.m.CommitRecords.Observe(float64(n))
+		l.m.CommitBytes.Observe(float64(g.stored()))
+		l.m.Records.Add(float64(n))
+	}
+	l.statMu.Lock()
+	l.end = g.next()
+	if n > 0 {
+		if last := l.marks[len(l.marks)-1]; l.cum-last.cum >= markEvery {
+			l.marks = append(l.marks, mark{off: g.first, cum: l.cum})
+		}
+		l.stored += g.stored()
+		l.cum += g.stored()
+	}
+	if res.cut > 0 {
+		l.stored -= res.bytes
+		l.first = res.cut
+		// What lies below the cut is known exactly: it becomes the first mark.
+		i := sort.Search(len(l.marks), func(i int) bool { return l.marks[i].off > res.cut })
+		l.marks = l.marks[i-1:]
+		l.marks[0] = mark{off: res.cut, cum: l.cum - l.stored}
+	}
+	l.statMu.Unlock()
+	if res.cut > 0 {
+		l.m.RetentionRecords.Add(float64(res.records))
+		l.m.RetentionUnread.Add(float64(res.unread))
+		l.log.Info("retention deleted records", "records", res.records, "unread", res.unread,
+			"first_offset", res.cut)
+	}
+	if len(g.cursors) > 0 {
+		l.cursorMu.Lock()
+		for name, off := range g.cursors {
+			if cur, ok := l.cursors[name]; !ok || off > cur {
+				l.cursors[name] = off
+			}
+		}
+		l.cursorMu.Unlock()
+	}
+	l.m.Bytes.Set(float64(l.fileBytes()))
+}
+
+// writeStmts are the writing connection's prepared statements.
+type writeStmts struct {
+	insertOne, insertMany, cursor, state, oldest, deleteBelow *sql.Stmt
+}
+
+func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
+	var s writeStmts
+	many := "INSERT INTO records (off, crc, payload) VALUES " +
+		strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", insertRows), ", ")
+	for _, p := range []struct {
+		stmt **sql.Stmt
+		q    string
+	}{
+		{&s.insertOne, "INSERT INTO records (off, crc, payload) VALUES (?, ?, ?)"},
+		{&s.insertMany, many},
+		{&s.cursor, "INSERT INTO cursors (name, off) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET off = excluded.off"},
+		{&s.state, "UPDATE state SET next_offset = ?, bytes = ? WHERE id = 0"},
+		{&s.oldest, "SELECT off, length(payload) FROM records WHERE off >= ? AND off < ? ORDER BY off"},
+		{&s.deleteBelow, "DELETE FROM records WHERE off < ?"},
+	} {
+		var err error
+		if *p.stmt, err = c.PrepareContext(ctx, p.q); err != nil {
+			s.close()
+			return writeStmts{}, err
+		}
+	}
+	return s, nil
+}
+
+func (s writeStmts) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.insertOne, s.insertMany, s.cursor, s.state, s.oldest, s.deleteBelow} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
