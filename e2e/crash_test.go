@@ -44,10 +44,25 @@ func (l *ledger) ack(ids ...string) {
 // acknowledged event is stored exactly once and nothing is stored that was
 // never sent.
 func TestCrashUnderLoad(t *testing.T) {
-	const rounds = 22
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	crashUnderLoad(t, 22)
+}
+
+// TestCrashUnderLoadOtherEngines is TestCrashUnderLoad for the SQLite and
+// Pebble buffer engines, with fewer kills: the engines' own contract suite
+// (internal/buffer/enginetest) kills them 8 times each as well.
+func TestCrashUnderLoadOtherEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) { crashUnderLoad(t, 8, "--buffer-engine", engine) })
+	}
+}
+
+func crashUnderLoad(t *testing.T, rounds int, args ...string) {
 	dataDir := t.TempDir()
 	led := &ledger{sent: map[string]sentEvent{}, acked: map[string]bool{}}
 	seed := uint64(time.Now().UnixNano())
@@ -55,7 +70,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	t.Logf("kill-time seed %d", seed)
 
 	for round := range rounds {
-		p := start(t, dataDir)
+		p := start(t, dataDir, args...)
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		for w := range 3 {
@@ -72,7 +87,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		wg.Wait()
 	}
 
-	p := start(t, dataDir)
+	p := start(t, dataDir, args...)
 	stored := allEvents(t, p, "")
 	p.stop(t)
 

@@ -15,6 +15,7 @@ import (
 func benchCmd() *cobra.Command {
 	c := &cobra.Command{Use: "bench", Short: "Generate device load and measure the node"}
 	c.AddCommand(benchIngestCmd())
+	c.AddCommand(benchEnginesCmd())
 	return c
 }
 

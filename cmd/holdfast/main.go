@@ -69,7 +69,7 @@ func runCmd() *cobra.Command {
 	f.StringVar(&httpAddr, "http-addr", "", "HTTP listen address (default 127.0.0.1:8080)")
 	f.StringVar(&mqttAddr, "mqtt-addr", "", "embedded MQTT broker address (default 127.0.0.1:1883)")
 	f.StringVar(&mqttMode, "mqtt-mode", "", "MQTT ingest: embedded, external or off (default embedded)")
-	f.StringVar(&engine, "buffer-engine", "", "buffer engine (default log)")
+	f.StringVar(&engine, "buffer-engine", "", "buffer engine: log (default), sqlite or pebble")
 	f.StringVar(&cloudURL, "cloud-url", "", "cloud ingest to sync to, e.g. nats://127.0.0.1:4222 (default: none)")
 	return c
 }

@@ -264,8 +264,8 @@ func (c Config) Validate() error {
 	if c.Ingest.DedupMaxEntries < 1 {
 		bad("ingest.dedup_max_entries", "must be at least 1")
 	}
-	if c.Buffer.Engine != "log" {
-		bad("buffer.engine", "%q is not available; this build has: log", c.Buffer.Engine)
+	if !slices.Contains([]string{"log", "sqlite", "pebble"}, c.Buffer.Engine) {
+		bad("buffer.engine", "%q must be log, sqlite or pebble", c.Buffer.Engine)
 	}
 	if c.Buffer.SegmentBytes < 4096 {
 		bad("buffer.segment_bytes", "%d is below the minimum of 4KiB", c.Buffer.SegmentBytes)

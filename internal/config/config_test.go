@@ -80,7 +80,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	for _, want := range []string{
 		`http.addr: "localhost" is not host:port`,
 		`mqtt.mode: "bridge" must be embedded, external or off`,
-		`buffer.engine: "rocksdb" is not available`,
+		`buffer.engine: "rocksdb" must be log, sqlite or pebble`,
 		"buffer.max_bytes:",
 		`log.level: "loud"`,
 	} {

@@ -22,6 +22,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/backup"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -82,8 +83,7 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if n.lock, err = lockDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n.buf, err = buffer.Open(buffer.Options{
-		Dir:          filepath.Join(cfg.DataDir, "log"),
+	n.buf, err = OpenBuffer(cfg, buffer.Options{
 		SegmentBytes: int64(cfg.Buffer.SegmentBytes),
 		MaxBytes:     int64(cfg.Buffer.MaxBytes),
 		Logger:       logger.With("component", "buffer"),
@@ -225,6 +225,28 @@ func (n *Node) prepareProcessing() {
 		}
 		n.prep <- prepared{p, err}
 	}()
+}
+
+// OpenBuffer opens the buffer engine cfg names (buffer.engine) in its own
+// directory of the data dir, <data_dir>/<engine>. A data dir holding another
+// engine's buffer is refused: switching engines would start from an empty
+// buffer and leave the other's records behind.
+func OpenBuffer(cfg config.Config, o buffer.Options) (buffer.Engine, error) {
+	name := cfg.Buffer.Engine
+	if name == "" {
+		name = "log"
+	}
+	for _, other := range engines.Names {
+		if other == name {
+			continue
+		}
+		if entries, err := os.ReadDir(filepath.Join(cfg.DataDir, other)); err == nil && len(entries) > 0 {
+			return nil, fmt.Errorf("buffer.engine is %s but %s holds a %s buffer: use another data dir, or the engine it was made with",
+				name, cfg.DataDir, other)
+		}
+	}
+	o.Dir = filepath.Join(cfg.DataDir, name)
+	return engines.Open(name, o)
 }
 
 // startBackup starts the hourly snapshots of the processing state (copies of

@@ -68,7 +68,7 @@ type worker struct {
 	// notifyAgain: replay, after a checkpoint: alerts the previous run wrote
 	// after the checkpoint, notified again when the replay ends.
 	notifyAgain []*event.AlertRecord
-	batchNow  time.Time      // wall clock when the current batch started
+	batchNow    time.Time // wall clock when the current batch started
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.

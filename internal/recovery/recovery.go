@@ -278,9 +278,9 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, o Options, cfg
 // offset the cloud does not hold, and sets every sync cursor past them: the
 // cloud holds them already.
 func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[string]uint64, rep *Report) error {
-	l, err := buffer.Open(buffer.Options{
-		Dir: filepath.Join(o.DataDir, "log"), SegmentBytes: int64(cfg.Buffer.SegmentBytes),
-		MaxBytes: max(int64(cfg.Buffer.MaxBytes), 1<<40), // nothing restored may be deleted while writing
+	l, err := node.OpenBuffer(cfg, buffer.Options{
+		SegmentBytes: int64(cfg.Buffer.SegmentBytes),
+		MaxBytes:     max(int64(cfg.Buffer.MaxBytes), 1<<40), // nothing restored may be deleted while writing
 	})
 	if err != nil {
 		return err
@@ -322,7 +322,7 @@ func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[str
 // replay runs the node's processing over the rebuilt log, from the snapshot,
 // until it has caught up, and counts the events per stream.
 func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) error {
-	l, err := buffer.Open(buffer.Options{Dir: filepath.Join(o.DataDir, "log"), SegmentBytes: int64(cfg.Buffer.SegmentBytes),
+	l, err := node.OpenBuffer(cfg, buffer.Options{SegmentBytes: int64(cfg.Buffer.SegmentBytes),
 		MaxBytes: max(int64(cfg.Buffer.MaxBytes), 1<<40)})
 	if err != nil {
 		return err

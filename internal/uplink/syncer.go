@@ -115,7 +115,7 @@ type Syncer struct {
 type laneState struct {
 	lane   Lane
 	cursor string
-	next   atomic.Uint64  // every record of the lane below it is confirmed
+	next   atomic.Uint64       // every record of the lane below it is confirmed
 	r      buffer.RecordReader // owned by the sync goroutine; nil after a failure
 }
 
