@@ -1,12 +1,19 @@
 package e2e
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -71,4 +78,77 @@ func TestREADMEConfigIsValid(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte(example), 0o600))
 	out, err := exec.Command(binary, "config", "check", path).CombinedOutput()
 	require.NoError(t, err, string(out))
+}
+
+// TestBufferPressureLevels fills a small buffer: its pressure level rises
+// through the thresholds as it fills (retention then keeps it just below
+// max_bytes, at emergency), shows in status and metrics, and reaches the
+// notifiers as a critical alert.
+func TestBufferPressureLevels(t *testing.T) {
+	dir := t.TempDir()
+	var alerts []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		alerts = append(alerts, string(b))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	writeFile(t, cfg, "buffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\nalerts:\n  notify:\n    webhooks:\n      - url: "+srv.URL+"\n")
+	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
+	defer p.stop(t)
+	levels := map[string]bool{}
+	var body bytes.Buffer
+	status := func() (level string, util float64) {
+		var s struct {
+			Buffer struct {
+				Level       string  `json:"level"`
+				Utilisation float64 `json:"utilisation"`
+				Bytes       float64 `json:"bytes"`
+				MaxBytes    float64 `json:"max_bytes"`
+			} `json:"buffer"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &s))
+		return s.Buffer.Level, s.Buffer.Bytes / s.Buffer.MaxBytes
+	}
+	for _, want := range []struct {
+		level string
+		at    float64
+	}{{"warning", 0.72}, {"critical", 0.87}, {"emergency", 0.96}} {
+		for i := 0; ; i++ {
+			require.Less(t, i, 1000, "the buffer never reached %v", want.at)
+			if _, u := status(); u >= want.at {
+				break
+			}
+			body.Reset()
+			for j := range 100 {
+				fmt.Fprintf(&body, `{"device_id":"d%d","stream":"s","value":%d}`+"\n", j, i)
+			}
+			code, _ := post(t, p, "application/x-ndjson", "", body.Bytes())
+			require.Equal(t, 200, code)
+		}
+		// Looked at every second; retention may take the buffer back below
+		// the threshold meanwhile, so a higher level counts too.
+		waitFor(t, "level "+want.level, 5*time.Second, func() bool {
+			l, _ := status()
+			levels[l] = true
+			return levels[want.level] || (want.level != "emergency" && levels["emergency"])
+		})
+	}
+	metrics := get(t, p, "/metrics")
+	require.True(t, strings.Contains(metrics, `holdfast_buffer_pressure_level{level="emergency"} 1`) ||
+		strings.Contains(metrics, `holdfast_buffer_pressure_level{level="full"} 1`), "level gauge")
+	waitFor(t, "the pressure alert at the webhook", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range alerts {
+			if strings.Contains(a, `"rule":"buffer-pressure"`) && strings.Contains(a, `"severity":"critical"`) {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("levels seen while filling: %v", levels)
 }

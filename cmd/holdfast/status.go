@@ -46,6 +46,8 @@ func statusCmd() *cobra.Command {
 					FirstOffset uint64 `json:"first_offset"`
 					NextOffset  uint64 `json:"next_offset"`
 					Quarantined int64  `json:"quarantined_records"`
+					Level       string `json:"level"`
+					LevelSince  string `json:"level_since"`
 				} `json:"buffer"`
 				MQTT struct {
 					Mode string `json:"mode"`
@@ -88,9 +90,9 @@ func statusCmd() *cobra.Command {
 				fmt.Fprintf(w, "  problem   %s\n", p)
 			}
 			b := s.Buffer
-			fmt.Fprintf(w, "buffer      %d segments, %.1f of %.1f MiB (%.0f %%), offsets %d–%d, %d quarantined\n",
+			fmt.Fprintf(w, "buffer      %d segments, %.1f of %.1f MiB (%.0f %%), level %s since %s, offsets %d–%d, %d quarantined\n",
 				b.Segments, float64(b.Bytes)/(1<<20), float64(b.MaxBytes)/(1<<20),
-				100*float64(b.Bytes)/float64(max(b.MaxBytes, 1)), b.FirstOffset, b.NextOffset, b.Quarantined)
+				100*float64(b.Bytes)/float64(max(b.MaxBytes, 1)), b.Level, b.LevelSince, b.FirstOffset, b.NextOffset, b.Quarantined)
 			fmt.Fprintf(w, "mqtt        %s %s\n", s.MQTT.Mode, s.MQTT.Addr)
 			if p := s.Processing; p != nil {
 				state := "live"

@@ -49,6 +49,11 @@ type BufferStatus struct {
 	NextOffset         uint64 `json:"next_offset"`
 	QuarantinedRecords int64  `json:"quarantined_records"`
 	Error              string `json:"error,omitempty"`
+	// Level is the pressure level (normal, warning, critical, emergency,
+	// full) at Utilisation = Bytes / MaxBytes, held since LevelSince.
+	Level       string  `json:"level"`
+	LevelSince  string  `json:"level_since"`
+	Utilisation float64 `json:"utilisation"`
 }
 
 // MQTTStatus describes MQTT ingest.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
 // Config is the whole node configuration.
@@ -163,6 +164,9 @@ type Buffer struct {
 	Engine       string   `yaml:"engine"`
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
 	MaxBytes     ByteSize `yaml:"max_bytes"`
+	// Pressure are the utilisations (of max_bytes, 0–1) at which the buffer's
+	// pressure levels start, and the margin by which each clears.
+	Pressure pressure.Thresholds `yaml:"pressure"`
 }
 
 // Log configures holdfast's own logging.
@@ -188,7 +192,7 @@ func Default() Config {
 			External:   External{Topic: "devices/+/+", ClientID: "holdfast-" + host},
 		},
 		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
-		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30},
+		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30, Pressure: pressure.DefaultThresholds},
 		Windows: Windows{
 			Enabled:         true,
 			Sizes:           []time.Duration{time.Minute, 5 * time.Minute, time.Hour},
@@ -321,6 +325,9 @@ func (c Config) Validate() error {
 		if u, err := url.Parse(m.Broker); err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
 			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", m.Broker)
 		}
+	}
+	if err := c.Buffer.Pressure.Validate(); err != nil {
+		bad("buffer.pressure", "%v", err)
 	}
 	if c.Checkpoints.Interval < time.Second {
 		bad("checkpoints.interval", "%v is below the minimum of 1s", c.Checkpoints.Interval)

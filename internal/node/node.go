@@ -49,12 +49,13 @@ type Node struct {
 	buf   buffer.Engine
 	store *store.Store
 
-	proc   *process.Processor
-	disp   *alert.Dispatcher
-	syncs  []*uplink.Syncer
-	lanes  *uplink.LaneRules
-	backup *backup.Backup
-	prep   chan prepared // the processor being prepared; nil once taken
+	proc     *process.Processor
+	disp     *alert.Dispatcher
+	syncs    []*uplink.Syncer
+	lanes    *uplink.LaneRules
+	backup   *backup.Backup
+	prep     chan prepared // the processor being prepared; nil once taken
+	pressure *pressureWatch
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -128,6 +129,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		}
 	}
 	if err := n.startBackup(); err != nil {
+		return nil, err
+	}
+	if err := n.startPressure(); err != nil {
 		return nil, err
 	}
 	if err := n.startHTTP(im, limits); err != nil {
@@ -409,6 +413,10 @@ func (n *Node) Status() api.Status {
 		},
 		MQTT: api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
 	}
+	if n.pressure != nil {
+		l, since, u := n.pressure.status()
+		s.Buffer.Level, s.Buffer.LevelSince, s.Buffer.Utilisation = l.String(), since.UTC().Format(time.RFC3339), u
+	}
 	if n.proc != nil {
 		s.Processing = n.proc.Status()
 	}
@@ -451,6 +459,9 @@ func (n *Node) Close() error {
 	if n.sub != nil {
 		n.stopSub()
 		errs = append(errs, n.sub.Close())
+	}
+	if n.pressure != nil {
+		n.pressure.close()
 	}
 	if n.prep != nil {
 		<-n.prep // a start that failed before processing: let the preparation finish

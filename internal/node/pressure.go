@@ -1,0 +1,149 @@
+package node
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
+)
+
+// pressureWatch follows the buffer's utilisation as the seed's pressure
+// levels (internal/pressure): in status and metrics, in the log, and as an
+// alert to the notifiers at every change. The levels' actions on ingest and
+// on the buffer (sampling, eviction, refusal) come with the loss ledger
+// (docs/format/ledger.md).
+type pressureWatch struct {
+	n     *Node
+	stop  chan struct{}
+	done  chan struct{}
+	level *prometheus.GaugeVec
+	moves *prometheus.CounterVec
+
+	mu    sync.Mutex
+	mon   *pressure.Monitor
+	util  float64
+	fired string // id of the firing pressure alert, "" if none
+}
+
+// pressureEvery is how often the buffer's utilisation is looked at.
+const pressureEvery = time.Second
+
+func (n *Node) startPressure() error {
+	t := n.cfg.Buffer.Pressure
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("buffer.pressure: %w", err)
+	}
+	f := promauto.With(n.reg)
+	w := &pressureWatch{
+		n: n, stop: make(chan struct{}), done: make(chan struct{}), mon: pressure.NewMonitor(t, time.Now()),
+		level: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "holdfast_buffer_pressure_level",
+			Help: "1 for the buffer's current pressure level (normal, warning, critical, emergency, full), 0 for the others.",
+		}, []string{"level"}),
+		moves: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "holdfast_buffer_pressure_changes_total",
+			Help: "Changes of the buffer's pressure level.",
+		}, []string{"from", "to"}),
+	}
+	w.setGauge(pressure.Normal)
+	n.pressure = w
+	w.check() // the level at start-up, before the first tick
+	go w.run()
+	return nil
+}
+
+func (w *pressureWatch) run() {
+	defer close(w.done)
+	t := time.NewTicker(pressureEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+			w.check()
+		}
+	}
+}
+
+func (w *pressureWatch) close() {
+	close(w.stop)
+	<-w.done
+}
+
+func (w *pressureWatch) setGauge(cur pressure.Level) {
+	for l := pressure.Normal; l <= pressure.Full; l++ {
+		v := 0.0
+		if l == cur {
+			v = 1
+		}
+		w.level.WithLabelValues(l.String()).Set(v)
+	}
+}
+
+// check reads the utilisation and reports a level change.
+func (w *pressureWatch) check() {
+	max := int64(w.n.cfg.Buffer.MaxBytes)
+	if max <= 0 {
+		return
+	}
+	u := float64(w.n.buf.Stats().Bytes) / float64(max)
+	w.mu.Lock()
+	w.util = u
+	c, changed := w.mon.Observe(u, time.Now())
+	w.mu.Unlock()
+	if !changed {
+		return
+	}
+	w.setGauge(c.To)
+	w.moves.WithLabelValues(c.From.String(), c.To.String()).Inc()
+	logf := w.n.log.Info
+	if c.To > c.From {
+		logf = w.n.log.Warn
+	}
+	logf("buffer pressure level changed", "from", c.From, "to", c.To, "utilisation", fmt.Sprintf("%.1f%%", 100*u))
+	w.notify(c)
+}
+
+// notify tells the notifiers: a firing alert while the level is above normal
+// (critical severity from the critical level on), resolved back at normal.
+func (w *pressureWatch) notify(c pressure.Change) {
+	d := w.n.disp
+	if d == nil {
+		return
+	}
+	sev := alert.Warning
+	if c.To >= pressure.Critical {
+		sev = alert.Critical
+	}
+	a := alert.Alert{
+		Rule: "buffer-pressure", Severity: sev, State: alert.Firing, Stream: "*",
+		Value: c.Utilisation, Threshold: w.mon.Thresholds().Start(c.To), FiredAt: c.At.UnixMilli(),
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c.To == pressure.Normal {
+		if w.fired == "" {
+			return
+		}
+		a.ID, a.State, a.ResolvedAt = w.fired, alert.Resolved, c.At.UnixMilli()
+		w.fired = ""
+	} else {
+		a.ID = fmt.Sprintf("buffer-pressure/%s/%d", c.To, c.At.UnixMilli())
+		w.fired = a.ID
+	}
+	d.Send(a)
+}
+
+// status is the level part of the buffer's status.
+func (w *pressureWatch) status() (pressure.Level, time.Time, float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, since := w.mon.Level()
+	return l, since, w.util
+}
