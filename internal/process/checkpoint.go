@@ -293,6 +293,10 @@ func (p *Processor) writeCheckpoints() {
 	}
 }
 
+// StartOffset is where processing started: the offset of the checkpoint it
+// resumed from (fromCheckpoint true), or 0.
+func (p *Processor) StartOffset() (off uint64, fromCheckpoint bool) { return p.start, p.renotify }
+
 // restore loads the newest usable checkpoint into fresh workers and sets the
 // offset processing starts from. Without one, processing starts at 0.
 func (p *Processor) restore() {

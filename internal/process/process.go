@@ -276,9 +276,14 @@ func (p *Processor) read(ctx context.Context) {
 		if !send(final) {
 			return false
 		}
-		for _, w := range p.work {
-			barrier := []item{{kind: kindCheckpoint, off: next, ts: time.Now().UnixNano()}}
-			if final {
+		// Once one worker has the barrier every worker gets it, waiting if
+		// need be (workers drain their input until it is closed): a barrier
+		// half sent would leave the writer a checkpoint without some
+		// workers' state.
+		ts := time.Now().UnixNano()
+		for i, w := range p.work {
+			barrier := []item{{kind: kindCheckpoint, off: next, ts: ts}}
+			if final || i > 0 {
 				w.in <- barrier
 				continue
 			}
@@ -436,7 +441,8 @@ func alertKey(id string, firing bool) string {
 // assembles checkpoints from the workers' parts.
 func (p *Processor) write() {
 	var pending []store.Output
-	snaps := map[uint64][]*workerSnap{}
+	snaps := map[uint64]map[int]*workerSnap{} // by offset, then worker
+	lost := false                             // outputs were dropped: no checkpoint may cover them
 	ticker := time.NewTicker(p.opts.FlushInterval)
 	defer ticker.Stop()
 	flush := func() bool {
@@ -445,8 +451,10 @@ func (p *Processor) write() {
 		}
 		if _, err := p.store.AppendOutputs(pending); err != nil {
 			// The log has failed; the outputs are produced again on replay.
-			p.opts.Logger.Error("processor could not write outputs", "records", len(pending), "err", err)
+			p.opts.Logger.Error("processor could not write outputs; no more checkpoints until a restart replays them",
+				"records", len(pending), "err", err)
 			pending = pending[:0]
+			lost = true
 			return false
 		}
 		for _, o := range pending {
@@ -471,15 +479,21 @@ func (p *Processor) write() {
 				return
 			}
 			if m.snap != nil {
-				snaps[m.snap.off] = append(snaps[m.snap.off], m.snap)
+				if snaps[m.snap.off] == nil {
+					snaps[m.snap.off] = map[int]*workerSnap{}
+				}
+				snaps[m.snap.off][m.snap.worker] = m.snap
 				if len(snaps[m.snap.off]) < len(p.work) {
 					continue
 				}
-				parts := snaps[m.snap.off]
+				parts := make([]*workerSnap, 0, len(p.work))
+				for i := range p.work {
+					parts = append(parts, snaps[m.snap.off][i])
+				}
 				delete(snaps, m.snap.off)
 				// Every output produced before the barrier is in pending or
 				// written: once it is durable, the state is a checkpoint.
-				if flush() && p.log.Err() == nil {
+				if flush() && !lost && p.log.Err() == nil {
 					p.ckpt <- p.assemble(m.snap.off, parts)
 				}
 				continue

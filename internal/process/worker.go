@@ -29,6 +29,7 @@ type outMsg struct {
 // workerSnap is one worker's state for the checkpoint of off.
 type workerSnap struct {
 	off     uint64
+	worker  int
 	sent    time.Time // when the reader sent the barrier
 	streams [][]byte
 	alerts  alert.EngineState
@@ -297,7 +298,7 @@ func (w *worker) flush() {
 func (w *worker) snapshot(off uint64, sent time.Time) *workerSnap {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	s := &workerSnap{off: off, sent: sent, alerts: w.rules.State()}
+	s := &workerSnap{off: off, worker: w.id, sent: sent, alerts: w.rules.State()}
 	for _, name := range w.win.Streams() {
 		s.streams = append(s.streams, w.win.AppendStreamState(nil, name))
 	}
