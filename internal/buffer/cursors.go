@@ -77,10 +77,7 @@ func (l *Log) Cursors() map[string]uint64 {
 func (l *Log) slowestCursor() (uint64, bool) {
 	l.cursorMu.Lock()
 	defer l.cursorMu.Unlock()
-	if len(l.cursors) == 0 {
-		return 0, false
-	}
-	return slices.Min(slices.Collect(maps.Values(l.cursors))), true
+	return SlowestPosition(l.cursors)
 }
 
 func (l *Log) loadCursors() error {

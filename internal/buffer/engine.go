@@ -1,6 +1,9 @@
 package buffer
 
-import "context"
+import (
+	"context"
+	"strings"
+)
 
 // Engine is a durable buffer of opaque records, the contract every storage
 // engine of holdfast keeps (buffer.engine: log, sqlite, pebble):
@@ -17,7 +20,8 @@ import "context"
 //     are skipped.
 //   - Cursors are named offsets saved atomically, all of a CommitCursors call
 //     or none; retention counts records deleted before the slowest cursor
-//     passed them.
+//     passed them (SlowestPosition: cursors named with ValuePrefix are values,
+//     not positions).
 //   - Retention deletes the oldest records once Stats.Bytes exceeds the
 //     configured bytes, give or take the engine's unit of deletion (a
 //     segment, a table file, a batch of rows).
@@ -60,3 +64,22 @@ type RecordReader interface {
 }
 
 var _ Engine = (*Log)(nil)
+
+// ValuePrefix starts the names of cursors that hold a value saved atomically
+// with the positions (a sink's stream sequence, say), not a reader's position:
+// retention does not take them for readers.
+const ValuePrefix = "="
+
+// SlowestPosition returns the smallest reader position among cursors, leaving
+// out values (names starting with ValuePrefix); ok is false if there is none.
+func SlowestPosition(cursors map[string]uint64) (off uint64, ok bool) {
+	for name, v := range cursors {
+		if strings.HasPrefix(name, ValuePrefix) {
+			continue
+		}
+		if !ok || v < off {
+			off, ok = v, true
+		}
+	}
+	return off, ok
+}

@@ -17,7 +17,7 @@ func LastOffset(ctx context.Context, js jetstream.JetStream, nodeID, stream stri
 	if err != nil {
 		return 0, false, fmt.Errorf("cloud: last offset of %s in %s: %w", nodeID, stream, err)
 	}
-	m, err := s.GetLastMsgForSubject(ctx, nodeFilter(nodeID))
+	m, err := s.GetLastMsgForSubject(ctx, NodeFilter(nodeID))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, false, nil
 	}
@@ -36,6 +36,7 @@ func LastOffset(ctx context.Context, js jetstream.JetStream, nodeID, stream stri
 type Stored struct {
 	Offset uint64
 	Seq    uint64
+	Lane   string // the message's Holdfast-Lane
 }
 
 // StoredOffsets returns, in stream order, every record of nodeID stored in the
@@ -47,7 +48,7 @@ func StoredOffsets(ctx context.Context, js jetstream.JetStream, nodeID, stream s
 	if err != nil {
 		return nil, fmt.Errorf("cloud: stored offsets of %s in %s: %w", nodeID, stream, err)
 	}
-	filter := nodeFilter(nodeID)
+	filter := NodeFilter(nodeID)
 	var out []Stored
 	for seq := afterSeq + 1; ; {
 		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
@@ -61,8 +62,9 @@ func StoredOffsets(ctx context.Context, js jetstream.JetStream, nodeID, stream s
 		if err != nil {
 			return nil, fmt.Errorf("cloud: message %d on %s: %w", m.Sequence, m.Subject, err)
 		}
+		lane := m.Header.Get(HeaderLane)
 		for _, r := range recs {
-			out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence})
+			out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence, Lane: lane})
 		}
 		seq = m.Sequence + 1
 	}

@@ -234,7 +234,7 @@ func TestStoredOffsetsFindsGaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Stored{{6, a.Sequence - 1}, {9, a.Sequence - 1}, {11, b.Sequence}, {12, b.Sequence}, {14, b.Sequence}}
+	want := []Stored{{6, a.Sequence - 1, "normal"}, {9, a.Sequence - 1, "normal"}, {11, b.Sequence, "normal"}, {12, b.Sequence, "normal"}, {14, b.Sequence, "normal"}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("StoredOffsets = %v, want %v", got, want)
 	}

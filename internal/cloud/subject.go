@@ -70,8 +70,8 @@ func ParseSubject(subject string) (nodeID, kind, stream string, err error) {
 	return nodeID, parts[2], stream, nil
 }
 
-// nodeFilter matches every subject of one node.
-func nodeFilter(nodeID string) string {
+// NodeFilter is the subject filter matching every subject of one node.
+func NodeFilter(nodeID string) string {
 	return subjectPrefix + "." + SubjectToken(nodeID) + ".>"
 }
 

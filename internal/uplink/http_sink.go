@@ -101,7 +101,7 @@ func NewHTTPSink(o HTTPSinkOptions) (*HTTPSink, error) {
 func (s *HTTPSink) Name() string { return s.o.Name }
 
 // Resume returns nil: the receiver is not asked what it holds.
-func (s *HTTPSink) Resume(context.Context, uint64, map[string]uint64) error { return nil }
+func (s *HTTPSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
 
 // Positions returns nil: the HTTP sink saves no positions.
 func (s *HTTPSink) Positions() map[string]uint64 { return nil }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -48,6 +49,7 @@ type JetStreamSink struct {
 type storedAt struct {
 	stream string
 	seq    uint64
+	lane   Lane
 }
 
 // NewJetStreamSink returns a sink; it connects on the first Resume.
@@ -100,18 +102,33 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 	return nil
 }
 
-// Resume finds, per JetStream stream, which records at or after next the cloud
-// already holds (docs/format/cloud.md, "the resume position").
-func (s *JetStreamSink) Resume(ctx context.Context, next uint64, saved map[string]uint64) error {
+// Resume finds, per JetStream stream, which records at or after their lane's
+// cursor the cloud already holds (docs/format/cloud.md, "the resume position").
+func (s *JetStreamSink) Resume(ctx context.Context, lanes map[Lane]uint64, saved map[string]uint64) error {
 	if err := s.connect(ctx); err != nil {
 		return err
+	}
+	next := uint64(math.MaxUint64) // below it, every lane is confirmed
+	for _, c := range lanes {
+		next = min(next, c)
+	}
+	if len(lanes) == 0 {
+		next = 0
+	}
+	// cursor is the lane cursor a record found in the cloud is compared
+	// with; a lane the syncer does not run counts as confirmed up to next.
+	cursor := func(l Lane) uint64 {
+		if c, ok := lanes[l]; ok {
+			return c
+		}
+		return next
 	}
 	for k, v := range saved {
 		s.seq[k] = max(s.seq[k], v)
 	}
-	for off := range s.skip {
-		if off < next {
-			delete(s.skip, off) // every lane is past it
+	for off, at := range s.skip {
+		if off < cursor(at.lane) {
+			delete(s.skip, off) // its lane is past it
 		}
 	}
 	found := 0
@@ -128,8 +145,12 @@ func (s *JetStreamSink) Resume(ctx context.Context, next uint64, saved map[strin
 			return err
 		}
 		for _, st := range stored {
-			if _, known := s.skip[st.Offset]; st.Offset >= next && !known {
-				s.skip[st.Offset] = storedAt{stream, st.Seq}
+			lane, err := ParseLane(st.Lane)
+			if err != nil {
+				return fmt.Errorf("stream %s message %d: %w", stream, st.Seq, err)
+			}
+			if _, known := s.skip[st.Offset]; st.Offset >= cursor(lane) && !known {
+				s.skip[st.Offset] = storedAt{stream, st.Seq, lane}
 				found++
 			}
 		}
@@ -215,20 +236,46 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			return err
 		}
 	}
+	// The stream sequences move only once every message is confirmed: a
+	// message confirmed before another failed must still be found by the
+	// resume, which starts after the saved sequence.
+	acked := map[string]uint64{}
 	for _, p := range futs {
 		select {
 		case ack := <-p.fut.Ok():
-			s.seq[p.stream] = max(s.seq[p.stream], ack.Sequence)
+			acked[p.stream] = max(acked[p.stream], ack.Sequence)
 		case err := <-p.fut.Err():
+			s.settle()
 			return fmt.Errorf("batch from record %d not confirmed: %w", p.first, err)
 		case <-ctx.Done():
+			s.settle()
 			return fmt.Errorf("waiting for the cloud's acknowledgements: %w", ctx.Err())
 		}
+	}
+	for stream, seq := range acked {
+		s.seq[stream] = max(s.seq[stream], seq)
 	}
 	for _, r := range recs {
 		delete(s.skip, r.Offset)
 	}
 	return nil
+}
+
+// settleWait bounds how long a failed Send waits for its other publishes.
+const settleWait = 5 * time.Second
+
+// settle is called when a Send fails with publishes of it still unanswered:
+// the resume that follows asks the stream what it holds, and the answer must
+// not change under it. It waits for them; if they do not end in time it drops
+// the connection, so that none of them can land after the resume's check.
+func (s *JetStreamSink) settle() {
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-time.After(settleWait):
+		s.o.Logger.Warn("publishes still unanswered after a failed batch; reconnecting before the resume")
+		s.nc.Close()
+		s.nc = nil
+	}
 }
 
 // Positions are the stream sequences to save with the lane cursors: per

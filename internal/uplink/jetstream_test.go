@@ -32,7 +32,7 @@ func TestFoundRecordsStayFound(t *testing.T) {
 	ctx := context.Background()
 
 	a := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
-	require.NoError(t, a.Resume(ctx, 0, nil))
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
 	require.NoError(t, a.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(3, "door", LaneCritical)}))
 	saved := a.Positions()
 
@@ -48,7 +48,7 @@ func TestFoundRecordsStayFound(t *testing.T) {
 	require.NoError(t, err)
 
 	// Lane cursors: critical at 4, normal at 1.
-	require.NoError(t, a.Resume(ctx, 1, saved))
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 4, LaneNormal: 1}, saved))
 	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "temp", LaneNormal), eventRecord(2, "temp", LaneNormal),
 		eventRecord(6, "temp", LaneNormal)}))
 	saved = a.Positions()
@@ -56,7 +56,7 @@ func TestFoundRecordsStayFound(t *testing.T) {
 
 	// Restart: critical at 4, normal at 7.
 	b2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
-	require.NoError(t, b2.Resume(ctx, 4, saved))
+	require.NoError(t, b2.Resume(ctx, map[Lane]uint64{LaneCritical: 4, LaneNormal: 7}, saved))
 	require.NoError(t, b2.Send(ctx, []Record{eventRecord(5, "door", LaneCritical), eventRecord(8, "door", LaneCritical)}))
 	require.NoError(t, b2.Close())
 

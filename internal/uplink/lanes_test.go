@@ -96,10 +96,10 @@ type laneSink struct {
 	calls  int
 }
 
-func (s *laneSink) Name() string                                            { return "lanes" }
-func (s *laneSink) Resume(context.Context, uint64, map[string]uint64) error { return nil }
-func (s *laneSink) Positions() map[string]uint64                            { return nil }
-func (s *laneSink) Close() error                                            { return nil }
+func (s *laneSink) Name() string                                                     { return "lanes" }
+func (s *laneSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
+func (s *laneSink) Positions() map[string]uint64                                     { return nil }
+func (s *laneSink) Close() error                                                     { return nil }
 func (s *laneSink) Send(_ context.Context, recs []Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -95,7 +95,7 @@ func (s *MQTTSink) connected() bool {
 // failed on it. After a failure it drops the old connection and dials again:
 // paho's own reconnect is off so that the syncer sees every outage and resends
 // what was not acknowledged.
-func (s *MQTTSink) Resume(ctx context.Context, _ uint64, _ map[string]uint64) error {
+func (s *MQTTSink) Resume(ctx context.Context, _ map[Lane]uint64, _ map[string]uint64) error {
 	if s.connected() && !s.broken {
 		return nil
 	}

@@ -120,7 +120,7 @@ func TestMQTTSinkBrokerDown(t *testing.T) {
 	require.NoError(t, err)
 	defer sink.Close()
 	ctx := context.Background()
-	err = sink.Resume(ctx, 0, nil)
+	err = sink.Resume(ctx, nil, nil)
 	require.Error(t, err)
 	require.False(t, IsPermanent(err))
 	e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000, Value: 1}
@@ -132,9 +132,9 @@ func TestMQTTSinkBrokerDown(t *testing.T) {
 	require.Equal(t, "mqtt", sink.Name())
 
 	startMosquitto(t, addr)
-	require.NoError(t, sink.Resume(ctx, 0, nil))
+	require.NoError(t, sink.Resume(ctx, nil, nil))
 	require.NoError(t, sink.Send(ctx, recs))
-	require.NoError(t, sink.Resume(ctx, 1, nil)) // still connected: a no-op
+	require.NoError(t, sink.Resume(ctx, nil, nil)) // still connected: a no-op
 	require.NoError(t, sink.Send(ctx, recs))
 }
 
@@ -240,7 +240,7 @@ func TestMQTTSinkSendFailsWhenConnectionDrops(t *testing.T) {
 	defer sink.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second) // the syncer's SendTimeout is 30s
 	defer cancel()
-	require.NoError(t, sink.Resume(ctx, 0, nil))
+	require.NoError(t, sink.Resume(ctx, nil, nil))
 	var recs []Record
 	for i := range 3 {
 		e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000 + int64(i), Value: 1}

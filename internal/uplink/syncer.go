@@ -29,10 +29,11 @@ type Record struct {
 type Sink interface {
 	Name() string
 	// Resume is called before the first batch and after every failure, with
-	// the offset below which everything is confirmed in every lane and the
-	// positions the sink last asked to save. It lets the sink find out what of
-	// the unconfirmed records already arrived, so that nothing is sent twice.
-	Resume(ctx context.Context, next uint64, saved map[string]uint64) error
+	// each lane's cursor (every record of the lane below it is confirmed) and
+	// the positions the sink last asked to save. It lets the sink find out
+	// what of the unconfirmed records already arrived, so that nothing is sent
+	// twice.
+	Resume(ctx context.Context, lanes map[Lane]uint64, saved map[string]uint64) error
 	// Send delivers recs, all of one lane and in offset order, and returns nil
 	// only once the sink has confirmed every one. A Permanent error means a
 	// record can never be delivered; anything else is retried.
@@ -187,6 +188,15 @@ func (s *Syncer) Close() error {
 	return s.sink.Close()
 }
 
+// laneCursors returns each lane's cursor.
+func (s *Syncer) laneCursors() map[Lane]uint64 {
+	out := make(map[Lane]uint64, len(s.lanes))
+	for _, ls := range s.lanes {
+		out[ls.lane] = ls.next.Load()
+	}
+	return out
+}
+
 // synced returns the offset below which every lane is confirmed.
 func (s *Syncer) synced() uint64 {
 	next := uint64(math.MaxUint64)
@@ -208,7 +218,7 @@ func (s *Syncer) run(ctx context.Context) {
 	}()
 	for ctx.Err() == nil {
 		if !resumed {
-			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.synced(), s.savedPositions()) })
+			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.laneCursors(), s.savedPositions()) })
 			if err != nil {
 				s.failed(ctx, err, bo)
 				continue
@@ -253,7 +263,7 @@ func (s *Syncer) commit() {
 		save[l.cursor] = l.position()
 	}
 	for k, v := range s.sink.Positions() {
-		save[s.prefix+"pos:"+k] = v
+		save[buffer.ValuePrefix+s.prefix+k] = v
 	}
 	if err := s.log.CommitCursors(save); err != nil {
 		s.opts.Logger.Error("sync cursors not saved; the batch will be checked again after a restart",
@@ -323,7 +333,7 @@ func (s *Syncer) batchLimits(next uint64) (records, bytes int) {
 func (s *Syncer) savedPositions() map[string]uint64 {
 	out := map[string]uint64{}
 	for k, v := range s.log.Cursors() {
-		if rest, ok := strings.CutPrefix(k, s.prefix+"pos:"); ok {
+		if rest, ok := strings.CutPrefix(k, buffer.ValuePrefix+s.prefix); ok {
 			out[rest] = v
 		}
 	}

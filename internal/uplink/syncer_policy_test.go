@@ -19,10 +19,10 @@ type refusingSink struct {
 	sends atomic.Int64
 }
 
-func (s *refusingSink) Name() string                                            { return "refuser" }
-func (s *refusingSink) Resume(context.Context, uint64, map[string]uint64) error { return nil }
-func (s *refusingSink) Positions() map[string]uint64                            { return nil }
-func (s *refusingSink) Close() error                                            { return nil }
+func (s *refusingSink) Name() string                                                     { return "refuser" }
+func (s *refusingSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
+func (s *refusingSink) Positions() map[string]uint64                                     { return nil }
+func (s *refusingSink) Close() error                                                     { return nil }
 func (s *refusingSink) Send(context.Context, []Record) error {
 	s.sends.Add(1)
 	return s.err
@@ -63,10 +63,10 @@ type recordingSink struct {
 	batches []int
 }
 
-func (s *recordingSink) Name() string                                            { return "recorder" }
-func (s *recordingSink) Resume(context.Context, uint64, map[string]uint64) error { return nil }
-func (s *recordingSink) Positions() map[string]uint64                            { return nil }
-func (s *recordingSink) Close() error                                            { return nil }
+func (s *recordingSink) Name() string                                                     { return "recorder" }
+func (s *recordingSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
+func (s *recordingSink) Positions() map[string]uint64                                     { return nil }
+func (s *recordingSink) Close() error                                                     { return nil }
 func (s *recordingSink) Send(_ context.Context, recs []Record) error {
 	s.mu.Lock()
 	s.batches = append(s.batches, len(recs))

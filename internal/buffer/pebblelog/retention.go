@@ -3,11 +3,11 @@ package pebblelog
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"sort"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 )
 
 // retain deletes the oldest records while more than l.keep stored bytes are
@@ -126,8 +126,5 @@ func (l *Log) BytesFrom(off uint64) int64 {
 func (l *Log) slowestCursor() (uint64, bool) {
 	l.cursorMu.Lock()
 	defer l.cursorMu.Unlock()
-	if len(l.cursors) == 0 {
-		return 0, false
-	}
-	return slices.Min(slices.Collect(maps.Values(l.cursors))), true
+	return buffer.SlowestPosition(l.cursors)
 }

@@ -3,7 +3,8 @@ package sqlitelog
 import (
 	"fmt"
 	"maps"
-	"slices"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 )
 
 // Cursor returns the next offset the named reader has to process, and whether
@@ -83,8 +84,5 @@ func (l *Log) slowestCursor(pending map[string]uint64) (uint64, bool) {
 			all[name] = off
 		}
 	}
-	if len(all) == 0 {
-		return 0, false
-	}
-	return slices.Min(slices.Collect(maps.Values(all))), true
+	return buffer.SlowestPosition(all)
 }
