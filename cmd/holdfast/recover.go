@@ -113,6 +113,9 @@ func printReport(cmd *cobra.Command, r *recovery.Report) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "replay      %d results verified, %d mismatches\n", r.ReplayVerified, r.ReplayMismatches)
 	fmt.Fprintf(w, "took        %s (%.0f records/s)\n", r.Took.Round(time.Millisecond), r.RecordsPerSecond)
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note        %s\n", n)
+	}
 	if r.OK() {
 		fmt.Fprintf(w, "validation  passed\n")
 		return

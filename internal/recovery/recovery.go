@@ -68,6 +68,7 @@ type Report struct {
 	ReplayVerified   uint64        `json:"replay_verified"`
 	ReplayMismatches uint64        `json:"replay_mismatches"`
 	Problems         []string      `json:"problems,omitempty"`
+	Notes            []string      `json:"notes,omitempty"`
 	Took             time.Duration `json:"took_ns"`
 	RecordsPerSecond float64       `json:"records_per_second"`
 }
@@ -128,6 +129,8 @@ func Recover(ctx context.Context, o Options) (*Report, error) {
 	if err := replay(ctx, o, cfg, rep); err != nil {
 		return nil, err
 	}
+	// The rebuilt log is read back after the replay: this checks the write
+	// path, the engine and that processing appended nothing below the cut.
 	if !maps.Equal(rep.Events, cloudEvents) {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("events per stream: the cloud holds %v, the rebuilt log %v", cloudEvents, rep.Events))
 	}
@@ -173,7 +176,7 @@ func fetchRecords(ctx context.Context, js jetstream.JetStream, o Options) (map[u
 		if err != nil {
 			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
 		}
-		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"holdfast." + o.NodeID + ".>"}})
+		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cloud.NodeFilter(o.NodeID)}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
 		}
@@ -309,12 +312,17 @@ func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[str
 		}
 	}
 	_ = bar.Finish()
+	// Every sink a node may have starts after the records the cloud holds:
+	// the JetStream sink with its stream sequences, HTTP and MQTT too (their
+	// receivers got the records from the lost node).
 	cursors := map[string]uint64{}
-	for _, lane := range config.Priorities {
-		cursors["sync:cloud:"+lane] = rep.Cut
+	for _, sink := range []string{"cloud", "http", "mqtt"} {
+		for _, lane := range config.Priorities {
+			cursors["sync:"+sink+":"+lane] = rep.Cut
+		}
 	}
 	for stream, seq := range seqs {
-		cursors["sync:cloud:pos:"+stream] = seq
+		cursors[buffer.ValuePrefix+"sync:cloud:"+stream] = seq
 	}
 	return l.CommitCursors(cursors)
 }
@@ -340,6 +348,10 @@ func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) erro
 			return err
 		}
 		p.Start()
+		if off, ok := p.StartOffset(); rep.Snapshot != "" && (!ok || off != rep.SnapshotOffset) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("snapshot %s was not usable (see the log); replayed from the first record", rep.Snapshot))
+			rep.Snapshot, rep.SnapshotOffset = "", 0
+		}
 		bar := newBar(o.Progress, int64(rep.Cut-rep.SnapshotOffset), "replaying")
 		for {
 			s := p.Status()
