@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -128,4 +129,45 @@ func TestBacklogReachesCloudCriticalFirst(t *testing.T) {
 			require.Greater(t, st.Offset, stored[i-1].Offset, "lane order")
 		}
 	}
+}
+
+// TestPartlyConfirmedBatchIsNotSentTwice: a batch's event message is stored
+// and acknowledged, its window message fails (no stream takes it). The resume
+// after the failure must find the event, long after the de-duplication window,
+// so the retry stores it no second time.
+func TestPartlyConfirmedBatchIsNotSentTwice(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0",
+		Duplicates: 100 * time.Millisecond})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	win := event.WindowRecord{Stream: "temp", DeviceID: "d", SizeMS: 1000, Start: 1_700_000_000_000, Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1}
+	batch := []Record{eventRecord(0, "temp", LaneNormal),
+		{Offset: 1, Type: event.TypeWindow, Stream: "temp", Lane: LaneNormal, Payload: win.AppendBinary(nil)}}
+	lanes := map[Lane]uint64{LaneNormal: 0}
+
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s.Close()
+	require.NoError(t, s.Resume(ctx, lanes, nil))
+	require.NoError(t, js.DeleteStream(ctx, cloud.StreamResults))
+	require.Error(t, s.Send(ctx, batch), "the window has no stream to go to")
+	saved := s.Positions()
+
+	time.Sleep(300 * time.Millisecond) // past the de-duplication window
+	require.NoError(t, cloud.EnsureLayout(ctx, js, cloud.LayoutOptions{Duplicates: 100 * time.Millisecond}))
+	require.NoError(t, s.Resume(ctx, lanes, saved))
+	require.NoError(t, s.Send(ctx, batch))
+
+	events, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	require.Len(t, events, 1, "the event once: %v", events)
+	results, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamResults, 0)
+	require.NoError(t, err)
+	require.Len(t, results, 1)
 }
