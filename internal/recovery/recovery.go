@@ -171,7 +171,7 @@ func restoreConfig(ctx context.Context, js jetstream.JetStream, o Options, rep *
 func fetchRecords(ctx context.Context, js jetstream.JetStream, o Options) (map[uint64][]byte, map[string]uint64, error) {
 	recs := map[uint64][]byte{}
 	seqs := map[string]uint64{}
-	for _, name := range []string{cloud.StreamEvents, cloud.StreamResults} {
+	for _, name := range []string{cloud.StreamEvents, cloud.StreamResults, cloud.StreamLedger} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
 			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
@@ -402,6 +402,8 @@ func kindName(t byte) string {
 		return "watermarks"
 	case event.TypeLate:
 		return "late_marks"
+	case event.TypeLedger:
+		return "ledger"
 	}
 	return fmt.Sprintf("type_%02x", t)
 }

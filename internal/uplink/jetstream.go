@@ -65,7 +65,7 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 
 func (s *JetStreamSink) Name() string { return s.o.Name }
 
-var resultStreams = []string{cloud.StreamEvents, cloud.StreamResults}
+var resultStreams = []string{cloud.StreamEvents, cloud.StreamResults, cloud.StreamLedger}
 
 // connect dials the cloud once; nats.go reconnects by itself afterwards. The
 // reconnect buffer is off, so a publish while disconnected fails at once
@@ -173,6 +173,8 @@ func kindOf(t byte) string {
 		return cloud.KindWatermarks
 	case event.TypeLate:
 		return cloud.KindLate
+	case event.TypeLedger:
+		return cloud.KindLedger
 	}
 	return ""
 }

@@ -222,6 +222,14 @@ func (r *LaneRules) classify(off uint64, p []byte, want Lane) (lane Lane, stream
 	case event.TypeLate:
 		// Late marks list events of any stream: the normal lane, no stream.
 		return LaneNormal, "", len(p) > 1
+	case event.TypeLedger:
+		// What was lost goes first: the cloud learns of gaps before it waits
+		// for them.
+		l, err := event.DecodeLedger(p)
+		if err != nil {
+			return 0, "", false
+		}
+		return LaneCritical, l.Stream, true
 	}
 	return 0, "", false
 }

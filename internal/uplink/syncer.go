@@ -165,6 +165,19 @@ func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 		}
 		s.lanes = append(s.lanes, ls)
 	}
+	// A sink's cursors exist from its first start, before anything is
+	// confirmed: retention must know that the records are not synced yet.
+	initial := map[string]uint64{}
+	for _, ls := range s.lanes {
+		if _, ok := l.Cursor(ls.cursor); !ok {
+			initial[ls.cursor] = ls.next.Load()
+		}
+	}
+	if len(initial) > 0 {
+		if err := l.CommitCursors(initial); err != nil {
+			o.Logger.Error("sync cursors not saved", "sink", sink.Name(), "err", err)
+		}
+	}
 	return s
 }
 
