@@ -72,6 +72,11 @@ type Options struct {
 	MaxPendingBytes int
 	Logger          *slog.Logger
 	Metrics         *Metrics // default: unregistered metrics
+	// OnUnreadDeleted, if set, is called by retention just before it deletes
+	// records no reader had passed (below the slowest position cursor), with
+	// their offsets [from, to) and a reader over them, valid only during the
+	// call. It runs on the log's writer goroutine: it must not append.
+	OnUnreadDeleted func(from, to uint64, r RecordReader)
 }
 
 // withDefaults returns o with zero fields filled in.

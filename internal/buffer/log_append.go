@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
@@ -286,7 +287,17 @@ func (l *Log) applyRetention() {
 		records := old.next - old.base
 		unread := uint64(0)
 		if slowest, ok := l.slowestCursor(); ok && slowest < old.next {
-			unread = old.next - max(slowest, old.base)
+			from := max(slowest, old.base)
+			unread = old.next - from
+			if l.opts.OnUnreadDeleted != nil {
+				r := &Reader{l: l, from: from}
+				if err := r.open(old, segmentHeaderSize); err != nil {
+					l.log.Warn("retention: cannot read the unread records it deletes", "segment", old.name, "err", err)
+				} else {
+					l.opts.OnUnreadDeleted(from, old.next, &segmentReader{r: r, to: old.next})
+					r.Close()
+				}
+			}
 		}
 		if err := l.fs.Remove(l.path(old.name)); err != nil {
 			l.log.Warn("retention: remove segment", "segment", old.name, "err", err)
@@ -296,3 +307,23 @@ func (l *Log) applyRetention() {
 		l.log.Info("retention deleted segment", "segment", old.name, "records", records, "unread", unread)
 	}
 }
+
+// segmentReader reads one segment that retention has already taken out of the
+// log's list, up to offset to.
+type segmentReader struct {
+	r  *Reader
+	to uint64
+}
+
+func (s *segmentReader) Next() (uint64, []byte, error) {
+	if s.r.from >= s.to {
+		return 0, nil, io.EOF
+	}
+	off, p, err := s.r.Next()
+	if err == nil && off >= s.to {
+		return 0, nil, io.EOF // past a damaged end: the next segment's records are not deleted
+	}
+	return off, p, err
+}
+func (s *segmentReader) Position() uint64 { return s.r.Position() }
+func (s *segmentReader) Close() error     { return s.r.Close() }

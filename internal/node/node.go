@@ -56,6 +56,7 @@ type Node struct {
 	backup   *backup.Backup
 	prep     chan prepared // the processor being prepared; nil once taken
 	pressure *pressureWatch
+	ledger   *lossLedger
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -84,15 +85,18 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if n.lock, err = lockDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	n.ledger = newLossLedger(n.reg, logger.With("component", "ledger"))
 	n.buf, err = OpenBuffer(cfg, buffer.Options{
-		SegmentBytes: int64(cfg.Buffer.SegmentBytes),
-		MaxBytes:     int64(cfg.Buffer.MaxBytes),
-		Logger:       logger.With("component", "buffer"),
-		Metrics:      buffer.NewMetrics(n.reg),
+		SegmentBytes:    int64(cfg.Buffer.SegmentBytes),
+		MaxBytes:        int64(cfg.Buffer.MaxBytes),
+		Logger:          logger.With("component", "buffer"),
+		Metrics:         buffer.NewMetrics(n.reg),
+		OnUnreadDeleted: n.ledger.onUnreadDeleted,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
+	go n.ledger.run(n.buf)
 	if cfg.Windows.Enabled {
 		n.prepareProcessing() // the checkpoint loads while the store rebuilds its index
 	}
@@ -413,6 +417,9 @@ func (n *Node) Status() api.Status {
 		},
 		MQTT: api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
 	}
+	if n.ledger != nil {
+		s.Losses = n.ledger.status()
+	}
 	if n.pressure != nil {
 		l, since, u := n.pressure.status()
 		s.Buffer.Level, s.Buffer.LevelSince, s.Buffer.Utilisation = l.String(), since.UTC().Format(time.RFC3339), u
@@ -479,6 +486,9 @@ func (n *Node) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, n.disp.Close(ctx))
 		cancel()
+	}
+	if n.ledger != nil && n.buf != nil {
+		n.ledger.close()
 	}
 	if n.buf != nil {
 		errs = append(errs, n.buf.Close())

@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+// TestLossLedgerAccountsForEvictedRecords: with the cloud away and a small
+// buffer, retention deletes records no sink confirmed. Each is counted in
+// status and written to a ledger record; once the cloud is back, its events
+// and the ledger's offset ranges together cover every offset the node gave,
+// each exactly once, and the counts add up to the events acknowledged.
+func TestLossLedgerAccountsForEvictedRecords(t *testing.T) {
+	if testing.Short() {
+		t.Skip("ledger test skipped in -short mode")
+	}
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cloudAddr := l.Addr().String()
+	l.Close()
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  segment_bytes: 64KiB\n  max_bytes: 512KiB\ncloud:\n  url: nats://"+cloudAddr+"\n")
+	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "site-l")
+	defer p.stop(t)
+
+	acked := 0
+	var body bytes.Buffer
+	var st struct {
+		Losses map[string]map[string]uint64 `json:"losses"`
+		Buffer struct {
+			Next uint64 `json:"next_offset"`
+		} `json:"buffer"`
+		Sinks []struct {
+			Lag uint64 `json:"lag_records"`
+		} `json:"sinks"`
+	}
+	last := ""
+	defer func() {
+		if t.Failed() {
+			t.Logf("last status: %s", last)
+		}
+	}()
+	// Post until retention has deleted records of both streams (it runs as
+	// segments roll), plus a few more batches.
+	for i, extra := 0, 5; extra > 0; i++ {
+		require.Less(t, i, 400, "retention never deleted unsynced records")
+		body.Reset()
+		for j := range 250 {
+			fmt.Fprintf(&body, `{"device_id":"d%d","stream":"%s","value":%d,"id":"l-%d-%d"}`+"\n", j%13, []string{"temp", "hum"}[j%2], j, i, j)
+		}
+		code, r := post(t, p, "application/x-ndjson", "", body.Bytes())
+		require.Equal(t, 200, code, "%+v", r)
+		acked += 250
+		last = get(t, p, "/v1/status")
+		require.NoError(t, json.Unmarshal([]byte(last), &st))
+		if st.Losses["evicted_unsynced"]["temp"] > 0 && st.Losses["evicted_unsynced"]["hum"] > 0 {
+			extra--
+		}
+	}
+
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: cloudAddr})
+	require.NoError(t, err)
+	defer srv.Close()
+	waitFor(t, "the backlog to reach the cloud", 120*time.Second, func() bool {
+		require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &st))
+		return len(st.Sinks) == 1 && st.Sinks[0].Lag == 0
+	})
+
+	got := newReceived()
+	cloudMessages(t, &got, srv.URL(), cloud.StreamEvents, "site-l")
+	covered := map[uint64]string{}
+	for off := range got.events {
+		covered[off] = "event"
+	}
+	ledger, lost := ledgerRecords(t, srv.URL(), "site-l"), uint64(0)
+	for _, rec := range ledger {
+		require.Equal(t, event.LossEvictedUnsynced, rec.Reason)
+		lost += rec.Count
+		for _, r := range rec.Ranges {
+			for off := r.First; off < r.First+r.Len; off++ {
+				require.NotContains(t, covered, off, "offset %d in the cloud and in the ledger", off)
+				covered[off] = "lost"
+			}
+		}
+	}
+	var wantLost uint64
+	for _, n := range st.Losses["evicted_unsynced"] {
+		wantLost += n
+	}
+	require.Equal(t, wantLost, lost, "the ledger in the cloud counts what status counts")
+	require.Equal(t, acked, len(got.events)+int(lost), "every acknowledged event is in the cloud or in the ledger")
+	// Every offset below the last event is an event in the cloud, an event
+	// in the ledger, or a ledger record itself.
+	ledgerOffsets := map[uint64]bool{}
+	cloudMessagesOffsets(t, srv.URL(), cloud.StreamLedger, "site-l", ledgerOffsets)
+	for off := range st.Buffer.Next {
+		if _, ok := covered[off]; !ok {
+			require.True(t, ledgerOffsets[off], "offset %d is neither in the cloud nor in the ledger", off)
+		}
+	}
+	t.Logf("%d events acknowledged: %d in the cloud, %d lost to retention in %d ledger records", acked, len(got.events), lost, len(ledger))
+}
+
+// cloudMessagesOffsets adds the offsets of node's records in a stream to out.
+func cloudMessagesOffsets(t *testing.T, url, stream, node string, out map[uint64]bool) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stored, err := cloud.StoredOffsets(context.Background(), js, node, stream, 0)
+	require.NoError(t, err)
+	for _, s := range stored {
+		out[s.Offset] = true
+	}
+}
+
+// ledgerRecords reads node's loss-ledger records from HOLDFAST_LEDGER.
+func ledgerRecords(t *testing.T, url, node string) []event.LedgerRecord {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, cloud.StreamLedger)
+	require.NoError(t, err)
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cloud.NodeFilter(node)}})
+	require.NoError(t, err)
+	var out []event.LedgerRecord
+	for {
+		batch, err := cons.FetchNoWait(100)
+		require.NoError(t, err)
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			recs, err := cloud.DecodeBatch(m.Headers(), m.Data())
+			require.NoError(t, err)
+			for _, r := range recs {
+				l, err := event.DecodeLedger(r.Payload)
+				require.NoError(t, err)
+				out = append(out, l)
+			}
+		}
+		if n == 0 {
+			return out
+		}
+	}
+}

@@ -1,0 +1,183 @@
+package node
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+// lossLedger accounts for every record that leaves the buffer unsynced
+// (docs/format/ledger.md): it counts them by reason and stream, in metrics and
+// status, and writes ledger records — synced like the rest, critical lane
+// first — so that the cloud knows which offsets will never come and why.
+//
+// Today's only such path is retention deleting records no sink had confirmed
+// (native log engine; a buffer full for too long). The pressure levels'
+// sampling, refusal, downsampling and dropping will report here too.
+type lossLedger struct {
+	log    *slog.Logger
+	lost   *prometheus.CounterVec
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	queue  []event.LedgerRecord         // not yet in the buffer
+	totals map[string]map[string]uint64 // reason → stream → records
+}
+
+func newLossLedger(reg prometheus.Registerer, log *slog.Logger) *lossLedger {
+	return &lossLedger{
+		log: log, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		totals: map[string]map[string]uint64{},
+		lost: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+			Name: "holdfast_lost_records_total",
+			Help: "Records that left the buffer unsynced, by reason and stream; each is in a ledger record.",
+		}, []string{"reason", "stream"}),
+	}
+}
+
+// onUnreadDeleted is the log's retention hook: it runs on the log's writer
+// goroutine, reads the records about to be deleted, and queues one ledger
+// record per stream with their offset ranges.
+func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
+	now := time.Now().UnixMilli()
+	byStream := map[string]*event.LedgerRecord{}
+	var order []string
+	for {
+		off, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			g.log.Error("loss ledger: cannot read records retention deletes; counting them under *", "from", from, "to", to, "err", err)
+			break
+		}
+		stream := recordStream(p)
+		l := byStream[stream]
+		if l == nil {
+			l = &event.LedgerRecord{Reason: event.LossEvictedUnsynced, Stream: stream, From: now, To: now}
+			byStream[stream] = l
+			order = append(order, stream)
+		}
+		if n := len(l.Ranges); n > 0 && l.Ranges[n-1].First+l.Ranges[n-1].Len == off {
+			l.Ranges[n-1].Len++
+		} else {
+			l.Ranges = append(l.Ranges, event.OffsetRange{First: off, Len: 1})
+		}
+		l.Count++
+	}
+	g.mu.Lock()
+	for _, s := range order {
+		l := byStream[s]
+		g.queue = append(g.queue, *l)
+		g.count(l)
+	}
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (g *lossLedger) count(l *event.LedgerRecord) {
+	reason := event.LossName(l.Reason)
+	if g.totals[reason] == nil {
+		g.totals[reason] = map[string]uint64{}
+	}
+	g.totals[reason][l.Stream] += l.Count
+	g.lost.WithLabelValues(reason, l.Stream).Add(float64(l.Count))
+}
+
+// recordStream is the stream a record belongs to, "*" when it has none.
+func recordStream(p []byte) string {
+	if v, ok := event.Peek(p); ok {
+		return string(v.Stream)
+	}
+	switch event.Type(p) {
+	case event.TypeWindow:
+		if w, err := event.DecodeWindow(p); err == nil {
+			return w.Stream
+		}
+	case event.TypeAlert:
+		if a, err := event.DecodeAlert(p); err == nil {
+			return a.Stream
+		}
+	case event.TypeWatermark:
+		if w, err := event.DecodeWatermark(p); err == nil {
+			return w.Stream
+		}
+	case event.TypeLedger:
+		if l, err := event.DecodeLedger(p); err == nil {
+			return l.Stream
+		}
+	}
+	return "*"
+}
+
+// run writes queued ledger records to the buffer until stop; a failed write
+// is retried every second.
+func (g *lossLedger) run(buf buffer.Engine) {
+	defer close(g.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			g.flush(buf)
+			return
+		case <-g.wake:
+		case <-t.C:
+		}
+		g.flush(buf)
+	}
+}
+
+func (g *lossLedger) flush(buf buffer.Engine) {
+	g.mu.Lock()
+	q := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+	if len(q) == 0 {
+		return
+	}
+	payloads := make([][]byte, len(q))
+	for i := range q {
+		payloads[i] = q[i].AppendBinary(nil)
+	}
+	if _, err := buf.Append(payloads...); err != nil {
+		g.log.Error("loss ledger records not written; retrying", "records", len(q), "err", err)
+		g.mu.Lock()
+		g.queue = append(q, g.queue...)
+		g.mu.Unlock()
+		return
+	}
+	for _, l := range q {
+		g.log.Warn("records lost unsynced, accounted for in the ledger", "reason", event.LossName(l.Reason),
+			"stream", l.Stream, "records", l.Count, "ranges", len(l.Ranges))
+	}
+}
+
+func (g *lossLedger) close() {
+	close(g.stop)
+	<-g.done
+}
+
+// status returns the lost records by reason and stream.
+func (g *lossLedger) status() map[string]map[string]uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[string]map[string]uint64, len(g.totals))
+	for r, m := range g.totals {
+		out[r] = maps.Clone(m)
+	}
+	return out
+}
