@@ -96,7 +96,8 @@ func TestBufferPressureLevels(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	writeFile(t, cfg, "buffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\nalerts:\n  notify:\n    webhooks:\n      - url: "+srv.URL+"\n")
+	writeFile(t, cfg, "buffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\nstreams:\n  door: {priority: critical}\n  hvac: {priority: low}\n"+
+		"alerts:\n  notify:\n    webhooks:\n      - url: "+srv.URL+"\n")
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
 	defer p.stop(t)
 	levels := map[string]bool{}
@@ -126,8 +127,8 @@ func TestBufferPressureLevels(t *testing.T) {
 			for j := range 100 {
 				fmt.Fprintf(&body, `{"device_id":"d%d","stream":"s","value":%d}`+"\n", j, i)
 			}
-			code, _ := post(t, p, "application/x-ndjson", "", body.Bytes())
-			require.Equal(t, 200, code)
+			code, r := post(t, p, "application/x-ndjson", "", body.Bytes())
+			require.Equal(t, 200, code, "%+v", r) // sampled from critical on, never all
 		}
 		// Looked at every second; retention may take the buffer back below
 		// the threshold meanwhile, so a higher level counts too.
@@ -151,4 +152,51 @@ func TestBufferPressureLevels(t *testing.T) {
 		return false
 	})
 	t.Logf("levels seen while filling: %v", levels)
+
+	// At emergency: critical streams all in, low-priority ones refused, the
+	// others sampled at 50 %; each accounted for in the ledger.
+	if l, _ := status(); l != "emergency" && l != "full" {
+		t.Fatalf("level %s after filling", l)
+	}
+	post1 := func(stream string, n int) (code int, accepted int, rejected []string) {
+		body.Reset()
+		for j := range n {
+			fmt.Fprintf(&body, `{"device_id":"x%d","stream":"%s","value":1}`+"\n", j, stream)
+		}
+		req, err := http.NewRequest("POST", p.url("/v1/events"), bytes.NewReader(body.Bytes()))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var r struct {
+			Accepted int `json:"accepted"`
+			Rejected []struct {
+				Error string `json:"error"`
+			} `json:"rejected"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&r))
+		for _, rj := range r.Rejected {
+			rejected = append(rejected, rj.Error)
+		}
+		return resp.StatusCode, r.Accepted, rejected
+	}
+	code, acc, rej := post1("door", 20)
+	require.Equal(t, 200, code)
+	require.Equal(t, 20, acc, "critical events all stored: %v", rej)
+	code, acc, rej = post1("hvac", 20)
+	require.Equal(t, http.StatusInsufficientStorage, code, "low-priority events refused")
+	require.Zero(t, acc)
+	require.Len(t, rej, 20)
+	require.Contains(t, rej[0], `stream "hvac": not stored, the buffer is under pressure (refused)`)
+	code, acc, rej = post1("s", 20)
+	require.Equal(t, 200, code)
+	require.Equal(t, 10, acc, "normal events sampled at 50 %%: %v", rej)
+	require.Contains(t, rej[0], "(sampled)")
+	var st struct {
+		Losses map[string]map[string]uint64 `json:"losses"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &st))
+	require.Equal(t, uint64(20), st.Losses["refused"]["hvac"])
+	require.GreaterOrEqual(t, st.Losses["sampled"]["s"], uint64(10))
 }

@@ -20,9 +20,9 @@ import (
 // status, and writes ledger records — synced like the rest, critical lane
 // first — so that the cloud knows which offsets will never come and why.
 //
-// Today's only such path is retention deleting records no sink had confirmed
-// (native log engine; a buffer full for too long). The pressure levels'
-// sampling, refusal, downsampling and dropping will report here too.
+// Two paths report here: retention deleting records no sink had confirmed (a
+// buffer full for too long), with their offset ranges, and the pressure
+// levels keeping events out at ingest (sampled, refused), counted per stream.
 type lossLedger struct {
 	log    *slog.Logger
 	lost   *prometheus.CounterVec
@@ -30,14 +30,15 @@ type lossLedger struct {
 	stop   chan struct{}
 	done   chan struct{}
 	mu     sync.Mutex
-	queue  []event.LedgerRecord         // not yet in the buffer
-	totals map[string]map[string]uint64 // reason → stream → records
+	queue  []event.LedgerRecord            // not yet in the buffer
+	kept   map[keptKey]*event.LedgerRecord // events kept out at ingest, not yet queued
+	totals map[string]map[string]uint64    // reason → stream → records
 }
 
 func newLossLedger(reg prometheus.Registerer, log *slog.Logger) *lossLedger {
 	return &lossLedger{
 		log: log, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		totals: map[string]map[string]uint64{},
+		totals: map[string]map[string]uint64{}, kept: map[keptKey]*event.LedgerRecord{},
 		lost: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_lost_records_total",
 			Help: "Records that left the buffer unsynced, by reason and stream; each is in a ledger record.",
@@ -86,6 +87,33 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 	case g.wake <- struct{}{}:
 	default:
 	}
+}
+
+type keptKey struct {
+	reason byte
+	stream string
+}
+
+// keptOut accounts for one event the buffer's pressure kept out at ingest
+// (reason pressure.Sampled or pressure.Refused). Such events have no offsets:
+// the ledger records their count per stream and second.
+func (g *lossLedger) keptOut(why, stream string) {
+	reason := event.LossRefused
+	if why == "sampled" {
+		reason = event.LossSampled
+	}
+	now := time.Now().UnixMilli()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := keptKey{reason, stream}
+	l := g.kept[k]
+	if l == nil {
+		l = &event.LedgerRecord{Reason: reason, Stream: stream, From: now}
+		g.kept[k] = l
+	}
+	l.To = now
+	l.Count++
+	g.count(&event.LedgerRecord{Reason: reason, Stream: stream, Count: 1})
 }
 
 func (g *lossLedger) count(l *event.LedgerRecord) {
@@ -143,6 +171,10 @@ func (g *lossLedger) run(buf buffer.Engine) {
 
 func (g *lossLedger) flush(buf buffer.Engine) {
 	g.mu.Lock()
+	for k, l := range g.kept {
+		g.queue = append(g.queue, *l)
+		delete(g.kept, k)
+	}
 	q := g.queue
 	g.queue = nil
 	g.mu.Unlock()

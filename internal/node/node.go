@@ -29,6 +29,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 	"github.com/holdfast-edge/holdfast/internal/ingest/httpin"
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
@@ -57,6 +58,7 @@ type Node struct {
 	prep     chan prepared // the processor being prepared; nil once taken
 	pressure *pressureWatch
 	ledger   *lossLedger
+	gate     *pressure.Gate // what the buffer's pressure level lets in
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -86,6 +88,12 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 	n.ledger = newLossLedger(n.reg, logger.With("component", "ledger"))
+	n.gate = pressure.NewGate(func(stream string) string {
+		if p := cfg.Streams[stream].Priority; p != "" {
+			return p
+		}
+		return "normal"
+	})
 	n.buf, err = OpenBuffer(cfg, buffer.Options{
 		SegmentBytes:    int64(cfg.Buffer.SegmentBytes),
 		MaxBytes:        int64(cfg.Buffer.MaxBytes),
@@ -153,7 +161,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 	switch mc.Mode {
 	case "embedded":
 		b, err := mqttin.NewBroker(mqttin.BrokerOptions{
-			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger,
+			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 		}, n.store, im)
 		if err != nil {
 			return err
@@ -166,7 +174,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 		s, err := mqttin.NewSubscriber(mqttin.SubscriberOptions{
 			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID,
 			Username: mc.External.Username, Password: mc.External.Password,
-			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger,
+			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 		}, n.store, im)
 		if err != nil {
 			return err
@@ -255,6 +263,16 @@ func OpenBuffer(cfg config.Config, o buffer.Options) (buffer.Engine, error) {
 	}
 	o.Dir = filepath.Join(cfg.DataDir, name)
 	return engines.Open(name, o)
+}
+
+// admit applies the buffer's pressure to one event at ingest: "" lets it in;
+// otherwise it is kept out and accounted for in the loss ledger.
+func (n *Node) admit(stream string) string {
+	why := n.gate.Admit(stream)
+	if why != "" {
+		n.ledger.keptOut(why, stream)
+	}
+	return why
 }
 
 // startBackup starts the hourly snapshots of the processing state (copies of
@@ -361,7 +379,7 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	logger := n.log.With("component", "http")
 	opts := api.Options{
 		Ingest: httpin.New(httpin.Options{
-			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger,
+			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger, Admit: n.admit,
 		}, n.store, im),
 		Store:    n.store,
 		Status:   n.Status,

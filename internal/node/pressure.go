@@ -13,10 +13,11 @@ import (
 )
 
 // pressureWatch follows the buffer's utilisation as the seed's pressure
-// levels (internal/pressure): in status and metrics, in the log, and as an
-// alert to the notifiers at every change. The levels' actions on ingest and
-// on the buffer (sampling, eviction, refusal) come with the loss ledger
-// (docs/format/ledger.md).
+// levels (internal/pressure): in status and metrics, in the log, as an alert
+// to the notifiers at every change, and at ingest through the node's gate
+// (sampling from critical, refusing low-priority streams from emergency). The
+// levels' actions on the buffer itself (evicting synced data first,
+// downsampling) are not built yet.
 type pressureWatch struct {
 	n     *Node
 	stop  chan struct{}
@@ -100,6 +101,7 @@ func (w *pressureWatch) check() {
 	if !changed {
 		return
 	}
+	w.n.gate.SetLevel(c.To)
 	w.setGauge(c.To)
 	w.moves.WithLabelValues(c.From.String(), c.To.String()).Inc()
 	logf := w.n.log.Info

@@ -50,3 +50,49 @@ func TestThresholdsValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestGate(t *testing.T) {
+	prio := map[string]string{"door": "critical", "hvac": "low"}
+	g := NewGate(func(s string) string {
+		if p, ok := prio[s]; ok {
+			return p
+		}
+		return "normal"
+	})
+	admitted := func(stream string, n int) (kept int, reasons map[string]int) {
+		reasons = map[string]int{}
+		for range n {
+			r := g.Admit(stream)
+			reasons[r]++
+			if r == Admitted {
+				kept++
+			}
+		}
+		return kept, reasons
+	}
+	for _, tc := range []struct {
+		level            Level
+		door, temp, hvac int // kept of 100
+		tempWhy, hvacWhy string
+	}{
+		{Normal, 100, 100, 100, "", ""},
+		{Warning, 100, 100, 100, "", ""},
+		{Critical, 100, 50, 50, Sampled, Sampled},
+		{Emergency, 100, 50, 0, Sampled, Refused},
+		{Full, 100, 50, 0, Sampled, Refused},
+	} {
+		g.SetLevel(tc.level)
+		for stream, want := range map[string]int{"door": tc.door, "temp": tc.temp, "hvac": tc.hvac} {
+			kept, reasons := admitted(stream, 100)
+			if kept != want {
+				t.Errorf("%v: %s kept %d of 100, want %d (%v)", tc.level, stream, kept, want, reasons)
+			}
+		}
+		if _, r := admitted("temp", 2); tc.tempWhy != "" && r[tc.tempWhy] != 1 {
+			t.Errorf("%v: temp reasons %v", tc.level, r)
+		}
+		if _, r := admitted("hvac", 2); tc.hvacWhy != "" && r[tc.hvacWhy] == 0 {
+			t.Errorf("%v: hvac reasons %v", tc.level, r)
+		}
+	}
+}

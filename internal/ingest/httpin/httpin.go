@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,8 +32,12 @@ const transport = "http"
 type Options struct {
 	MaxBodyBytes int64 // after decompression; default 16 MiB
 	Limits       event.Limits
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// Admit, if set, decides per event whether the buffer's pressure lets
+	// it in: "" admits, anything else is the reason it is kept out (the
+	// buffer's pressure level refuses or samples its stream).
+	Admit  func(stream string) string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Handler serves POST /v1/events.
@@ -102,6 +107,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp.Rejected = append(resp.Rejected, Rejected{Index: rj.Index, Error: rj.Err.Error()})
 		h.m.Rejected.WithLabelValues(transport, reasonOf(rj.Err)).Inc()
 	}
+	kept := 0
+	if h.opts.Admit != nil {
+		evs, kept = h.admit(evs, rejections, &resp)
+	}
 	if len(evs) > 0 {
 		res, err := h.app.Append(r.Context(), evs)
 		if err != nil {
@@ -120,10 +129,42 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.m.Duplicates.WithLabelValues(transport).Add(float64(res.Duplicates))
 	}
 	status := http.StatusOK
-	if resp.Accepted == 0 && len(resp.Rejected) > 0 {
+	switch {
+	case resp.Accepted == 0 && kept > 0 && kept == len(resp.Rejected):
+		// Only the buffer's pressure kept the events out: not the device's
+		// fault, and it may pass later.
+		status = http.StatusInsufficientStorage
+		w.Header().Set("Retry-After", "60")
+	case resp.Accepted == 0 && len(resp.Rejected) > 0:
 		status = http.StatusBadRequest
 	}
 	writeJSON(w, status, resp)
+}
+
+// admit applies Options.Admit to the valid events: it returns those let in and
+// how many were kept out, each added to resp with its index in the body.
+func (h *Handler) admit(evs []event.Event, rejections []event.Rejection, resp *Response) ([]event.Event, int) {
+	rejected := make(map[int]bool, len(rejections))
+	for _, rj := range rejections {
+		rejected[rj.Index] = true
+	}
+	in, kept, index := evs[:0], 0, 0
+	for _, ev := range evs {
+		for rejected[index] {
+			index++
+		}
+		if why := h.opts.Admit(ev.Stream); why != "" {
+			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
+				Error: fmt.Sprintf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)})
+			h.m.Rejected.WithLabelValues(transport, why).Inc()
+			kept++
+		} else {
+			in = append(in, ev)
+		}
+		index++
+	}
+	slices.SortFunc(resp.Rejected, func(a, b Rejected) int { return a.Index - b.Index })
+	return in, kept
 }
 
 func (h *Handler) getBuf() *bytes.Buffer {

@@ -123,3 +123,41 @@ func TestNDJSONContentTypes(t *testing.T) {
 		require.Equal(t, want, isNDJSON(ct), ct)
 	}
 }
+
+// Events the buffer's pressure keeps out are rejected with their index and
+// the reason; a body of nothing but such events is answered 507.
+func TestAdmitUnderPressure(t *testing.T) {
+	app := &memAppender{}
+	h := New(Options{Now: func() time.Time { return now }, Admit: func(stream string) string {
+		if stream == "hvac" {
+			return "refused"
+		}
+		return ""
+	}}, app, ingest.NewMetrics(nil))
+	body := `{"device_id":"a","stream":"temp","value":1}
+{"device_id":"a","stream":"hvac","value":2}
+{"bad":
+{"device_id":"a","stream":"hvac","value":3}
+{"device_id":"a","stream":"temp","value":4}
+`
+	req := httptest.NewRequest("POST", "/v1/events", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	require.Equal(t, 200, w.Code, w.Body.String())
+	var r Response
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &r))
+	require.Equal(t, 2, r.Accepted)
+	idx := []int{}
+	for _, rj := range r.Rejected {
+		idx = append(idx, rj.Index)
+	}
+	require.Equal(t, []int{1, 2, 3}, idx, "indexes in the body, in order: %+v", r.Rejected)
+	require.Contains(t, r.Rejected[0].Error, "under pressure (refused)")
+
+	req = httptest.NewRequest("POST", "/v1/events", strings.NewReader(`{"device_id":"a","stream":"hvac","value":2}`))
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	require.Equal(t, http.StatusInsufficientStorage, w.Code, w.Body.String())
+	require.Equal(t, "60", w.Header().Get("Retry-After"))
+}

@@ -40,6 +40,11 @@ type BrokerOptions struct {
 	MaxPayload int
 	// Limits are passed to event.ParseMQTT.
 	Limits event.Limits
+	// Admit, if set, decides per event whether the buffer's pressure lets it
+	// in: "" admits, anything else is why not. Refused messages get MQTT 5
+	// reason 0x97 (quota exceeded); MQTT 3.1.1 has no negative ack: they are
+	// acknowledged and accounted for in the loss ledger.
+	Admit func(stream string) string
 	// Auth authenticates clients and checks their ACLs: a mochi hook providing
 	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
 	Auth mqtt.Hook
@@ -115,7 +120,7 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 		cancel()
 		return nil, fmt.Errorf("mqttin: add auth hook: %w", err)
 	}
-	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log), ctx: ctx, log: log}
+	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit), ctx: ctx, log: log}
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add ingest hook: %w", err)

@@ -429,3 +429,22 @@ func TestBrokerCloseWhileAppending(t *testing.T) {
 	}
 	assert.Equal(t, 0, app.count())
 }
+
+// Events the buffer's pressure keeps out get MQTT 5 reason 0x97 (quota
+// exceeded), are not stored and are counted by reason; others go through.
+func TestBrokerRefusedUnderPressureV5(t *testing.T) {
+	app := newFakeAppender()
+	m, _ := newMetrics()
+	b := startBroker(t, app, m, BrokerOptions{Admit: func(stream string) string {
+		if stream == "hvac" {
+			return "refused"
+		}
+		return ""
+	}})
+	c := connectV5(t, b.Addr(), "refused-v5")
+	assert.Equal(t, byte(0x97), publishV5(t, c, "devices/d1/hvac", []byte("1")))
+	assert.Equal(t, byte(0), publishV5(t, c, "devices/d1/temp", []byte("2")))
+	require.Equal(t, 1, app.count())
+	assert.Equal(t, 2.0, app.stored()[0].Value)
+	assert.Equal(t, 1.0, rejected(m, "refused"))
+}

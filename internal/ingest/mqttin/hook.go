@@ -59,6 +59,14 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// 3.1.1 has no negative ack and a resend could never succeed: ack, don't route.
 		return pk, packets.CodeSuccessIgnore
 
+	case outcomeRefused:
+		h.log.Debug("publish refused under buffer pressure", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason)
+		if v5 && qos > 0 {
+			h.nack(cl, pk, packets.ErrQuotaExceeded, res.err.Error())
+			return pk, packets.ErrRejectPacket
+		}
+		return pk, packets.CodeSuccessIgnore
+
 	case outcomeUnavailable:
 		h.log.Debug("publish not stored", "client", cl.ID, "topic", pk.TopicName, "error", res.err)
 		switch {

@@ -41,6 +41,7 @@ const (
 	outcomeInvalid                    // bad topic or payload: can never succeed
 	outcomeUnavailable                // the Appender failed: do not acknowledge
 	outcomeClosing                    // the transport is shutting down: do not acknowledge
+	outcomeRefused                    // kept out by the buffer's pressure: MQTT 5 quota exceeded
 )
 
 // result is the outcome of one message and, if it was refused, why.
@@ -55,6 +56,7 @@ type result struct {
 type ingester struct {
 	app        ingest.Appender
 	maxPayload int
+	admit      func(stream string) string // nil admits every event
 	limits     event.Limits
 	log        *slog.Logger
 	now        func() time.Time
@@ -65,13 +67,15 @@ type ingester struct {
 	rejected   *prometheus.CounterVec
 }
 
-func newIngester(app ingest.Appender, m *ingest.Metrics, maxPayload int, lim event.Limits, log *slog.Logger) *ingester {
+func newIngester(app ingest.Appender, m *ingest.Metrics, maxPayload int, lim event.Limits, log *slog.Logger,
+	admit func(stream string) string) *ingester {
 	if m == nil {
 		m = ingest.NewMetrics(nil)
 	}
 	return &ingester{
 		app:        app,
 		maxPayload: maxPayload,
+		admit:      admit,
 		limits:     lim,
 		log:        log,
 		now:        time.Now,
@@ -120,6 +124,13 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte) re
 			reason = string(e.Reason)
 		}
 		return in.reject(reason, err)
+	}
+	if in.admit != nil {
+		if why := in.admit(ev.Stream); why != "" {
+			in.rejected.WithLabelValues(why).Inc()
+			return result{outcome: outcomeRefused, reason: why,
+				err: fmt.Errorf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)}
+		}
 	}
 	res, err := in.app.Append(ctx, []event.Event{ev})
 	if err != nil {

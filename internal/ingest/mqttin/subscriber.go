@@ -51,6 +51,8 @@ type SubscriberOptions struct {
 	MaxPayload int
 	// Limits are passed to event.ParseMQTT.
 	Limits event.Limits
+	// Admit is as in BrokerOptions.
+	Admit func(stream string) string
 	// ConnectTimeout bounds one connection attempt, and so how long Close may wait
 	// for one in progress (default DefaultConnectTimeout).
 	ConnectTimeout time.Duration
@@ -154,7 +156,7 @@ func NewSubscriber(opts SubscriberOptions, app ingest.Appender, m *ingest.Metric
 	log := opts.Logger.With("component", "mqtt-subscriber", "broker", opts.BrokerURL, "client_id", opts.ClientID)
 	return &Subscriber{
 		opts: opts,
-		in:   newIngester(app, m, opts.MaxPayload, opts.Limits, log),
+		in:   newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit),
 		log:  log,
 		done: make(chan struct{}),
 	}, nil
@@ -309,7 +311,10 @@ func (s *Subscriber) handle(ctx context.Context, sess *session, msg paho.Message
 	case outcomeDurable:
 		sess.stored.Add(1)
 		msg.Ack()
-	case outcomeInvalid:
+	case outcomeInvalid, outcomeRefused:
+		// Refused under buffer pressure: the site's broker would redeliver
+		// an unacknowledged message at once; it is acknowledged and
+		// accounted for in the loss ledger.
 		s.log.Debug("message rejected", "topic", msg.Topic(), "reason", res.reason, "error", res.err)
 		msg.Ack()
 	case outcomeUnavailable:
