@@ -9,7 +9,8 @@
 // offset is persisted in the same batch as the records); readers see only durable
 // records, in offset order, never a gap that later fills; CommitCursors is one
 // synced batch, all or nothing; retention deletes the oldest records once the
-// stored bytes exceed Options.MaxBytes; after a failed commit the engine
+// stored bytes exceed Options.MaxBytes, first handing those no reader cursor had
+// passed to Options.OnUnreadDeleted; after a failed commit the engine
 // acknowledges nothing more until it is opened again.
 //
 // Who does what: Pebble does all disk I/O, the WAL and its fsync, memtables,
@@ -169,7 +170,9 @@ func newGroup() *group { return &group{done: make(chan struct{})} }
 // It uses Dir, MaxBytes (retention; default 1 GiB), MaxPendingBytes (appenders
 // block while more payload bytes than this wait for the committer; default
 // 32 MiB), Logger (Pebble's own messages go to it: informational ones at Debug,
-// errors at Warn; default: discarded) and Metrics (default: unregistered).
+// errors at Warn; default: discarded), Metrics (default: unregistered) and
+// OnUnreadDeleted (called by retention on the committer goroutine, or during
+// Open when the store is over a smaller MaxBytes).
 // SegmentBytes and FS do not apply: Pebble has no segments and does its own
 // file I/O through its own VFS.
 func Open(o buffer.Options) (*Log, error) { return open(o, nil) }

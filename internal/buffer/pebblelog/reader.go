@@ -20,6 +20,10 @@ type Reader struct {
 	recs   []span
 	i      int // next entry of recs
 	closed bool
+	// to, if bounded, replaces the durable offset as the end: set on the
+	// reader retention hands to OnUnreadDeleted.
+	to      uint64
+	bounded bool
 }
 
 type span struct {
@@ -70,6 +74,9 @@ func (r *Reader) Next() (uint64, []byte, error) {
 func (r *Reader) fill() error {
 	r.buf, r.recs, r.i = r.buf[:0], r.recs[:0], 0
 	durable := r.l.durable.Load()
+	if r.bounded {
+		durable = min(durable, r.to)
+	}
 	if r.from >= durable {
 		return nil
 	}

@@ -23,6 +23,10 @@ import (
 // each compaction rewriting live records). The index marks below the cut are
 // then range-deleted. A crash between the two steps leaves marks below the
 // first record, which Open drops.
+//
+// Before the excise, the records at or above the slowest cursor — those
+// RetentionUnread counts — go to Options.OnUnreadDeleted with a reader that
+// iterates them in the store.
 func (l *Log) retain(limit uint64) error {
 	l.idxMu.RLock()
 	idx, cum := l.index, l.cum
@@ -41,6 +45,18 @@ func (l *Log) retain(limit uint64) error {
 		return nil
 	}
 	first, cut := idx[0].off, idx[j].off
+	records := cut - first
+	unread := uint64(0)
+	if slowest, ok := l.slowestCursor(); ok && slowest < cut {
+		from := max(slowest, first)
+		unread = cut - from
+		if l.opts.OnUnreadDeleted != nil {
+			// Before the excise: the reader sees exactly the records about to go.
+			r := &Reader{l: l, from: from, to: cut, bounded: true}
+			l.opts.OnUnreadDeleted(from, cut, r)
+			r.Close()
+		}
+	}
 
 	span := pebble.KeyRange{Start: recordKey(nil, 0), End: recordKey(nil, cut)}
 	if err := catchFatal(func() error { return l.db.Excise(context.Background(), span) }); err != nil {
@@ -55,11 +71,6 @@ func (l *Log) retain(limit uint64) error {
 	l.idxMu.Unlock()
 	l.first.Store(cut)
 
-	records := cut - first
-	unread := uint64(0)
-	if slowest, ok := l.slowestCursor(); ok && slowest < cut {
-		unread = cut - max(slowest, first)
-	}
 	l.m.RetentionRecords.Add(float64(records))
 	l.m.RetentionUnread.Add(float64(unread))
 	l.setBytesMetric()

@@ -263,7 +263,9 @@ func (l *Log) insert(ctx context.Context, tx *sql.Tx, g *group) error {
 }
 
 // retain deletes the oldest rows, older than g's, until at most MaxBytes minus
-// a 1/64 slack is stored.
+// a 1/64 slack is stored. Just before the DELETE it hands the rows at or above
+// the slowest cursor (g's cursors included) to Options.OnUnreadDeleted, with a
+// reader that queries them in tx; those rows are what RetentionUnread counts.
 func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, stored int64) (retained, error) {
 	var res retained
 	need := stored - (l.opts.MaxBytes - l.opts.MaxBytes/64)
@@ -286,12 +288,20 @@ func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, st
 	if res.cut == 0 {
 		return res, nil
 	}
-	if _, err := tx.StmtContext(ctx, l.stmts.deleteBelow).ExecContext(ctx, int64(res.cut)); err != nil {
-		return res, fmt.Errorf("retention: delete below %d: %w", res.cut, err)
-	}
 	res.records = res.cut - first
 	if slowest, ok := l.slowestCursor(g.cursors); ok && slowest < res.cut {
-		res.unread = res.cut - max(slowest, first)
+		from := max(slowest, first)
+		res.unread = res.cut - from
+		if l.opts.OnUnreadDeleted != nil {
+			// Before the DELETE, in the same transaction: the reader sees
+			// exactly the rows about to go.
+			r := &Reader{l: l, from: from, stmt: tx.StmtContext(ctx, l.stmts.read), to: res.cut}
+			l.opts.OnUnreadDeleted(from, res.cut, r)
+			r.Close()
+		}
+	}
+	if _, err := tx.StmtContext(ctx, l.stmts.deleteBelow).ExecContext(ctx, int64(res.cut)); err != nil {
+		return res, fmt.Errorf("retention: delete below %d: %w", res.cut, err)
 	}
 	return res, nil
 }
@@ -342,7 +352,7 @@ func (l *Log) committed(g *group, res retained) {
 
 // writeStmts are the writing connection's prepared statements.
 type writeStmts struct {
-	insertOne, insertMany, cursor, state, oldest, deleteBelow *sql.Stmt
+	insertOne, insertMany, cursor, state, oldest, read, deleteBelow *sql.Stmt
 }
 
 func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
@@ -358,6 +368,7 @@ func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
 		{&s.cursor, "INSERT INTO cursors (name, off) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET off = excluded.off"},
 		{&s.state, "UPDATE state SET next_offset = ?, bytes = ? WHERE id = 0"},
 		{&s.oldest, "SELECT off, length(payload) FROM records WHERE off >= ? AND off < ? ORDER BY off"},
+		{&s.read, "SELECT off, crc, payload FROM records WHERE off >= ? AND off < ? ORDER BY off LIMIT " + fmt.Sprint(readRows)},
 		{&s.deleteBelow, "DELETE FROM records WHERE off < ?"},
 	} {
 		var err error
@@ -371,7 +382,7 @@ func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
 
 func (s writeStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insertOne, s.insertMany, s.cursor, s.state, s.oldest, s.deleteBelow} {
+	for _, st := range []*sql.Stmt{s.insertOne, s.insertMany, s.cursor, s.state, s.oldest, s.read, s.deleteBelow} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

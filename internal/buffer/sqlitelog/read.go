@@ -22,6 +22,12 @@ type Reader struct {
 	l    *Log
 	from uint64 // the offset looked for next
 
+	// stmt and to are set only on the reader retention hands to
+	// OnUnreadDeleted: it reads with stmt, in the committing transaction, up
+	// to to instead of the durable offset.
+	stmt *sql.Stmt
+	to   uint64
+
 	// The chunk last fetched: rows[i] is at offs[i], its payload buf[ends[i-1]:ends[i]].
 	offs []uint64
 	crcs []uint32
@@ -77,11 +83,14 @@ func (r *Reader) Next() (uint64, []byte, error) {
 // fetch reads the next chunk of durable rows from r.from on.
 func (r *Reader) fetch() error {
 	r.offs, r.crcs, r.ends, r.buf, r.i = r.offs[:0], r.crcs[:0], r.ends[:0], r.buf[:0], 0
-	end := r.l.durable.Load()
+	stmt, end := r.l.read, r.l.durable.Load()
+	if r.stmt != nil {
+		stmt, end = r.stmt, r.to
+	}
 	if r.from >= end {
 		return nil
 	}
-	rows, err := r.l.read.QueryContext(context.Background(), int64(r.from), int64(end))
+	rows, err := stmt.QueryContext(context.Background(), int64(r.from), int64(end))
 	if err != nil {
 		return r.err(err)
 	}
@@ -105,7 +114,7 @@ func (r *Reader) fetch() error {
 
 func (r *Reader) err(err error) error {
 	r.offs, r.crcs, r.ends, r.buf = r.offs[:0], r.crcs[:0], r.ends[:0], r.buf[:0]
-	if r.l.isClosed() {
+	if r.stmt == nil && r.l.isClosed() {
 		return buffer.ErrClosed
 	}
 	return fmt.Errorf("sqlitelog: read from %d: %w", r.from, err)

@@ -7,7 +7,9 @@
 // after the WAL is fsync'd; offsets increase by one per record and are never
 // reused (the next offset is stored with every commit); readers see only
 // committed records, in offset order; CommitCursors is one transaction; retention
-// deletes the oldest rows beyond MaxBytes; after a failed commit the engine
+// deletes the oldest rows beyond MaxBytes, first handing those no reader cursor
+// had passed to Options.OnUnreadDeleted (on the committer goroutine, inside the
+// commit's transaction, before the DELETE); after a failed commit the engine
 // acknowledges nothing more. Concurrent appenders are batched by one committer
 // goroutine into one transaction (group commit), so they share the fsync.
 //
@@ -152,8 +154,8 @@ type mark struct {
 
 // Open opens or creates the engine's database in o.Dir and starts the
 // committer. It uses Dir, MaxBytes (default 1 GiB), MaxPendingBytes (default
-// 32 MiB), Logger and Metrics (default: unregistered); SegmentBytes and FS do
-// not apply, SQLite does its own file I/O.
+// 32 MiB), Logger, Metrics (default: unregistered) and OnUnreadDeleted;
+// SegmentBytes and FS do not apply, SQLite does its own file I/O.
 func Open(o buffer.Options) (*Log, error) {
 	o, err := withDefaults(o)
 	if err != nil {
