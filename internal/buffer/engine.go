@@ -83,3 +83,14 @@ func SlowestPosition(cursors map[string]uint64) (off uint64, ok bool) {
 	}
 	return off, ok
 }
+
+// Evictor is implemented by engines that can delete their oldest records on
+// demand, beyond retention by size: the buffer's pressure levels evict records
+// every sink has confirmed. DeleteBefore deletes records below off, as many as
+// the engine's unit of deletion allows (whole sealed segments for the log),
+// and returns how many it deleted.
+type Evictor interface {
+	DeleteBefore(off uint64) (deleted uint64, err error)
+}
+
+var _ Evictor = (*Log)(nil)

@@ -327,3 +327,28 @@ func (s *segmentReader) Next() (uint64, []byte, error) {
 }
 func (s *segmentReader) Position() uint64 { return s.r.Position() }
 func (s *segmentReader) Close() error     { return s.r.Close() }
+
+// DeleteBefore deletes the sealed segments whose records are all below off,
+// oldest first; the active segment stays. It is the pressure levels' eviction
+// of records every sink has confirmed (Evictor).
+func (l *Log) DeleteBefore(off uint64) (uint64, error) {
+	var deleted uint64
+	for {
+		l.segMu.Lock()
+		if len(l.segments) < 2 || l.segments[0].next > off {
+			l.segMu.Unlock()
+			return deleted, nil
+		}
+		old := l.segments[0]
+		l.segments = l.segments[1:]
+		l.segMu.Unlock()
+		if err := l.fs.Remove(l.path(old.name)); err != nil {
+			return deleted, fmt.Errorf("evict segment %s: %w", old.name, err)
+		}
+		n := old.next - old.base
+		deleted += n
+		l.m.RetentionRecords.Add(float64(n))
+		l.log.Info("evicted synced segment", "segment", old.name, "records", n)
+		l.updateSizeMetrics()
+	}
+}

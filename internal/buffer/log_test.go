@@ -462,3 +462,36 @@ func TestRetentionReportsUnreadRecords(t *testing.T) {
 	}
 	require.Len(t, got, int(first-100))
 }
+
+// TestDeleteBefore: whole sealed segments below the offset go, the active one
+// and anything at or above the offset stay, offsets are not reused.
+func TestDeleteBefore(t *testing.T) {
+	l, err := Open(Options{Dir: t.TempDir(), SegmentBytes: 4096})
+	require.NoError(t, err)
+	defer l.Close()
+	for i := range 500 {
+		_, err := l.Append([]byte(fmt.Sprintf("r%03d-%s", i, strings.Repeat("x", 40))))
+		require.NoError(t, err)
+	}
+	before := l.Stats()
+	n, err := l.DeleteBefore(250)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	first := l.FirstOffset()
+	require.Equal(t, n, first, "deleted exactly the records below the new first offset")
+	require.LessOrEqual(t, first, uint64(250))
+	require.Less(t, l.Stats().Bytes, before.Bytes)
+	r := l.NewReader(0)
+	defer r.Close()
+	off, p, err := r.Next()
+	require.NoError(t, err)
+	require.Equal(t, first, off)
+	require.Equal(t, fmt.Sprintf("r%03d-", first), string(p[:5]))
+	n, err = l.DeleteBefore(1 << 40)
+	require.NoError(t, err)
+	require.Positive(t, n)
+	require.Equal(t, 1, l.Stats().Segments, "the active segment stays")
+	next, err := l.Append([]byte("after"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(500), next)
+}

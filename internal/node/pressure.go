@@ -9,21 +9,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
 // pressureWatch follows the buffer's utilisation as the seed's pressure
 // levels (internal/pressure): in status and metrics, in the log, as an alert
-// to the notifiers at every change, and at ingest through the node's gate
-// (sampling from critical, refusing low-priority streams from emergency). The
-// levels' actions on the buffer itself (evicting synced data first,
-// downsampling) are not built yet.
+// to the notifiers at every change, at ingest through the node's gate
+// (sampling from critical, refusing low-priority streams from emergency), and
+// on the buffer: from critical on, records every sink has confirmed are
+// evicted (engines that implement buffer.Evictor: the native log), so that the
+// level can come down. Downsampling is not built yet.
 type pressureWatch struct {
-	n     *Node
-	stop  chan struct{}
-	done  chan struct{}
-	level *prometheus.GaugeVec
-	moves *prometheus.CounterVec
+	n       *Node
+	stop    chan struct{}
+	done    chan struct{}
+	level   *prometheus.GaugeVec
+	moves   *prometheus.CounterVec
+	evicted prometheus.Counter
 
 	mu    sync.Mutex
 	mon   *pressure.Monitor
@@ -50,6 +53,10 @@ func (n *Node) startPressure() error {
 			Name: "holdfast_buffer_pressure_changes_total",
 			Help: "Changes of the buffer's pressure level.",
 		}, []string{"from", "to"}),
+		evicted: f.NewCounter(prometheus.CounterOpts{
+			Name: "holdfast_buffer_evicted_synced_records_total",
+			Help: "Records every sink had confirmed, deleted early because the buffer was under pressure (critical or worse).",
+		}),
 	}
 	w.setGauge(pressure.Normal)
 	n.pressure = w
@@ -97,7 +104,11 @@ func (w *pressureWatch) check() {
 	w.mu.Lock()
 	w.util = u
 	c, changed := w.mon.Observe(u, time.Now())
+	level, _ := w.mon.Level()
 	w.mu.Unlock()
+	if level >= pressure.Critical {
+		w.evictSynced()
+	}
 	if !changed {
 		return
 	}
@@ -110,6 +121,37 @@ func (w *pressureWatch) check() {
 	}
 	logf("buffer pressure level changed", "from", c.From, "to", c.To, "utilisation", fmt.Sprintf("%.1f%%", 100*u))
 	w.notify(c)
+}
+
+// evictSynced deletes what every sink has confirmed (and processing no longer
+// needs for a restart), so that the level can come down. Synced records lose
+// nothing the cloud lacks; a segmented log deletes them whole segments at a
+// time, oldest first, whatever their priority.
+func (w *pressureWatch) evictSynced() {
+	ev, ok := w.n.buf.(buffer.Evictor)
+	if !ok || len(w.n.syncs) == 0 {
+		return // an engine that only deletes by retention, or nothing syncs
+	}
+	off, ok := buffer.SlowestPosition(w.n.buf.Cursors())
+	if !ok {
+		return
+	}
+	if w.n.proc != nil {
+		c, ok := w.n.proc.CheckpointOffset()
+		if !ok {
+			return // a restart would replay from the start
+		}
+		off = min(off, c)
+	}
+	n, err := ev.DeleteBefore(off)
+	if err != nil {
+		w.n.log.Warn("evicting synced records failed", "err", err)
+		return
+	}
+	if n > 0 {
+		w.evicted.Add(float64(n))
+		w.n.log.Info("buffer pressure: evicted synced records", "records", n, "below", off)
+	}
 }
 
 // notify tells the notifiers: a firing alert while the level is above normal

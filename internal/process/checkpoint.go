@@ -283,6 +283,7 @@ func (p *Processor) writeCheckpoints() {
 			p.opts.Logger.Error("checkpoint not written; the previous ones stay in use", "offset", c.Offset, "err", err)
 			continue
 		}
+		p.checkpointed.Store(c.Offset + 1)
 		p.opts.Metrics.Checkpoints.Inc()
 		p.opts.Metrics.CheckpointSeconds.Observe(took.Seconds())
 		p.opts.Metrics.CheckpointBytes.Set(float64(len(data)))
@@ -291,6 +292,13 @@ func (p *Processor) writeCheckpoints() {
 			"alert_keys", len(c.Alerts.Keys), "took", took.Round(time.Microsecond),
 			"capture", capture.Round(time.Microsecond), "write", time.Since(start).Round(time.Microsecond))
 	}
+}
+
+// CheckpointOffset is the offset of the newest checkpoint on disk: a restart
+// replays from it, so the records from it on must stay in the buffer.
+func (p *Processor) CheckpointOffset() (off uint64, ok bool) {
+	v := p.checkpointed.Load()
+	return v - 1, v > 0
 }
 
 // StartOffset is where processing started: the offset of the checkpoint it
@@ -386,5 +394,6 @@ func (p *Processor) loadCheckpoint(path string) (*Checkpoint, error) {
 		p.recordAlert(a)
 	}
 	p.start, p.renotify = c.Offset, true
+	p.checkpointed.Store(c.Offset + 1)
 	return c, nil
 }

@@ -114,8 +114,9 @@ type Processor struct {
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
 
-	verified   atomic.Uint64 // replayed outputs equal to the record already in the log
-	mismatches atomic.Uint64 // replayed outputs that differ from it
+	checkpointed atomic.Uint64 // offset of the newest checkpoint on disk, +1 (0: none)
+	verified     atomic.Uint64 // replayed outputs equal to the record already in the log
+	mismatches   atomic.Uint64 // replayed outputs that differ from it
 
 	alertsMu sync.RWMutex
 	alerts   map[string]alert.Alert // guarded by alertsMu; newest state of each alert
