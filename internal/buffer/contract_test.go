@@ -25,3 +25,10 @@ func TestContract(t *testing.T) {
 func segmentBytesFor(maxBytes int64) int64 {
 	return min(max(maxBytes/8, 4096), 256<<10)
 }
+
+// TestRetentionReportsUnreadRecords: see enginetest.UnreadDeleted.
+func TestRetentionReportsUnreadRecords(t *testing.T) {
+	enginetest.UnreadDeleted(t, buffer.Options{SegmentBytes: 4096}, func(o buffer.Options) (buffer.Engine, error) {
+		return buffer.Open(o)
+	})
+}

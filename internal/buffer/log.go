@@ -79,8 +79,9 @@ type Options struct {
 	OnUnreadDeleted func(from, to uint64, r RecordReader)
 }
 
-// withDefaults returns o with zero fields filled in.
-func (o Options) withDefaults() Options {
+// WithDefaults returns o with zero fields filled in; every engine takes the
+// same defaults.
+func (o Options) WithDefaults() Options {
 	if o.FS == nil {
 		o.FS = vfs.OS
 	}
@@ -189,7 +190,7 @@ func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
 // Open opens or creates the log in opts.Dir, recovering it as docs/format/log.md
 // describes, and starts the writer.
 func Open(opts Options) (*Log, error) {
-	opts = opts.withDefaults()
+	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

@@ -419,50 +419,6 @@ func TestWaitDurableEndsOnClose(t *testing.T) {
 	}
 }
 
-// TestRetentionReportsUnreadRecords: retention deleting records a reader
-// cursor has not passed calls OnUnreadDeleted with exactly those offsets and
-// their payloads; a value cursor (ValuePrefix) does not hold them back.
-func TestRetentionReportsUnreadRecords(t *testing.T) {
-	var mu sync.Mutex
-	got := map[uint64]string{}
-	calls := 0
-	o := Options{Dir: t.TempDir(), SegmentBytes: 4096, MaxBytes: 16 << 10,
-		OnUnreadDeleted: func(from, to uint64, r RecordReader) {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			want := from
-			for {
-				off, p, err := r.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				require.NoError(t, err)
-				require.Equal(t, want, off)
-				got[off] = string(p)
-				want++
-			}
-			require.Equal(t, to, want, "the reader ends at to")
-		}}
-	l, err := Open(o)
-	require.NoError(t, err)
-	defer l.Close()
-	require.NoError(t, l.CommitCursors(map[string]uint64{"sync:x": 100, ValuePrefix + "sync:x:seq": 0}))
-	for i := range 1000 {
-		_, err := l.Append([]byte(fmt.Sprintf("record-%04d-%s", i, strings.Repeat("x", 40))))
-		require.NoError(t, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	require.Positive(t, calls)
-	require.NotContains(t, got, uint64(99), "read records are not reported")
-	first := l.FirstOffset()
-	for off := uint64(100); off < first; off++ {
-		require.Equal(t, fmt.Sprintf("record-%04d-%s", off, strings.Repeat("x", 40)), got[off], "offset %d", off)
-	}
-	require.Len(t, got, int(first-100))
-}
-
 // TestDeleteBefore: whole sealed segments below the offset go, the active one
 // and anything at or above the offset stay, offsets are not reused.
 func TestDeleteBefore(t *testing.T) {

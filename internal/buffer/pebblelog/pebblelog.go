@@ -229,18 +229,7 @@ func open(o buffer.Options, tune func(*pebble.Options)) (l *Log, err error) {
 }
 
 func withDefaults(o buffer.Options) (buffer.Options, error) {
-	if o.MaxBytes == 0 {
-		o.MaxBytes = 1 << 30
-	}
-	if o.MaxPendingBytes == 0 {
-		o.MaxPendingBytes = 32 << 20
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Metrics == nil {
-		o.Metrics = buffer.NewMetrics(nil)
-	}
+	o = o.WithDefaults()
 	switch {
 	case o.Dir == "":
 		return o, errors.New("pebblelog: Dir is required")

@@ -22,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/enginetest"
 )
 
 func openT(t testing.TB, dir string, maxBytes int64) *Log {
@@ -568,50 +569,7 @@ func TestReserve(t *testing.T) {
 	require.Equal(t, uint64(2), off)
 }
 
-// TestRetentionReportsUnreadRecords: retention deleting records a reader
-// cursor has not passed calls OnUnreadDeleted with exactly those offsets and
-// their payloads; a value cursor (ValuePrefix) does not hold them back.
+// TestRetentionReportsUnreadRecords: see enginetest.UnreadDeleted.
 func TestRetentionReportsUnreadRecords(t *testing.T) {
-	var mu sync.Mutex
-	got := map[uint64]string{}
-	calls := 0
-	m := buffer.NewMetrics(nil)
-	o := buffer.Options{Dir: t.TempDir(), MaxBytes: 16 << 10, Metrics: m,
-		OnUnreadDeleted: func(from, to uint64, r buffer.RecordReader) {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			want := from
-			for {
-				off, p, err := r.Next()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				require.NoError(t, err)
-				require.Equal(t, want, off)
-				got[off] = string(p)
-				want++
-			}
-			require.Equal(t, to, want, "the reader ends at to")
-		}}
-	l, err := Open(o)
-	require.NoError(t, err)
-	defer l.Close()
-	require.NoError(t, l.CommitCursors(map[string]uint64{"sync:x": 100, buffer.ValuePrefix + "sync:x:seq": 0}))
-	for i := range 1000 {
-		_, err := l.Append(fmt.Appendf(nil, "record-%04d-%s", i, strings.Repeat("x", 40)))
-		require.NoError(t, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	require.Positive(t, calls)
-	require.NotContains(t, got, uint64(99), "read records are not reported")
-	first := l.FirstOffset()
-	require.Greater(t, first, uint64(100))
-	for off := uint64(100); off < first; off++ {
-		require.Equal(t, fmt.Sprintf("record-%04d-%s", off, strings.Repeat("x", 40)), got[off], "offset %d", off)
-	}
-	require.Len(t, got, int(first-100))
-	require.Equal(t, float64(first), testutil.ToFloat64(m.RetentionRecords))
-	require.Equal(t, float64(len(got)), testutil.ToFloat64(m.RetentionUnread), "the metric counts what the hook got")
+	enginetest.UnreadDeleted(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
 }

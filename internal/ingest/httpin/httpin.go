@@ -144,14 +144,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit applies Options.Admit to the valid events: it returns those let in and
 // how many were kept out, each added to resp with its index in the body.
 func (h *Handler) admit(evs []event.Event, rejections []event.Rejection, resp *Response) ([]event.Event, int) {
-	rejected := make(map[int]bool, len(rejections))
-	for _, rj := range rejections {
-		rejected[rj.Index] = true
-	}
-	in, kept, index := evs[:0], 0, 0
+	// Rejections come in body order: walking them alongside the events gives
+	// each event its index in the body, with nothing allocated.
+	in, kept, index, next := evs[:0], 0, 0, 0
 	for _, ev := range evs {
-		for rejected[index] {
-			index++
+		for next < len(rejections) && rejections[next].Index == index {
+			next, index = next+1, index+1
 		}
 		if why := h.opts.Admit(ev.Stream); why != "" {
 			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
@@ -163,7 +161,9 @@ func (h *Handler) admit(evs []event.Event, rejections []event.Rejection, resp *R
 		}
 		index++
 	}
-	slices.SortFunc(resp.Rejected, func(a, b Rejected) int { return a.Index - b.Index })
+	if kept > 0 && len(rejections) > 0 {
+		slices.SortFunc(resp.Rejected, func(a, b Rejected) int { return a.Index - b.Index })
+	}
 	return in, kept
 }
 

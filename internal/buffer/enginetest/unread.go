@@ -1,0 +1,68 @@
+package enginetest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+
+	prom "github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+)
+
+// UnreadDeleted checks an engine's retention hook: retention deleting records
+// a reader cursor has not passed calls Options.OnUnreadDeleted with exactly
+// those offsets and their payloads, a value cursor (buffer.ValuePrefix) does
+// not hold records back, and the retention metrics count what the hook got.
+// open opens the engine with o; base carries engine-specific options (the
+// test sets Dir, MaxBytes, Metrics and the hook).
+func UnreadDeleted(t *testing.T, base buffer.Options, open func(o buffer.Options) (buffer.Engine, error)) {
+	var mu sync.Mutex
+	got := map[uint64]string{}
+	calls := 0
+	m := buffer.NewMetrics(nil)
+	o := base
+	o.Dir, o.MaxBytes, o.Metrics = t.TempDir(), 16<<10, m
+	o.OnUnreadDeleted = func(from, to uint64, r buffer.RecordReader) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		want := from
+		for {
+			off, p, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			require.NoError(t, err)
+			require.Equal(t, want, off)
+			got[off] = string(p)
+			want++
+		}
+		require.Equal(t, to, want, "the reader ends at to")
+	}
+	l, err := open(o)
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, l.CommitCursors(map[string]uint64{"sync:x": 100, buffer.ValuePrefix + "sync:x:seq": 0}))
+	record := func(i uint64) string { return fmt.Sprintf("record-%04d-%s", i, strings.Repeat("x", 40)) }
+	for i := range uint64(1000) {
+		_, err := l.Append([]byte(record(i)))
+		require.NoError(t, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Positive(t, calls)
+	require.NotContains(t, got, uint64(99), "read records are not reported")
+	first := l.FirstOffset()
+	require.Greater(t, first, uint64(100))
+	for off := uint64(100); off < first; off++ {
+		require.Equal(t, record(off), got[off], "offset %d", off)
+	}
+	require.Len(t, got, int(first-100))
+	require.Equal(t, float64(first), prom.ToFloat64(m.RetentionRecords))
+	require.Equal(t, float64(len(got)), prom.ToFloat64(m.RetentionUnread), "the metric counts what the hook got")
+}
