@@ -148,6 +148,9 @@ type Log struct {
 	cursors  map[string]uint64 // guarded by cursorMu
 
 	quarantined atomic.Int64 // records lost to corruption found on open
+
+	removeMu sync.Mutex // one Remove at a time
+	hidden   Hidden     // records removed, or being removed: readers pass over them
 }
 
 // group is one commit group: frames appended while the previous group was being
@@ -178,6 +181,10 @@ type segment struct {
 	size   int64  // bytes of valid, fsync'd data (header included)
 	sparse []indexEntry
 	bad    []badRange // quarantined ranges, ascending
+	// compacted: rewritten without some records, offsets may skip.
+	compacted bool
+	// gen counts rewrites; a reader that opened an older file reopens.
+	gen uint64
 }
 
 // badRange is a quarantined byte range [from, to) of a segment.

@@ -291,7 +291,10 @@ func (l *Log) applyRetention() {
 			unread = old.next - from
 			if l.opts.OnUnreadDeleted != nil {
 				r := &Reader{l: l, from: from}
-				if err := r.open(old, segmentHeaderSize); err != nil {
+				l.segMu.RLock()
+				gen := old.gen
+				l.segMu.RUnlock()
+				if err := r.open(old, segmentHeaderSize, gen); err != nil {
 					l.log.Warn("retention: cannot read the unread records it deletes", "segment", old.name, "err", err)
 				} else {
 					l.opts.OnUnreadDeleted(from, old.next, &segmentReader{r: r, to: old.next})
@@ -302,6 +305,7 @@ func (l *Log) applyRetention() {
 		if err := l.fs.Remove(l.path(old.name)); err != nil {
 			l.log.Warn("retention: remove segment", "segment", old.name, "err", err)
 		}
+		l.hidden.Forget(old.next)
 		l.m.RetentionRecords.Add(float64(records))
 		l.m.RetentionUnread.Add(float64(unread))
 		l.log.Info("retention deleted segment", "segment", old.name, "records", records, "unread", unread)
@@ -345,6 +349,7 @@ func (l *Log) DeleteBefore(off uint64) (uint64, error) {
 		if err := l.fs.Remove(l.path(old.name)); err != nil {
 			return deleted, fmt.Errorf("evict segment %s: %w", old.name, err)
 		}
+		l.hidden.Forget(old.next)
 		n := old.next - old.base
 		deleted += n
 		l.m.RetentionRecords.Add(float64(n))

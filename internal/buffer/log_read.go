@@ -19,7 +19,8 @@ type Reader struct {
 	l    *Log
 	seg  *segment
 	f    vfs.File
-	pos  int64 // position in seg of the next frame
+	pos  int64  // position in seg of the next frame
+	gen  uint64 // seg.gen when f was opened
 	from uint64
 
 	buf    []byte // bytes of seg from bufPos
@@ -58,8 +59,15 @@ func (r *Reader) Next() (uint64, []byte, error) {
 	}
 	for {
 		r.l.segMu.RLock()
-		size, bad := r.seg.size, r.seg.bad
+		size, bad, gen := r.seg.size, r.seg.bad, r.seg.gen
 		r.l.segMu.RUnlock()
+		if gen != r.gen {
+			// The segment was compacted: its file and positions changed.
+			if err := r.position(); err != nil {
+				return 0, nil, err
+			}
+			continue
+		}
 		for _, b := range bad {
 			if r.pos >= b.from && r.pos < b.to {
 				r.pos = b.to
@@ -79,6 +87,9 @@ func (r *Reader) Next() (uint64, []byte, error) {
 			continue
 		}
 		r.from = off + 1
+		if r.l.hidden.Has(off) {
+			continue // removed, or being removed
+		}
 		return off, payload, nil
 	}
 }
@@ -150,11 +161,15 @@ func (r *Reader) position() error {
 	if j := sort.Search(len(seg.sparse), func(j int) bool { return seg.sparse[j].off > r.from }); j > 0 {
 		pos = seg.sparse[j-1].pos
 	}
+	gen := seg.gen
 	l.segMu.RUnlock()
-	return r.open(seg, pos)
+	return r.open(seg, pos, gen)
 }
 
-func (r *Reader) open(seg *segment, pos int64) error {
+// open opens seg's file at pos, which was found in generation gen of the
+// segment. If the segment is compacted after that, Next sees the generation
+// change and positions the reader again.
+func (r *Reader) open(seg *segment, pos int64, gen uint64) error {
 	f, err := r.l.fs.Open(r.l.path(seg.name))
 	if err != nil {
 		return fmt.Errorf("open segment %s: %w", seg.name, err)
@@ -162,7 +177,7 @@ func (r *Reader) open(seg *segment, pos int64) error {
 	if r.f != nil {
 		r.f.Close()
 	}
-	r.f, r.seg, r.pos = f, seg, pos
+	r.f, r.seg, r.pos, r.gen = f, seg, pos, gen
 	r.buf, r.bufPos = r.buf[:0], 0
 	return nil
 }
@@ -176,10 +191,13 @@ func (r *Reader) advance() bool {
 		l.segMu.RUnlock()
 		return true
 	}
-	var nextSeg *segment
+	var (
+		nextSeg *segment
+		gen     uint64
+	)
 	for _, s := range l.segments {
 		if s.base >= r.seg.next && s != r.seg {
-			nextSeg = s
+			nextSeg, gen = s, s.gen
 			break
 		}
 	}
@@ -187,7 +205,7 @@ func (r *Reader) advance() bool {
 	if nextSeg == nil {
 		return false
 	}
-	if err := r.open(nextSeg, segmentHeaderSize); err != nil {
+	if err := r.open(nextSeg, segmentHeaderSize, gen); err != nil {
 		// The segment may have just been deleted by retention; retry from scratch.
 		r.seg = nil
 		return r.position() == nil

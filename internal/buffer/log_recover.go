@@ -26,6 +26,14 @@ func (l *Log) recover() error {
 	}
 	var bases []uint64
 	for _, n := range names {
+		if strings.HasSuffix(n, ".seg.tmp") {
+			// A compaction that crashed before its rename: the segment
+			// itself is intact.
+			if err := l.fs.Remove(l.path(n)); err != nil {
+				return fmt.Errorf("remove unfinished compaction %s: %w", n, err)
+			}
+			continue
+		}
 		if !strings.HasSuffix(n, ".seg") {
 			continue
 		}
@@ -111,7 +119,17 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 		return seg, nil
 	}
 
-	res := scanFrames(data, base)
+	// A compacted segment's offsets may skip, up to the next segment's base.
+	var limit uint64
+	if binary.LittleEndian.Uint16(data[6:])&flagCompacted != 0 {
+		seg.compacted = true
+		limit = nextBase
+		if last {
+			l.log.Warn("compacted segment is the last one; offsets continue after its last record", "segment", name)
+			limit = ^uint64(0)
+		}
+	}
+	res := scanFramesFrom(data, segmentHeaderSize, base, limit)
 	seg.sparse = res.sparse
 	pos := res.end
 	exp := res.next
@@ -121,9 +139,12 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 			break
 		}
 		l.quarantine(seg, pos, q, data[pos:q], off-exp, fmt.Errorf("invalid frame (expected offset %d)", exp))
-		r := scanFramesFrom(data, q, off)
+		r := scanFramesFrom(data, q, off, limit)
 		seg.sparse = append(seg.sparse, r.sparse...)
 		pos, exp = r.end, r.next
+	}
+	if seg.compacted && !last {
+		exp = max(exp, nextBase)
 	}
 	seg.next = exp
 	seg.size = pos
@@ -172,19 +193,16 @@ type scanResult struct {
 	sparse []indexEntry
 }
 
-// scanFrames scans a whole segment's frames, starting after the header.
-func scanFrames(data []byte, base uint64) scanResult {
-	return scanFramesFrom(data, segmentHeaderSize, base)
-}
-
 // scanFramesFrom reads valid frames from pos, expecting offset exp first, and
-// stops at the first invalid one.
-func scanFramesFrom(data []byte, pos int64, exp uint64) scanResult {
+// stops at the first invalid one. With limit 0 every frame's offset must be
+// one more than the last (a segment as written); otherwise any offset from
+// exp up to limit is valid (a compacted segment).
+func scanFramesFrom(data []byte, pos int64, exp, limit uint64) scanResult {
 	r := scanResult{end: pos, next: exp}
 	last := int64(-sparseEvery)
 	for {
 		n, off, ok := frameAt(data, r.end)
-		if !ok || off != r.next {
+		if !ok || off < r.next || (limit == 0 && off != r.next) || (limit != 0 && off >= limit) {
 			return r
 		}
 		if r.end-last >= sparseEvery {
@@ -192,7 +210,7 @@ func scanFramesFrom(data []byte, pos int64, exp uint64) scanResult {
 			last = r.end
 		}
 		r.end += int64(frameHeaderSize + n)
-		r.next++
+		r.next = off + 1
 	}
 }
 

@@ -16,6 +16,7 @@ type Metrics struct {
 	CorruptBytes     prometheus.Counter
 	RetentionRecords prometheus.Counter
 	RetentionUnread  prometheus.Counter
+	RemovedRecords   prometheus.Counter
 }
 
 // NewMetrics creates the log metrics and registers them with reg if it is not nil.
@@ -72,10 +73,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "holdfast_log_retention_unread_records_total",
 			Help: "Records deleted by size retention before every cursor had read them.",
 		}),
+		RemovedRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "holdfast_log_removed_records_total",
+			Help: "Chosen records removed ahead of retention by the buffer's pressure levels (Remover).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.FsyncSeconds, m.CommitRecords, m.CommitBytes, m.Records, m.Bytes, m.Segments,
-			m.Failed, m.TornBytes, m.CorruptRecords, m.CorruptBytes, m.RetentionRecords, m.RetentionUnread)
+			m.Failed, m.TornBytes, m.CorruptRecords, m.CorruptBytes, m.RetentionRecords, m.RetentionUnread, m.RemovedRecords)
 	}
 	return m
 }
