@@ -76,6 +76,8 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Readers", func(t *testing.T) { testReaders(t, open) })
 	t.Run("Cursors", func(t *testing.T) { testCursors(t, open) })
 	t.Run("Retention", func(t *testing.T) { testRetention(t, open) })
+	t.Run("Remove", func(t *testing.T) { testRemove(t, open) })
+	t.Run("RemoveConcurrent", func(t *testing.T) { testRemoveConcurrent(t, open) })
 	t.Run("Crash", func(t *testing.T) { testCrash(t, open) })
 	t.Run("ENOSPC", func(t *testing.T) { testENOSPC(t, open) })
 }
