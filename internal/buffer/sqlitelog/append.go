@@ -25,13 +25,17 @@ type group struct {
 	first    uint64 // offset of payloads[0]
 	bytes    int64  // Σ len(payload)
 	cursors  map[string]uint64
+	remove   []uint64 // offsets a Remove has confirmed, ascending (remove.go)
+	removed  []uint64 // set once committed: the offsets of remove that are gone
 	done     chan struct{}
 	err      error
 }
 
 func newGroup() *group { return &group{done: make(chan struct{})} }
 
-func (g *group) empty() bool { return len(g.payloads) == 0 && len(g.cursors) == 0 }
+func (g *group) empty() bool {
+	return len(g.payloads) == 0 && len(g.cursors) == 0 && len(g.remove) == 0
+}
 
 // next is the offset after the group's last record.
 func (g *group) next() uint64 { return g.first + uint64(len(g.payloads)) }
@@ -154,7 +158,7 @@ func (l *Log) committer() {
 			}
 			l.mu.Unlock()
 
-			res, err := l.commit(g)
+			res, rm, err := l.commit(g)
 
 			l.mu.Lock()
 			if err != nil {
@@ -170,7 +174,7 @@ func (l *Log) committer() {
 			l.drained.Broadcast()
 			l.mu.Unlock()
 			if err == nil {
-				l.committed(g, res)
+				l.committed(g, res, rm)
 			}
 			close(g.done)
 		}
@@ -179,19 +183,20 @@ func (l *Log) committer() {
 
 // retained is what a commit's retention deleted.
 type retained struct {
-	cut     uint64 // new first offset, 0 if nothing was deleted
-	records uint64
+	cut     uint64 // new first offset (the oldest row kept), 0 if nothing was deleted
+	records uint64 // rows deleted
 	bytes   int64
-	unread  uint64
+	unread  uint64 // rows deleted at or above the slowest cursor, hidden ones left out
 }
 
 // commit makes g durable in one transaction: its rows, its cursor updates,
-// retention and the state row. Only the committer goroutine calls it.
-func (l *Log) commit(g *group) (res retained, err error) {
+// the removal a Remove waits for, retention and the state row. Only the
+// committer goroutine calls it.
+func (l *Log) commit(g *group) (res retained, rm removal, err error) {
 	ctx := context.Background()
 	tx, err := l.wconn.BeginTx(ctx, nil)
 	if err != nil {
-		return res, fmt.Errorf("begin: %w", err)
+		return res, rm, fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -201,7 +206,7 @@ func (l *Log) commit(g *group) (res retained, err error) {
 		}
 	}()
 	if err := l.insert(ctx, tx, g); err != nil {
-		return res, err
+		return res, rm, err
 	}
 	for _, name := range slices.Sorted(maps.Keys(g.cursors)) {
 		off := g.cursors[name]
@@ -211,33 +216,44 @@ func (l *Log) commit(g *group) (res retained, err error) {
 			continue
 		}
 		if _, err := tx.StmtContext(ctx, l.stmts.cursor).ExecContext(ctx, name, int64(off)); err != nil {
-			return res, fmt.Errorf("write cursor %q: %w", name, err)
+			return res, rm, fmt.Errorf("write cursor %q: %w", name, err)
 		}
 	}
 	l.statMu.Lock()
 	first, stored := l.first, l.stored
 	l.statMu.Unlock()
+	if len(g.remove) > 0 {
+		// Before retention, so that retention counts the bytes the DELETE
+		// freed and starts from the first row it left.
+		if rm, err = l.deleteRemoved(ctx, tx, g, first); err != nil {
+			return res, rm, err
+		}
+		stored -= rm.bytes
+		if rm.first > 0 {
+			first = rm.first
+		}
+	}
 	stored += g.stored()
 	if stored > l.opts.MaxBytes && first < g.first {
 		if res, err = l.retain(ctx, tx, g, first, stored); err != nil {
-			return res, err
+			return res, rm, err
 		}
 		stored -= res.bytes
 	}
 	if _, err := tx.StmtContext(ctx, l.stmts.state).ExecContext(ctx, int64(g.next()), stored); err != nil {
-		return res, fmt.Errorf("write state: %w", err)
+		return res, rm, fmt.Errorf("write state: %w", err)
 	}
 	if l.beforeCommit != nil {
 		if err := l.beforeCommit(); err != nil {
-			return res, err
+			return res, rm, err
 		}
 	}
 	start := time.Now()
 	if err := tx.Commit(); err != nil {
-		return res, fmt.Errorf("commit: %w", err)
+		return res, rm, fmt.Errorf("commit: %w", err)
 	}
 	l.m.FsyncSeconds.Observe(time.Since(start).Seconds())
-	return res, nil
+	return res, rm, nil
 }
 
 // insert adds g's records, insertRows per statement.
@@ -265,40 +281,49 @@ func (l *Log) insert(ctx context.Context, tx *sql.Tx, g *group) error {
 // retain deletes the oldest rows, older than g's, until at most MaxBytes minus
 // a 1/64 slack is stored. Just before the DELETE it hands the rows at or above
 // the slowest cursor (g's cursors included) to Options.OnUnreadDeleted, with a
-// reader that queries them in tx; those rows are what RetentionUnread counts.
+// reader that queries them in tx and passes over hidden ones (records a
+// Remove is removing: they are not lost unread but removed); those rows are
+// what RetentionUnread counts. Rows are counted one by one, not as a span of
+// offsets: Remove may have left gaps.
 func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, stored int64) (retained, error) {
 	var res retained
 	need := stored - (l.opts.MaxBytes - l.opts.MaxBytes/64)
+	slowest, cursors := l.slowestCursor(g.cursors)
 	rows, err := tx.StmtContext(ctx, l.stmts.oldest).QueryContext(ctx, int64(first), int64(g.first))
 	if err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
-	for res.bytes < need && rows.Next() {
+	kept := g.first // the oldest row left: the first one not deleted, or g's first
+	for rows.Next() {
 		var off, n int64
 		if err := rows.Scan(&off, &n); err != nil {
 			rows.Close()
 			return res, fmt.Errorf("retention: %w", err)
 		}
-		res.cut = uint64(off) + 1
+		if res.bytes >= need {
+			kept = uint64(off)
+			break
+		}
+		res.records++
 		res.bytes += n + rowOverhead
+		if cursors && uint64(off) >= slowest && !l.hidden.Has(uint64(off)) {
+			res.unread++
+		}
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return res, fmt.Errorf("retention: %w", err)
 	}
-	if res.cut == 0 {
+	if res.records == 0 {
 		return res, nil
 	}
-	res.records = res.cut - first
-	if slowest, ok := l.slowestCursor(g.cursors); ok && slowest < res.cut {
+	res.cut = kept
+	if res.unread > 0 && l.opts.OnUnreadDeleted != nil {
+		// Before the DELETE, in the same transaction: the reader sees
+		// exactly the rows about to go.
 		from := max(slowest, first)
-		res.unread = res.cut - from
-		if l.opts.OnUnreadDeleted != nil {
-			// Before the DELETE, in the same transaction: the reader sees
-			// exactly the rows about to go.
-			r := &Reader{l: l, from: from, stmt: tx.StmtContext(ctx, l.stmts.read), to: res.cut}
-			l.opts.OnUnreadDeleted(from, res.cut, r)
-			r.Close()
-		}
+		r := &Reader{l: l, from: from, stmt: tx.StmtContext(ctx, l.stmts.read), to: res.cut}
+		l.opts.OnUnreadDeleted(from, res.cut, r)
+		r.Close()
 	}
 	if _, err := tx.StmtContext(ctx, l.stmts.deleteBelow).ExecContext(ctx, int64(res.cut)); err != nil {
 		return res, fmt.Errorf("retention: delete below %d: %w", res.cut, err)
@@ -307,7 +332,7 @@ func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, st
 }
 
 // committed updates the in-memory state after g's transaction committed.
-func (l *Log) committed(g *group, res retained) {
+func (l *Log) committed(g *group, res retained, rm removal) {
 	n := uint64(len(g.payloads))
 	if n > 0 {
 		l.m.CommitRecords.Observe(float64(n))
@@ -316,6 +341,9 @@ func (l *Log) committed(g *group, res retained) {
 	}
 	l.statMu.Lock()
 	l.end = g.next()
+	if len(rm.rows) > 0 {
+		l.unaccountLocked(rm)
+	}
 	if n > 0 {
 		if last := l.marks[len(l.marks)-1]; l.cum-last.cum >= markEvery {
 			l.marks = append(l.marks, mark{off: g.first, cum: l.cum})
@@ -323,15 +351,25 @@ func (l *Log) committed(g *group, res retained) {
 		l.stored += g.stored()
 		l.cum += g.stored()
 	}
+	cut := rm.first
 	if res.cut > 0 {
 		l.stored -= res.bytes
-		l.first = res.cut
+		cut = res.cut
+	}
+	if cut > 0 {
+		l.first = cut
 		// What lies below the cut is known exactly: it becomes the first mark.
-		i := sort.Search(len(l.marks), func(i int) bool { return l.marks[i].off > res.cut })
+		i := sort.Search(len(l.marks), func(i int) bool { return l.marks[i].off > cut })
 		l.marks = l.marks[i-1:]
-		l.marks[0] = mark{off: res.cut, cum: l.cum - l.stored}
+		l.marks[0] = mark{off: cut, cum: l.cum - l.stored}
 	}
 	l.statMu.Unlock()
+	if cut > 0 {
+		l.hidden.Forget(cut)
+	}
+	if len(g.remove) > 0 {
+		l.removed(g, rm)
+	}
 	if res.cut > 0 {
 		l.m.RetentionRecords.Add(float64(res.records))
 		l.m.RetentionUnread.Add(float64(res.unread))
@@ -352,7 +390,7 @@ func (l *Log) committed(g *group, res retained) {
 
 // writeStmts are the writing connection's prepared statements.
 type writeStmts struct {
-	insertOne, insertMany, cursor, state, oldest, read, deleteBelow *sql.Stmt
+	insertOne, insertMany, cursor, state, oldest, read, deleteBelow, deleteChosen, minOff *sql.Stmt
 }
 
 func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
@@ -370,6 +408,9 @@ func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
 		{&s.oldest, "SELECT off, length(payload) FROM records WHERE off >= ? AND off < ? ORDER BY off"},
 		{&s.read, "SELECT off, crc, payload FROM records WHERE off >= ? AND off < ? ORDER BY off LIMIT " + fmt.Sprint(readRows)},
 		{&s.deleteBelow, "DELETE FROM records WHERE off < ?"},
+		// Rowid lookups, one per element of the JSON array of offsets.
+		{&s.deleteChosen, "DELETE FROM records WHERE off IN (SELECT value FROM json_each(?)) RETURNING off, length(payload)"},
+		{&s.minOff, "SELECT min(off) FROM records"},
 	} {
 		var err error
 		if *p.stmt, err = c.PrepareContext(ctx, p.q); err != nil {
@@ -382,7 +423,8 @@ func prepareWrite(ctx context.Context, c *sql.Conn) (writeStmts, error) {
 
 func (s writeStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.insertOne, s.insertMany, s.cursor, s.state, s.oldest, s.read, s.deleteBelow} {
+	for _, st := range []*sql.Stmt{s.insertOne, s.insertMany, s.cursor, s.state, s.oldest, s.read, s.deleteBelow,
+		s.deleteChosen, s.minOff} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

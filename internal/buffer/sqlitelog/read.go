@@ -56,28 +56,38 @@ func (r *Reader) Close() error {
 // Next returns the next record. The payload is only valid until the next call.
 // At the durable end it returns io.EOF; calling Next again later continues
 // with records committed since. A payload that does not match its checksum is
-// returned as a *CorruptionError, again at every call.
+// returned as a *CorruptionError, again at every call. Records that Remove has
+// hidden are passed over, also those of a chunk fetched before they were
+// hidden.
 func (r *Reader) Next() (uint64, []byte, error) {
-	if r.i == len(r.offs) {
-		if err := r.fetch(); err != nil {
-			return 0, nil, err
+	for {
+		if r.i == len(r.offs) {
+			if err := r.fetch(); err != nil {
+				return 0, nil, err
+			}
+			if len(r.offs) == 0 {
+				return 0, nil, io.EOF
+			}
 		}
-		if len(r.offs) == 0 {
-			return 0, nil, io.EOF
+		i := r.i
+		off := r.offs[i]
+		if r.l.hidden.Has(off) {
+			r.i++
+			r.from = off + 1
+			continue // removed, or being removed
 		}
+		start := 0
+		if i > 0 {
+			start = r.ends[i-1]
+		}
+		payload := r.buf[start:r.ends[i]]
+		if withOffset(payloadCRC(payload), off) != r.crcs[i] {
+			return 0, nil, &CorruptionError{Offset: off, Err: errors.New("checksum mismatch")}
+		}
+		r.i++
+		r.from = off + 1
+		return off, payload, nil
 	}
-	i := r.i
-	start := 0
-	if i > 0 {
-		start = r.ends[i-1]
-	}
-	off, payload := r.offs[i], r.buf[start:r.ends[i]]
-	if withOffset(payloadCRC(payload), off) != r.crcs[i] {
-		return 0, nil, &CorruptionError{Offset: off, Err: errors.New("checksum mismatch")}
-	}
-	r.i++
-	r.from = off + 1
-	return off, payload, nil
 }
 
 // fetch reads the next chunk of durable rows from r.from on.

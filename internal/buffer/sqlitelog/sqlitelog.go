@@ -12,6 +12,9 @@
 // commit's transaction, before the DELETE); after a failed commit the engine
 // acknowledges nothing more. Concurrent appenders are batched by one committer
 // goroutine into one transaction (group commit), so they share the fsync.
+// Remove (buffer.Remover) hides chosen records from every reader before its
+// confirm runs and deletes the confirmed ones in the committer's next
+// transaction, durably, before it returns; their offsets are not reused.
 //
 // modernc.org/sqlite provides SQLite (transpiled to Go, no cgo) and its
 // database/sql driver "sqlite"; database/sql pools the reading connections;
@@ -140,6 +143,9 @@ type Log struct {
 
 	cursorMu sync.Mutex
 	cursors  map[string]uint64 // committed values; guarded by cursorMu
+
+	removeMu sync.Mutex    // one Remove at a time
+	hidden   buffer.Hidden // records removed, or being removed: readers pass over them
 
 	// beforeCommit, if set by a test, runs before each COMMIT; an error fails
 	// the commit as a failed fsync would.
@@ -411,7 +417,8 @@ func (l *Log) fileBytes() int64 {
 // BytesFrom estimates the stored bytes (payload plus the per-row estimate) of
 // the records from off to the durable end: exact at the marks recorded every
 // 64 KiB since open, interpolated in between. Offsets already deleted count
-// from the first one held.
+// from the first one held. Rows Remove deleted are taken off the total and
+// off every mark above them, so it stays exact at the marks.
 func (l *Log) BytesFrom(off uint64) int64 {
 	l.statMu.Lock()
 	defer l.statMu.Unlock()
