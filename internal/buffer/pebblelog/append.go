@@ -59,9 +59,10 @@ func (l *Log) signal() {
 }
 
 // committer is the single goroutine that commits record groups, one after the
-// other in offset order. It is the only writer of records, index marks and the
-// meta key, which is what keeps the durable offset moving over a contiguous
-// prefix (docs/format/pebble.md, Writing).
+// other in offset order. It is the only writer that adds records, which is
+// what keeps the durable offset moving over a contiguous prefix
+// (docs/format/pebble.md, Writing); besides it only Remove writes records
+// (deletions), index marks and the meta key, under writeMu.
 func (l *Log) committer() {
 	defer close(l.stopped)
 	for range l.wake {
@@ -87,6 +88,11 @@ func (l *Log) committer() {
 			l.swapLocked()
 			l.mu.Unlock()
 
+			// writeMu keeps Remove's delete batch out of the commit and
+			// the retention after it (remove.go). It is released once a
+			// failure is recorded, so that Remove writes nothing after a
+			// failed commit.
+			l.writeMu.Lock()
 			err := l.commit(g)
 			var retErr error
 			if err == nil {
@@ -110,6 +116,7 @@ func (l *Log) committer() {
 			l.syncedCh = make(chan struct{})
 			l.drained.Broadcast()
 			l.mu.Unlock()
+			l.writeMu.Unlock()
 			close(g.done)
 			l.recycle(g)
 		}
@@ -216,11 +223,17 @@ func (l *Log) commit(g *group) error {
 // acknowledging before the disk is full rather than when it is, and leaves
 // Pebble room to flush what it holds, also when the engine is opened again.
 func (l *Log) checkSpace(g *group) error {
+	return l.checkFree(uint64(g.bytes) + uint64(len(g.payloads))*recordOverhead)
+}
+
+// checkFree fails a write of n bytes that would leave less than l.reserve
+// bytes free on the file system (checkSpace).
+func (l *Log) checkFree(n uint64) error {
 	du, err := l.fs.GetDiskUsage(l.dir)
 	if err != nil {
 		return nil // not knowable; a full disk still fails the commit
 	}
-	need := l.reserve + uint64(g.bytes) + uint64(len(g.payloads))*recordOverhead
+	need := l.reserve + n
 	if du.AvailBytes < need {
 		return fmt.Errorf("%s: %d bytes free, %d needed to keep %d in reserve for pebble's flushes: %w",
 			l.dir, du.AvailBytes, need, l.reserve, syscall.ENOSPC)

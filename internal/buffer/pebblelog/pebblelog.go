@@ -10,7 +10,9 @@
 // records, in offset order, never a gap that later fills; CommitCursors is one
 // synced batch, all or nothing; retention deletes the oldest records once the
 // stored bytes exceed Options.MaxBytes, first handing those no reader cursor had
-// passed to Options.OnUnreadDeleted; after a failed commit the engine
+// passed to Options.OnUnreadDeleted; Remove (buffer.Remover) deletes chosen
+// durable records ahead of retention in one synced batch, readers passing over
+// them from the moment they are hidden; after a failed commit the engine
 // acknowledges nothing more until it is opened again.
 //
 // Who does what: Pebble does all disk I/O, the WAL and its fsync, memtables,
@@ -126,11 +128,21 @@ type Log struct {
 	stopped  chan struct{}
 
 	durable atomic.Uint64 // every offset below this is in a synced batch
-	first   atomic.Uint64 // oldest offset held
+	first   atomic.Uint64 // oldest offset held: readers pass over offsets below it
+
+	// writeMu serialises the writers of records, index marks and the meta
+	// key: the committer holds it for a commit and the retention after it,
+	// Remove for its delete batch (remove.go).
+	writeMu sync.Mutex
+	// removeMu lets one Remove run at a time.
+	removeMu sync.Mutex
+	// hidden holds the records being removed and those removed since the
+	// engine was opened: readers pass over them (remove.go).
+	hidden buffer.Hidden
 
 	// idxMu guards index and the totals: the index marks held, and the
 	// cumulative stored bytes (cum) at end, the durable end. Only the
-	// committer (and Open) change them.
+	// committer, Remove (both holding writeMu) and Open change them.
 	idxMu sync.RWMutex
 	index []mark
 	cum   uint64
@@ -146,7 +158,8 @@ type Log struct {
 	cursors  map[string]uint64 // guarded by cursorMu
 }
 
-// mark is an index mark: cum stored bytes were appended before offset off.
+// mark is an index mark: cum stored bytes were appended before offset off,
+// less those of the records Remove has deleted since.
 type mark struct {
 	off uint64
 	cum uint64
@@ -172,7 +185,8 @@ func newGroup() *group { return &group{done: make(chan struct{})} }
 // 32 MiB), Logger (Pebble's own messages go to it: informational ones at Debug,
 // errors at Warn; default: discarded), Metrics (default: unregistered) and
 // OnUnreadDeleted (called by retention on the committer goroutine, or during
-// Open when the store is over a smaller MaxBytes).
+// Open when the store is over a smaller MaxBytes; it must not append or
+// Remove).
 // SegmentBytes and FS do not apply: Pebble has no segments and does its own
 // file I/O through its own VFS.
 func Open(o buffer.Options) (*Log, error) { return open(o, nil) }
@@ -367,26 +381,27 @@ func (l *Log) load() error {
 	if err != nil {
 		return err
 	}
-	if ok && len(l.index) > 0 && l.index[0].off < first {
-		// Retention excised the records but a crash lost the deletion of
-		// their index marks: finish it.
-		j := sort.Search(len(l.index), func(j int) bool { return l.index[j].off >= first })
-		l.log.Info("dropping index marks of records deleted before a crash", "marks", j, "first_offset", first)
-		if err := l.deleteMarks(first); err != nil {
+	held := l.next // the first record held; next if none is
+	if ok {
+		held = first
+	}
+	// j is the last mark at or below the first record held. Remove may have
+	// deleted the records from it up to the first one held (and their marks
+	// but this one, in the same batch).
+	j := sort.Search(len(l.index), func(j int) bool { return l.index[j].off > held }) - 1
+	if ok && (j < 0 || last >= l.next) {
+		return fmt.Errorf("records %d…%d do not match the index and next offset %d", first, last, l.next)
+	}
+	if j > 0 {
+		// Retention excised the records below a mark but a crash lost the
+		// deletion of the marks below it: finish it.
+		l.log.Info("dropping index marks of records deleted before a crash", "marks", j, "first_offset", held)
+		if err := l.deleteMarks(l.index[j].off); err != nil {
 			return err
 		}
 		l.index = l.index[j:]
 	}
-	switch {
-	case !ok && len(l.index) > 0:
-		return fmt.Errorf("index marks but no records (next offset %d)", l.next)
-	case !ok:
-		l.first.Store(l.next)
-	case len(l.index) == 0 || l.index[0].off != first || last+1 != l.next:
-		return fmt.Errorf("records %d…%d do not match the index and next offset %d", first, last, l.next)
-	default:
-		l.first.Store(first)
-	}
+	l.first.Store(held)
 
 	l.cursors = map[string]uint64{}
 	return l.scan(prefixCursor, func(k, v []byte) error {
@@ -470,7 +485,8 @@ func (l *Log) Err() error {
 
 // Stats returns the engine's size: Bytes is the disk use of the Pebble
 // directory (WAL, sstables, MANIFEST, files awaiting deletion), Segments and
-// QuarantinedRecords are always 0.
+// QuarantinedRecords are always 0. Records deleted by Remove leave Bytes
+// when compactions drop them; BytesFrom counts them out at once.
 func (l *Log) Stats() buffer.Stats {
 	l.dbMu.RLock()
 	if !l.dbClosed {

@@ -33,7 +33,7 @@ type span struct {
 
 // NewReader returns a reader positioned at the first record with offset ≥
 // from. Records deleted by retention are skipped: reading starts at the oldest
-// offset still held.
+// offset still held. Records removed or being removed (Remove) are skipped too.
 func (l *Log) NewReader(from uint64) buffer.RecordReader {
 	return &Reader{l: l, from: from}
 }
@@ -51,22 +51,35 @@ func (r *Reader) Close() error {
 // Next returns the next record. The payload is only valid until the next call.
 // At the durable end it returns io.EOF; calling Next again later continues with
 // records appended since.
+//
+// Records hidden by Remove, and records below the first offset, are passed
+// over when Next is about to return them, not when they are copied: a record
+// copied before it was hidden, or before retention or Remove deleted it, is
+// never returned after.
 func (r *Reader) Next() (uint64, []byte, error) {
 	if r.closed {
 		return 0, nil, errors.New("pebblelog: reader closed")
 	}
-	if r.i == len(r.recs) {
-		if err := r.fill(); err != nil {
-			return 0, nil, err
+	for {
+		if r.i == len(r.recs) {
+			if err := r.fill(); err != nil {
+				return 0, nil, err
+			}
+			if len(r.recs) == 0 {
+				return 0, nil, io.EOF
+			}
 		}
-		if len(r.recs) == 0 {
-			return 0, nil, io.EOF
+		s := r.recs[r.i]
+		r.i++
+		r.from = s.off + 1
+		// Hidden first, the first offset second: retention and Remove move
+		// the first offset before they forget the hidden offsets below it,
+		// so an offset no longer hidden is seen below the first offset.
+		if r.l.hidden.Has(s.off) || s.off < r.l.first.Load() {
+			continue
 		}
+		return s.off, r.buf[s.start:s.end], nil
 	}
-	s := r.recs[r.i]
-	r.i++
-	r.from = s.off + 1
-	return s.off, r.buf[s.start:s.end], nil
 }
 
 // fill copies the next records, from r.from up to the durable offset, into the

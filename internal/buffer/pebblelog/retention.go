@@ -1,7 +1,9 @@
 package pebblelog
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sort"
@@ -12,8 +14,8 @@ import (
 
 // retain deletes the oldest records while more than l.keep stored bytes are
 // held, cutting at an index mark no later than limit (the first offset of the
-// group just committed, which is never deleted). Only the committer, and Open
-// before starting it, call it.
+// group just committed, which is never deleted). Only the committer, holding
+// writeMu, and Open before starting it, call it.
 //
 // Records are excised (pebble.DB.Excise), not range-deleted: sstables wholly
 // below the cut are dropped and one straddling it becomes a virtual sstable,
@@ -26,7 +28,12 @@ import (
 //
 // Before the excise, the records at or above the slowest cursor — those
 // RetentionUnread counts — go to Options.OnUnreadDeleted with a reader that
-// iterates them in the store.
+// iterates them in the store; that reader passes over the records Remove has
+// hidden (being removed, or removed).
+//
+// Records Remove deleted count in the records and unread numbers logged and
+// in the metrics (offsets, not records), and not in the stored bytes (the
+// marks no longer count them).
 func (l *Log) retain(limit uint64) error {
 	l.idxMu.RLock()
 	idx, cum := l.index, l.cum
@@ -44,7 +51,9 @@ func (l *Log) retain(limit uint64) error {
 	if j == 0 {
 		return nil
 	}
-	first, cut := idx[0].off, idx[j].off
+	// The first mark may lie below the first record held (Remove deleted
+	// the records between).
+	first, cut := max(idx[0].off, l.first.Load()), idx[j].off
 	records := cut - first
 	unread := uint64(0)
 	if slowest, ok := l.slowestCursor(); ok && slowest < cut {
@@ -66,10 +75,19 @@ func (l *Log) retain(limit uint64) error {
 		return err
 	}
 
+	// The record at cut may have been removed: the first one held is the
+	// first key at or above it.
+	held, err := l.firstHeld(cut)
+	if err != nil {
+		l.log.Warn("retention: cannot find the first record held", "from", cut, "err", err)
+		held = cut
+	}
+
 	l.idxMu.Lock()
 	l.index = slices.Clone(l.index[j:])
 	l.idxMu.Unlock()
-	l.first.Store(cut)
+	l.first.Store(held)
+	l.hidden.Forget(held) // after the first offset moves (Reader.Next)
 
 	l.m.RetentionRecords.Add(float64(records))
 	l.m.RetentionUnread.Add(float64(unread))
@@ -77,6 +95,27 @@ func (l *Log) retain(limit uint64) error {
 	l.log.Info("retention deleted records", "first", first, "next", cut, "records", records, "unread", unread,
 		"bytes", idx[j].cum-idx[0].cum)
 	return nil
+}
+
+// firstHeld returns the offset of the first record at or above from, or the
+// durable end if there is none. The caller holds writeMu, or is Open.
+func (l *Log) firstHeld(from uint64) (uint64, error) {
+	l.idxMu.RLock()
+	end := l.end
+	l.idxMu.RUnlock()
+	if from >= end {
+		return end, nil
+	}
+	var lo, hi [9]byte
+	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: recordKey(lo[:0], from), UpperBound: recordKey(hi[:0], end)})
+	if err != nil {
+		return 0, err
+	}
+	held := end
+	if it.First() {
+		held = binary.BigEndian.Uint64(it.Key()[1:])
+	}
+	return held, cmp.Or(it.Error(), it.Close())
 }
 
 // deleteMarks deletes the index marks below off, in a batch without an fsync of
@@ -112,6 +151,8 @@ func (l *Log) setBytesMetric() {
 // BytesFrom estimates the stored bytes (payload + 20 per record) of the records
 // from offset off to the durable end: exact at index marks, interpolated
 // linearly between them. Offsets already deleted count from the first one held.
+// Records deleted by Remove are not counted: it lowers the marks after them
+// (remove.go), so BytesFrom(FirstOffset()) is exact.
 func (l *Log) BytesFrom(off uint64) int64 {
 	l.idxMu.RLock()
 	defer l.idxMu.RUnlock()
@@ -119,7 +160,10 @@ func (l *Log) BytesFrom(off uint64) int64 {
 	if len(idx) == 0 || off >= l.end {
 		return 0
 	}
-	if off <= idx[0].off {
+	// The records between the first mark and the first record held were
+	// removed (their bytes are out of the marks after them): from any offset
+	// up to the first held, the stored bytes are those from the first mark.
+	if off <= idx[0].off || off <= l.first.Load() {
 		return int64(l.cum - idx[0].cum)
 	}
 	// idx[j] is the last mark at or below off.
