@@ -57,18 +57,36 @@ func (b *Batch) Append(off uint64, payload []byte) {
 // Reset empties b, keeping its buffer.
 func (b *Batch) Reset() { *b = Batch{Body: b.Body[:0]} }
 
+// Compression is how hard a batch body is compressed.
+type Compression int
+
+const (
+	// NoCompression sends the body as it is.
+	NoCompression Compression = iota
+	// FastCompression is zstd at its fastest level: the default.
+	FastCompression
+	// HardCompression is zstd at its better-compression level, for a node
+	// whose buffer fills (the warning level's "compress harder"): fewer bytes
+	// on a slow uplink for more CPU.
+	HardCompression
+)
+
 var (
-	encOnce sync.Once
-	enc     *zstd.Encoder
+	encOnce [3]sync.Once
+	enc     [3]*zstd.Encoder
 	decOnce sync.Once
 	dec     *zstd.Decoder
 )
 
-func encoder() *zstd.Encoder {
-	encOnce.Do(func() {
-		enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+func encoder(c Compression) *zstd.Encoder {
+	level := zstd.SpeedFastest
+	if c == HardCompression {
+		level = zstd.SpeedBetterCompression
+	}
+	encOnce[c].Do(func() {
+		enc[c], _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1))
 	})
-	return enc
+	return enc[c]
 }
 
 func decoder() *zstd.Decoder {
@@ -79,8 +97,18 @@ func decoder() *zstd.Decoder {
 }
 
 // BatchMsg builds the message carrying b for a node's records of one kind,
-// stream and lane, its body compressed with zstd when compress is set.
+// stream and lane, its body compressed with zstd (fastest level) when
+// compress is set.
 func BatchMsg(nodeID, kind, stream, lane string, b *Batch, compress bool) *nats.Msg {
+	c := NoCompression
+	if compress {
+		c = FastCompression
+	}
+	return BatchMsgCompressed(nodeID, kind, stream, lane, b, c)
+}
+
+// BatchMsgCompressed is BatchMsg with a choice of compression.
+func BatchMsgCompressed(nodeID, kind, stream, lane string, b *Batch, c Compression) *nats.Msg {
 	m := nats.NewMsg(Subject(nodeID, kind, stream))
 	first, last := strconv.FormatUint(b.First, 10), strconv.FormatUint(b.Last, 10)
 	m.Header.Set(nats.MsgIdHdr, nodeID+":"+first+"-"+last)
@@ -88,9 +116,9 @@ func BatchMsg(nodeID, kind, stream, lane string, b *Batch, compress bool) *nats.
 	m.Header.Set(HeaderLast, last)
 	m.Header.Set(HeaderCount, strconv.Itoa(b.Count))
 	m.Header.Set(HeaderLane, lane)
-	if compress {
+	if c != NoCompression {
 		m.Header.Set(HeaderEncoding, "zstd")
-		m.Data = encoder().EncodeAll(b.Body, make([]byte, 0, len(b.Body)/3))
+		m.Data = encoder(c).EncodeAll(b.Body, make([]byte, 0, len(b.Body)/3))
 	} else {
 		m.Data = append([]byte(nil), b.Body...)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,6 +40,8 @@ type JetStreamSink struct {
 	nc *nats.Conn
 	js jetstream.JetStream
 
+	harder atomic.Bool // compress harder: the buffer is filling (SetPressure)
+
 	// Used by the syncer's goroutine only.
 	seq   map[string]uint64   // JetStream stream → sequence of the latest PubAck
 	skip  map[uint64]storedAt // offsets a resume found already stored, until their lane passes them
@@ -64,6 +67,20 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 }
 
 func (s *JetStreamSink) Name() string { return s.o.Name }
+
+// SetPressure makes the sink compress harder while the buffer is under
+// pressure (Pressured): fewer bytes for a slow uplink to carry.
+func (s *JetStreamSink) SetPressure(on bool) { s.harder.Store(on) }
+
+func (s *JetStreamSink) compression() cloud.Compression {
+	switch {
+	case s.o.NoCompress:
+		return cloud.NoCompression
+	case s.harder.Load():
+		return cloud.HardCompression
+	}
+	return cloud.FastCompression
+}
 
 var resultStreams = []string{cloud.StreamEvents, cloud.StreamResults, cloud.StreamLedger}
 
@@ -212,7 +229,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	}
 	var futs []pending
 	publish := func(g group, lane Lane) error {
-		m := cloud.BatchMsg(s.o.NodeID, g.kind, g.stream, lane.String(), &s.batch, !s.o.NoCompress)
+		m := cloud.BatchMsgCompressed(s.o.NodeID, g.kind, g.stream, lane.String(), &s.batch, s.compression())
 		fut, err := s.js.PublishMsgAsync(m)
 		if err != nil {
 			return fmt.Errorf("publish records %d-%d: %w", s.batch.First, s.batch.Last, err)

@@ -179,6 +179,13 @@ func (r *LaneRules) Possible(l Lane) bool {
 	return false
 }
 
+// Lane returns the lane the record p at offset off takes, and ok=false for
+// records that are not synced.
+func (r *LaneRules) Lane(off uint64, p []byte) (Lane, bool) {
+	lane, _, ok := r.classify(off, p, numLanes)
+	return lane, ok
+}
+
 // classify returns the lane of the record p at offset off and its stream, and
 // ok=false for records that are not synced (unknown types,
 // records that do not decode). The stream is only returned (and allocated)

@@ -110,7 +110,49 @@ type Syncer struct {
 
 	filter  TypeFilter // nil: the sink takes every synced type
 	records prometheus.Counter
+
+	urgent atomic.Bool   // the buffer is under pressure: sync more often
+	kick   chan struct{} // cuts a retry wait short when pressure starts
 }
+
+// Pressured is implemented by sinks that change how they send while the
+// buffer is under pressure (the JetStream sink compresses harder).
+type Pressured interface {
+	SetPressure(on bool)
+}
+
+// SetPressure tells the syncer whether the buffer is under pressure (the
+// warning level and above): it then syncs more often — a failed sink is
+// retried at a quarter of the usual longest wait, and a wait already under
+// way is cut short — and batches wait half as long to fill. A sink that
+// implements Pressured is told too.
+func (s *Syncer) SetPressure(on bool) {
+	if s.urgent.Swap(on) != on && on {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+	if p, ok := s.sink.(Pressured); ok {
+		p.SetPressure(on)
+	}
+}
+
+func (s *Syncer) maxDelay() time.Duration {
+	if s.urgent.Load() {
+		return s.opts.MaxDelay / 2
+	}
+	return s.opts.MaxDelay
+}
+
+// LaneCursors returns each lane's cursor as the syncer holds it: every record
+// of the lane below it is confirmed by the sink. A lane the syncer does not
+// read is absent.
+func (s *Syncer) LaneCursors() map[Lane]uint64 { return s.laneCursors() }
+
+// InFlightLimit bounds how many of a lane's records from its cursor on the
+// sink may hold unconfirmed: one batch, at most this many records.
+func (s *Syncer) InFlightLimit() int { return s.opts.BatchRecords * maxBacklogFactor }
 
 // laneState is one lane's reader and cursor.
 type laneState struct {
@@ -140,6 +182,7 @@ func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 		conn:   NewConnectivity(ConnectivityOptions{OfflineAfter: o.OfflineAfter}),
 		brk:    NewBreaker(sink.Name(), o.Breaker),
 		done:   make(chan struct{}),
+		kick:   make(chan struct{}, 1),
 	}
 	s.filter, _ = sink.(TypeFilter)
 	o.Metrics.Track(sink.Name(), s.conn, s.brk)
@@ -314,7 +357,7 @@ func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
 	for _, ls := range s.lanes {
 		at = min(at, ls.position())
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.opts.MaxDelay)
+	wctx, cancel := context.WithTimeout(ctx, s.maxDelay())
 	defer cancel()
 	err := s.log.WaitDurable(wctx, at+1)
 	if ctx.Err() != nil {
@@ -377,7 +420,7 @@ func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
 				break
 			}
 			if deadline.IsZero() {
-				deadline = time.Now().Add(s.opts.MaxDelay)
+				deadline = time.Now().Add(s.maxDelay())
 			}
 			wctx, cancel := context.WithDeadline(ctx, deadline)
 			werr := s.log.WaitDurable(wctx, r.Position()+1)
@@ -425,7 +468,10 @@ func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 	if maxWait <= 0 {
 		maxWait = DefaultRetryOptions.MaxInterval
 	}
-	wait := bo.Next()
+	if s.urgent.Load() {
+		maxWait /= 4
+	}
+	wait := min(bo.Next(), maxWait)
 	if d, ok := RetryAfter(err); ok {
 		wait = max(wait, min(d, maxWait)) // a server cannot stall the sync past the cap
 	}
@@ -446,6 +492,7 @@ func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
+	case <-s.kick:
 	}
 }
 
