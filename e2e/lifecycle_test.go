@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -80,10 +81,9 @@ func TestREADMEConfigIsValid(t *testing.T) {
 	require.NoError(t, err, string(out))
 }
 
-// TestBufferPressureLevels fills a small buffer: its pressure level rises
-// through the thresholds as it fills (retention then keeps it just below
-// max_bytes, at emergency), shows in status and metrics, and reaches the
-// notifiers as a critical alert.
+// TestBufferPressureLevels fills a small buffer while the uplink is down: its
+// pressure level rises through the thresholds as pending records fill it,
+// shows in status and metrics, and reaches the notifiers as a critical alert.
 func TestBufferPressureLevels(t *testing.T) {
 	dir := t.TempDir()
 	var alerts []string
@@ -95,8 +95,13 @@ func TestBufferPressureLevels(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cloudAddr := l.Addr().String() // nothing listens there: the uplink is down
+	l.Close()
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, "buffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\nstreams:\n  door: {priority: critical}\n  hvac: {priority: low}\n"+
+		"cloud:\n  url: nats://"+cloudAddr+"\n"+
 		"alerts:\n  notify:\n    webhooks:\n      - url: "+srv.URL+"\n")
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
 	defer p.stop(t)
@@ -107,12 +112,10 @@ func TestBufferPressureLevels(t *testing.T) {
 			Buffer struct {
 				Level       string  `json:"level"`
 				Utilisation float64 `json:"utilisation"`
-				Bytes       float64 `json:"bytes"`
-				MaxBytes    float64 `json:"max_bytes"`
 			} `json:"buffer"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &s))
-		return s.Buffer.Level, s.Buffer.Bytes / s.Buffer.MaxBytes
+		return s.Buffer.Level, s.Buffer.Utilisation
 	}
 	for _, want := range []struct {
 		level string

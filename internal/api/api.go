@@ -53,10 +53,12 @@ type BufferStatus struct {
 	QuarantinedRecords int64  `json:"quarantined_records"`
 	Error              string `json:"error,omitempty"`
 	// Level is the pressure level (normal, warning, critical, emergency,
-	// full) at Utilisation = Bytes / MaxBytes, held since LevelSince.
-	Level       string  `json:"level"`
-	LevelSince  string  `json:"level_since"`
-	Utilisation float64 `json:"utilisation"`
+	// full) at Utilisation = PendingBytes / MaxBytes, held since LevelSince.
+	// PendingBytes are the bytes of the records some sink has not confirmed.
+	Level        string  `json:"level"`
+	LevelSince   string  `json:"level_since"`
+	Utilisation  float64 `json:"utilisation"`
+	PendingBytes int64   `json:"pending_bytes"`
 }
 
 // MQTTStatus describes MQTT ingest.

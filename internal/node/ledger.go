@@ -89,6 +89,49 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 	}
 }
 
+// removed writes, durably, the ledger records for records the pressure
+// levels are about to remove unsynced (reason event.LossDownsampled or
+// event.LossDropped): one per stream, with its offset ranges. offs ascend;
+// streams[i] is offs[i]'s stream. It counts them only once the ledger records
+// are in the buffer: if the write fails, nothing may be removed.
+func (g *lossLedger) removed(buf buffer.Engine, reason byte, offs []uint64, streams []string) error {
+	now := time.Now().UnixMilli()
+	byStream := map[string]*event.LedgerRecord{}
+	var order []string
+	for i, off := range offs {
+		l := byStream[streams[i]]
+		if l == nil {
+			l = &event.LedgerRecord{Reason: reason, Stream: streams[i], From: now, To: now}
+			byStream[streams[i]] = l
+			order = append(order, streams[i])
+		}
+		if n := len(l.Ranges); n > 0 && l.Ranges[n-1].First+l.Ranges[n-1].Len == off {
+			l.Ranges[n-1].Len++
+		} else {
+			l.Ranges = append(l.Ranges, event.OffsetRange{First: off, Len: 1})
+		}
+		l.Count++
+	}
+	payloads := make([][]byte, len(order))
+	for i, s := range order {
+		payloads[i] = byStream[s].AppendBinary(nil)
+	}
+	if _, err := buf.Append(payloads...); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	for _, s := range order {
+		g.count(byStream[s])
+	}
+	g.mu.Unlock()
+	for _, s := range order {
+		l := byStream[s]
+		g.log.Warn("records removed unsynced, accounted for in the ledger", "reason", event.LossName(reason),
+			"stream", s, "records", l.Count, "ranges", len(l.Ranges))
+	}
+	return nil
+}
+
 type keptKey struct {
 	reason byte
 	stream string

@@ -105,6 +105,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
 	go n.ledger.run(n.buf)
+	if err := n.finishRemovals(); err != nil {
+		return nil, fmt.Errorf("finish the removal the ledger lists: %w", err)
+	}
 	if cfg.Windows.Enabled {
 		n.prepareProcessing() // the checkpoint loads while the store rebuilds its index
 	}
@@ -439,8 +442,9 @@ func (n *Node) Status() api.Status {
 		s.Losses = n.ledger.status()
 	}
 	if n.pressure != nil {
-		l, since, u := n.pressure.status()
+		l, since, pending, u := n.pressure.status()
 		s.Buffer.Level, s.Buffer.LevelSince, s.Buffer.Utilisation = l.String(), since.UTC().Format(time.RFC3339), u
+		s.Buffer.PendingBytes = pending
 	}
 	if n.proc != nil {
 		s.Processing = n.proc.Status()

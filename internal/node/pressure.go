@@ -9,17 +9,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
-	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
 // pressureWatch follows the buffer's utilisation as the seed's pressure
 // levels (internal/pressure): in status and metrics, in the log, as an alert
-// to the notifiers at every change, at ingest through the node's gate
-// (sampling from critical, refusing low-priority streams from emergency), and
-// on the buffer: from critical on, records every sink has confirmed are
-// evicted (engines that implement buffer.Evictor: the native log), so that the
-// level can come down. Downsampling is not built yet.
+// to the notifiers at every change, in the sync (from warning on: more often,
+// compressing harder), at ingest through the node's gate (sampling from
+// critical, refusing low-priority streams from emergency), and on the buffer
+// itself (evict.go): evicting synced records from critical on, downsampling
+// from emergency, dropping the oldest pending records when full.
+//
+// Utilisation is the share of buffer.max_bytes taken by pending records, those
+// some sink has not confirmed yet (evict.go, utilisation): the records the
+// node cannot let go without a loss. A node without sinks has none; its
+// buffer keeps the newest max_bytes of history, and retention deletes the
+// oldest as always.
 type pressureWatch struct {
 	n       *Node
 	stop    chan struct{}
@@ -28,9 +33,12 @@ type pressureWatch struct {
 	moves   *prometheus.CounterVec
 	evicted prometheus.Counter
 
+	// nothingSynced is what the last look for synced records depended on,
+	// if it found none (evict.go). Used by the watch goroutine only.
+	nothingSynced syncedKey
+
 	mu    sync.Mutex
 	mon   *pressure.Monitor
-	util  float64
 	fired string // id of the firing pressure alert, "" if none
 }
 
@@ -94,25 +102,30 @@ func (w *pressureWatch) setGauge(cur pressure.Level) {
 	}
 }
 
-// check reads the utilisation and reports a level change.
+// check reads the utilisation, reports a level change and carries out the
+// level's actions (evict.go).
 func (w *pressureWatch) check() {
-	max := int64(w.n.cfg.Buffer.MaxBytes)
-	if max <= 0 {
+	if w.maxBytes() <= 0 {
 		return
 	}
-	u := float64(w.n.buf.Stats().Bytes) / float64(max)
+	u := w.utilisation()
 	w.mu.Lock()
-	w.util = u
 	c, changed := w.mon.Observe(u, time.Now())
 	level, _ := w.mon.Level()
 	w.mu.Unlock()
-	if level >= pressure.Critical {
-		w.evictSynced()
+	if changed {
+		w.changed(c, u)
 	}
-	if !changed {
-		return
-	}
+	w.act(level)
+}
+
+// changed applies a level change: the ingest gate, the sync (more often,
+// compressing harder, from warning on), metrics, the log and the notifiers.
+func (w *pressureWatch) changed(c pressure.Change, u float64) {
 	w.n.gate.SetLevel(c.To)
+	for _, s := range w.n.syncs {
+		s.SetPressure(c.To >= pressure.Warning)
+	}
 	w.setGauge(c.To)
 	w.moves.WithLabelValues(c.From.String(), c.To.String()).Inc()
 	logf := w.n.log.Info
@@ -121,37 +134,6 @@ func (w *pressureWatch) check() {
 	}
 	logf("buffer pressure level changed", "from", c.From, "to", c.To, "utilisation", fmt.Sprintf("%.1f%%", 100*u))
 	w.notify(c)
-}
-
-// evictSynced deletes what every sink has confirmed (and processing no longer
-// needs for a restart), so that the level can come down. Synced records lose
-// nothing the cloud lacks; a segmented log deletes them whole segments at a
-// time, oldest first, whatever their priority.
-func (w *pressureWatch) evictSynced() {
-	ev, ok := w.n.buf.(buffer.Evictor)
-	if !ok || len(w.n.syncs) == 0 {
-		return // an engine that only deletes by retention, or nothing syncs
-	}
-	off, ok := buffer.SlowestPosition(w.n.buf.Cursors())
-	if !ok {
-		return
-	}
-	if w.n.proc != nil {
-		c, ok := w.n.proc.CheckpointOffset()
-		if !ok {
-			return // a restart would replay from the start
-		}
-		off = min(off, c)
-	}
-	n, err := ev.DeleteBefore(off)
-	if err != nil {
-		w.n.log.Warn("evicting synced records failed", "err", err)
-		return
-	}
-	if n > 0 {
-		w.evicted.Add(float64(n))
-		w.n.log.Info("buffer pressure: evicted synced records", "records", n, "below", off)
-	}
 }
 
 // notify tells the notifiers: a firing alert while the level is above normal
@@ -184,10 +166,16 @@ func (w *pressureWatch) notify(c pressure.Change) {
 	d.Send(a)
 }
 
-// status is the level part of the buffer's status.
-func (w *pressureWatch) status() (pressure.Level, time.Time, float64) {
+// status is the level part of the buffer's status: the level as of the last
+// look, the pending bytes and utilisation as of now.
+func (w *pressureWatch) status() (pressure.Level, time.Time, int64, float64) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
 	l, since := w.mon.Level()
-	return l, since, w.util
+	w.mu.Unlock()
+	pending := w.pendingBytes()
+	u := 0.0
+	if m := w.maxBytes(); m > 0 {
+		u = float64(pending) / float64(m)
+	}
+	return l, since, pending, u
 }

@@ -41,10 +41,23 @@ type Thresholds struct {
 	Emergency  float64 `yaml:"emergency"`
 	Full       float64 `yaml:"full"`
 	Hysteresis float64 `yaml:"hysteresis"`
+
+	// What the emergency and full levels do (plan.go): from emergency on,
+	// pending low-priority events received more than DownsampleAfter ago
+	// keep one in DownsampleRatio per stream and device; at full, the oldest
+	// DropFraction of the pending records are dropped.
+	DownsampleAfter time.Duration `yaml:"downsample_after"`
+	DownsampleRatio int           `yaml:"downsample_ratio"`
+	DropFraction    float64       `yaml:"drop_fraction"`
 }
 
-// DefaultThresholds are the seed's: 70/85/95/100 %, clearing 5 points lower.
-var DefaultThresholds = Thresholds{Warning: 0.70, Critical: 0.85, Emergency: 0.95, Full: 1.00, Hysteresis: 0.05}
+// DefaultThresholds are the seed's: 70/85/95/100 %, clearing 5 points lower;
+// downsampling 10:1, dropping 10 %. What counts as old for downsampling the
+// seed leaves open: events received more than 15 minutes ago.
+var DefaultThresholds = Thresholds{
+	Warning: 0.70, Critical: 0.85, Emergency: 0.95, Full: 1.00, Hysteresis: 0.05,
+	DownsampleAfter: 15 * time.Minute, DownsampleRatio: 10, DropFraction: 0.10,
+}
 
 // Validate reports thresholds that cannot work.
 func (t Thresholds) Validate() error {
@@ -54,6 +67,15 @@ func (t Thresholds) Validate() error {
 	}
 	if t.Hysteresis < 0 || t.Hysteresis >= t.Warning {
 		return fmt.Errorf("pressure hysteresis %v must be at least 0 and below the warning threshold %v", t.Hysteresis, t.Warning)
+	}
+	if t.DownsampleAfter < 0 {
+		return fmt.Errorf("pressure downsample_after %v must not be negative", t.DownsampleAfter)
+	}
+	if t.DownsampleRatio < 2 {
+		return fmt.Errorf("pressure downsample_ratio %d must be at least 2 (keep one event in that many)", t.DownsampleRatio)
+	}
+	if !(t.DropFraction > 0 && t.DropFraction <= 1) {
+		return fmt.Errorf("pressure drop_fraction %v must be in (0, 1]", t.DropFraction)
 	}
 	return nil
 }

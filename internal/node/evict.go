@@ -1,0 +1,387 @@
+package node
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
+)
+
+// What the pressure levels do to the buffer itself (DESIGN §7), with the
+// records chosen by internal/pressure (plan.go) and removed through
+// buffer.Remover:
+//
+//	critical   evict synced records, lowest priority first, until the level
+//	           can clear
+//	emergency  evict every synced record; downsample old pending low-priority
+//	           events (one in downsample_ratio kept per stream and device)
+//	full       drop the oldest drop_fraction of the pending records, critical
+//	           lane last, while the buffer is still full after the above
+//
+// Nothing at or above the newest checkpoint's offset is removed (a restart
+// replays from there), nor anything a sink may have in flight, nor a ledger
+// record while unsynced. Records removed unsynced are written to the loss
+// ledger, durably, before they go; a crash in between is finished at the next
+// start (finishRemovals).
+
+// Value cursors (buffer.ValuePrefix) the actions keep in the buffer.
+const (
+	// removingCursor is 1 + the offset at which the ledger records of a
+	// removal in progress start, 0 when none is.
+	removingCursor = buffer.ValuePrefix + "pressure:removing"
+	// downsampledCursor is where the next downsampling starts: every older
+	// pending low-priority event has been downsampled once.
+	downsampledCursor = buffer.ValuePrefix + "pressure:downsampled"
+)
+
+// act carries out the actions of the current level.
+func (w *pressureWatch) act(level pressure.Level) {
+	if level < pressure.Critical {
+		return
+	}
+	rm, ok := w.n.buf.(buffer.Remover)
+	if !ok || len(w.n.syncs) == 0 {
+		w.evictSyncedSegments() // an engine without Remover, or nothing syncs
+		return
+	}
+	bound, ok := w.bound()
+	if !ok {
+		return
+	}
+	t := w.mon.Thresholds()
+	if level >= pressure.Emergency {
+		w.evictSyncedSegments()
+		w.evictSynced(rm, bound, -1)
+	} else if need := w.totalBytes() - int64((t.Critical-t.Hysteresis)*float64(w.maxBytes())); need > 0 {
+		// Room for pending records before retention would have to delete
+		// them: the buffer's total back to the critical level's clearing point.
+		w.evictSynced(rm, bound, need)
+	}
+	if level >= pressure.Emergency {
+		w.downsample(rm, bound)
+	}
+	if level == pressure.Full && w.utilisation() >= t.Full {
+		w.drop(rm, bound)
+	}
+}
+
+func (w *pressureWatch) maxBytes() int64 { return int64(w.n.cfg.Buffer.MaxBytes) }
+
+// totalBytes is what the buffer holds, as the engine counts its records.
+func (w *pressureWatch) totalBytes() int64 { return w.n.buf.BytesFrom(w.n.buf.FirstOffset()) }
+
+// pendingBytes is what the buffer holds from the slowest sync cursor on: the
+// records some sink still waits for (an estimate from above: records of a
+// faster lane past that cursor count too). With no sink it is 0.
+func (w *pressureWatch) pendingBytes() int64 {
+	from, ok := uint64(0), false
+	for _, s := range w.n.syncs {
+		for _, c := range s.LaneCursors() {
+			if !ok || c < from {
+				from, ok = c, true
+			}
+		}
+	}
+	if !ok {
+		return 0
+	}
+	return w.n.buf.BytesFrom(from)
+}
+
+// utilisation is the share of buffer.max_bytes the pending records take.
+// Synced records do not count: retention and eviction reclaim them at no
+// loss, so a node whose uplink keeps up stays at normal however much history
+// its buffer keeps.
+func (w *pressureWatch) utilisation() float64 {
+	return float64(w.pendingBytes()) / float64(w.maxBytes())
+}
+
+// bound is the offset at and above which nothing is removed: what a restart
+// would replay.
+func (w *pressureWatch) bound() (uint64, bool) {
+	b := w.n.buf.DurableOffset()
+	if w.n.proc != nil {
+		c, ok := w.n.proc.CheckpointOffset()
+		if !ok {
+			return 0, false // a restart would replay from the start
+		}
+		b = min(b, c)
+	}
+	return b, true
+}
+
+// sinks returns every syncer's lane cursors and how many records of a lane a
+// sink may have in flight.
+func (w *pressureWatch) sinks() (pressure.Sinks, int) {
+	s := make(pressure.Sinks, len(w.n.syncs))
+	protect := 0
+	for i, sy := range w.n.syncs {
+		for l := range s[i] {
+			s[i][l] = ^uint64(0)
+		}
+		for lane, c := range sy.LaneCursors() {
+			s[i][lane] = c
+		}
+		protect = max(protect, sy.InFlightLimit())
+	}
+	return s, protect
+}
+
+// names numbers the streams and devices of a scan.
+type names struct {
+	ids  map[string]uint32
+	list []string
+}
+
+func newNames() *names { return &names{ids: map[string]uint32{}} }
+
+func (n *names) id(b []byte) uint32 {
+	if v, ok := n.ids[string(b)]; ok {
+		return v
+	}
+	s := string(b)
+	v := uint32(len(n.list))
+	n.ids[s] = v
+	n.list = append(n.list, s)
+	return v
+}
+
+// scan reads the synced records in [from, to) as pressure items.
+func (w *pressureWatch) scan(from, to uint64, nm *names) pressure.Scan {
+	return func(yield func(pressure.Item) bool) error {
+		r := w.n.buf.NewReader(from)
+		defer r.Close()
+		for {
+			off, p, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if off >= to {
+				return nil
+			}
+			lane, ok := w.n.lanes.Lane(off, p)
+			if !ok {
+				continue // not synced: never chosen
+			}
+			it := pressure.Item{Offset: off, Lane: int(lane), Bytes: int64(len(p))}
+			if v, ok := event.Peek(p); ok {
+				it.Event, it.Received = true, v.Received
+				it.Stream, it.Device = nm.id(v.Stream), nm.id(v.DeviceID)
+			} else {
+				it.Ledger = event.Type(p) == event.TypeLedger
+				it.Stream = nm.id([]byte(recordStream(p)))
+			}
+			if !yield(it) {
+				return nil
+			}
+		}
+	}
+}
+
+// evictSyncedSegments deletes whole segments every sink has confirmed (and a
+// restart would not replay), oldest first, whatever their priority: the cheap
+// eviction for engines that implement buffer.Evictor.
+func (w *pressureWatch) evictSyncedSegments() {
+	ev, ok := w.n.buf.(buffer.Evictor)
+	if !ok || len(w.n.syncs) == 0 {
+		return
+	}
+	off, ok := buffer.SlowestPosition(w.n.buf.Cursors())
+	if !ok {
+		return
+	}
+	b, ok := w.bound()
+	if !ok {
+		return
+	}
+	n, err := ev.DeleteBefore(min(off, b))
+	if err != nil {
+		w.n.log.Warn("evicting synced records failed", "err", err)
+		return
+	}
+	if n > 0 {
+		w.evicted.Add(float64(n))
+		w.n.log.Info("buffer pressure: evicted synced segments", "records", n, "below", min(off, b))
+	}
+}
+
+// evictSynced removes synced records, lowest lane first, until need bytes
+// are free (need < 0: all). Synced records lose nothing the cloud lacks: no
+// ledger entry, a metric.
+func (w *pressureWatch) evictSynced(rm buffer.Remover, bound uint64, need int64) {
+	sinks, _ := w.sinks()
+	first := w.n.buf.FirstOffset()
+	key := syncedKey{first: first, bound: bound, sinks: slices.Clone(sinks)}
+	if key.equal(w.nothingSynced) {
+		return // nothing has been confirmed since the last look found nothing
+	}
+	nm := newNames()
+	c, err := pressure.Synced(w.scan(first, bound, nm), sinks, need)
+	if err != nil {
+		w.n.log.Warn("buffer pressure: cannot read the buffer to evict synced records", "err", err)
+		return
+	}
+	if len(c.Offsets) == 0 {
+		w.nothingSynced = key
+		return
+	}
+	removed, err := rm.Remove(c.Offsets, func(h []uint64) []uint64 { return h })
+	if err != nil {
+		w.n.log.Warn("buffer pressure: evicting synced records failed", "err", err)
+	}
+	if len(removed) > 0 {
+		w.evicted.Add(float64(len(removed)))
+		w.n.log.Info("buffer pressure: evicted synced records, lowest priority first", "records", len(removed))
+	}
+}
+
+// syncedKey is what a look for synced records depends on.
+type syncedKey struct {
+	first, bound uint64
+	sinks        pressure.Sinks
+}
+
+func (k syncedKey) equal(o syncedKey) bool {
+	return k.first == o.first && k.bound == o.bound && slices.Equal(k.sinks, o.sinks)
+}
+
+// downsample removes old pending low-priority events, keeping one in
+// downsample_ratio per stream and device, from where the last downsampling
+// stopped.
+func (w *pressureWatch) downsample(rm buffer.Remover, bound uint64) {
+	t := w.mon.Thresholds()
+	from := w.n.buf.FirstOffset()
+	if c, ok := w.n.buf.Cursor(downsampledCursor); ok {
+		from = max(from, c)
+	}
+	if from >= bound {
+		return
+	}
+	sinks, protect := w.sinks()
+	nm := newNames()
+	before := time.Now().Add(-t.DownsampleAfter).UnixMilli()
+	c, stop, err := pressure.Downsample(w.scan(from, bound, nm), sinks, protect, t.DownsampleRatio, before)
+	if err != nil {
+		w.n.log.Warn("buffer pressure: cannot read the buffer to downsample", "err", err)
+		return
+	}
+	if stop == 0 {
+		stop = bound
+	}
+	if len(c.Offsets) > 0 && !w.removeUnsynced(rm, event.LossDownsampled, c, nm, sinks) {
+		return // chosen again next time
+	}
+	if stop > from {
+		if err := w.n.buf.CommitCursor(downsampledCursor, stop); err != nil {
+			w.n.log.Warn("buffer pressure: downsampling position not saved", "err", err)
+		}
+	}
+}
+
+// drop removes the oldest drop_fraction of the pending records, critical
+// lane last.
+func (w *pressureWatch) drop(rm buffer.Remover, bound uint64) {
+	sinks, protect := w.sinks()
+	nm := newNames()
+	c, err := pressure.DropOldest(w.scan(w.n.buf.FirstOffset(), bound, nm), sinks, protect, w.mon.Thresholds().DropFraction)
+	if err != nil {
+		w.n.log.Warn("buffer pressure: cannot read the buffer to drop records", "err", err)
+		return
+	}
+	if len(c.Offsets) > 0 {
+		w.removeUnsynced(rm, event.LossDropped, c, nm, sinks)
+	}
+}
+
+// removeUnsynced removes chosen pending records, writing their ledger
+// records first, and reports whether it did. If a sink confirmed anything
+// since the choice, nothing is removed: the choice is made again next time.
+func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names, sinks pressure.Sinks) bool {
+	confirm := func(hidden []uint64) []uint64 {
+		if now, _ := w.sinks(); !slices.Equal(now, sinks) {
+			w.n.log.Info("buffer pressure: sync moved while records were chosen; choosing again", "reason", event.LossName(reason))
+			return nil
+		}
+		streams := make([]string, 0, len(hidden))
+		j := 0
+		for _, off := range hidden {
+			for c.Offsets[j] != off {
+				j++
+			}
+			streams = append(streams, nm.list[c.Streams[j]])
+		}
+		// Should the node stop between the ledger records and the removal,
+		// the next start finishes it from here.
+		if err := w.n.buf.CommitCursor(removingCursor, w.n.buf.NextOffset()+1); err != nil {
+			w.n.log.Error("buffer pressure: cannot mark a removal; nothing removed", "err", err)
+			return nil
+		}
+		if err := w.n.ledger.removed(w.n.buf, reason, hidden, streams); err != nil {
+			w.n.log.Error("buffer pressure: ledger records not written; nothing removed", "reason", event.LossName(reason), "err", err)
+			return nil
+		}
+		return hidden
+	}
+	removed, err := rm.Remove(c.Offsets, confirm)
+	if err != nil {
+		// The ledger already lists them; the next start removes the rest.
+		w.n.log.Error("buffer pressure: removing records failed", "reason", event.LossName(reason),
+			"removed", len(removed), "err", err)
+		return false
+	}
+	if err := w.n.buf.CommitCursor(removingCursor, 0); err != nil {
+		w.n.log.Warn("buffer pressure: removal mark not cleared", "err", err)
+	}
+	return len(removed) > 0
+}
+
+// finishRemovals completes, at start-up, a removal whose ledger records were
+// written before the node stopped: every record a downsampled or dropped
+// ledger record lists is removed, if still held.
+func (n *Node) finishRemovals() error {
+	v, ok := n.buf.Cursor(removingCursor)
+	rm, isRemover := n.buf.(buffer.Remover)
+	if !ok || v == 0 || !isRemover {
+		return nil
+	}
+	var offs []uint64
+	r := n.buf.NewReader(v - 1)
+	for {
+		_, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			r.Close()
+			return err
+		}
+		if event.Type(p) != event.TypeLedger {
+			continue
+		}
+		l, err := event.DecodeLedger(p)
+		if err != nil || (l.Reason != event.LossDownsampled && l.Reason != event.LossDropped) {
+			continue
+		}
+		for _, rg := range l.Ranges {
+			for off := rg.First; off < rg.First+rg.Len; off++ {
+				offs = append(offs, off)
+			}
+		}
+	}
+	r.Close()
+	slices.Sort(offs)
+	offs = slices.Compact(offs)
+	removed, err := rm.Remove(offs, func(h []uint64) []uint64 { return h })
+	if err != nil {
+		return err
+	}
+	n.log.Info("finished a removal the ledger lists", "records", len(removed))
+	return n.buf.CommitCursor(removingCursor, 0)
+}
