@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,24 +40,58 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 		t.Skip("pressure test skipped in -short mode")
 	}
 	dir := t.TempDir()
+	pressureLevelsUpAndBack(t, dir, filepath.Join(dir, "data"), "1MiB")
+}
+
+// TestDiskFullIsALevel runs the same course on a 2 MiB file system with
+// buffer.max_bytes far above it: the disk's room is the buffer's capacity,
+// so a filling disk goes through the levels and their actions like a filling
+// buffer, and the node never runs out of space (its buffer never fails).
+// It mounts a tmpfs, which needs root; without that it skips, unless
+// HOLDFAST_REQUIRE_TMPFS=1 (CI) makes that a failure.
+func TestDiskFullIsALevel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pressure test skipped in -short mode")
+	}
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	require.NoError(t, os.MkdirAll(data, 0o700))
+	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=2m"); err != nil {
+		if os.Getenv("HOLDFAST_REQUIRE_TMPFS") == "1" {
+			t.Fatalf("cannot mount a tmpfs for the disk-full test: %v", err)
+		}
+		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+	}
+	defer func() {
+		if err := syscall.Unmount(data, 0); err != nil {
+			syscall.Unmount(data, syscall.MNT_DETACH)
+		}
+	}()
+	pressureLevelsUpAndBack(t, dir, data, "64MiB")
+}
+
+// pressureLevelsUpAndBack is the course of the two tests above, with the
+// data dir and buffer.max_bytes given.
+func pressureLevelsUpAndBack(t *testing.T, dir, data, maxBytes string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	cloudAddr := l.Addr().String()
 	l.Close()
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	// Small sync batches, so that what a sink may hold in flight (eight
-	// batches' worth per lane) is a small part of the 1 MiB buffer.
-	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\n"+
+	// batches' worth per lane) is a small part of the buffer.
+	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  segment_bytes: 64KiB\n  max_bytes: "+maxBytes+"\n"+
 		"  pressure: {full: 0.98, downsample_after: 1s}\n"+
 		"streams:\n  door: {priority: critical}\n  hvac: {priority: low}\n"+
 		"cloud:\n  url: nats://"+cloudAddr+"\n  batch_records: 50\n")
-	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "site-p")
+	p := start(t, data, "--config", cfg, "--node-id", "site-p")
 	defer p.stop(t)
 
 	type st struct {
 		Buffer struct {
 			Level string  `json:"level"`
 			Util  float64 `json:"utilisation"`
+			Error string  `json:"error"`
 			Next  uint64  `json:"next_offset"`
 		} `json:"buffer"`
 		Losses map[string]map[string]uint64 `json:"losses"`
@@ -125,7 +161,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 	// Up: fill past each threshold and let the node see it (it looks every
 	// second). Near the top, each batch gets a look of its own, so that the
 	// full level acts before retention's hard limit is reached.
-	round := 0
+	round, begin := 0, time.Now()
 	for _, step := range []struct {
 		level string
 		at    float64
@@ -142,6 +178,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 				time.Sleep(1100 * time.Millisecond)
 			}
 		}
+		t.Logf("%s: filled to %s after %d rounds", time.Since(begin).Round(time.Millisecond), step.level, round)
 		waitFor(t, "level "+step.level, 5*time.Second, func() bool {
 			l := status().Buffer.Level
 			levels[l] = true
@@ -173,6 +210,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 	require.Empty(t, s.Losses["downsampled"]["door"])
 	require.Empty(t, s.Losses["dropped"]["door"], "critical events are dropped last, and others were there")
 
+	t.Logf("%s: every level's actions seen; the cloud returns", time.Since(begin).Round(time.Millisecond))
 	// Back: the cloud returns, the backlog syncs, synced records are evicted.
 	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: cloudAddr})
 	require.NoError(t, err)
@@ -182,7 +220,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 		levels[s.Buffer.Level] = true
 		return s.Buffer.Level == "normal" && len(s.Sinks) == 1 && s.Sinks[0].Lag == 0
 	})
-	t.Logf("levels seen: %v", levels)
+	t.Logf("%s: back to normal; levels seen: %v", time.Since(begin).Round(time.Millisecond), levels)
 	for _, l := range []string{"warning", "critical", "emergency", "full", "normal"} {
 		require.True(t, levels[l], "level %s never seen", l)
 	}
@@ -196,7 +234,8 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 	doors := 0
 	for id, n := range cloudIDs {
 		require.Equal(t, 1, n, "event %s in the cloud once", id)
-		require.Contains(t, acked, id, "the cloud holds only acknowledged events")
+		_, ok := acked[id]
+		require.True(t, ok, "the cloud holds only acknowledged events: %s", id)
 	}
 	for id, stream := range acked {
 		if stream == "door" {
@@ -206,6 +245,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 	}
 	s = status()
 	require.Empty(t, s.Losses["evicted_unsynced"], "nothing unsynced was deleted by retention")
+	require.Empty(t, s.Buffer.Error, "the buffer never failed")
 	for why, byStream := range keptOut {
 		for stream, n := range byStream {
 			require.Equal(t, uint64(n), s.Losses[why][stream], "%s %s", why, stream)
@@ -225,8 +265,10 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 		var n uint64
 		for _, r := range rec.Ranges {
 			for off := r.First; off < r.First+r.Len; off++ {
-				require.NotContains(t, got.events, off, "offset %d in the cloud and in the ledger", off)
-				require.NotContains(t, inRanges, off, "offset %d in two ledger ranges", off)
+				_, inCloud := got.events[off]
+				require.False(t, inCloud, "offset %d in the cloud and in the ledger", off)
+				_, twice := inRanges[off]
+				require.False(t, twice, "offset %d in two ledger ranges", off)
 				inRanges[off] = why
 				n++
 			}

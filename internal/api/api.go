@@ -53,12 +53,17 @@ type BufferStatus struct {
 	QuarantinedRecords int64  `json:"quarantined_records"`
 	Error              string `json:"error,omitempty"`
 	// Level is the pressure level (normal, warning, critical, emergency,
-	// full) at Utilisation = PendingBytes / MaxBytes, held since LevelSince.
-	// PendingBytes are the bytes of the records some sink has not confirmed.
-	Level        string  `json:"level"`
-	LevelSince   string  `json:"level_since"`
-	Utilisation  float64 `json:"utilisation"`
-	PendingBytes int64   `json:"pending_bytes"`
+	// full) at Utilisation = PendingBytes / CapacityBytes, held since
+	// LevelSince. PendingBytes are the bytes of the records some sink has not
+	// confirmed; CapacityBytes is MaxBytes, or less when the disk has less
+	// room (DiskLimited); DiskFreeBytes is -1 where it is not measured.
+	Level         string  `json:"level"`
+	LevelSince    string  `json:"level_since"`
+	Utilisation   float64 `json:"utilisation"`
+	PendingBytes  int64   `json:"pending_bytes"`
+	CapacityBytes int64   `json:"capacity_bytes"`
+	DiskFreeBytes int64   `json:"disk_free_bytes"`
+	DiskLimited   bool    `json:"disk_limited,omitempty"`
 }
 
 // MQTTStatus describes MQTT ingest.

@@ -22,6 +22,11 @@ import (
 //	full       drop the oldest drop_fraction of the pending records, critical
 //	           lane last, while the buffer is still full after the above
 //
+// The buffer's capacity is max_bytes or the room the disk has left, whichever
+// is less, so a disk filling up (by the buffer or anything else) raises the
+// level like a buffer filling up; with the disk nearly full, synced records
+// are evicted whatever the level.
+//
 // Nothing at or above the newest checkpoint's offset is removed (a restart
 // replays from there), nor anything a sink may have in flight, nor a ledger
 // record while unsynced. Records removed unsynced are written to the loss
@@ -40,7 +45,8 @@ const (
 
 // act carries out the actions of the current level.
 func (w *pressureWatch) act(level pressure.Level) {
-	if level < pressure.Critical {
+	tight := w.diskTight()
+	if level < pressure.Critical && !tight {
 		return
 	}
 	rm, ok := w.n.buf.(buffer.Remover)
@@ -53,7 +59,7 @@ func (w *pressureWatch) act(level pressure.Level) {
 		return
 	}
 	t := w.mon.Thresholds()
-	if level >= pressure.Emergency {
+	if level >= pressure.Emergency || tight {
 		w.evictSyncedSegments()
 		w.evictSynced(rm, bound, -1)
 	} else if need := w.totalBytes() - int64((t.Critical-t.Hysteresis)*float64(w.maxBytes())); need > 0 {
@@ -92,12 +98,40 @@ func (w *pressureWatch) pendingBytes() int64 {
 	return w.n.buf.BytesFrom(from)
 }
 
-// utilisation is the share of buffer.max_bytes the pending records take.
-// Synced records do not count: retention and eviction reclaim them at no
-// loss, so a node whose uplink keeps up stays at normal however much history
-// its buffer keeps.
+// utilisation is the share of the buffer's capacity the pending records
+// take. Synced records do not count: retention and eviction reclaim them at
+// no loss, so a node whose uplink keeps up stays at normal however much
+// history its buffer keeps.
 func (w *pressureWatch) utilisation() float64 {
-	return float64(w.pendingBytes()) / float64(w.maxBytes())
+	c, _, _ := w.capacity()
+	return float64(w.pendingBytes()) / float64(c)
+}
+
+// capacity is what the buffer may hold: buffer.max_bytes, or less when the
+// disk has less room: what the buffer holds plus the disk's free space, less
+// a reserve of two segments (a segment roll and a compaction's rewrite).
+// limited says the disk is the limit; free is the disk's free space (-1 if
+// not measured).
+func (w *pressureWatch) capacity() (c, free int64, limited bool) {
+	c = w.maxBytes()
+	free, ok := diskFree(w.n.cfg.DataDir)
+	if !ok {
+		return c, -1, false
+	}
+	if room := w.totalBytes() + free - w.reserve(); room < c {
+		return max(room, 1), free, true
+	}
+	return c, free, false
+}
+
+func (w *pressureWatch) reserve() int64 { return 2 * int64(w.n.cfg.Buffer.SegmentBytes) }
+
+// diskTight reports a disk with less than twice the reserve free: then synced
+// records are evicted whatever the level, since retention, which counts
+// against max_bytes, would not make room in time.
+func (w *pressureWatch) diskTight() bool {
+	_, free, limited := w.capacity()
+	return limited && free < 2*w.reserve()
 }
 
 // bound is the offset at and above which nothing is removed: what a restart

@@ -442,9 +442,7 @@ func (n *Node) Status() api.Status {
 		s.Losses = n.ledger.status()
 	}
 	if n.pressure != nil {
-		l, since, pending, u := n.pressure.status()
-		s.Buffer.Level, s.Buffer.LevelSince, s.Buffer.Utilisation = l.String(), since.UTC().Format(time.RFC3339), u
-		s.Buffer.PendingBytes = pending
+		n.pressure.status(&s.Buffer)
 	}
 	if n.proc != nil {
 		s.Processing = n.proc.Status()

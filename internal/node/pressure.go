@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
@@ -109,6 +110,11 @@ func (w *pressureWatch) check() {
 		return
 	}
 	u := w.utilisation()
+	if w.n.buf.Err() != nil {
+		// A buffer that failed (a disk error) takes nothing more until the
+		// node restarts: the full level, with its alert.
+		u = max(u, 1)
+	}
 	w.mu.Lock()
 	c, changed := w.mon.Observe(u, time.Now())
 	level, _ := w.mon.Level()
@@ -167,15 +173,14 @@ func (w *pressureWatch) notify(c pressure.Change) {
 }
 
 // status is the level part of the buffer's status: the level as of the last
-// look, the pending bytes and utilisation as of now.
-func (w *pressureWatch) status() (pressure.Level, time.Time, int64, float64) {
+// look; pending bytes, capacity and utilisation as of now.
+func (w *pressureWatch) status(b *api.BufferStatus) {
 	w.mu.Lock()
 	l, since := w.mon.Level()
 	w.mu.Unlock()
 	pending := w.pendingBytes()
-	u := 0.0
-	if m := w.maxBytes(); m > 0 {
-		u = float64(pending) / float64(m)
-	}
-	return l, since, pending, u
+	c, free, limited := w.capacity()
+	b.Level, b.LevelSince = l.String(), since.UTC().Format(time.RFC3339)
+	b.PendingBytes, b.CapacityBytes, b.DiskFreeBytes, b.DiskLimited = pending, c, free, limited
+	b.Utilisation = float64(pending) / float64(c)
 }
