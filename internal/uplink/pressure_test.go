@@ -1,0 +1,98 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+// downSink fails every send and remembers what the syncer told it.
+type downSink struct {
+	sends    atomic.Int32
+	mu       sync.Mutex
+	pressure []bool
+}
+
+func (s *downSink) Name() string                                                     { return "down" }
+func (s *downSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
+func (s *downSink) Positions() map[string]uint64                                     { return nil }
+func (s *downSink) Close() error                                                     { return nil }
+func (s *downSink) Send(context.Context, []Record) error {
+	s.sends.Add(1)
+	return errors.New("the cloud is away")
+}
+func (s *downSink) SetPressure(on bool) {
+	s.mu.Lock()
+	s.pressure = append(s.pressure, on)
+	s.mu.Unlock()
+}
+
+// TestPressureSyncsMoreOften: a syncer waiting out a long backoff (an hour
+// here) retries at once when the buffer comes under pressure, and tells a
+// sink that implements Pressured.
+func TestPressureSyncsMoreOften(t *testing.T) {
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	e := event.Event{DeviceID: "d", Stream: "temp", TS: 1_700_000_000_000, Value: 1}
+	_, err = l.Append(e.AppendBinary(nil))
+	require.NoError(t, err)
+	sink := &downSink{}
+	s := NewSyncer(l, sink, SyncOptions{MaxDelay: time.Millisecond,
+		Retry: RetryOptions{InitialInterval: time.Hour, MaxInterval: time.Hour, RandomizationFactor: NoJitter},
+		Breaker: BreakerOptions{Failures: 1000}})
+	s.Start()
+	defer s.Close()
+	require.Eventually(t, func() bool { return sink.sends.Load() == 1 }, 10*time.Second, time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	require.Equal(t, int32(1), sink.sends.Load(), "the syncer waits out its backoff")
+
+	s.SetPressure(true)
+	require.Eventually(t, func() bool { return sink.sends.Load() == 2 }, 10*time.Second, time.Millisecond,
+		"pressure cuts the wait short")
+	s.SetPressure(true) // no change: no second kick
+	s.SetPressure(false)
+	sink.mu.Lock()
+	require.Equal(t, []bool{true, true, false}, sink.pressure, "the sink is told")
+	sink.mu.Unlock()
+}
+
+// TestHarderCompressionUnderPressure: the JetStream sink's batches under
+// pressure are zstd at the better-compression level, no larger than at the
+// fastest, and decode to the same records.
+func TestHarderCompressionUnderPressure(t *testing.T) {
+	sink := NewJetStreamSink(JetStreamOptions{NodeID: "n1"})
+	require.Equal(t, cloud.FastCompression, sink.compression())
+	sink.SetPressure(true)
+	require.Equal(t, cloud.HardCompression, sink.compression())
+	sink.SetPressure(false)
+	require.Equal(t, cloud.FastCompression, sink.compression())
+	off := NewJetStreamSink(JetStreamOptions{NodeID: "n1", NoCompress: true})
+	off.SetPressure(true)
+	require.Equal(t, cloud.NoCompression, off.compression(), "compress: false holds under pressure")
+
+	var b cloud.Batch
+	for i := range 2000 {
+		e := event.Event{DeviceID: "dev-" + string(rune('a'+i%7)), Stream: "temp", TS: int64(1_700_000_000_000 + i*1000), Value: float64(i % 50)}
+		b.Append(uint64(i), e.AppendBinary(nil))
+	}
+	fast := cloud.BatchMsgCompressed("n1", cloud.KindEvents, "temp", "normal", &b, cloud.FastCompression)
+	hard := cloud.BatchMsgCompressed("n1", cloud.KindEvents, "temp", "normal", &b, cloud.HardCompression)
+	require.LessOrEqual(t, len(hard.Data), len(fast.Data))
+	a, err := cloud.DecodeBatch(fast.Header, fast.Data)
+	require.NoError(t, err)
+	c, err := cloud.DecodeBatch(hard.Header, hard.Data)
+	require.NoError(t, err)
+	require.Equal(t, a, c)
+	require.Len(t, c, 2000)
+	t.Logf("2000 events: %d bytes fastest, %d better compression", len(fast.Data), len(hard.Data))
+}
