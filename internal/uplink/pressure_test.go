@@ -48,7 +48,7 @@ func TestPressureSyncsMoreOften(t *testing.T) {
 	require.NoError(t, err)
 	sink := &downSink{}
 	s := NewSyncer(l, sink, SyncOptions{MaxDelay: time.Millisecond,
-		Retry: RetryOptions{InitialInterval: time.Hour, MaxInterval: time.Hour, RandomizationFactor: NoJitter},
+		Retry:   RetryOptions{InitialInterval: time.Hour, MaxInterval: time.Hour, RandomizationFactor: NoJitter},
 		Breaker: BreakerOptions{Failures: 1000}})
 	s.Start()
 	defer s.Close()
