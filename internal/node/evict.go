@@ -35,9 +35,11 @@ import (
 
 // Value cursors (buffer.ValuePrefix) the actions keep in the buffer.
 const (
-	// removingCursor is 1 + the offset at which the ledger records of a
-	// removal in progress start, 0 when none is.
+	// removingCursor is 1 + the offset at which the ledger records of the
+	// latest removal start; removedCursor takes the same value once that
+	// removal is done. (Cursors only move forward.)
 	removingCursor = buffer.ValuePrefix + "pressure:removing"
+	removedCursor  = buffer.ValuePrefix + "pressure:removed"
 	// downsampledCursor is where the next downsampling starts: every older
 	// pending low-priority event has been downsampled once.
 	downsampledCursor = buffer.ValuePrefix + "pressure:downsampled"
@@ -338,6 +340,7 @@ func (w *pressureWatch) drop(rm buffer.Remover, bound uint64) {
 // records first, and reports whether it did. If a sink confirmed anything
 // since the choice, nothing is removed: the choice is made again next time.
 func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names, sinks pressure.Sinks) bool {
+	var mark uint64
 	confirm := func(hidden []uint64) []uint64 {
 		if now, _ := w.sinks(); !slices.Equal(now, sinks) {
 			w.n.log.Info("buffer pressure: sync moved while records were chosen; choosing again", "reason", event.LossName(reason))
@@ -353,7 +356,8 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 		}
 		// Should the node stop between the ledger records and the removal,
 		// the next start finishes it from here.
-		if err := w.n.buf.CommitCursor(removingCursor, w.n.buf.NextOffset()+1); err != nil {
+		mark = w.n.buf.NextOffset() + 1
+		if err := w.n.buf.CommitCursor(removingCursor, mark); err != nil {
 			w.n.log.Error("buffer pressure: cannot mark a removal; nothing removed", "err", err)
 			return nil
 		}
@@ -370,8 +374,10 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 			"removed", len(removed), "err", err)
 		return false
 	}
-	if err := w.n.buf.CommitCursor(removingCursor, 0); err != nil {
-		w.n.log.Warn("buffer pressure: removal mark not cleared", "err", err)
+	if mark != 0 {
+		if err := w.n.buf.CommitCursor(removedCursor, mark); err != nil {
+			w.n.log.Warn("buffer pressure: removal not marked done", "err", err)
+		}
 	}
 	return len(removed) > 0
 }
@@ -380,9 +386,10 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 // written before the node stopped: every record a downsampled or dropped
 // ledger record lists is removed, if still held.
 func (n *Node) finishRemovals() error {
-	v, ok := n.buf.Cursor(removingCursor)
+	v, _ := n.buf.Cursor(removingCursor)
+	done, _ := n.buf.Cursor(removedCursor)
 	rm, isRemover := n.buf.(buffer.Remover)
-	if !ok || v == 0 || !isRemover {
+	if v <= done || !isRemover {
 		return nil
 	}
 	var offs []uint64
@@ -417,5 +424,5 @@ func (n *Node) finishRemovals() error {
 		return err
 	}
 	n.log.Info("finished a removal the ledger lists", "records", len(removed))
-	return n.buf.CommitCursor(removingCursor, 0)
+	return n.buf.CommitCursor(removedCursor, v)
 }
