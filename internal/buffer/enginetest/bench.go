@@ -51,3 +51,63 @@ func BenchAppend(b *testing.B, open func(dir string) (buffer.Engine, error)) {
 		})
 	}
 }
+
+// BenchRemove measures what the pressure levels cost an engine: with 1 M
+// 48-byte records held, one Remove of every tenth record (downsampling's
+// shape, scattered) and one of a tenth of them in one run (dropping the
+// oldest 10 %). It reports records removed per second; each op is one
+// Remove on a fresh engine.
+func BenchRemove(b *testing.B, open func(dir string) (buffer.Engine, error)) {
+	const held = 1_000_000
+	for _, c := range []struct {
+		name string
+		offs func(first uint64) []uint64
+	}{
+		{"every-tenth", func(first uint64) []uint64 {
+			out := make([]uint64, 0, held/10)
+			for off := first; off < first+held; off += 10 {
+				out = append(out, off)
+			}
+			return out
+		}},
+		{"oldest-tenth", func(first uint64) []uint64 {
+			out := make([]uint64, 0, held/10)
+			for off := first; off < first+held/10; off++ {
+				out = append(out, off)
+			}
+			return out
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var removed int
+			for b.Loop() {
+				b.StopTimer()
+				l, err := open(b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				rec := make([]byte, 48)
+				batch := make([][]byte, 1000)
+				for i := range batch {
+					batch[i] = rec
+				}
+				for range held / len(batch) {
+					if _, err := l.Append(batch...); err != nil {
+						b.Fatal(err)
+					}
+				}
+				offs := c.offs(l.FirstOffset())
+				b.StartTimer()
+				got, err := l.(buffer.Remover).Remove(offs, func(h []uint64) []uint64 { return h })
+				b.StopTimer()
+				if err != nil {
+					b.Fatal(err)
+				}
+				removed += len(got)
+				l.Close()
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(removed)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}

@@ -14,3 +14,11 @@ func BenchmarkAppend(b *testing.B) {
 		return Open(buffer.Options{Dir: dir, MaxBytes: 8 << 30})
 	})
 }
+
+// BenchmarkRemove: what the pressure levels' removals cost; see
+// enginetest.BenchRemove.
+func BenchmarkRemove(b *testing.B) {
+	enginetest.BenchRemove(b, func(dir string) (buffer.Engine, error) {
+		return Open(buffer.Options{Dir: dir, MaxBytes: 8 << 30})
+	})
+}
