@@ -185,6 +185,9 @@ type segment struct {
 	compacted bool
 	// gen counts rewrites; a reader that opened an older file reopens.
 	gen uint64
+	// removing: a Remove has hidden records of this segment and is not
+	// done; retention leaves the segment alone meanwhile.
+	removing bool
 }
 
 // badRange is a quarantined byte range [from, to) of a segment.

@@ -43,6 +43,24 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	if len(cand) == 0 {
 		return nil, nil
 	}
+	// Retention leaves the segments alone until this Remove is done.
+	l.segMu.Lock()
+	var busy []*segment
+	for _, seg := range sealed {
+		lo, _ := slices.BinarySearch(cand, seg.base)
+		if lo < len(cand) && cand[lo] < seg.next && l.listedLocked(seg) {
+			seg.removing = true
+			busy = append(busy, seg)
+		}
+	}
+	l.segMu.Unlock()
+	defer func() {
+		l.segMu.Lock()
+		for _, seg := range busy {
+			seg.removing = false
+		}
+		l.segMu.Unlock()
+	}()
 	l.hidden.Add(cand)
 	keep := Confirmed(cand, confirm(slices.Clone(cand)))
 	l.hidden.Show(Difference(cand, keep))
