@@ -136,6 +136,10 @@ type Log struct {
 	writeMu sync.Mutex
 	// removeMu lets one Remove run at a time.
 	removeMu sync.Mutex
+	// floor is the lowest offset a Remove in progress has hidden, or
+	// noFloor: retention cuts no later than it. Remove sets it under
+	// writeMu, before it hides the records (remove.go).
+	floor atomic.Uint64
 	// hidden holds the records being removed and those removed since the
 	// engine was opened: readers pass over them (remove.go).
 	hidden buffer.Hidden
@@ -211,6 +215,7 @@ func open(o buffer.Options, tune func(*pebble.Options)) (l *Log, err error) {
 		stopped:  make(chan struct{}),
 	}
 	l.drained = sync.NewCond(&l.mu)
+	l.floor.Store(noFloor)
 	if err := makeDirs(o.Dir, l.dir); err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 
@@ -19,6 +20,9 @@ import (
 const removeRangeRun = 16
 
 var _ buffer.Remover = (*Log)(nil)
+
+// noFloor is Log.floor while no Remove has records hidden.
+const noFloor = math.MaxUint64
 
 // Remove deletes chosen durable records ahead of retention (buffer.Remover):
 // the records at offs (ascending) that are held — at or above FirstOffset,
@@ -46,12 +50,18 @@ var _ buffer.Remover = (*Log)(nil)
 // back when compactions drop the record under its tombstone; Stats().Bytes
 // (the Pebble directory's disk use) follows then.
 //
-// Records retention deletes while confirm runs were hidden, so they were not
-// handed to OnUnreadDeleted; if confirmed they are returned as removed. On an
-// error Remove returns what was deleted so far and the confirmed records stay
-// hidden until the engine is opened again; a failed commit of the delete
-// batch puts the engine in the failed state (the WAL is shared with the
-// records).
+// Retention leaves the records at and above the lowest hidden offset alone
+// until Remove returns: its reader passes over hidden records, so a hidden
+// record it deleted that confirm then did not choose would be lost without
+// being reported to OnUnreadDeleted. The floor is set before the records are
+// hidden, under writeMu, so a commit's retention either ran before (the
+// records it deleted, not hidden then, were reported; they are dropped from
+// the candidates) or sees the floor. The store may exceed MaxBytes meanwhile;
+// the first commit after Remove returns catches up. Confirmed records found
+// deleted all the same are returned as removed. On an error Remove returns
+// what was deleted so far and the confirmed records stay hidden until the
+// engine is opened again; a failed commit of the delete batch puts the engine
+// in the failed state (the WAL is shared with the records).
 func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]uint64, error) {
 	l.removeMu.Lock()
 	defer l.removeMu.Unlock()
@@ -67,6 +77,15 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	cand, err := l.removable(offs)
 	if err != nil || len(cand) == 0 {
 		return nil, err
+	}
+	l.writeMu.Lock()
+	l.floor.Store(cand[0])
+	first := l.first.Load()
+	l.writeMu.Unlock()
+	defer l.floor.Store(noFloor)
+	i, _ := slices.BinarySearch(cand, first)
+	if cand = cand[i:]; len(cand) == 0 {
+		return nil, nil
 	}
 	l.hidden.Add(cand)
 	keep := buffer.Confirmed(cand, confirm(slices.Clone(cand)))

@@ -171,9 +171,9 @@ func TestRemoveThenRetention(t *testing.T) {
 	require.Equal(t, kept, offsets(readAll(t, l, 0)))
 }
 
-// TestRemoveRetentionDuringConfirm: retention that deletes hidden records
-// while confirm runs does not hand them to OnUnreadDeleted; confirmed, they
-// are returned as removed.
+// TestRemoveRetentionDuringConfirm: retention that wants hidden records while
+// confirm runs waits for the Remove; once it is done, retention hands the
+// records confirm did not choose to OnUnreadDeleted, and not the removed ones.
 func TestRemoveRetentionDuringConfirm(t *testing.T) {
 	var mu sync.Mutex
 	var reported []uint64
@@ -206,16 +206,82 @@ func TestRemoveRetentionDuringConfirm(t *testing.T) {
 		}
 		_, err := l.Append(batch...)
 		require.NoError(t, err)
-		require.Greater(t, l.FirstOffset(), uint64(30), "retention deleted the hidden records")
+		require.Zero(t, l.FirstOffset(), "retention waits for the Remove")
 		return h[:10]
 	})
 	require.NoError(t, err)
-	require.Equal(t, offRange(0, 10), removed, "confirmed records retention deleted count as removed")
+	require.Equal(t, offRange(0, 10), removed)
+	for i := range 100 {
+		_, err := l.Append(payload(fmt.Sprint("after", i), 500))
+		require.NoError(t, err)
+	}
+	first := l.FirstOffset()
+	require.Greater(t, first, uint64(30), "retention caught up")
 	mu.Lock()
 	defer mu.Unlock()
-	require.NotEmpty(t, reported)
-	for _, off := range want {
-		require.NotContains(t, reported, off, "hidden records are not reported as deleted unread")
+	for _, off := range offRange(0, 10) {
+		require.NotContains(t, reported, off, "removed records are not reported as deleted unread")
+	}
+	for off := uint64(10); off < first; off++ {
+		require.Equal(t, 1, count(reported, off), "offset %d reported once as deleted unread", off)
+	}
+}
+
+func count(s []uint64, v uint64) int {
+	n := 0
+	for _, x := range s {
+		if x == v {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRetentionWaitsForRemove: retention does not delete records a Remove has
+// hidden until it is done, so that those confirm does not choose are reported
+// to OnUnreadDeleted once retention does delete them: every offset below the
+// first one is reported exactly once.
+func TestRetentionWaitsForRemove(t *testing.T) {
+	var mu sync.Mutex
+	reported := map[uint64]int{}
+	l, err := Open(buffer.Options{Dir: t.TempDir(), MaxBytes: 256 << 10,
+		OnUnreadDeleted: func(from, to uint64, r buffer.RecordReader) {
+			mu.Lock()
+			defer mu.Unlock()
+			for {
+				off, _, err := r.Next()
+				if err != nil {
+					return
+				}
+				reported[off]++
+			}
+		}})
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, l.CommitCursor("sync:x", 0))
+	appendN := func(tag string, n int) {
+		batch := make([][]byte, n)
+		for i := range batch {
+			batch[i] = payload(fmt.Sprint(tag, i), 500)
+		}
+		_, err := l.Append(batch...)
+		require.NoError(t, err)
+	}
+	appendN("before", 200)
+	_, err = l.Remove([]uint64{1, 2, 3}, func([]uint64) []uint64 {
+		// Retention wants the first records now; it must wait.
+		appendN("during", 100)
+		require.LessOrEqual(t, l.FirstOffset(), uint64(1), "retention waits for the Remove")
+		return nil
+	})
+	require.NoError(t, err)
+	appendN("after", 100) // a commit after the Remove: retention catches up
+	first := l.FirstOffset()
+	require.Greater(t, first, uint64(3))
+	mu.Lock()
+	defer mu.Unlock()
+	for off := range first {
+		require.Equal(t, 1, reported[off], "offset %d reported once as deleted unread", off)
 	}
 }
 

@@ -14,8 +14,10 @@ import (
 
 // retain deletes the oldest records while more than l.keep stored bytes are
 // held, cutting at an index mark no later than limit (the first offset of the
-// group just committed, which is never deleted). Only the committer, holding
-// writeMu, and Open before starting it, call it.
+// group just committed, which is never deleted) nor than the floor of a Remove
+// in progress (the records it has hidden stay until it is done; the store may
+// exceed l.keep meanwhile, a later commit catches up). Only the committer,
+// holding writeMu, and Open before starting it, call it.
 //
 // Records are excised (pebble.DB.Excise), not range-deleted: sstables wholly
 // below the cut are dropped and one straddling it becomes a virtual sstable,
@@ -42,6 +44,7 @@ func (l *Log) retain(limit uint64) error {
 	if len(idx) < 2 || cum-idx[0].cum <= keep {
 		return nil
 	}
+	limit = min(limit, l.floor.Load())
 	// The oldest mark from which on at most keep bytes are held, else the newest.
 	j := sort.Search(len(idx), func(j int) bool { return cum-idx[j].cum <= keep })
 	j = min(j, len(idx)-1)

@@ -158,6 +158,7 @@ func (l *Log) committer() {
 			}
 			l.mu.Unlock()
 
+			l.floorMu.Lock()
 			res, rm, err := l.commit(g)
 
 			l.mu.Lock()
@@ -176,6 +177,7 @@ func (l *Log) committer() {
 			if err == nil {
 				l.committed(g, res, rm)
 			}
+			l.floorMu.Unlock()
 			close(g.done)
 		}
 	}
@@ -234,8 +236,10 @@ func (l *Log) commit(g *group) (res retained, rm removal, err error) {
 		}
 	}
 	stored += g.stored()
-	if stored > l.opts.MaxBytes && first < g.first {
-		if res, err = l.retain(ctx, tx, g, first, stored); err != nil {
+	// Retention deletes rows below g's and below the rows a Remove in
+	// progress has hidden; it catches up at a later commit.
+	if limit := min(g.first, l.floor.Load()); stored > l.opts.MaxBytes && first < limit {
+		if res, err = l.retain(ctx, tx, g, limit, first, stored); err != nil {
 			return res, rm, err
 		}
 		stored -= res.bytes
@@ -278,14 +282,16 @@ func (l *Log) insert(ctx context.Context, tx *sql.Tx, g *group) error {
 	return nil
 }
 
-// retain deletes the oldest rows, older than g's, until at most MaxBytes minus
-// a 1/64 slack is stored. Just before the DELETE it hands the rows at or above
-// the slowest cursor (g's cursors included) to Options.OnUnreadDeleted, with a
-// reader that queries them in tx and passes over hidden ones (records a
-// Remove is removing: they are not lost unread but removed); those rows are
-// what RetentionUnread counts. Rows are counted one by one, not as a span of
-// offsets: Remove may have left gaps.
-func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, stored int64) (retained, error) {
+// retain deletes the oldest rows below limit (g's first offset, or the floor
+// of a Remove in progress if that is lower: rows a Remove has hidden stay until
+// it is done) until at most MaxBytes minus a 1/64 slack is stored or no row
+// below limit is left. Just before the DELETE it hands the rows at or above the
+// slowest cursor (g's cursors included) to Options.OnUnreadDeleted, with a
+// reader that queries them in tx and passes over hidden ones (records removed:
+// they are not lost unread but removed); those rows are what RetentionUnread
+// counts. Rows are counted one by one, not as a span of offsets: Remove may
+// have left gaps.
+func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, limit, first uint64, stored int64) (retained, error) {
 	var res retained
 	need := stored - (l.opts.MaxBytes - l.opts.MaxBytes/64)
 	slowest, cursors := l.slowestCursor(g.cursors)
@@ -300,7 +306,7 @@ func (l *Log) retain(ctx context.Context, tx *sql.Tx, g *group, first uint64, st
 			rows.Close()
 			return res, fmt.Errorf("retention: %w", err)
 		}
-		if res.bytes >= need {
+		if res.bytes >= need || uint64(off) >= limit {
 			kept = uint64(off)
 			break
 		}

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 
@@ -13,6 +14,9 @@ import (
 )
 
 var _ buffer.Remover = (*Log)(nil)
+
+// noFloor is Log.floor while no Remove has records hidden.
+const noFloor = math.MaxUint64
 
 // Remove deletes chosen records ahead of retention (buffer.Remover). Offsets
 // below FirstOffset, at or above DurableOffset, hidden already or without a
@@ -41,6 +45,16 @@ var _ buffer.Remover = (*Log)(nil)
 // confirm runs with no lock of the engine held: it may append (the node
 // writes its loss ledger there), and those appends are committed before the
 // DELETE's transaction begins.
+//
+// Retention leaves the rows at and above the lowest hidden offset alone until
+// Remove returns: its reader passes over hidden records, so a hidden row it
+// deleted that confirm then did not choose would be lost without being
+// reported to OnUnreadDeleted. The floor is set before the rows are hidden,
+// under floorMu, which waits for a commit in progress (it may have read no
+// floor) to publish its first offset; rows that commit deleted are dropped
+// from the candidates, they were not hidden when retention reported them.
+// The buffer may exceed MaxBytes meanwhile; the first commit after Remove
+// returns catches up.
 func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]uint64, error) {
 	l.removeMu.Lock()
 	defer l.removeMu.Unlock()
@@ -69,6 +83,14 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 		return nil, err
 	}
 
+	l.floorMu.Lock()
+	l.floor.Store(cand[0])
+	l.floorMu.Unlock()
+	defer l.floor.Store(noFloor)
+	i, _ := slices.BinarySearch(cand, l.FirstOffset())
+	if cand = cand[i:]; len(cand) == 0 {
+		return nil, nil
+	}
 	l.hidden.Add(cand)
 	keep := buffer.Confirmed(cand, confirm(slices.Clone(cand)))
 	l.hidden.Show(buffer.Difference(cand, keep))

@@ -108,9 +108,9 @@ func TestRemoveAll(t *testing.T) {
 }
 
 // Retention over gaps Remove left: it counts rows, not offsets, moves the
-// first offset to a row it kept, does not hand hidden records to
-// OnUnreadDeleted, and confirmed records it deleted while they were hidden
-// count as removed.
+// first offset to a row it kept, does not hand removed records to
+// OnUnreadDeleted, and leaves the rows a Remove has hidden alone until the
+// Remove is done.
 func TestRemoveAndRetention(t *testing.T) {
 	var mu sync.Mutex
 	var reported []uint64
@@ -140,26 +140,68 @@ func TestRemoveAndRetention(t *testing.T) {
 	require.Zero(t, testutil.ToFloat64(m.RetentionRecords))
 
 	// Records 20…29 are hidden while confirm appends enough for retention
-	// to delete them.
+	// to want them: it deletes only the rows below them.
 	removed, err = l.Remove(span(20, 30), func(h []uint64) []uint64 {
 		appendSized(t, l, 300)
-		require.Greater(t, l.FirstOffset(), uint64(30), "retention ran")
+		require.Equal(t, uint64(20), l.FirstOffset(), "retention ran up to the hidden rows")
 		return h
 	})
 	require.NoError(t, err)
-	require.Equal(t, span(20, 30), removed, "deleted by retention while hidden: removed")
+	require.Equal(t, span(20, 30), removed)
+	appendSized(t, l, 50) // retention catches up
 
 	first := l.FirstOffset()
+	require.Greater(t, first, uint64(30))
 	offs, _ := readAll(t, l, 0)
 	require.Equal(t, first, offs[0], "the first offset is a row held")
-	require.Equal(t, span(first, 700), offs)
+	require.Equal(t, span(first, 750), offs)
 	mu.Lock()
 	defer mu.Unlock()
-	require.Equal(t, slices.Concat(span(0, 10), span(30, first)), reported, "hidden and removed records are not reported")
-	require.Equal(t, float64(first-10), testutil.ToFloat64(m.RetentionRecords), "rows, not offsets")
+	require.Equal(t, slices.Concat(span(0, 10), span(30, first)), reported, "removed records are not reported")
+	require.Equal(t, float64(first-20), testutil.ToFloat64(m.RetentionRecords), "rows, not offsets")
 	require.Equal(t, float64(len(reported)), testutil.ToFloat64(m.RetentionUnread))
-	require.Equal(t, int64(700-first)*(100+rowOverhead), l.BytesFrom(0))
-	require.Equal(t, float64(10), testutil.ToFloat64(m.RemovedRecords), "rows the DELETE took")
+	require.Equal(t, int64(750-first)*(100+rowOverhead), l.BytesFrom(0))
+	require.Equal(t, float64(20), testutil.ToFloat64(m.RemovedRecords), "rows the DELETEs took")
+}
+
+// Retention does not delete rows a Remove has hidden until it is done, so
+// that those confirm does not choose are reported to OnUnreadDeleted once
+// retention does delete them: every offset below the first one is reported
+// exactly once.
+func TestRetentionWaitsForRemove(t *testing.T) {
+	var mu sync.Mutex
+	reported := map[uint64]int{}
+	l, err := Open(buffer.Options{Dir: t.TempDir(), MaxBytes: 64 << 10,
+		OnUnreadDeleted: func(from, to uint64, r buffer.RecordReader) {
+			mu.Lock()
+			defer mu.Unlock()
+			for {
+				off, _, err := r.Next()
+				if err != nil {
+					return
+				}
+				reported[off]++
+			}
+		}})
+	require.NoError(t, err)
+	defer l.Close()
+	require.NoError(t, l.CommitCursor("sync:x", 0))
+	appendSized(t, l, 400) // 400 × 124 bytes: below 64 KiB
+	_, err = l.Remove([]uint64{1, 2, 3}, func([]uint64) []uint64 {
+		// Retention wants the first rows now; it must wait.
+		appendSized(t, l, 300)
+		require.LessOrEqual(t, l.FirstOffset(), uint64(1), "retention waits for the Remove")
+		return nil
+	})
+	require.NoError(t, err)
+	appendSized(t, l, 50) // a commit after the Remove: retention catches up
+	first := l.FirstOffset()
+	require.Greater(t, first, uint64(3))
+	mu.Lock()
+	defer mu.Unlock()
+	for off := range first {
+		require.Equal(t, 1, reported[off], "offset %d reported once as deleted unread", off)
+	}
 }
 
 // Remove passes over what it does not hold and what is not durable, and

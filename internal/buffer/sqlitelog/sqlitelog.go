@@ -147,6 +147,14 @@ type Log struct {
 	removeMu sync.Mutex    // one Remove at a time
 	hidden   buffer.Hidden // records removed, or being removed: readers pass over them
 
+	// floor is the lowest offset a Remove in progress has hidden, or noFloor:
+	// retention deletes only rows below it. floorMu is held by the committer
+	// from the start of a commit until its first offset is published, and by
+	// Remove to set floor, so that a Remove does not hide rows a commit that
+	// had not yet seen the floor is deleting (remove.go).
+	floorMu sync.Mutex
+	floor   atomic.Uint64
+
 	// beforeCommit, if set by a test, runs before each COMMIT; an error fails
 	// the commit as a failed fsync would.
 	beforeCommit func() error
@@ -183,6 +191,7 @@ func Open(o buffer.Options) (*Log, error) {
 		syncedCh: make(chan struct{}),
 	}
 	l.drained = sync.NewCond(&l.mu)
+	l.floor.Store(noFloor)
 	if err := l.openDB(); err != nil {
 		l.closeDB()
 		return nil, err
