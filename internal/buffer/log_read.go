@@ -87,7 +87,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 			continue
 		}
 		r.from = off + 1
-		if r.l.hidden.Has(off) {
+		if r.l.hidden.Skip(off) {
 			continue // removed, or being removed
 		}
 		return off, payload, nil

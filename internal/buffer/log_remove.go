@@ -61,9 +61,7 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 		}
 		l.segMu.Unlock()
 	}()
-	l.hidden.Add(cand)
-	keep := Confirmed(cand, confirm(slices.Clone(cand)))
-	l.hidden.Show(Difference(cand, keep))
+	keep := l.hidden.Decide(cand, confirm)
 
 	var removed []uint64
 	for _, seg := range sealed {

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -12,23 +13,36 @@ import (
 // Remove deletes the records at offs (ascending). Offsets the engine does not
 // hold, or cannot remove yet (the native log's active segment, records not
 // yet durable), are passed over. Remove first hides the others: from then on
-// no reader returns them. It then calls confirm with the hidden offsets;
+// no reader returns them, and a reader that reaches one waits until Remove
+// has decided about it. It then calls confirm with the hidden offsets;
 // confirm returns the ones that must really go (a subset, ascending) and may
 // write what must be durable before they go (the loss ledger's records). The
-// rest are visible again. Remove deletes the confirmed records and returns
-// the ones it deleted; on an error it returns those deleted so far, and the
-// others stay hidden until the engine is opened again.
+// rest are visible again, also to a reader that waited at one: no reader
+// passes over a record that stays. Remove deletes the confirmed records and
+// returns the ones it deleted; on an error it returns those deleted so far,
+// and the others stay hidden until the engine is opened again. confirm must
+// not read the engine (its reader would wait for itself).
 type Remover interface {
 	Remove(offs []uint64, confirm func(hidden []uint64) []uint64) (removed []uint64, err error)
 }
 
-// Hidden is a set of offsets that readers must pass over: records being
-// removed, or already removed from files an older reader still has open.
-// Looking up is lock-free and costs one atomic load while the set is empty.
-// Engines keep one and call Has in their readers' Next.
+// Hidden is the set of offsets readers must pass over: records removed, or
+// being removed. Between Hide and Settle the offsets of a Remove in progress
+// are pending: a reader that reaches one waits for Settle (Skip), so that a
+// record shown again is never passed over. Looking up is lock-free and costs
+// two atomic loads while nothing is hidden. Engines keep one, call Skip in
+// their readers' Next, and Hide/Settle in Remove (one Remove at a time).
 type Hidden struct {
-	mu  sync.Mutex // serialises writers
-	set atomic.Pointer[hiddenSet]
+	mu   sync.Mutex // serialises writers
+	set  atomic.Pointer[hiddenSet]
+	pend atomic.Pointer[pendingSet]
+}
+
+// pendingSet is the offsets of the Remove in progress; done is closed once
+// it settles.
+type pendingSet struct {
+	set  *hiddenSet
+	done chan struct{}
 }
 
 // hiddenChunkBits is the number of offsets one bitmap chunk covers.
@@ -39,9 +53,61 @@ type hiddenSet struct {
 	chunks map[uint64]*[hiddenChunkBits / 64]uint64 // offset/hiddenChunkBits → bitmap
 }
 
-// Has reports whether off is hidden.
+// Has reports whether off is hidden, for good or by a Remove in progress,
+// without waiting.
 func (h *Hidden) Has(off uint64) bool {
-	s := h.set.Load()
+	if p := h.pend.Load(); p != nil && p.set.has(off) {
+		return true
+	}
+	return h.set.Load().has(off)
+}
+
+// Skip reports whether a reader must pass over off. If off is hidden by a
+// Remove in progress, it waits until that Remove settles it.
+func (h *Hidden) Skip(off uint64) bool {
+	if p := h.pend.Load(); p != nil && p.set.has(off) {
+		<-p.done
+	}
+	return h.set.Load().has(off)
+}
+
+// Hide hides offs until Settle, as pending.
+func (h *Hidden) Hide(offs []uint64) {
+	s := &hiddenSet{chunks: map[uint64]*[hiddenChunkBits / 64]uint64{}}
+	for _, off := range offs {
+		k := off / hiddenChunkBits
+		c := s.chunks[k]
+		if c == nil {
+			c = new([hiddenChunkBits / 64]uint64)
+			s.chunks[k] = c
+		}
+		bit := off % hiddenChunkBits
+		c[bit/64] |= 1 << (bit % 64)
+	}
+	h.pend.Store(&pendingSet{set: s, done: make(chan struct{})})
+}
+
+// Settle ends the pending Hide: removed stay hidden for good, the other
+// pending offsets are visible again, and readers waiting at any of them go on.
+func (h *Hidden) Settle(removed []uint64) {
+	h.Add(removed)
+	if p := h.pend.Swap(nil); p != nil {
+		close(p.done)
+	}
+}
+
+// Decide hides cand (ascending), asks confirm which must go, and settles:
+// it returns the confirmed offsets, hidden for good. Should confirm panic,
+// every candidate is shown again. Engines' Remove call it.
+func (h *Hidden) Decide(cand []uint64, confirm func(hidden []uint64) []uint64) []uint64 {
+	h.Hide(cand)
+	var keep []uint64
+	defer func() { h.Settle(keep) }()
+	keep = Confirmed(cand, confirm(slices.Clone(cand)))
+	return keep
+}
+
+func (s *hiddenSet) has(off uint64) bool {
 	if s == nil {
 		return false
 	}
@@ -53,13 +119,8 @@ func (h *Hidden) Has(off uint64) bool {
 	return c[bit/64]&(1<<(bit%64)) != 0
 }
 
-// Add hides offs.
-func (h *Hidden) Add(offs []uint64) { h.update(offs, true) }
-
-// Show makes offs visible again.
-func (h *Hidden) Show(offs []uint64) { h.update(offs, false) }
-
-func (h *Hidden) update(offs []uint64, hide bool) {
+// Add hides offs for good.
+func (h *Hidden) Add(offs []uint64) {
 	if len(offs) == 0 {
 		return
 	}
@@ -74,28 +135,15 @@ func (h *Hidden) update(offs []uint64, hide bool) {
 	copied := map[uint64]bool{}
 	for _, off := range offs {
 		k := off / hiddenChunkBits
-		c := next.chunks[k]
-		if c == nil && !hide {
-			continue
-		}
 		if !copied[k] {
 			n := new([hiddenChunkBits / 64]uint64)
-			if c != nil {
+			if c := next.chunks[k]; c != nil {
 				*n = *c
 			}
-			c, next.chunks[k], copied[k] = n, n, true
+			next.chunks[k], copied[k] = n, true
 		}
 		bit := off % hiddenChunkBits
-		if hide {
-			c[bit/64] |= 1 << (bit % 64)
-		} else {
-			c[bit/64] &^= 1 << (bit % 64)
-		}
-	}
-	for k := range copied {
-		if isZero(next.chunks[k]) {
-			delete(next.chunks, k)
-		}
+		next.chunks[k][bit/64] |= 1 << (bit % 64)
 	}
 	h.publish(next)
 }
@@ -125,15 +173,6 @@ func (h *Hidden) publish(s *hiddenSet) {
 		return
 	}
 	h.set.Store(s)
-}
-
-func isZero(c *[hiddenChunkBits / 64]uint64) bool {
-	for _, w := range c {
-		if w != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Confirmed returns the offsets of want that are also in hidden (both

@@ -87,6 +87,11 @@ func testRemove(t *testing.T, open Opener) {
 	}
 	want = append(want, next+1, next+4) // not held: passed over
 	var hidden, confirmed []uint64
+	// A reader that reaches a hidden record while confirm runs waits: it
+	// returns nothing hidden before confirm has returned, and afterwards
+	// every record that stays, the ones shown again included.
+	decided := make(chan struct{})
+	waiter := make(chan []record, 1)
 	removed, err := rm.Remove(want, func(h []uint64) []uint64 {
 		hidden = slices.Clone(h)
 		require.True(t, slices.IsSorted(h), "hidden offsets ascend")
@@ -95,8 +100,35 @@ func testRemove(t *testing.T, open Opener) {
 			_, found := slices.BinarySearch(want, off)
 			require.True(t, found, "only asked-for offsets are hidden: %d", off)
 		}
-		// From the moment they are hidden, no reader returns them.
-		requireNumbered(t, readAll(t, e, 0), buffer.Difference(all, h), "read while hidden")
+		started := make(chan struct{})
+		go func() {
+			r := e.NewReader(0)
+			defer r.Close()
+			close(started)
+			var got []record
+			for {
+				off, p, err := r.Next()
+				if errors.Is(err, io.EOF) {
+					waiter <- got
+					return
+				}
+				if err != nil {
+					t.Errorf("reader during Remove: %v", err)
+					waiter <- got
+					return
+				}
+				select {
+				case <-decided:
+				default:
+					if _, isHidden := slices.BinarySearch(h, off); isHidden {
+						t.Errorf("offset %d returned while hidden", off)
+					}
+				}
+				got = append(got, record{off: off, payload: slices.Clone(p)})
+			}
+		}()
+		<-started
+		time.Sleep(20 * time.Millisecond) // let it reach the first hidden record
 		for _, off := range h {
 			if off%2 == 0 {
 				confirmed = append(confirmed, off)
@@ -107,12 +139,14 @@ func testRemove(t *testing.T, open Opener) {
 		appendNumbered(t, e, 1)
 		all = append(all, next)
 		next++
+		close(decided) // a moment early: the reader may return shown records from here on
 		return confirmed
 	})
 	require.NoError(t, err)
 	require.GreaterOrEqual(t, len(hidden), len(want)/2, "most of the asked-for records, all in sealed units, are hidden")
 	require.Equal(t, confirmed, removed, "exactly the confirmed records are removed")
 	kept := buffer.Difference(all, removed)
+	requireNumbered(t, <-waiter, kept, "a reader that waited during Remove")
 	requireNumbered(t, readAll(t, e, 0), kept, "read after Remove")
 	require.Less(t, e.BytesFrom(e.FirstOffset()), sizeBefore, "removing records frees their bytes")
 

@@ -75,7 +75,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 		// Hidden first, the first offset second: retention and Remove move
 		// the first offset before they forget the hidden offsets below it,
 		// so an offset no longer hidden is seen below the first offset.
-		if r.l.hidden.Has(s.off) || s.off < r.l.first.Load() {
+		if r.l.hidden.Skip(s.off) || s.off < r.l.first.Load() {
 			continue
 		}
 		return s.off, r.buf[s.start:s.end], nil

@@ -71,7 +71,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 		}
 		i := r.i
 		off := r.offs[i]
-		if r.l.hidden.Has(off) {
+		if r.l.hidden.Skip(off) {
 			r.i++
 			r.from = off + 1
 			continue // removed, or being removed

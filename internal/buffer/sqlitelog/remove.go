@@ -91,9 +91,7 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	if cand = cand[i:]; len(cand) == 0 {
 		return nil, nil
 	}
-	l.hidden.Add(cand)
-	keep := buffer.Confirmed(cand, confirm(slices.Clone(cand)))
-	l.hidden.Show(buffer.Difference(cand, keep))
+	keep := l.hidden.Decide(cand, confirm)
 	if len(keep) == 0 {
 		return nil, nil
 	}
