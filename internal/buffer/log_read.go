@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sort"
+	"sync/atomic"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 )
@@ -22,6 +23,7 @@ type Reader struct {
 	pos  int64  // position in seg of the next frame
 	gen  uint64 // seg.gen when f was opened
 	from uint64
+	mark *atomic.Uint64 // SetMark
 
 	buf    []byte // bytes of seg from bufPos
 	bufPos int64
@@ -36,6 +38,9 @@ func (l *Log) NewReader(from uint64) RecordReader {
 
 // Position returns the offset the reader looks for next.
 func (r *Reader) Position() uint64 { return r.from }
+
+// SetMark: see Marker.
+func (r *Reader) SetMark(m *atomic.Uint64) { r.mark = m }
 
 // Close releases the reader's file.
 func (r *Reader) Close() error {
@@ -87,6 +92,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 			continue
 		}
 		r.from = off + 1
+		RaiseMark(r.mark, off)
 		if r.l.hidden.Skip(off) {
 			continue // removed, or being removed
 		}

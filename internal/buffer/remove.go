@@ -26,6 +26,25 @@ type Remover interface {
 	Remove(offs []uint64, confirm func(hidden []uint64) []uint64) (removed []uint64, err error)
 }
 
+// Marker is implemented by readers that publish how far they have read, for
+// a caller that must know, from another goroutine, which records a reader may
+// have returned (the sync, whose in-flight records a removal must leave).
+// SetMark makes the reader raise *m to off+1 before it returns the record at
+// off, and before it looks whether that record is hidden; m never goes down.
+// With Hidden's Hide before a load of m, either the reader waits at the
+// hidden record or the load sees the mark past it.
+type Marker interface {
+	SetMark(m *atomic.Uint64)
+}
+
+// RaiseMark raises *m to off+1 (nil m: nothing). Only the reader's own
+// goroutine writes m.
+func RaiseMark(m *atomic.Uint64, off uint64) {
+	if m != nil && m.Load() <= off {
+		m.Store(off + 1)
+	}
+}
+
 // Hidden is the set of offsets readers must pass over: records removed, or
 // being removed. Between Hide and Settle the offsets of a Remove in progress
 // are pending: a reader that reaches one waits for Settle (Skip), so that a

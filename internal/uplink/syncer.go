@@ -150,6 +150,19 @@ func (s *Syncer) maxDelay() time.Duration {
 // read is absent.
 func (s *Syncer) LaneCursors() map[Lane]uint64 { return s.laneCursors() }
 
+// ReadMarks returns, per lane, the offset at and above which the syncer has
+// read nothing in this process: a record of the lane at or above it has not
+// been sent by this process, and is not in a batch. A removal that hides a
+// record and then finds it at or above every sink's mark knows that no sink
+// has it from this process (readers wait at hidden records).
+func (s *Syncer) ReadMarks() map[Lane]uint64 {
+	out := make(map[Lane]uint64, len(s.lanes))
+	for _, ls := range s.lanes {
+		out[ls.lane] = ls.mark.Load()
+	}
+	return out
+}
+
 // InFlightLimit bounds how many of a lane's records from its cursor on the
 // sink may hold unconfirmed: one batch, at most this many records.
 func (s *Syncer) InFlightLimit() int { return s.opts.BatchRecords * maxBacklogFactor }
@@ -160,6 +173,10 @@ type laneState struct {
 	cursor string
 	next   atomic.Uint64       // every record of the lane below it is confirmed
 	r      buffer.RecordReader // owned by the sync goroutine; nil after a failure
+	// mark: the lane's readers in this process have read nothing at or
+	// above it; it never goes down (buffer.Marker). ^0 when the engine's
+	// readers do not publish it.
+	mark atomic.Uint64
 }
 
 // position is where the lane's reader stands: every record of the lane below
@@ -206,6 +223,7 @@ func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 		} else if known {
 			ls.next.Store(start)
 		}
+		ls.mark.Store(ls.next.Load())
 		s.lanes = append(s.lanes, ls)
 	}
 	// A sink's cursors exist from its first start, before anything is
@@ -403,6 +421,11 @@ func (s *Syncer) savedPositions() map[string]uint64 {
 func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
 	if ls.r == nil {
 		ls.r = s.log.NewReader(ls.next.Load())
+		if m, ok := ls.r.(buffer.Marker); ok {
+			m.SetMark(&ls.mark)
+		} else {
+			ls.mark.Store(math.MaxUint64) // unknown: nothing may be removed
+		}
 	}
 	r := ls.r
 	var (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -15,8 +16,9 @@ import (
 // not safe for concurrent use; open one per goroutine.
 type Reader struct {
 	l      *Log
-	from   uint64 // the offset looked for next
-	buf    []byte // payloads of recs
+	from   uint64         // the offset looked for next
+	mark   *atomic.Uint64 // SetMark
+	buf    []byte         // payloads of recs
 	recs   []span
 	i      int // next entry of recs
 	closed bool
@@ -40,6 +42,9 @@ func (l *Log) NewReader(from uint64) buffer.RecordReader {
 
 // Position returns the offset the reader looks for next.
 func (r *Reader) Position() uint64 { return r.from }
+
+// SetMark: see buffer.Marker.
+func (r *Reader) SetMark(m *atomic.Uint64) { r.mark = m }
 
 // Close releases the reader's buffer.
 func (r *Reader) Close() error {
@@ -72,6 +77,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 		s := r.recs[r.i]
 		r.i++
 		r.from = s.off + 1
+		buffer.RaiseMark(r.mark, s.off)
 		// Hidden first, the first offset second: retention and Remove move
 		// the first offset before they forget the hidden offsets below it,
 		// so an offset no longer hidden is seen below the first offset.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 )
@@ -20,7 +21,8 @@ const (
 // not safe for concurrent use; open one per goroutine.
 type Reader struct {
 	l    *Log
-	from uint64 // the offset looked for next
+	from uint64         // the offset looked for next
+	mark *atomic.Uint64 // SetMark
 
 	// stmt and to are set only on the reader retention hands to
 	// OnUnreadDeleted: it reads with stmt, in the committing transaction, up
@@ -45,6 +47,9 @@ func (l *Log) NewReader(from uint64) buffer.RecordReader {
 
 // Position returns the offset the reader looks for next.
 func (r *Reader) Position() uint64 { return r.from }
+
+// SetMark: see buffer.Marker.
+func (r *Reader) SetMark(m *atomic.Uint64) { r.mark = m }
 
 // Close releases the reader's buffer. The reader holds no connection between
 // calls.
@@ -71,6 +76,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 		}
 		i := r.i
 		off := r.offs[i]
+		buffer.RaiseMark(r.mark, off)
 		if r.l.hidden.Skip(off) {
 			r.i++
 			r.from = off + 1
