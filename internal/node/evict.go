@@ -9,6 +9,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
+	"github.com/holdfast-edge/holdfast/internal/uplink"
 )
 
 // What the pressure levels do to the buffer itself (DESIGN §7), with the
@@ -60,6 +61,11 @@ func (w *pressureWatch) act(level pressure.Level) {
 	if !ok {
 		return
 	}
+	if w.unfinished != 0 {
+		// The ledger records of a removal that failed stay for the next
+		// start to finish it.
+		bound = min(bound, w.unfinished-1)
+	}
 	t := w.mon.Thresholds()
 	if level >= pressure.Emergency || tight {
 		w.evictSyncedSegments()
@@ -110,7 +116,9 @@ func (w *pressureWatch) utilisation() float64 {
 }
 
 // capacity is what the buffer may hold: buffer.max_bytes, or less when the
-// disk has less room: what the buffer holds plus the disk's free space, less
+// disk has less room: the disk space the engine takes (Stats.Bytes: SQLite
+// and Pebble give space back later than they stop counting removed records,
+// so their counted bytes are not their room) plus the disk's free space, less
 // a reserve of two segments (a segment roll and a compaction's rewrite).
 // limited says the disk is the limit; free is the disk's free space (-1 if
 // not measured).
@@ -120,7 +128,7 @@ func (w *pressureWatch) capacity() (c, free int64, limited bool) {
 	if !ok {
 		return c, -1, false
 	}
-	if room := w.totalBytes() + free - w.reserve(); room < c {
+	if room := w.n.buf.Stats().Bytes + free - w.reserve(); room < c {
 		return max(room, 1), free, true
 	}
 	return c, free, false
@@ -303,15 +311,15 @@ func (w *pressureWatch) downsample(rm buffer.Remover, bound uint64) {
 	sinks, protect := w.sinks()
 	nm := newNames()
 	before := time.Now().Add(-t.DownsampleAfter).UnixMilli()
-	c, stop, err := pressure.Downsample(w.scan(from, bound, nm), sinks, protect, t.DownsampleRatio, before)
+	c, stop, young, err := pressure.Downsample(w.scan(from, bound, nm), sinks, protect, t.DownsampleRatio, before)
 	if err != nil {
 		w.n.log.Warn("buffer pressure: cannot read the buffer to downsample", "err", err)
 		return
 	}
-	if stop == 0 {
+	if !young {
 		stop = bound
 	}
-	if len(c.Offsets) > 0 && !w.removeUnsynced(rm, event.LossDownsampled, c, nm, sinks) {
+	if len(c.Offsets) > 0 && !w.removeUnsynced(rm, event.LossDownsampled, c, nm) {
 		return // chosen again next time
 	}
 	if stop > from {
@@ -332,54 +340,87 @@ func (w *pressureWatch) drop(rm buffer.Remover, bound uint64) {
 		return
 	}
 	if len(c.Offsets) > 0 {
-		w.removeUnsynced(rm, event.LossDropped, c, nm, sinks)
+		w.removeUnsynced(rm, event.LossDropped, c, nm)
 	}
 }
 
 // removeUnsynced removes chosen pending records, writing their ledger
-// records first, and reports whether it did. If a sink confirmed anything
-// since the choice, nothing is removed: the choice is made again next time.
-func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names, sinks pressure.Sinks) bool {
+// records first, and reports whether it did. Of the chosen records it removes
+// only those no sink has read in this process (above every syncer's read
+// mark for the record's lane, looked at once they are hidden): those are in
+// no batch, sent or to be sent. Those a sink has read stay, to be chosen
+// again if still pending. What a sink may hold from before a restart the
+// choice left out already (the in-flight window from each lane's cursor).
+func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names) bool {
 	var mark uint64
 	confirm := func(hidden []uint64) []uint64 {
-		if now, _ := w.sinks(); !slices.Equal(now, sinks) {
-			w.n.log.Info("buffer pressure: sync moved while records were chosen; choosing again", "reason", event.LossName(reason))
-			return nil
+		marks := make([]map[uplink.Lane]uint64, len(w.n.syncs))
+		for i, s := range w.n.syncs {
+			marks[i] = s.ReadMarks()
 		}
+		keep := make([]uint64, 0, len(hidden))
 		streams := make([]string, 0, len(hidden))
 		j := 0
 		for _, off := range hidden {
 			for c.Offsets[j] != off {
 				j++
 			}
+			if readBySink(marks, uplink.Lane(c.Lanes[j]), off) {
+				continue
+			}
+			keep = append(keep, off)
 			streams = append(streams, nm.list[c.Streams[j]])
 		}
-		// Should the node stop between the ledger records and the removal,
-		// the next start finishes it from here.
-		mark = w.n.buf.NextOffset() + 1
-		if err := w.n.buf.CommitCursor(removingCursor, mark); err != nil {
-			w.n.log.Error("buffer pressure: cannot mark a removal; nothing removed", "err", err)
+		if n := len(hidden) - len(keep); n > 0 {
+			w.n.log.Info("buffer pressure: records a sink has read since they were chosen stay", "reason", event.LossName(reason), "records", n)
+		}
+		if len(keep) == 0 {
 			return nil
 		}
-		if err := w.n.ledger.removed(w.n.buf, reason, hidden, streams); err != nil {
+		// Should the node stop between the ledger records and the removal,
+		// the next start finishes it from here. After a removal that failed,
+		// the mark stays at that one: the next start finishes every removal
+		// from it on.
+		mark = w.n.buf.NextOffset() + 1
+		if w.unfinished == 0 {
+			if err := w.n.buf.CommitCursor(removingCursor, mark); err != nil {
+				w.n.log.Error("buffer pressure: cannot mark a removal; nothing removed", "err", err)
+				return nil
+			}
+		}
+		if err := w.n.ledger.removed(w.n.buf, reason, keep, streams); err != nil {
 			w.n.log.Error("buffer pressure: ledger records not written; nothing removed", "reason", event.LossName(reason), "err", err)
 			return nil
 		}
-		return hidden
+		return keep
 	}
 	removed, err := rm.Remove(c.Offsets, confirm)
 	if err != nil {
-		// The ledger already lists them; the next start removes the rest.
-		w.n.log.Error("buffer pressure: removing records failed", "reason", event.LossName(reason),
+		// The ledger lists them and they stay hidden; the next start
+		// removes the rest.
+		w.n.log.Error("buffer pressure: removing records failed; the next start finishes it", "reason", event.LossName(reason),
 			"removed", len(removed), "err", err)
+		if w.unfinished == 0 && mark != 0 {
+			w.unfinished = mark
+		}
 		return false
 	}
-	if mark != 0 {
+	if mark != 0 && w.unfinished == 0 {
 		if err := w.n.buf.CommitCursor(removedCursor, mark); err != nil {
 			w.n.log.Warn("buffer pressure: removal not marked done", "err", err)
 		}
 	}
 	return len(removed) > 0
+}
+
+// readBySink reports whether a syncer's reader of lane has passed off.
+func readBySink(marks []map[uplink.Lane]uint64, lane uplink.Lane, off uint64) bool {
+	for _, m := range marks {
+		if mk, ok := m[lane]; ok && off < mk {
+			return true
+		}
+	}
+	return false
 }
 
 // finishRemovals completes, at start-up, a removal whose ledger records were

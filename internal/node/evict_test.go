@@ -62,3 +62,28 @@ func TestStartFinishesARemoval(t *testing.T) {
 		require.Equal(t, !listed, held[off], "offset %d", off)
 	}
 }
+
+// A ledger record never outgrows the buffer's record limit: an entry listing
+// more ranges than maxLedgerRanges is cut into several, each counting its own.
+func TestLedgerRangesSplit(t *testing.T) {
+	l := event.LedgerRecord{Reason: event.LossDropped, Stream: "temp"}
+	for i := range uint64(2*maxLedgerRanges + 5) {
+		l.Ranges = append(l.Ranges, event.OffsetRange{First: 3 * i, Len: 2})
+		l.Count += 2
+	}
+	parts := splitRanges(l)
+	require.Len(t, parts, 3)
+	var total uint64
+	for _, p := range parts {
+		require.LessOrEqual(t, len(p.Ranges), maxLedgerRanges)
+		require.Less(t, len(p.AppendBinary(nil)), buffer.MaxRecordSize)
+		var n uint64
+		for _, r := range p.Ranges {
+			n += r.Len
+		}
+		require.Equal(t, n, p.Count)
+		total += p.Count
+	}
+	require.Equal(t, l.Count, total)
+	require.Equal(t, l.Ranges[2*maxLedgerRanges], parts[2].Ranges[0])
+}

@@ -79,7 +79,7 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 	g.mu.Lock()
 	for _, s := range order {
 		l := byStream[s]
-		g.queue = append(g.queue, *l)
+		g.queue = append(g.queue, splitRanges(*l)...)
 		g.count(l)
 	}
 	g.mu.Unlock()
@@ -112,9 +112,11 @@ func (g *lossLedger) removed(buf buffer.Engine, reason byte, offs []uint64, stre
 		}
 		l.Count++
 	}
-	payloads := make([][]byte, len(order))
-	for i, s := range order {
-		payloads[i] = byStream[s].AppendBinary(nil)
+	var payloads [][]byte
+	for _, s := range order {
+		for _, part := range splitRanges(*byStream[s]) {
+			payloads = append(payloads, part.AppendBinary(nil))
+		}
 	}
 	if _, err := buf.Append(payloads...); err != nil {
 		return err
@@ -130,6 +132,31 @@ func (g *lossLedger) removed(buf buffer.Engine, reason byte, offs []uint64, stre
 			"stream", s, "records", l.Count, "ranges", len(l.Ranges))
 	}
 	return nil
+}
+
+// maxLedgerRanges bounds the offset ranges of one ledger record: at most
+// about 20 bytes each, so a record stays far below buffer.MaxRecordSize
+// however scattered the offsets it lists.
+const maxLedgerRanges = 100_000
+
+// splitRanges cuts l into records of at most maxLedgerRanges ranges each,
+// each counting its own ranges.
+func splitRanges(l event.LedgerRecord) []event.LedgerRecord {
+	if len(l.Ranges) <= maxLedgerRanges {
+		return []event.LedgerRecord{l}
+	}
+	var out []event.LedgerRecord
+	for rs := l.Ranges; len(rs) > 0; {
+		n := min(len(rs), maxLedgerRanges)
+		part := l
+		part.Ranges, part.Count = rs[:n:n], 0
+		for _, r := range part.Ranges {
+			part.Count += r.Len
+		}
+		out = append(out, part)
+		rs = rs[n:]
+	}
+	return out
 }
 
 type keptKey struct {

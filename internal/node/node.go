@@ -106,7 +106,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	}
 	go n.ledger.run(n.buf)
 	if err := n.finishRemovals(); err != nil {
-		return nil, fmt.Errorf("finish the removal the ledger lists: %w", err)
+		// The records stay; the next start tries again. Logged, not fatal:
+		// a node that cannot compact its buffer still takes data.
+		n.log.Error("cannot finish the removal the loss ledger lists; the next start tries again", "err", err)
 	}
 	if cfg.Windows.Enabled {
 		n.prepareProcessing() // the checkpoint loads while the store rebuilds its index

@@ -37,6 +37,9 @@ type pressureWatch struct {
 	// nothingSynced is what the last look for synced records depended on,
 	// if it found none (evict.go). Used by the watch goroutine only.
 	nothingSynced syncedKey
+	// unfinished is the removing mark of the first removal that failed in
+	// this process, 0 if none (evict.go). Used by the watch goroutine only.
+	unfinished uint64
 
 	mu    sync.Mutex
 	mon   *pressure.Monitor

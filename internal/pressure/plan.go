@@ -88,16 +88,19 @@ func (f *inFlight) protected(it Item) bool {
 	return p
 }
 
-// Choice is a set of records to remove, ascending, with each one's stream.
+// Choice is a set of records to remove, ascending, with each one's stream
+// and lane.
 type Choice struct {
 	Offsets []uint64
 	Streams []uint32
+	Lanes   []uint8
 	Bytes   int64
 }
 
 func (c *Choice) add(it Item) {
 	c.Offsets = append(c.Offsets, it.Offset)
 	c.Streams = append(c.Streams, it.Stream)
+	c.Lanes = append(c.Lanes, uint8(it.Lane))
 	c.Bytes += it.Bytes
 }
 
@@ -147,24 +150,20 @@ func Synced(scan Scan, sinks Sinks, need int64) (Choice, error) {
 
 // Downsample chooses old pending low-lane events to remove so that one in
 // every ratio of each stream and device stays: events received before
-// `before` (Unix ms). It returns the offset the scan stopped at, the first
-// event too young for it (the caller starts the next downsampling there, so
-// nothing is downsampled twice), or 0 if it saw none.
-func Downsample(scan Scan, sinks Sinks, protect, ratio int, before int64) (Choice, uint64, error) {
+// `before` (Unix ms). It returns the offset of the first event too young for
+// it, where the scan stopped (the caller starts the next downsampling there,
+// so nothing is downsampled twice), with young=false if the scan saw none.
+func Downsample(scan Scan, sinks Sinks, protect, ratio int, before int64) (c Choice, stop uint64, young bool, err error) {
 	type key struct{ stream, device uint32 }
 	count := map[key]int{}
 	flight := newInFlight(sinks, protect)
-	var (
-		c    Choice
-		stop uint64
-	)
-	err := scan(func(it Item) bool {
+	err = scan(func(it Item) bool {
 		prot := flight.protected(it)
 		if !it.Event {
 			return true
 		}
 		if it.Received >= before {
-			stop = it.Offset
+			stop, young = it.Offset, true
 			return false
 		}
 		if it.Lane != LaneLow || sinks.synced(it) || prot {
@@ -178,7 +177,7 @@ func Downsample(scan Scan, sinks Sinks, protect, ratio int, before int64) (Choic
 		}
 		return true
 	})
-	return c, stop, err
+	return c, stop, young, err
 }
 
 // DropOldest chooses the oldest fraction of the pending records to drop:

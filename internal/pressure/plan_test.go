@@ -55,8 +55,9 @@ func TestDownsampleKeepsOneInTen(t *testing.T) {
 		Item{Offset: 202, Lane: LaneLow, Event: true, Stream: 1, Received: 1000},
 	)
 	sinks := Sinks{cursorsAt(0)}
-	c, stop, err := Downsample(scanOf(items), sinks, 20, 10, 2000)
+	c, stop, young, err := Downsample(scanOf(items), sinks, 20, 10, 2000)
 	require.NoError(t, err)
+	require.True(t, young)
 	require.Equal(t, uint64(201), stop, "the scan stops at the first event too young")
 	// The first 20 low records may be in flight; of the 180 after them, each
 	// device keeps its 1st, 11th, 21st … (90 per device: 9 kept, 81 gone).
