@@ -32,3 +32,10 @@ func TestRetentionReportsUnreadRecords(t *testing.T) {
 		return buffer.Open(o)
 	})
 }
+
+// TestRetentionWaitsForRemove: see enginetest.RetentionWaitsForRemove.
+func TestRetentionWaitsForRemove(t *testing.T) {
+	enginetest.RetentionWaitsForRemove(t, buffer.Options{SegmentBytes: 4096}, func(o buffer.Options) (buffer.Engine, error) {
+		return buffer.Open(o)
+	})
+}

@@ -137,7 +137,7 @@ func (l *Log) compact(seg *segment, drop []uint64) ([]uint64, error) {
 	}
 
 	tmp := seg.name + ".tmp"
-	if err := l.writeFile(tmp, out); err != nil {
+	if err := vfs.WriteSynced(l.fs, l.path(tmp), out); err != nil {
 		l.fs.Remove(l.path(tmp))
 		return nil, fmt.Errorf("compact segment %s: %w", seg.name, err)
 	}
@@ -164,23 +164,6 @@ func (l *Log) compact(seg *segment, drop []uint64) ([]uint64, error) {
 	l.m.RemovedRecords.Add(float64(len(found)))
 	l.log.Info("compacted segment", "segment", seg.name, "removed", len(found), "freed_bytes", freed)
 	return found, nil
-}
-
-// writeFile writes data to name in the log dir and fsyncs it.
-func (l *Log) writeFile(name string, data []byte) error {
-	f, err := l.fs.Create(l.path(name))
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func badAt(bad []badRange, pos int64) (badRange, bool) {

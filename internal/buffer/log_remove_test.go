@@ -109,39 +109,3 @@ func TestCompactedSegmentsReopen(t *testing.T) {
 	_, err = l.Append(payload(2000))
 	require.NoError(t, err)
 }
-
-// Retention leaves a segment alone while a Remove has hidden its records:
-// records hidden and then shown again (confirm did not choose them) are
-// reported as deleted unread when retention does delete them, so none is
-// lost without the retention hook hearing of it.
-func TestRetentionWaitsForRemove(t *testing.T) {
-	fs := vfs.NewMem()
-	reported := map[uint64]int{}
-	l, err := Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, MaxBytes: 64 << 10,
-		OnUnreadDeleted: func(from, to uint64, r RecordReader) {
-			for {
-				off, _, err := r.Next()
-				if err != nil {
-					return
-				}
-				reported[off]++
-			}
-		}})
-	require.NoError(t, err)
-	defer l.Close()
-	require.NoError(t, l.CommitCursor("sync:x", 0))
-	fillSegments(t, l, 1000)
-	_, err = l.Remove([]uint64{1, 2, 3}, func([]uint64) []uint64 {
-		// Retention wants the first segment now; it must wait.
-		fillSegments(t, l, 2000)
-		require.Zero(t, l.FirstOffset(), "retention waits for the Remove")
-		return nil
-	})
-	require.NoError(t, err)
-	fillSegments(t, l, 200) // a roll after the Remove: retention catches up
-	first := l.FirstOffset()
-	require.Positive(t, first)
-	for off := range first {
-		require.Equal(t, 1, reported[off], "offset %d reported once as deleted unread", off)
-	}
-}

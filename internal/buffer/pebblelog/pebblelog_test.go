@@ -573,3 +573,8 @@ func TestReserve(t *testing.T) {
 func TestRetentionReportsUnreadRecords(t *testing.T) {
 	enginetest.UnreadDeleted(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
 }
+
+// TestRetentionWaitsForRemove: see enginetest.RetentionWaitsForRemove.
+func TestRetentionWaitsForRemove(t *testing.T) {
+	enginetest.RetentionWaitsForRemove(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
+}

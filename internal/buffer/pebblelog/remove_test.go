@@ -237,54 +237,6 @@ func count(s []uint64, v uint64) int {
 	return n
 }
 
-// TestRetentionWaitsForRemove: retention does not delete records a Remove has
-// hidden until it is done, so that those confirm does not choose are reported
-// to OnUnreadDeleted once retention does delete them: every offset below the
-// first one is reported exactly once.
-func TestRetentionWaitsForRemove(t *testing.T) {
-	var mu sync.Mutex
-	reported := map[uint64]int{}
-	l, err := Open(buffer.Options{Dir: t.TempDir(), MaxBytes: 256 << 10,
-		OnUnreadDeleted: func(from, to uint64, r buffer.RecordReader) {
-			mu.Lock()
-			defer mu.Unlock()
-			for {
-				off, _, err := r.Next()
-				if err != nil {
-					return
-				}
-				reported[off]++
-			}
-		}})
-	require.NoError(t, err)
-	defer l.Close()
-	require.NoError(t, l.CommitCursor("sync:x", 0))
-	appendN := func(tag string, n int) {
-		batch := make([][]byte, n)
-		for i := range batch {
-			batch[i] = payload(fmt.Sprint(tag, i), 500)
-		}
-		_, err := l.Append(batch...)
-		require.NoError(t, err)
-	}
-	appendN("before", 200)
-	_, err = l.Remove([]uint64{1, 2, 3}, func([]uint64) []uint64 {
-		// Retention wants the first records now; it must wait.
-		appendN("during", 100)
-		require.LessOrEqual(t, l.FirstOffset(), uint64(1), "retention waits for the Remove")
-		return nil
-	})
-	require.NoError(t, err)
-	appendN("after", 100) // a commit after the Remove: retention catches up
-	first := l.FirstOffset()
-	require.Greater(t, first, uint64(3))
-	mu.Lock()
-	defer mu.Unlock()
-	for off := range first {
-		require.Equal(t, 1, reported[off], "offset %d reported once as deleted unread", off)
-	}
-}
-
 // TestRemoveFailed: a Remove on a failed engine writes nothing; a failed
 // delete batch fails the engine and leaves the records hidden.
 func TestRemoveFailed(t *testing.T) {

@@ -164,46 +164,6 @@ func TestRemoveAndRetention(t *testing.T) {
 	require.Equal(t, float64(20), testutil.ToFloat64(m.RemovedRecords), "rows the DELETEs took")
 }
 
-// Retention does not delete rows a Remove has hidden until it is done, so
-// that those confirm does not choose are reported to OnUnreadDeleted once
-// retention does delete them: every offset below the first one is reported
-// exactly once.
-func TestRetentionWaitsForRemove(t *testing.T) {
-	var mu sync.Mutex
-	reported := map[uint64]int{}
-	l, err := Open(buffer.Options{Dir: t.TempDir(), MaxBytes: 64 << 10,
-		OnUnreadDeleted: func(from, to uint64, r buffer.RecordReader) {
-			mu.Lock()
-			defer mu.Unlock()
-			for {
-				off, _, err := r.Next()
-				if err != nil {
-					return
-				}
-				reported[off]++
-			}
-		}})
-	require.NoError(t, err)
-	defer l.Close()
-	require.NoError(t, l.CommitCursor("sync:x", 0))
-	appendSized(t, l, 400) // 400 × 124 bytes: below 64 KiB
-	_, err = l.Remove([]uint64{1, 2, 3}, func([]uint64) []uint64 {
-		// Retention wants the first rows now; it must wait.
-		appendSized(t, l, 300)
-		require.LessOrEqual(t, l.FirstOffset(), uint64(1), "retention waits for the Remove")
-		return nil
-	})
-	require.NoError(t, err)
-	appendSized(t, l, 50) // a commit after the Remove: retention catches up
-	first := l.FirstOffset()
-	require.Greater(t, first, uint64(3))
-	mu.Lock()
-	defer mu.Unlock()
-	for off := range first {
-		require.Equal(t, 1, reported[off], "offset %d reported once as deleted unread", off)
-	}
-}
-
 // Remove passes over what it does not hold and what is not durable, and
 // refuses offsets out of order; a closed engine removes nothing.
 func TestRemoveArguments(t *testing.T) {

@@ -552,3 +552,8 @@ func TestNotABuffer(t *testing.T) {
 func TestRetentionReportsUnreadRecords(t *testing.T) {
 	enginetest.UnreadDeleted(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
 }
+
+// TestRetentionWaitsForRemove: see enginetest.RetentionWaitsForRemove.
+func TestRetentionWaitsForRemove(t *testing.T) {
+	enginetest.RetentionWaitsForRemove(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
+}

@@ -109,11 +109,9 @@ func (osFS) SyncDir(dir string) error {
 	return err
 }
 
-// WriteAtomic replaces name with data so that after a crash the file holds either
-// the old or the new contents: temporary file, fsync, rename, fsync the directory.
-func WriteAtomic(fs FS, name string, data []byte) error {
-	tmp := name + ".tmp"
-	f, err := fs.Create(tmp)
+// WriteSynced creates (or truncates) name, writes data and fsyncs it.
+func WriteSynced(fs FS, name string, data []byte) error {
+	f, err := fs.Create(name)
 	if err != nil {
 		return err
 	}
@@ -125,7 +123,14 @@ func WriteAtomic(fs FS, name string, data []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Close(); err != nil {
+	return f.Close()
+}
+
+// WriteAtomic replaces name with data so that after a crash the file holds either
+// the old or the new contents: temporary file, fsync, rename, fsync the directory.
+func WriteAtomic(fs FS, name string, data []byte) error {
+	tmp := name + ".tmp"
+	if err := WriteSynced(fs, tmp, data); err != nil {
 		return err
 	}
 	if err := fs.Rename(tmp, name); err != nil {
