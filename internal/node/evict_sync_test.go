@@ -68,7 +68,12 @@ func ev(i int) []byte {
 
 // pressureNode builds just enough of a Node for the pressure actions.
 func pressureNode(t *testing.T, buf buffer.Engine, sink uplink.Sink, frac float64) (*Node, *pressureWatch, *uplink.Syncer) {
-	lanes, err := uplink.FixedLanes(nil)
+	return pressureNodeLanes(t, buf, sink, frac, nil)
+}
+
+// pressureNodeLanes is pressureNode with stream priorities.
+func pressureNodeLanes(t *testing.T, buf buffer.Engine, sink uplink.Sink, frac float64, priorities map[string]string) (*Node, *pressureWatch, *uplink.Syncer) {
+	lanes, err := uplink.FixedLanes(priorities)
 	require.NoError(t, err)
 	log := slog.New(slog.DiscardHandler)
 	n := &Node{buf: buf, lanes: lanes, log: log, ledger: newLossLedger(prometheus.NewRegistry(), log)}
@@ -80,7 +85,8 @@ func pressureNode(t *testing.T, buf buffer.Engine, sink uplink.Sink, frac float6
 	}
 	th := pressure.DefaultThresholds
 	th.DropFraction = frac
-	w := &pressureWatch{n: n, mon: pressure.NewMonitor(th, time.Now())}
+	w := &pressureWatch{n: n, mon: pressure.NewMonitor(th, time.Now()),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{Name: "evicted"})}
 	return n, w, s
 }
 
@@ -295,4 +301,90 @@ func TestLedgerOfAScatteredRemovalFits(t *testing.T) {
 		streams[i] = "low"
 	}
 	require.NoError(t, g.removed(buf, event.LossDropped, offs, streams))
+}
+
+// confirmingSink confirms every batch.
+type confirmingSink struct{}
+
+func (confirmingSink) Name() string { return "ok" }
+func (confirmingSink) Resume(context.Context, map[uplink.Lane]uint64, map[string]uint64) error {
+	return nil
+}
+func (confirmingSink) Send(context.Context, []uplink.Record) error { return nil }
+func (confirmingSink) Positions() map[string]uint64                { return nil }
+func (confirmingSink) Close() error                                { return nil }
+
+// The critical level evicts synced records lowest priority first, oldest
+// first within a lane, and only as many as it needs: every low-priority
+// record, then the oldest normal ones, no critical one.
+func TestEvictSyncedLowestPriorityFirst(t *testing.T) {
+	buf, err := buffer.Open(buffer.Options{Dir: t.TempDir(), SegmentBytes: 4096, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	defer buf.Close()
+	streams := []string{"door", "temp", "hvac"}
+	stream := map[uint64]string{}
+	var lowBytes, normalBytes int64
+	for i := range 3000 {
+		st := streams[i%3]
+		e := event.Event{DeviceID: "d", Stream: st, TS: 1_700_000_000_000 + int64(i), Value: float64(i)}
+		p := e.AppendBinary(nil)
+		off, err := buf.Append(p)
+		require.NoError(t, err)
+		stream[off] = st
+		switch st {
+		case "hvac":
+			lowBytes += int64(len(p))
+		case "temp":
+			normalBytes += int64(len(p))
+		}
+	}
+	_, w, s := pressureNodeLanes(t, buf, confirmingSink{}, 0.1, map[string]string{"door": "critical", "hvac": "low"})
+	s.Start()
+	defer s.Close()
+	require.Eventually(t, func() bool {
+		for _, c := range s.LaneCursors() {
+			if c < buf.DurableOffset() {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, time.Millisecond)
+
+	bound, _ := w.bound()
+	w.evictSynced(buf, bound, lowBytes+normalBytes/2)
+	held := map[uint64]bool{}
+	r := buf.NewReader(0)
+	defer r.Close()
+	for {
+		off, _, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+		held[off] = true
+	}
+	var normalKept []uint64
+	for off, st := range stream {
+		switch st {
+		case "hvac":
+			// The active segment is never compacted: its records stay.
+			if off < 2900 {
+				require.False(t, held[off], "low-priority record %d evicted", off)
+			}
+		case "door":
+			require.True(t, held[off], "critical record %d kept", off)
+		case "temp":
+			if held[off] {
+				normalKept = append(normalKept, off)
+			}
+		}
+	}
+	slices.Sort(normalKept)
+	require.NotEmpty(t, normalKept, "only as many normal records as needed")
+	require.Less(t, len(normalKept), 1000, "some normal records evicted")
+	for off := normalKept[0]; off < 3000; off += 3 {
+		if stream[off] == "temp" {
+			require.True(t, held[off], "normal records go oldest first: %d", off)
+		}
+	}
 }
