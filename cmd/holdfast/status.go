@@ -40,14 +40,17 @@ func statusCmd() *cobra.Command {
 				Healthy  bool     `json:"healthy"`
 				Problems []string `json:"problems"`
 				Buffer   struct {
-					Segments    int    `json:"segments"`
-					Bytes       int64  `json:"bytes"`
-					MaxBytes    int64  `json:"max_bytes"`
-					FirstOffset uint64 `json:"first_offset"`
-					NextOffset  uint64 `json:"next_offset"`
-					Quarantined int64  `json:"quarantined_records"`
-					Level       string `json:"level"`
-					LevelSince  string `json:"level_since"`
+					Segments    int     `json:"segments"`
+					Bytes       int64   `json:"bytes"`
+					FirstOffset uint64  `json:"first_offset"`
+					NextOffset  uint64  `json:"next_offset"`
+					Quarantined int64   `json:"quarantined_records"`
+					Level       string  `json:"level"`
+					LevelSince  string  `json:"level_since"`
+					Utilisation float64 `json:"utilisation"`
+					Pending     int64   `json:"pending_bytes"`
+					Capacity    int64   `json:"capacity_bytes"`
+					DiskLimited bool    `json:"disk_limited"`
 				} `json:"buffer"`
 				MQTT struct {
 					Mode string `json:"mode"`
@@ -90,9 +93,14 @@ func statusCmd() *cobra.Command {
 				fmt.Fprintf(w, "  problem   %s\n", p)
 			}
 			b := s.Buffer
-			fmt.Fprintf(w, "buffer      %d segments, %.1f of %.1f MiB (%.0f %%), level %s since %s, offsets %d–%d, %d quarantined\n",
-				b.Segments, float64(b.Bytes)/(1<<20), float64(b.MaxBytes)/(1<<20),
-				100*float64(b.Bytes)/float64(max(b.MaxBytes, 1)), b.Level, b.LevelSince, b.FirstOffset, b.NextOffset, b.Quarantined)
+			capacity := "max_bytes"
+			if b.DiskLimited {
+				capacity = "the disk's room"
+			}
+			fmt.Fprintf(w, "buffer      %d segments, %.1f MiB held, offsets %d–%d, %d quarantined\n",
+				b.Segments, float64(b.Bytes)/(1<<20), b.FirstOffset, b.NextOffset, b.Quarantined)
+			fmt.Fprintf(w, "  pressure  level %s since %s: %.1f MiB pending of %.1f MiB capacity (%.0f %%, %s)\n",
+				b.Level, b.LevelSince, float64(b.Pending)/(1<<20), float64(b.Capacity)/(1<<20), 100*b.Utilisation, capacity)
 			fmt.Fprintf(w, "mqtt        %s %s\n", s.MQTT.Mode, s.MQTT.Addr)
 			if p := s.Processing; p != nil {
 				state := "live"
