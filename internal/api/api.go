@@ -194,6 +194,8 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <tr><td>up since</td><td>{{.Started}} ({{.Uptime}})</td></tr>
 <tr><td>buffer</td><td>{{.Buffer.Engine}}: {{.Buffer.Segments}} segments, {{.Buffer.Bytes}} of {{.Buffer.MaxBytes}} bytes,
 offsets {{.Buffer.FirstOffset}}–{{.Buffer.NextOffset}}, {{.Buffer.QuarantinedRecords}} quarantined</td></tr>
+<tr><td>pressure</td><td>{{.Buffer.Level}} since {{.Buffer.LevelSince}}: {{.Buffer.PendingBytes}} bytes pending of
+{{.Buffer.CapacityBytes}}{{if .Buffer.DiskLimited}} (the disk's room){{end}}</td></tr>
 <tr><td>mqtt</td><td>{{.MQTT.Mode}} {{.MQTT.Addr}}</td></tr>
 </table>
 <p><a href="/v1/status">/v1/status</a> · <a href="/v1/events?limit=20">/v1/events</a> · <a href="/metrics">/metrics</a></p>
