@@ -40,7 +40,21 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 		t.Skip("pressure test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	pressureLevelsUpAndBack(t, dir, filepath.Join(dir, "data"), "1MiB")
+	pressureLevelsUpAndBack(t, dir, filepath.Join(dir, "data"), "1MiB", "log")
+}
+
+// TestPressureLevelsOtherEngines runs the course on the SQLite and Pebble
+// buffers: their removals (buffer.Remover) under the same levels.
+func TestPressureLevelsOtherEngines(t *testing.T) {
+	if testing.Short() {
+		t.Skip("pressure test skipped in -short mode")
+	}
+	for _, engine := range []string{"sqlite", "pebble"} {
+		t.Run(engine, func(t *testing.T) {
+			dir := t.TempDir()
+			pressureLevelsUpAndBack(t, dir, filepath.Join(dir, "data"), "1MiB", engine)
+		})
+	}
 }
 
 // TestDiskFullIsALevel runs the same course on a 2 MiB file system with
@@ -67,12 +81,12 @@ func TestDiskFullIsALevel(t *testing.T) {
 			syscall.Unmount(data, syscall.MNT_DETACH)
 		}
 	}()
-	pressureLevelsUpAndBack(t, dir, data, "64MiB")
+	pressureLevelsUpAndBack(t, dir, data, "64MiB", "log")
 }
 
-// pressureLevelsUpAndBack is the course of the two tests above, with the
-// data dir and buffer.max_bytes given.
-func pressureLevelsUpAndBack(t *testing.T, dir, data, maxBytes string) {
+// pressureLevelsUpAndBack is the course of the tests above, with the data
+// dir, buffer.max_bytes and buffer.engine given.
+func pressureLevelsUpAndBack(t *testing.T, dir, data, maxBytes, engine string) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	cloudAddr := l.Addr().String()
@@ -80,7 +94,7 @@ func pressureLevelsUpAndBack(t *testing.T, dir, data, maxBytes string) {
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	// Small sync batches, so that what a sink may hold in flight (eight
 	// batches' worth per lane) is a small part of the buffer.
-	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  segment_bytes: 64KiB\n  max_bytes: "+maxBytes+"\n"+
+	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  engine: "+engine+"\n  segment_bytes: 64KiB\n  max_bytes: "+maxBytes+"\n"+
 		"  pressure: {full: 0.98, downsample_after: 1s}\n"+
 		"streams:\n  door: {priority: critical}\n  hvac: {priority: low}\n"+
 		"cloud:\n  url: nats://"+cloudAddr+"\n  batch_records: 50\n")

@@ -94,3 +94,12 @@ type Evictor interface {
 }
 
 var _ Evictor = (*Log)(nil)
+
+// Keeper is implemented by engines whose retention keeps fewer record bytes
+// than Options.MaxBytes, to leave room for their own files within it (the
+// Pebble engine: WAL and tables not yet compacted). KeepBytes is the most
+// retention keeps, counted as BytesFrom counts. The buffer's pressure levels
+// measure against it; for other engines it is MaxBytes.
+type Keeper interface {
+	KeepBytes() int64
+}

@@ -115,8 +115,8 @@ func (w *pressureWatch) utilisation() float64 {
 	return float64(w.pendingBytes()) / float64(c)
 }
 
-// capacity is what the buffer may hold: buffer.max_bytes, or less when the
-// disk has less room: the disk space the engine takes (Stats.Bytes: SQLite
+// capacity is what the buffer may hold: buffer.max_bytes (or what the engine
+// keeps of it, buffer.Keeper), or less when the disk has less room: the disk space the engine takes (Stats.Bytes: SQLite
 // and Pebble give space back later than they stop counting removed records,
 // so their counted bytes are not their room) plus the disk's free space, less
 // a reserve of two segments (a segment roll and a compaction's rewrite).
@@ -124,6 +124,9 @@ func (w *pressureWatch) utilisation() float64 {
 // not measured).
 func (w *pressureWatch) capacity() (c, free int64, limited bool) {
 	c = w.maxBytes()
+	if k, ok := w.n.buf.(buffer.Keeper); ok {
+		c = min(c, k.KeepBytes()) // the engine keeps less, for its own files
+	}
 	free, ok := diskFree(w.n.cfg.DataDir)
 	if !ok {
 		return c, -1, false

@@ -36,6 +36,13 @@ import (
 // Records Remove deleted count in the records and unread numbers logged and
 // in the metrics (offsets, not records), and not in the stored bytes (the
 // marks no longer count them).
+var _ buffer.Keeper = (*Log)(nil)
+
+// KeepBytes is the most stored bytes retention keeps (buffer.Keeper): less
+// than MaxBytes by room for Pebble's own files, so that the directory stays
+// within MaxBytes.
+func (l *Log) KeepBytes() int64 { return int64(l.keep) }
+
 func (l *Log) retain(limit uint64) error {
 	l.idxMu.RLock()
 	idx, cum := l.index, l.cum
