@@ -322,8 +322,16 @@ func (w *pressureWatch) downsample(rm buffer.Remover, bound uint64) {
 	if !young {
 		stop = bound
 	}
-	if len(c.Offsets) > 0 && !w.removeUnsynced(rm, event.LossDownsampled, c, nm) {
-		return // chosen again next time
+	if len(c.Offsets) > 0 {
+		removed, ok := w.removeUnsynced(rm, event.LossDownsampled, c, nm)
+		if !ok {
+			return // chosen again next time
+		}
+		// Chosen records left (a sink had read them, the log's active
+		// segment): the next downsampling starts at the first of them.
+		if left := buffer.Difference(c.Offsets, removed); len(left) > 0 {
+			stop = min(stop, left[0])
+		}
 	}
 	if stop > from {
 		if err := w.n.buf.CommitCursor(downsampledCursor, stop); err != nil {
@@ -348,13 +356,13 @@ func (w *pressureWatch) drop(rm buffer.Remover, bound uint64) {
 }
 
 // removeUnsynced removes chosen pending records, writing their ledger
-// records first, and reports whether it did. Of the chosen records it removes
+// records first, and returns those it removed, ok=false if none. Of the chosen records it removes
 // only those no sink has read in this process (above every syncer's read
 // mark for the record's lane, looked at once they are hidden): those are in
 // no batch, sent or to be sent. Those a sink has read stay, to be chosen
 // again if still pending. What a sink may hold from before a restart the
 // choice left out already (the in-flight window from each lane's cursor).
-func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names) bool {
+func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names) (removed []uint64, ok bool) {
 	var mark uint64
 	confirm := func(hidden []uint64) []uint64 {
 		marks := make([]map[uplink.Lane]uint64, len(w.n.syncs))
@@ -406,14 +414,14 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 		if w.unfinished == 0 && mark != 0 {
 			w.unfinished = mark
 		}
-		return false
+		return removed, false
 	}
 	if mark != 0 && w.unfinished == 0 {
 		if err := w.n.buf.CommitCursor(removedCursor, mark); err != nil {
 			w.n.log.Warn("buffer pressure: removal not marked done", "err", err)
 		}
 	}
-	return len(removed) > 0
+	return removed, len(removed) > 0
 }
 
 // readBySink reports whether a syncer's reader of lane has passed off.
