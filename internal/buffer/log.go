@@ -9,6 +9,13 @@
 // quarantined and counted, never skipped silently; after a failed write or fsync
 // the log acknowledges nothing more.
 //
+// The SQLite and Pebble engines (packages sqlitelog and pebblelog) keep the same
+// promises behind the same Engine interface. The group-commit bookkeeping all
+// three share — offset assignment, the durable offset and WaitDurable, waking
+// the committer, the failed and closed states — is one core, Commits
+// (commits.go); each engine keeps what a commit group holds and how it is made
+// durable.
+//
 // All disk I/O goes through vfs.FS. prometheus/client_golang carries the metrics.
 package buffer
 
@@ -126,18 +133,10 @@ type Log struct {
 	log  *slog.Logger
 	m    *Metrics
 
-	// mu guards the commit group being filled and the fields below it.
-	mu       sync.Mutex
-	fill     *group
-	spare    *group // an empty group ready to become fill
-	next     uint64 // offset of the next record appended
-	failed   error  // set once a write or fsync failed
-	closed   bool
-	drained  *sync.Cond // signalled when the writer takes a group
-	wake     chan struct{}
-	stopped  chan struct{}
-	durable  atomic.Uint64 // every offset below this is fsync'd
-	syncedCh chan struct{} // closed and replaced after every commit; guarded by mu
+	commits *Commits // set by Open once the log is recovered
+	// The commits' lock guards the group being filled and the spare one.
+	fill  *group
+	spare *group // an empty group ready to become fill
 
 	// segMu guards segments and the mutable fields of the segments in it.
 	segMu    sync.RWMutex
@@ -156,15 +155,14 @@ type Log struct {
 // group is one commit group: frames appended while the previous group was being
 // written, made durable by a single write and fsync.
 type group struct {
+	Ack
 	buf    []byte
 	first  uint64       // offset of the first frame in buf
 	next   uint64       // offset after the last frame in buf
 	sparse []indexEntry // positions relative to buf
-	done   chan struct{}
-	err    error
 }
 
-func newGroup() *group { return &group{done: make(chan struct{})} }
+func newGroup() *group { return &group{Ack: NewAck()} }
 
 // indexEntry maps an offset to the byte position of its frame.
 type indexEntry struct {
@@ -205,40 +203,35 @@ func Open(opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{
-		opts:     opts,
-		fs:       opts.FS,
-		dir:      opts.Dir,
-		log:      opts.Logger,
-		m:        opts.Metrics,
-		fill:     newGroup(),
-		spare:    newGroup(),
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
-		syncedCh: make(chan struct{}),
+		opts:  opts,
+		fs:    opts.FS,
+		dir:   opts.Dir,
+		log:   opts.Logger,
+		m:     opts.Metrics,
+		fill:  newGroup(),
+		spare: newGroup(),
 	}
-	l.drained = sync.NewCond(&l.mu)
 	start := time.Now()
 	if err := l.recover(); err != nil {
 		return nil, err
 	}
-	l.fill.first, l.fill.next = l.next, l.next
-	l.durable.Store(l.next)
+	// The active segment's next offset is the log's, at open and after
+	// every commit.
+	next := l.segments[len(l.segments)-1].next
+	l.commits = NewCommits(next, l.log, l.m, "log write failed; no further appends will be acknowledged")
+	l.fill.first, l.fill.next = next, next
 	l.updateSizeMetrics()
-	l.log.Info("log opened", "dir", l.dir, "segments", len(l.segments), "next_offset", l.next,
+	l.log.Info("log opened", "dir", l.dir, "segments", len(l.segments), "next_offset", next,
 		"took", time.Since(start).Round(time.Microsecond))
-	go l.writer()
+	go RunCommitter(l.commits, l.takeLocked, l.writeGroup)
 	return l, nil
 }
 
 // NextOffset returns the offset the next appended record will get.
-func (l *Log) NextOffset() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.next
-}
+func (l *Log) NextOffset() uint64 { return l.commits.NextOffset() }
 
 // DurableOffset returns the offset below which every record is fsync'd.
-func (l *Log) DurableOffset() uint64 { return l.durable.Load() }
+func (l *Log) DurableOffset() uint64 { return l.commits.DurableOffset() }
 
 // FirstOffset returns the oldest offset still held.
 func (l *Log) FirstOffset() uint64 {
@@ -248,11 +241,7 @@ func (l *Log) FirstOffset() uint64 {
 }
 
 // Err returns the error that put the log in the failed state, or nil.
-func (l *Log) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failed
-}
+func (l *Log) Err() error { return l.commits.Err() }
 
 // Stats describe the log's size.
 type Stats struct {
@@ -279,21 +268,9 @@ func (l *Log) Stats() Stats {
 // Close waits for appends in flight to become durable, stops the writer and
 // closes the active segment.
 func (l *Log) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return ErrClosed
+	if err := l.commits.Close(); err != nil {
+		return err
 	}
-	l.closed = true
-	l.drained.Broadcast()
-	l.mu.Unlock()
-	l.signal()
-	<-l.stopped
-	// Wake WaitDurable callers: they find the log closed.
-	l.mu.Lock()
-	close(l.syncedCh)
-	l.syncedCh = make(chan struct{})
-	l.mu.Unlock()
 	return l.active.Close()
 }
 

@@ -30,132 +30,53 @@ func appendFrame(dst []byte, off uint64, payload []byte) []byte {
 // stored: the log has failed or is closed.
 func (l *Log) Append(payloads ...[]byte) (uint64, error) {
 	if len(payloads) == 0 {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.next, l.usableLocked()
+		return l.commits.NextOffset(), l.commits.Usable()
 	}
 	for _, p := range payloads {
 		if len(p) == 0 || len(p) > MaxRecordSize {
 			return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(p))
 		}
 	}
-	l.mu.Lock()
-	for l.failed == nil && !l.closed && len(l.fill.buf) > l.opts.MaxPendingBytes {
-		l.drained.Wait()
-	}
-	if err := l.usableLocked(); err != nil {
-		l.mu.Unlock()
-		return 0, err
-	}
-	g := l.fill
-	first := l.next
-	for _, p := range payloads {
-		if len(g.sparse) == 0 || len(g.buf)-int(g.sparse[len(g.sparse)-1].pos) >= sparseEvery {
-			g.sparse = append(g.sparse, indexEntry{off: l.next, pos: int64(len(g.buf))})
+	full := func() bool { return len(l.fill.buf) > l.opts.MaxPendingBytes }
+	return l.commits.Append(len(payloads), full, func(first uint64) *Ack {
+		g := l.fill
+		for i, p := range payloads {
+			off := first + uint64(i)
+			if len(g.sparse) == 0 || len(g.buf)-int(g.sparse[len(g.sparse)-1].pos) >= sparseEvery {
+				g.sparse = append(g.sparse, indexEntry{off: off, pos: int64(len(g.buf))})
+			}
+			g.buf = appendFrame(g.buf, off, p)
 		}
-		g.buf = appendFrame(g.buf, l.next, p)
-		l.next++
-	}
-	g.next = l.next
-	l.mu.Unlock()
-	l.signal()
-	<-g.done
-	if g.err != nil {
-		return 0, g.err
-	}
-	return first, nil
+		g.next = first + uint64(len(payloads))
+		return &g.Ack
+	})
 }
 
-func (l *Log) usableLocked() error {
-	if l.failed != nil {
-		return fmt.Errorf("%w: %v", ErrFailed, l.failed)
-	}
-	if l.closed {
-		return ErrClosed
-	}
-	return nil
-}
-
-// WaitDurable blocks until every offset below off is fsync'd, the log fails, or
-// ctx ends.
+// WaitDurable blocks until every offset below off is fsync'd, the log fails or
+// is closed, or ctx ends.
 func (l *Log) WaitDurable(ctx context.Context, off uint64) error {
-	for {
-		l.mu.Lock()
-		if l.durable.Load() >= off {
-			l.mu.Unlock()
-			return nil
-		}
-		if err := l.usableLocked(); err != nil {
-			l.mu.Unlock()
-			return err
-		}
-		ch := l.syncedCh
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return l.commits.WaitDurable(ctx, off)
 }
 
-func (l *Log) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
+// writeGroup is what the log's single writer goroutine (RunCommitter, started
+// by Open) does with each commit group: write and fsync it, then acknowledge
+// its appenders.
+func (l *Log) writeGroup(g *group) {
+	err := l.commit(g)
+	l.commits.Lock()
+	err = l.commits.CommittedLocked(g.next, err)
+	l.commits.Unlock()
+	g.Finish(err)
+	l.recycle(g)
 }
 
-// writer is the single goroutine that writes and fsyncs commit groups.
-func (l *Log) writer() {
-	defer close(l.stopped)
-	for range l.wake {
-		for {
-			l.mu.Lock()
-			g := l.fill
-			if len(g.buf) == 0 {
-				closed := l.closed
-				l.mu.Unlock()
-				if closed {
-					return
-				}
-				break
-			}
-			if l.failed != nil {
-				// Appenders that slipped in before the failure was recorded.
-				g.err = fmt.Errorf("%w: %v", ErrFailed, l.failed)
-				l.swapLocked()
-				l.mu.Unlock()
-				close(g.done)
-				continue
-			}
-			l.swapLocked()
-			l.mu.Unlock()
-
-			err := l.commit(g)
-
-			l.mu.Lock()
-			if err != nil {
-				l.failed = err
-				g.err = fmt.Errorf("%w: %v", ErrFailed, err)
-				l.m.Failed.Set(1)
-				l.log.Error("log write failed; no further appends will be acknowledged", "err", err)
-			} else {
-				l.durable.Store(g.next)
-			}
-			close(l.syncedCh)
-			l.syncedCh = make(chan struct{})
-			l.drained.Broadcast()
-			l.mu.Unlock()
-			close(g.done)
-			l.recycle(g)
-		}
-	}
-}
-
-// swapLocked makes the spare group the one being filled. l.mu must be held.
-func (l *Log) swapLocked() {
+// takeLocked takes the group being filled, unless it is empty, and makes the
+// spare group the one being filled. The commits' lock must be held.
+func (l *Log) takeLocked() (*group, bool) {
 	g := l.fill
+	if len(g.buf) == 0 {
+		return nil, false
+	}
 	n := l.spare
 	l.spare = nil
 	if n == nil {
@@ -163,21 +84,21 @@ func (l *Log) swapLocked() {
 	}
 	n.first, n.next = g.next, g.next
 	l.fill = n
-	l.drained.Broadcast()
+	return g, true
 }
 
 // recycle keeps a committed group's buffers for reuse once its waiters have been
-// woken (they only read done and err, which are not reused).
+// woken (they only read its Ack, which is not reused).
 func (l *Log) recycle(g *group) {
 	if cap(g.buf) > 4*l.opts.MaxPendingBytes {
 		return
 	}
-	n := &group{buf: g.buf[:0], sparse: g.sparse[:0], done: make(chan struct{})}
-	l.mu.Lock()
+	n := &group{Ack: NewAck(), buf: g.buf[:0], sparse: g.sparse[:0]}
+	l.commits.Lock()
 	if l.spare == nil {
 		l.spare = n
 	}
-	l.mu.Unlock()
+	l.commits.Unlock()
 }
 
 // commit writes g to the active segment and fsyncs it, rolling the segment first
@@ -210,7 +131,7 @@ func (l *Log) commit(g *group) error {
 
 	// Durable before readers can see the records: a reader never returns an
 	// offset DurableOffset does not yet cover.
-	l.durable.Store(g.next)
+	l.commits.markDurable(g.next)
 	l.segMu.Lock()
 	for _, e := range g.sparse {
 		seg.sparse = append(seg.sparse, indexEntry{off: e.off, pos: size + e.pos})

@@ -60,11 +60,10 @@ func (l *Log) recover() error {
 		if err != nil {
 			return err
 		}
-		if seg == nil { // an unusable last segment; continue after it
-			return l.startFresh(l.next)
+		if seg == nil { // an unusable last segment: a new one follows it
+			return nil
 		}
 		l.segments = append(l.segments, seg)
-		l.next = seg.next
 	}
 	last := l.segments[len(l.segments)-1]
 	f, err := l.fs.OpenRW(l.path(last.name))
@@ -84,13 +83,12 @@ func (l *Log) startFresh(base uint64) error {
 	}
 	l.active = f
 	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize})
-	l.next = base
 	return nil
 }
 
 // loadSegment reads and checks one segment. For the last segment it truncates a
-// torn tail; it returns nil (and sets l.next past anything the file could have
-// held) when the last segment's header is unusable and a new segment must follow.
+// torn tail. When the last segment's header is unusable it starts a new active
+// segment past anything the file could have held, and returns nil.
 func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, error) {
 	name := segmentName(base)
 	data, err := vfs.ReadFile(l.fs, l.path(name))
@@ -105,14 +103,12 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 			if err := l.fs.Remove(l.path(name)); err != nil {
 				return nil, fmt.Errorf("remove incomplete segment %s: %w", name, err)
 			}
-			l.next = base
-			return nil, nil
+			return nil, l.startFresh(base)
 		}
 		l.quarantine(seg, 0, int64(len(data)), data, lostBetween(base, nextBase, len(data)), herr)
 		if last {
 			// Offsets the file may have held are never reused.
-			l.next = base + uint64(len(data)/frameHeaderSize) + 1
-			return nil, nil
+			return nil, l.startFresh(base + uint64(len(data)/frameHeaderSize) + 1)
 		}
 		seg.next = nextBase
 		seg.size = int64(len(data))

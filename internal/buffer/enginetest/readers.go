@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -29,8 +30,8 @@ func requireEOF(t *testing.T, r buffer.RecordReader) {
 }
 
 // testReaders: readers start where asked, follow appends after io.EOF, skip what
-// retention deleted, and WaitDurable returns for durable offsets and on
-// cancellation.
+// retention deleted, and WaitDurable returns for durable offsets, on
+// cancellation and on Close.
 func testReaders(t *testing.T, open Opener) {
 	t.Run("follow", func(t *testing.T) {
 		e := openEngine(t, open, t.TempDir(), bigMaxBytes)
@@ -181,6 +182,13 @@ func testReaders(t *testing.T, open Opener) {
 		cancel()
 		bounded(t, "WaitDurable after its context was cancelled", func() { err = <-done })
 		require.ErrorIs(t, err, context.Canceled)
+
+		// Close ends a waiter for an offset nobody appends.
+		target = e.NextOffset() + 1
+		go func() { done <- e.WaitDurable(ctx, target) }()
+		time.Sleep(20 * time.Millisecond) // most likely waiting by now; ErrClosed either way
 		e.shut(t)
+		bounded(t, "WaitDurable after Close", func() { err = <-done })
+		require.ErrorIs(t, err, buffer.ErrClosed)
 	})
 }

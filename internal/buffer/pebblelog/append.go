@@ -23,109 +23,55 @@ func (l *Log) Append(payloads ...[]byte) (uint64, error) {
 		}
 		n += len(p)
 	}
-	l.mu.Lock()
-	for l.failed == nil && !l.closed && l.fill.bytes > l.opts.MaxPendingBytes {
-		l.drained.Wait()
+	full := func() bool { return l.fill.bytes > l.opts.MaxPendingBytes }
+	return l.commits.Append(len(payloads), full, func(first uint64) *buffer.Ack {
+		g := l.fill
+		g.payloads = append(g.payloads, payloads...)
+		g.bytes += n
+		g.next = first + uint64(len(payloads))
+		return &g.Ack
+	})
+}
+
+// commitGroup is what the single committer goroutine (buffer.RunCommitter,
+// started by open) does with each record group, one after the other in offset
+// order: commit it, apply retention, then acknowledge its appenders. The
+// committer is the only writer that adds records, which is what keeps the
+// durable offset moving over a contiguous prefix (docs/format/pebble.md,
+// Writing); besides it only Remove writes records (deletions), index marks and
+// the meta key, under writeMu.
+func (l *Log) commitGroup(g *group) {
+	// writeMu keeps Remove's delete batch out of the commit and the
+	// retention after it (remove.go). It is released once a failure is
+	// recorded, so that Remove writes nothing after a failed commit.
+	l.writeMu.Lock()
+	err := l.commit(g)
+	var retErr error
+	if err == nil {
+		// Before the appenders return, so that FirstOffset and what
+		// readers find agree once no append is in flight.
+		retErr = l.retain(g.first)
 	}
-	if err := l.usableLocked(); err != nil {
-		l.mu.Unlock()
-		return 0, err
+
+	l.commits.Lock()
+	err = l.commits.CommittedLocked(g.next, err)
+	if retErr != nil {
+		// The group is durable and acknowledged; nothing after it.
+		l.commits.FailLocked(retErr)
 	}
-	if len(payloads) == 0 {
-		next := l.next
-		l.mu.Unlock()
-		return next, nil
-	}
+	l.commits.Unlock()
+	l.writeMu.Unlock()
+	g.Finish(err)
+	l.recycle(g)
+}
+
+// takeLocked takes the group being filled, unless it is empty, and makes the
+// spare group the one being filled. The commits' lock must be held.
+func (l *Log) takeLocked() (*group, bool) {
 	g := l.fill
-	first := l.next
-	g.payloads = append(g.payloads, payloads...)
-	g.bytes += n
-	l.next += uint64(len(payloads))
-	g.next = l.next
-	l.mu.Unlock()
-	l.signal()
-	<-g.done
-	if g.err != nil {
-		return 0, g.err
+	if len(g.payloads) == 0 {
+		return nil, false
 	}
-	return first, nil
-}
-
-func (l *Log) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-// committer is the single goroutine that commits record groups, one after the
-// other in offset order. It is the only writer that adds records, which is
-// what keeps the durable offset moving over a contiguous prefix
-// (docs/format/pebble.md, Writing); besides it only Remove writes records
-// (deletions), index marks and the meta key, under writeMu.
-func (l *Log) committer() {
-	defer close(l.stopped)
-	for range l.wake {
-		for {
-			l.mu.Lock()
-			g := l.fill
-			if len(g.payloads) == 0 {
-				closed := l.closed
-				l.mu.Unlock()
-				if closed {
-					return
-				}
-				break
-			}
-			if l.failed != nil {
-				// Appenders that joined before the failure was recorded.
-				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
-				l.swapLocked()
-				l.mu.Unlock()
-				close(g.done)
-				continue
-			}
-			l.swapLocked()
-			l.mu.Unlock()
-
-			// writeMu keeps Remove's delete batch out of the commit and
-			// the retention after it (remove.go). It is released once a
-			// failure is recorded, so that Remove writes nothing after a
-			// failed commit.
-			l.writeMu.Lock()
-			err := l.commit(g)
-			var retErr error
-			if err == nil {
-				// Before the appenders return, so that FirstOffset and
-				// what readers find agree once no append is in flight.
-				retErr = l.retain(g.first)
-			}
-
-			l.mu.Lock()
-			if err != nil {
-				l.failLocked(err)
-				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, err)
-			} else {
-				l.durable.Store(g.next)
-				if retErr != nil {
-					// The group is durable and acknowledged; nothing after it.
-					l.failLocked(retErr)
-				}
-			}
-			close(l.syncedCh)
-			l.syncedCh = make(chan struct{})
-			l.drained.Broadcast()
-			l.mu.Unlock()
-			l.writeMu.Unlock()
-			close(g.done)
-			l.recycle(g)
-		}
-	}
-}
-
-// swapLocked makes the spare group the one being filled. l.mu must be held.
-func (l *Log) swapLocked() {
-	g := l.fill
 	n := l.spare
 	l.spare = nil
 	if n == nil {
@@ -133,22 +79,22 @@ func (l *Log) swapLocked() {
 	}
 	n.first, n.next = g.next, g.next
 	l.fill = n
-	l.drained.Broadcast()
+	return g, true
 }
 
 // recycle keeps a committed group's slice for reuse once its waiters have been
-// woken (they only read done and err, which are not reused).
+// woken (they only read its Ack, which is not reused).
 func (l *Log) recycle(g *group) {
 	if cap(g.payloads) > 1<<16 {
 		return
 	}
 	clear(g.payloads) // drop the references to the appenders' payloads
-	n := &group{payloads: g.payloads[:0], done: make(chan struct{})}
-	l.mu.Lock()
+	n := &group{Ack: buffer.NewAck(), payloads: g.payloads[:0]}
+	l.commits.Lock()
 	if l.spare == nil {
 		l.spare = n
 	}
-	l.mu.Unlock()
+	l.commits.Unlock()
 }
 
 // commit writes g's records, the index marks among them and the meta key in one

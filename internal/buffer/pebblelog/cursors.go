@@ -53,10 +53,7 @@ func (l *Log) CommitCursors(c map[string]uint64) error {
 	if len(changed) == 0 {
 		return nil
 	}
-	l.mu.Lock()
-	err := l.usableLocked()
-	l.mu.Unlock()
-	if err != nil {
+	if err := l.commits.Usable(); err != nil {
 		return err
 	}
 
@@ -78,7 +75,7 @@ func (l *Log) CommitCursors(c map[string]uint64) error {
 		// Pebble's WAL is shared with the records: a failed sync here fails
 		// the engine as a failed record commit would.
 		err = fmt.Errorf("write cursors: %w", err)
-		l.fail(err)
+		l.commits.Fail(err)
 		return fmt.Errorf("%w: %v", buffer.ErrFailed, err)
 	}
 	_ = b.Close()

@@ -20,11 +20,12 @@
 // uses its Excise, which drops whole sstables instead of leaving range
 // tombstones for compactions. This package assigns offsets, groups concurrent
 // appenders into one batch and one fsync (group commit, a single committer
-// goroutine), decides when an append counts as durable, keeps a sparse byte
-// index for retention and BytesFrom, keeps free disk space in reserve so that
-// a full disk fails an append rather than Pebble's background work, turns
-// Pebble's Fatalf into the failed state, and reports through buffer.Metrics
-// (prometheus/client_golang) and log/slog.
+// goroutine; buffer.Commits, the bookkeeping every engine shares, keeps the
+// offsets, the durable offset and the failed state), decides when an append
+// counts as durable, keeps a sparse byte index for retention and BytesFrom,
+// keeps free disk space in reserve so that a full disk fails an append rather
+// than Pebble's background work, turns Pebble's Fatalf into the failed state,
+// and reports through buffer.Metrics (prometheus/client_golang) and log/slog.
 //
 // Memory: an 8 MiB block cache and at most two memtables of at most 8 MiB;
 // retention keeps max_bytes minus eight memtables (at least half of
@@ -115,20 +116,12 @@ type Log struct {
 	memTable uint64 // Pebble's memtable size
 	reserve  uint64 // free disk space appends leave for Pebble's own work
 
-	// mu guards the group being filled and the fields below it.
-	mu       sync.Mutex
-	fill     *group
-	spare    *group
-	next     uint64 // offset of the next record appended
-	failed   error  // set once a commit failed
-	closed   bool
-	drained  *sync.Cond // signalled when the committer takes a group
-	syncedCh chan struct{}
-	wake     chan struct{}
-	stopped  chan struct{}
+	commits *buffer.Commits // set by open once the store is loaded
+	// The commits' lock guards the group being filled and the spare one.
+	fill  *group
+	spare *group
 
-	durable atomic.Uint64 // every offset below this is in a synced batch
-	first   atomic.Uint64 // oldest offset held: readers pass over offsets below it
+	first atomic.Uint64 // oldest offset held: readers pass over offsets below it
 
 	// writeMu serialises the writers of records, index marks and the meta
 	// key: the committer holds it for a commit and the retention after it,
@@ -172,15 +165,14 @@ type mark struct {
 // group is one commit group: the records of the appenders that arrived while
 // the previous group was being committed, made durable by one synced batch.
 type group struct {
-	payloads [][]byte // the appenders' slices; they wait until done is closed
+	buffer.Ack
+	payloads [][]byte // the appenders' slices; they wait until the group is finished
 	bytes    int      // sum of the payload lengths
 	first    uint64   // offset of payloads[0]
 	next     uint64   // offset after the last payload
-	done     chan struct{}
-	err      error
 }
 
-func newGroup() *group { return &group{done: make(chan struct{})} }
+func newGroup() *group { return &group{Ack: buffer.NewAck()} }
 
 // Open opens or creates the store in <o.Dir>/pebble and starts the committer.
 //
@@ -204,17 +196,13 @@ func open(o buffer.Options, tune func(*pebble.Options)) (l *Log, err error) {
 	}
 	start := time.Now()
 	l = &Log{
-		opts:     o,
-		dir:      filepath.Join(o.Dir, pebbleDir),
-		log:      o.Logger,
-		m:        o.Metrics,
-		fill:     newGroup(),
-		spare:    newGroup(),
-		syncedCh: make(chan struct{}),
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
+		opts:  o,
+		dir:   filepath.Join(o.Dir, pebbleDir),
+		log:   o.Logger,
+		m:     o.Metrics,
+		fill:  newGroup(),
+		spare: newGroup(),
 	}
-	l.drained = sync.NewCond(&l.mu)
 	l.floor.Store(noFloor)
 	if err := makeDirs(o.Dir, l.dir); err != nil {
 		return nil, err
@@ -232,18 +220,19 @@ func open(o buffer.Options, tune func(*pebble.Options)) (l *Log, err error) {
 		_ = catchFatal(l.db.Close)
 		return nil, fmt.Errorf("pebblelog: open %s: %w", l.dir, err)
 	}
-	l.fill.first, l.fill.next = l.next, l.next
-	l.durable.Store(l.next)
+	next := l.end // at open, the durable end is the next offset
+	l.commits = buffer.NewCommits(next, l.log, l.m, "pebble buffer failed; no further appends will be acknowledged")
+	l.fill.first, l.fill.next = next, next
 	l.m.Segments.Set(0)
 	l.m.Failed.Set(0)
-	if err := l.retain(l.next); err != nil {
+	if err := l.retain(next); err != nil {
 		_ = catchFatal(l.db.Close)
 		return nil, fmt.Errorf("pebblelog: open %s: retention: %w", l.dir, err)
 	}
 	l.setBytesMetric()
-	l.log.Info("pebble buffer opened", "dir", l.dir, "first_offset", l.first.Load(), "next_offset", l.next,
+	l.log.Info("pebble buffer opened", "dir", l.dir, "first_offset", l.first.Load(), "next_offset", next,
 		"took", time.Since(start).Round(time.Microsecond))
-	go l.committer()
+	go buffer.RunCommitter(l.commits, l.takeLocked, l.commitGroup)
 	return l, nil
 }
 
@@ -362,18 +351,17 @@ func (l *Log) load() error {
 			closer.Close()
 			return fmt.Errorf("unsupported meta value (%d bytes, version %d)", len(v), binary.BigEndian.Uint16(v))
 		}
-		l.next = binary.BigEndian.Uint64(v[2:])
+		l.end = binary.BigEndian.Uint64(v[2:])
 		l.cum = binary.BigEndian.Uint64(v[10:])
 		closer.Close()
 	}
-	l.end = l.next
 
 	if err := l.scan(prefixIndex, func(k, v []byte) error {
 		if len(k) != 9 || len(v) != 8 {
 			return fmt.Errorf("bad index mark %x", k)
 		}
 		m := mark{off: binary.BigEndian.Uint64(k[1:]), cum: binary.BigEndian.Uint64(v)}
-		if n := len(l.index); n > 0 && m.cum < l.index[n-1].cum || m.off >= l.next || m.cum > l.cum {
+		if n := len(l.index); n > 0 && m.cum < l.index[n-1].cum || m.off >= l.end || m.cum > l.cum {
 			return fmt.Errorf("index mark %d → %d out of order", m.off, m.cum)
 		}
 		l.index = append(l.index, m)
@@ -386,7 +374,7 @@ func (l *Log) load() error {
 	if err != nil {
 		return err
 	}
-	held := l.next // the first record held; next if none is
+	held := l.end // the first record held; the next offset if none is
 	if ok {
 		held = first
 	}
@@ -394,8 +382,8 @@ func (l *Log) load() error {
 	// deleted the records from it up to the first one held (and their marks
 	// but this one, in the same batch).
 	j := sort.Search(len(l.index), func(j int) bool { return l.index[j].off > held }) - 1
-	if ok && (j < 0 || last >= l.next) {
-		return fmt.Errorf("records %d…%d do not match the index and next offset %d", first, last, l.next)
+	if ok && (j < 0 || last >= l.end) {
+		return fmt.Errorf("records %d…%d do not match the index and next offset %d", first, last, l.end)
 	}
 	if j > 0 {
 		// Retention excised the records below a mark but a crash lost the
@@ -469,24 +457,16 @@ func metaValue(next, cum uint64) []byte {
 }
 
 // NextOffset returns the offset the next appended record will get.
-func (l *Log) NextOffset() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.next
-}
+func (l *Log) NextOffset() uint64 { return l.commits.NextOffset() }
 
 // DurableOffset returns the offset below which every record is durable.
-func (l *Log) DurableOffset() uint64 { return l.durable.Load() }
+func (l *Log) DurableOffset() uint64 { return l.commits.DurableOffset() }
 
 // FirstOffset returns the oldest offset still held.
 func (l *Log) FirstOffset() uint64 { return l.first.Load() }
 
 // Err returns the error that put the engine in the failed state, or nil.
-func (l *Log) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failed
-}
+func (l *Log) Err() error { return l.commits.Err() }
 
 // Stats returns the engine's size: Bytes is the disk use of the Pebble
 // directory (WAL, sstables, MANIFEST, files awaiting deletion), Segments and
@@ -509,16 +489,9 @@ func (l *Log) Stats() buffer.Stats {
 // and closes the store. Readers fail with buffer.ErrClosed once they need the
 // store again.
 func (l *Log) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return buffer.ErrClosed
+	if err := l.commits.Close(); err != nil {
+		return err
 	}
-	l.closed = true
-	l.drained.Broadcast()
-	l.mu.Unlock()
-	l.signal()
-	<-l.stopped
 
 	l.dbMu.Lock()
 	defer l.dbMu.Unlock()
@@ -547,55 +520,10 @@ func (l *Log) Close() error {
 	}
 }
 
-// fail puts the engine in the failed state, keeping the first cause.
-func (l *Log) fail(err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.failLocked(err)
-}
-
-func (l *Log) failLocked(err error) {
-	if l.failed != nil {
-		return
-	}
-	l.failed = err
-	l.m.Failed.Set(1)
-	l.log.Error("pebble buffer failed; no further appends will be acknowledged", "err", err)
-}
-
-// usableLocked returns why nothing can be written, if anything. l.mu must be
-// held.
-func (l *Log) usableLocked() error {
-	if l.failed != nil {
-		return fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
-	}
-	if l.closed {
-		return buffer.ErrClosed
-	}
-	return nil
-}
-
 // WaitDurable blocks until every offset below off is durable, the engine fails
 // or is closed, or ctx ends.
 func (l *Log) WaitDurable(ctx context.Context, off uint64) error {
-	for {
-		l.mu.Lock()
-		if l.durable.Load() >= off {
-			l.mu.Unlock()
-			return nil
-		}
-		if err := l.usableLocked(); err != nil {
-			l.mu.Unlock()
-			return err
-		}
-		ch := l.syncedCh
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return l.commits.WaitDurable(ctx, off)
 }
 
 // fatalError is what pebbleLogger.Fatalf panics with: the message, and the

@@ -92,7 +92,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 // reader's buffer with a short-lived iterator.
 func (r *Reader) fill() error {
 	r.buf, r.recs, r.i = r.buf[:0], r.recs[:0], 0
-	durable := r.l.durable.Load()
+	durable := r.l.commits.DurableOffset()
 	if r.bounded {
 		durable = min(durable, r.to)
 	}

@@ -68,9 +68,7 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	if !slices.IsSorted(offs) {
 		return nil, errors.New("pebblelog: Remove needs ascending offsets")
 	}
-	l.mu.Lock()
-	err := l.usableLocked()
-	l.mu.Unlock()
+	err := l.commits.Usable()
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +96,7 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 // records are held and durable and not hidden.
 func (l *Log) removable(offs []uint64) ([]uint64, error) {
 	lo, _ := slices.BinarySearch(offs, l.first.Load())
-	hi, _ := slices.BinarySearch(offs, l.durable.Load())
+	hi, _ := slices.BinarySearch(offs, l.commits.DurableOffset())
 	if lo >= hi {
 		return nil, nil
 	}
@@ -153,9 +151,7 @@ func (l *Log) removable(offs []uint64) ([]uint64, error) {
 func (l *Log) deleteRecords(offs []uint64) ([]uint64, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
-	l.mu.Lock()
-	err := l.usableLocked()
-	l.mu.Unlock()
+	err := l.commits.Usable()
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +217,7 @@ func (l *Log) deleteRecords(offs []uint64) ([]uint64, error) {
 	if err := catchFatal(func() error { return b.Commit(pebble.Sync) }); err != nil {
 		// The batch is not reused or closed: Pebble may still hold it.
 		err = fmt.Errorf("remove %d records: %w", len(del), err)
-		l.fail(err)
+		l.commits.Fail(err)
 		return gone, fmt.Errorf("%w: %v", buffer.ErrFailed, err)
 	}
 	_ = b.Close()

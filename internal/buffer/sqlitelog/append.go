@@ -20,6 +20,7 @@ const insertRows = 32
 // group is one commit group: records and cursor updates added while the
 // previous group was being committed, made durable by one transaction.
 type group struct {
+	buffer.Ack
 	payloads [][]byte // the appenders' slices; they wait until the commit ends
 	crcs     []uint32
 	first    uint64 // offset of payloads[0]
@@ -27,11 +28,9 @@ type group struct {
 	cursors  map[string]uint64
 	remove   []uint64 // offsets a Remove has confirmed, ascending (remove.go)
 	removed  []uint64 // set once committed: the offsets of remove that are gone
-	done     chan struct{}
-	err      error
 }
 
-func newGroup() *group { return &group{done: make(chan struct{})} }
+func newGroup() *group { return &group{Ack: buffer.NewAck()} }
 
 func (g *group) empty() bool {
 	return len(g.payloads) == 0 && len(g.cursors) == 0 && len(g.remove) == 0
@@ -61,126 +60,51 @@ func (l *Log) Append(payloads ...[]byte) (uint64, error) {
 		n += int64(len(p))
 		crcs = append(crcs, payloadCRC(p))
 	}
-	l.mu.Lock()
-	for l.failed == nil && !l.closed && l.fill.bytes > int64(l.opts.MaxPendingBytes) {
-		l.drained.Wait()
-	}
-	if err := l.usableLocked(); err != nil {
-		l.mu.Unlock()
-		return 0, err
-	}
-	first := l.next
-	if len(payloads) == 0 {
-		l.mu.Unlock()
-		return first, nil
-	}
-	g := l.fill
-	for i := range crcs {
-		crcs[i] = withOffset(crcs[i], first+uint64(i))
-	}
-	g.payloads = append(g.payloads, payloads...)
-	g.crcs = append(g.crcs, crcs...)
-	g.bytes += n
-	l.next += uint64(len(payloads))
-	l.mu.Unlock()
-	l.signal()
-	<-g.done
-	if g.err != nil {
-		return 0, g.err
-	}
-	return first, nil
-}
-
-func (l *Log) usableLocked() error {
-	if l.failed != nil {
-		return fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
-	}
-	if l.closed {
-		return buffer.ErrClosed
-	}
-	return nil
+	full := func() bool { return l.fill.bytes > int64(l.opts.MaxPendingBytes) }
+	return l.commits.Append(len(payloads), full, func(first uint64) *buffer.Ack {
+		g := l.fill
+		for i := range crcs {
+			crcs[i] = withOffset(crcs[i], first+uint64(i))
+		}
+		g.payloads = append(g.payloads, payloads...)
+		g.crcs = append(g.crcs, crcs...)
+		g.bytes += n
+		return &g.Ack
+	})
 }
 
 // WaitDurable blocks until every offset below off is committed, the engine
 // fails or is closed, or ctx ends.
 func (l *Log) WaitDurable(ctx context.Context, off uint64) error {
-	for {
-		l.mu.Lock()
-		if l.durable.Load() >= off {
-			l.mu.Unlock()
-			return nil
-		}
-		if err := l.usableLocked(); err != nil {
-			l.mu.Unlock()
-			return err
-		}
-		ch := l.syncedCh
-		l.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return l.commits.WaitDurable(ctx, off)
 }
 
-func (l *Log) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
+// commitGroup is what the single committer goroutine (buffer.RunCommitter,
+// started by Open) does with each group: commit it, then acknowledge its
+// appenders.
+func (l *Log) commitGroup(g *group) {
+	l.floorMu.Lock()
+	res, rm, err := l.commit(g)
+	l.commits.Lock()
+	ackErr := l.commits.CommittedLocked(g.next(), err)
+	l.commits.Unlock()
+	if err == nil {
+		l.committed(g, res, rm)
 	}
+	l.floorMu.Unlock()
+	g.Finish(ackErr)
 }
 
-// committer is the single goroutine that commits groups.
-func (l *Log) committer() {
-	defer close(l.stopped)
-	for range l.wake {
-		for {
-			l.mu.Lock()
-			g := l.fill
-			if g.empty() {
-				closed := l.closed
-				l.mu.Unlock()
-				if closed {
-					return
-				}
-				break
-			}
-			l.fill = newGroup()
-			l.fill.first = g.next()
-			l.drained.Broadcast()
-			if l.failed != nil {
-				// Appenders that slipped in before the failure was recorded.
-				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, l.failed)
-				l.mu.Unlock()
-				close(g.done)
-				continue
-			}
-			l.mu.Unlock()
-
-			l.floorMu.Lock()
-			res, rm, err := l.commit(g)
-
-			l.mu.Lock()
-			if err != nil {
-				l.failed = err
-				g.err = fmt.Errorf("%w: %v", buffer.ErrFailed, err)
-				l.m.Failed.Set(1)
-				l.log.Error("sqlite buffer commit failed; no further appends will be acknowledged", "err", err)
-			} else {
-				l.durable.Store(g.next())
-			}
-			close(l.syncedCh)
-			l.syncedCh = make(chan struct{})
-			l.drained.Broadcast()
-			l.mu.Unlock()
-			if err == nil {
-				l.committed(g, res, rm)
-			}
-			l.floorMu.Unlock()
-			close(g.done)
-		}
+// takeLocked takes the group being filled, unless it is empty, and puts a new
+// one in its place. The commits' lock must be held.
+func (l *Log) takeLocked() (*group, bool) {
+	g := l.fill
+	if g.empty() {
+		return nil, false
 	}
+	l.fill = newGroup()
+	l.fill.first = g.next()
+	return g, true
 }
 
 // retained is what a commit's retention deleted.

@@ -45,25 +45,19 @@ func (l *Log) CommitCursors(c map[string]uint64) error {
 	if moved == nil {
 		return nil
 	}
-	l.mu.Lock()
-	if err := l.usableLocked(); err != nil {
-		l.mu.Unlock()
-		return err
-	}
-	g := l.fill
-	if g.cursors == nil {
-		g.cursors = moved
-	} else {
-		for name, off := range moved {
-			if cur, ok := g.cursors[name]; !ok || off > cur {
-				g.cursors[name] = off
+	return l.commits.Add(func() *buffer.Ack {
+		g := l.fill
+		if g.cursors == nil {
+			g.cursors = moved
+		} else {
+			for name, off := range moved {
+				if cur, ok := g.cursors[name]; !ok || off > cur {
+					g.cursors[name] = off
+				}
 			}
 		}
-	}
-	l.mu.Unlock()
-	l.signal()
-	<-g.done
-	return g.err
+		return &g.Ack
+	})
 }
 
 // Cursors returns a copy of every cursor.

@@ -99,7 +99,7 @@ func (r *Reader) Next() (uint64, []byte, error) {
 // fetch reads the next chunk of durable rows from r.from on.
 func (r *Reader) fetch() error {
 	r.offs, r.crcs, r.ends, r.buf, r.i = r.offs[:0], r.crcs[:0], r.ends[:0], r.buf[:0], 0
-	stmt, end := r.l.read, r.l.durable.Load()
+	stmt, end := r.l.read, r.l.commits.DurableOffset()
 	if r.stmt != nil {
 		stmt, end = r.stmt, r.to
 	}
@@ -130,7 +130,7 @@ func (r *Reader) fetch() error {
 
 func (r *Reader) err(err error) error {
 	r.offs, r.crcs, r.ends, r.buf = r.offs[:0], r.crcs[:0], r.ends[:0], r.buf[:0]
-	if r.stmt == nil && r.l.isClosed() {
+	if r.stmt == nil && r.l.commits.Closed() {
 		return buffer.ErrClosed
 	}
 	return fmt.Errorf("sqlitelog: read from %d: %w", r.from, err)

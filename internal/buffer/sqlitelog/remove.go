@@ -61,9 +61,7 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	if !slices.IsSorted(offs) {
 		return nil, errors.New("sqlitelog: Remove needs ascending offsets")
 	}
-	l.mu.Lock()
-	err := l.usableLocked()
-	l.mu.Unlock()
+	err := l.commits.Usable()
 	if err != nil {
 		return nil, err
 	}
@@ -96,18 +94,16 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 		return nil, nil
 	}
 
-	l.mu.Lock()
-	if err := l.usableLocked(); err != nil {
-		l.mu.Unlock()
-		return nil, err // keep stays hidden until the engine is opened again
-	}
-	g := l.fill
-	g.remove = keep // empty until now: Removes are serialised and each waits for its group
-	l.mu.Unlock()
-	l.signal()
-	<-g.done
-	if g.err != nil {
-		return nil, g.err // rolled back: nothing was deleted
+	var g *group
+	err = l.commits.Add(func() *buffer.Ack {
+		g = l.fill
+		g.remove = keep // empty until now: Removes are serialised and each waits for its group
+		return &g.Ack
+	})
+	if err != nil {
+		// Failed or closed: keep stays hidden until the engine is opened
+		// again. A failed commit was rolled back: nothing was deleted.
+		return nil, err
 	}
 	return g.removed, nil
 }
@@ -138,7 +134,7 @@ func (l *Log) held(want []uint64) ([]uint64, error) {
 }
 
 func (l *Log) removeErr(err error) error {
-	if l.isClosed() {
+	if l.commits.Closed() {
 		return buffer.ErrClosed
 	}
 	return fmt.Errorf("sqlitelog: remove: %w", err)

@@ -121,17 +121,8 @@ type Log struct {
 	read  *sql.Stmt // on rdb
 	stmts writeStmts
 
-	// mu guards the group being filled and the fields below it.
-	mu       sync.Mutex
-	fill     *group
-	next     uint64 // offset of the next record appended
-	failed   error  // set once a commit failed
-	closed   bool
-	drained  *sync.Cond // signalled when the committer takes a group
-	wake     chan struct{}
-	stopped  chan struct{}
-	durable  atomic.Uint64 // every offset below this is committed
-	syncedCh chan struct{} // closed and replaced after every commit; guarded by mu
+	commits *buffer.Commits // set by Open once the state is loaded
+	fill    *group          // the group being filled; guarded by the commits' lock
 
 	// statMu guards the size bookkeeping, updated after each commit.
 	statMu sync.Mutex
@@ -180,32 +171,27 @@ func Open(o buffer.Options) (*Log, error) {
 		return nil, fmt.Errorf("sqlitelog: create dir: %w", err)
 	}
 	l := &Log{
-		opts:     o,
-		dir:      o.Dir,
-		path:     filepath.Join(o.Dir, DBFile),
-		log:      o.Logger,
-		m:        o.Metrics,
-		fill:     newGroup(),
-		wake:     make(chan struct{}, 1),
-		stopped:  make(chan struct{}),
-		syncedCh: make(chan struct{}),
+		opts: o,
+		dir:  o.Dir,
+		path: filepath.Join(o.Dir, DBFile),
+		log:  o.Logger,
+		m:    o.Metrics,
+		fill: newGroup(),
 	}
-	l.drained = sync.NewCond(&l.mu)
 	l.floor.Store(noFloor)
 	if err := l.openDB(); err != nil {
 		l.closeDB()
 		return nil, err
 	}
-	l.durable.Store(l.next)
-	l.fill.first = l.next
-	l.end = l.next
+	l.commits = buffer.NewCommits(l.end, l.log, l.m, "sqlite buffer commit failed; no further appends will be acknowledged")
+	l.fill.first = l.end
 	l.marks = []mark{{off: l.first, cum: 0}}
 	l.cum = l.stored
 	l.m.Segments.Set(1)
 	l.m.Bytes.Set(float64(l.fileBytes()))
-	l.log.Info("sqlite buffer opened", "db", l.path, "first_offset", l.first, "next_offset", l.next,
+	l.log.Info("sqlite buffer opened", "db", l.path, "first_offset", l.first, "next_offset", l.end,
 		"stored_bytes", l.stored, "cursors", len(l.cursors), "took", time.Since(start).Round(time.Microsecond))
-	go l.committer()
+	go buffer.RunCommitter(l.commits, l.takeLocked, l.commitGroup)
 	return l, nil
 }
 
@@ -348,13 +334,13 @@ func (l *Log) loadState(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sqlitelog: read state: %w", err)
 	}
-	l.next, l.stored = uint64(next), stored
-	if maxOff.Valid && uint64(maxOff.Int64) >= l.next {
+	l.end, l.stored = uint64(next), stored
+	if maxOff.Valid && uint64(maxOff.Int64) >= l.end {
 		// Cannot happen (state is written with every commit); keep offsets unique anyway.
-		l.log.Warn("records beyond the stored next offset", "next_offset", l.next, "max_offset", maxOff.Int64)
-		l.next = uint64(maxOff.Int64) + 1
+		l.log.Warn("records beyond the stored next offset", "next_offset", l.end, "max_offset", maxOff.Int64)
+		l.end = uint64(maxOff.Int64) + 1
 	}
-	l.first = l.next
+	l.first = l.end
 	if minOff.Valid {
 		l.first = uint64(minOff.Int64)
 	}
@@ -379,14 +365,10 @@ func (l *Log) loadState(ctx context.Context) error {
 }
 
 // NextOffset returns the offset the next appended record will get.
-func (l *Log) NextOffset() uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.next
-}
+func (l *Log) NextOffset() uint64 { return l.commits.NextOffset() }
 
 // DurableOffset returns the offset below which every record is committed.
-func (l *Log) DurableOffset() uint64 { return l.durable.Load() }
+func (l *Log) DurableOffset() uint64 { return l.commits.DurableOffset() }
 
 // FirstOffset returns the oldest offset still held (NextOffset when empty).
 func (l *Log) FirstOffset() uint64 {
@@ -396,11 +378,7 @@ func (l *Log) FirstOffset() uint64 {
 }
 
 // Err returns the error that put the engine in the failed state, or nil.
-func (l *Log) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.failed
-}
+func (l *Log) Err() error { return l.commits.Err() }
 
 // Stats returns the engine's size: Segments is always 1 (the database), Bytes
 // the size of the database and WAL files.
@@ -455,20 +433,9 @@ func (l *Log) BytesFrom(off uint64) int64 {
 // Close waits for appends in flight to be committed, stops the committer and
 // closes the database. Readers fail with buffer.ErrClosed afterwards.
 func (l *Log) Close() error {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		return buffer.ErrClosed
+	if err := l.commits.Close(); err != nil {
+		return err
 	}
-	l.closed = true
-	l.drained.Broadcast()
-	l.mu.Unlock()
-	l.signal()
-	<-l.stopped
-	l.mu.Lock()
-	close(l.syncedCh) // WaitDurable callers see the engine closed
-	l.syncedCh = make(chan struct{})
-	l.mu.Unlock()
 	return l.closeDB()
 }
 
@@ -493,12 +460,6 @@ func (l *Log) closeDB() error {
 		return fmt.Errorf("sqlitelog: close: %w", err)
 	}
 	return nil
-}
-
-func (l *Log) isClosed() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.closed
 }
 
 var _ buffer.Engine = (*Log)(nil)
