@@ -208,15 +208,14 @@ func RunCommitter[G interface{ Finish(error) }](c *Commits, takeLocked func() (G
 // WaitDurable callers and appenders waiting for room.
 func (c *Commits) CommittedLocked(next uint64, err error) error {
 	if err != nil {
-		c.FailLocked(err)
-		err = fmt.Errorf("%w: %v", ErrFailed, err)
-	} else {
-		c.durable.Store(next)
+		c.FailLocked(err) // wakes the waiters
+		return fmt.Errorf("%w: %v", ErrFailed, err)
 	}
+	c.durable.Store(next)
 	close(c.synced)
 	c.synced = make(chan struct{})
 	c.room.Broadcast()
-	return err
+	return nil
 }
 
 // Fail puts the engine in the failed state, keeping the first cause: nothing
@@ -237,6 +236,11 @@ func (c *Commits) FailLocked(err error) {
 	c.failed = err
 	c.m.Failed.Set(1)
 	c.log.Error(c.failMsg, "err", err)
+	// WaitDurable callers and appenders waiting for room learn of it now,
+	// not at the next commit (there may be none).
+	close(c.synced)
+	c.synced = make(chan struct{})
+	c.room.Broadcast()
 }
 
 // WaitDurable blocks until every offset below off is durable, the engine fails
