@@ -96,3 +96,49 @@ func TestHarderCompressionUnderPressure(t *testing.T) {
 	require.Len(t, c, 2000)
 	t.Logf("2000 events: %d bytes fastest, %d better compression", len(fast.Data), len(hard.Data))
 }
+
+// cursorFailingLog fails CommitCursors while fail is set.
+type cursorFailingLog struct {
+	buffer.Engine
+	fail atomic.Bool
+}
+
+func (l *cursorFailingLog) CommitCursors(c map[string]uint64) error {
+	if l.fail.Load() {
+		return errors.New("cursors file: no space left on device")
+	}
+	return l.Engine.CommitCursors(c)
+}
+
+// TestCursorsNeverAheadOfTheLog: when saving the sync cursors fails after a
+// confirmed batch, the cursors the syncer holds stay with the log's (what a
+// restart would resume from), and the syncer resumes; once saving works
+// again, everything syncs.
+func TestCursorsNeverAheadOfTheLog(t *testing.T) {
+	inner, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer inner.Close()
+	l := &cursorFailingLog{Engine: inner}
+	for i := range 50 {
+		e := event.Event{DeviceID: "d", Stream: "temp", TS: 1_700_000_000_000 + int64(i), Value: 1}
+		_, err := l.Append(e.AppendBinary(nil))
+		require.NoError(t, err)
+	}
+	sink := &recordingSink{}
+	l.fail.Store(true)
+	s := NewSyncer(l, sink, SyncOptions{BatchRecords: 10, MaxDelay: time.Millisecond,
+		Retry: RetryOptions{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}})
+	s.Start()
+	defer s.Close()
+	require.Eventually(t, func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		return len(sink.batches) >= 3
+	}, 10*time.Second, time.Millisecond, "the syncer sends and resumes")
+	for lane, c := range s.LaneCursors() {
+		saved, _ := inner.Cursor("sync:recorder:" + lane.String())
+		require.Equal(t, saved, c, "lane %v: the cursor held is the log's", lane)
+	}
+	l.fail.Store(false)
+	require.Eventually(t, func() bool { return s.Status().SyncedOffset == l.DurableOffset() }, 10*time.Second, time.Millisecond)
+}

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -308,7 +309,10 @@ func (s *Syncer) run(ctx context.Context) {
 			return
 		}
 		if len(batch) == 0 {
-			s.commitIdleLanes()
+			if err := s.commitIdleLanes(); err != nil {
+				s.resetReaders()
+				s.failed(ctx, err, bo)
+			}
 			continue
 		}
 		sendCtx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
@@ -321,7 +325,14 @@ func (s *Syncer) run(ctx context.Context) {
 			s.failed(ctx, err, bo)
 			continue
 		}
-		s.commit()
+		if err := s.commit(); err != nil {
+			// The sink has the batch but the log does not say so: resume
+			// as after a failed send, so that the sink finds what it holds.
+			s.resetReaders()
+			resumed = false
+			s.failed(ctx, err, bo)
+			continue
+		}
 		s.records.Add(float64(len(batch)))
 		s.conn.SyncSucceeded()
 		bo.Reset()
@@ -329,9 +340,11 @@ func (s *Syncer) run(ctx context.Context) {
 }
 
 // commit saves every lane's position and the sink's positions in one atomic
-// write. A failed write is logged: the cursors stay behind, so a restart
-// checks the batch again, which the resume makes harmless.
-func (s *Syncer) commit() {
+// write. Only once it is saved do the lanes' cursors move in memory too: the
+// cursors the syncer holds are never ahead of the log's, so what a restart
+// resumes from is what this run counted as confirmed (the buffer's pressure
+// levels rely on it). A failed write is returned; the caller resumes.
+func (s *Syncer) commit() error {
 	save := make(map[string]uint64, len(s.lanes)+3)
 	for _, l := range s.lanes {
 		save[l.cursor] = l.position()
@@ -340,24 +353,35 @@ func (s *Syncer) commit() {
 		save[buffer.ValuePrefix+s.prefix+k] = v
 	}
 	if err := s.log.CommitCursors(save); err != nil {
-		s.opts.Logger.Error("sync cursors not saved; the batch will be checked again after a restart",
-			"sink", s.sink.Name(), "err", err)
+		s.opts.Logger.Error("sync cursors not saved; resuming", "sink", s.sink.Name(), "err", err)
+		return fmt.Errorf("save sync cursors: %w", err)
 	}
 	for _, l := range s.lanes {
 		l.next.Store(save[l.cursor])
+	}
+	return nil
+}
+
+// resetReaders puts every lane's reader back at its cursor.
+func (s *Syncer) resetReaders() {
+	for _, ls := range s.lanes {
+		if ls.r != nil {
+			ls.r.Close()
+			ls.r = nil
+		}
 	}
 }
 
 // commitIdleLanes saves the lanes' positions when nothing waits but readers
 // have passed records of other lanes since the last commit, so that a lane
 // with nothing to send neither shows a lag nor holds back retention.
-func (s *Syncer) commitIdleLanes() {
+func (s *Syncer) commitIdleLanes() error {
 	for _, l := range s.lanes {
 		if l.position() != l.next.Load() {
-			s.commit()
-			return
+			return s.commit()
 		}
 	}
+	return nil
 }
 
 // nextBatch returns a batch of the most urgent lane that has records waiting,
