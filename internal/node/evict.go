@@ -52,25 +52,26 @@ func (w *pressureWatch) act(level pressure.Level) {
 	if level < pressure.Critical && !tight {
 		return
 	}
-	rm, ok := w.n.buf.(buffer.Remover)
-	if !ok || len(w.n.syncs) == 0 {
-		w.evictSyncedSegments() // an engine without Remover, or nothing syncs
-		return
-	}
 	bound, ok := w.bound()
-	if !ok {
-		return
+	if !ok || len(w.n.syncs) == 0 {
+		return // a restart would replay everything, or nothing syncs
 	}
 	if w.unfinished != 0 {
 		// The ledger records of a removal that failed stay for the next
 		// start to finish it.
 		bound = min(bound, w.unfinished-1)
 	}
+	rm, ok := w.n.buf.(buffer.Remover)
+	if !ok {
+		w.evictSyncedSegments(bound) // an engine that only deletes from the front
+		return
+	}
 	t := w.mon.Thresholds()
+	c, _, _ := w.capacity()
 	if level >= pressure.Emergency || tight {
-		w.evictSyncedSegments()
+		w.evictSyncedSegments(bound)
 		w.evictSynced(rm, bound, -1)
-	} else if need := w.totalBytes() - int64((t.Critical-t.Hysteresis)*float64(w.maxBytes())); need > 0 {
+	} else if need := w.totalBytes() - int64((t.Critical-t.Hysteresis)*float64(c)); need > 0 {
 		// Room for pending records before retention would have to delete
 		// them: the buffer's total back to the critical level's clearing point.
 		w.evictSynced(rm, bound, need)
@@ -115,13 +116,14 @@ func (w *pressureWatch) utilisation() float64 {
 	return float64(w.pendingBytes()) / float64(c)
 }
 
-// capacity is what the buffer may hold: buffer.max_bytes (or what the engine
-// keeps of it, buffer.Keeper), or less when the disk has less room: the disk space the engine takes (Stats.Bytes: SQLite
-// and Pebble give space back later than they stop counting removed records,
-// so their counted bytes are not their room) plus the disk's free space, less
-// a reserve of two segments (a segment roll and a compaction's rewrite).
-// limited says the disk is the limit; free is the disk's free space (-1 if
-// not measured).
+// capacity is what the buffer may hold: buffer.max_bytes (or what the
+// engine's retention keeps of it, buffer.Keeper), or less when the disk has
+// less room: the disk space the engine takes plus the disk's free space, less
+// a reserve of two segments (a segment roll and a compaction's rewrite). The
+// engine's disk space is Stats.Bytes, not the bytes it counts for its
+// records: SQLite and Pebble give space back later than they stop counting
+// removed records. limited says the disk is the limit; free is the disk's
+// free space (-1 if not measured).
 func (w *pressureWatch) capacity() (c, free int64, limited bool) {
 	c = w.maxBytes()
 	if k, ok := w.n.buf.(buffer.Keeper); ok {
@@ -235,27 +237,24 @@ func (w *pressureWatch) scan(from, to uint64, nm *names) pressure.Scan {
 // evictSyncedSegments deletes whole segments every sink has confirmed (and a
 // restart would not replay), oldest first, whatever their priority: the cheap
 // eviction for engines that implement buffer.Evictor.
-func (w *pressureWatch) evictSyncedSegments() {
+func (w *pressureWatch) evictSyncedSegments(bound uint64) {
 	ev, ok := w.n.buf.(buffer.Evictor)
-	if !ok || len(w.n.syncs) == 0 {
+	if !ok {
 		return
 	}
 	off, ok := buffer.SlowestPosition(w.n.buf.Cursors())
 	if !ok {
 		return
 	}
-	b, ok := w.bound()
-	if !ok {
-		return
-	}
-	n, err := ev.DeleteBefore(min(off, b))
+	b := min(off, bound)
+	n, err := ev.DeleteBefore(b)
 	if err != nil {
 		w.n.log.Warn("evicting synced records failed", "err", err)
 		return
 	}
 	if n > 0 {
 		w.evicted.Add(float64(n))
-		w.n.log.Info("buffer pressure: evicted synced segments", "records", n, "below", min(off, b))
+		w.n.log.Info("buffer pressure: evicted synced segments", "records", n, "below", b)
 	}
 }
 
