@@ -219,9 +219,8 @@ func (c *Commits) CommittedLocked(next uint64, err error) error {
 }
 
 // Fail puts the engine in the failed state, keeping the first cause: nothing
-// more is acknowledged. It wakes nobody; WaitDurable callers and appenders
-// learn of it at the end of the commit in flight, if any, or when they next
-// ask.
+// more is acknowledged. WaitDurable callers and appenders waiting for room
+// are woken and get the failure.
 func (c *Commits) Fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -14,6 +14,10 @@ const flagCompacted = 1
 
 var _ Remover = (*Log)(nil)
 
+// testHookRemoveSnapshot, set by tests, runs right after Remove has taken its
+// snapshot of the sealed segments.
+var testHookRemoveSnapshot func()
+
 // Remove deletes chosen records from sealed segments (Remover): it hides
 // them, asks confirm which must go, and rewrites each segment that holds one
 // without them. Records in the active segment are passed over. One Remove
@@ -27,6 +31,9 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	l.segMu.RLock()
 	sealed := slices.Clone(l.segments[:len(l.segments)-1])
 	l.segMu.RUnlock()
+	if testHookRemoveSnapshot != nil {
+		testHookRemoveSnapshot()
+	}
 	var cand []uint64
 	i := 0
 	for _, off := range offs {
@@ -43,17 +50,25 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 	if len(cand) == 0 {
 		return nil, nil
 	}
-	// Retention leaves the segments alone until this Remove is done.
+	// Retention leaves the segments alone until this Remove is done. A
+	// segment it took since the snapshot is gone, its records reported as
+	// retention's: they are not candidates (retention may still be reading
+	// them, and would wait at a hidden one for a confirm that waits for the
+	// writer it runs on).
 	l.segMu.Lock()
 	var busy []*segment
+	kept := cand[:0:0]
 	for _, seg := range sealed {
 		lo, _ := slices.BinarySearch(cand, seg.base)
-		if lo < len(cand) && cand[lo] < seg.next && l.listedLocked(seg) {
+		hi, _ := slices.BinarySearch(cand, seg.next)
+		if lo < hi && l.listedLocked(seg) {
 			seg.removing = true
 			busy = append(busy, seg)
+			kept = append(kept, cand[lo:hi]...)
 		}
 	}
 	l.segMu.Unlock()
+	cand = kept
 	defer func() {
 		l.segMu.Lock()
 		for _, seg := range busy {
@@ -61,6 +76,9 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 		}
 		l.segMu.Unlock()
 	}()
+	if len(cand) == 0 {
+		return nil, nil
+	}
 	keep := l.hidden.Decide(cand, confirm)
 
 	var removed []uint64
