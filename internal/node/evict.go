@@ -326,10 +326,17 @@ func (w *pressureWatch) downsample(rm buffer.Remover, bound uint64) {
 		if !ok {
 			return // chosen again next time
 		}
-		// Chosen records left (a sink had read them, the log's active
-		// segment): the next downsampling starts at the first of them.
-		if left := buffer.Difference(c.Offsets, removed); len(left) > 0 {
-			stop = min(stop, left[0])
+		// Chosen records left after the last one removed (the log's
+		// active segment): the next downsampling starts at the first of
+		// them. Not before the last removed: the events this pass kept
+		// there would be thinned again. (Those left below it, a sink had
+		// read: they are on their way.)
+		last := removed[len(removed)-1]
+		for _, off := range buffer.Difference(c.Offsets, removed) {
+			if off > last {
+				stop = min(stop, off)
+				break
+			}
 		}
 	}
 	if stop > from {
@@ -364,9 +371,15 @@ func (w *pressureWatch) drop(rm buffer.Remover, bound uint64) {
 func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressure.Choice, nm *names) (removed []uint64, ok bool) {
 	var mark uint64
 	confirm := func(hidden []uint64) []uint64 {
+		// Marks first, cursors second: both only go up, and a record
+		// between a sink's cursor and its mark may be on its way to it.
 		marks := make([]map[uplink.Lane]uint64, len(w.n.syncs))
+		cursors := make([]map[uplink.Lane]uint64, len(w.n.syncs))
 		for i, s := range w.n.syncs {
 			marks[i] = s.ReadMarks()
+		}
+		for i, s := range w.n.syncs {
+			cursors[i] = s.LaneCursors()
 		}
 		keep := make([]uint64, 0, len(hidden))
 		streams := make([]string, 0, len(hidden))
@@ -375,7 +388,7 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 			for c.Offsets[j] != off {
 				j++
 			}
-			if readBySink(marks, uplink.Lane(c.Lanes[j]), off) {
+			if inFlight(cursors, marks, uplink.Lane(c.Lanes[j]), off) {
 				continue
 			}
 			keep = append(keep, off)
@@ -423,10 +436,13 @@ func (w *pressureWatch) removeUnsynced(rm buffer.Remover, reason byte, c pressur
 	return removed, len(removed) > 0
 }
 
-// readBySink reports whether a syncer's reader of lane has passed off.
-func readBySink(marks []map[uplink.Lane]uint64, lane uplink.Lane, off uint64) bool {
-	for _, m := range marks {
-		if mk, ok := m[lane]; ok && off < mk {
+// inFlight reports whether a record of lane at off may be on its way to a
+// sink: read by that sink's reader (below its mark) and not yet confirmed
+// by it (at or above its cursor). A record a sink has confirmed is that
+// sink's already; removing it takes it from the others only.
+func inFlight(cursors, marks []map[uplink.Lane]uint64, lane uplink.Lane, off uint64) bool {
+	for i, m := range marks {
+		if mk, ok := m[lane]; ok && off < mk && off >= cursors[i][lane] {
 			return true
 		}
 	}

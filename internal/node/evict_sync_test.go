@@ -388,3 +388,92 @@ func TestEvictSyncedLowestPriorityFirst(t *testing.T) {
 		}
 	}
 }
+
+// failingSink refuses every batch: its uplink is down.
+type failingSink struct{ name string }
+
+func (f failingSink) Name() string { return f.name }
+func (failingSink) Resume(context.Context, map[uplink.Lane]uint64, map[string]uint64) error {
+	return nil
+}
+func (failingSink) Send(context.Context, []uplink.Record) error { return errors.New("uplink down") }
+func (failingSink) Positions() map[string]uint64                { return nil }
+func (failingSink) Close() error                                { return nil }
+
+// With one sink caught up and another down, the full level still drops:
+// records the caught-up sink has confirmed are pending only for the other,
+// and its reader having passed them does not make them in flight.
+func TestDropWithOneSinkCaughtUp(t *testing.T) {
+	buf, err := buffer.Open(buffer.Options{Dir: t.TempDir(), SegmentBytes: 4096, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	defer buf.Close()
+	for i := range 2000 {
+		_, err := buf.Append(ev(i))
+		require.NoError(t, err)
+	}
+	n, w, up := pressureNode(t, buf, confirmingSink{}, 0.1)
+	down := uplink.NewSyncer(buf, failingSink{"down"}, uplink.SyncOptions{BatchRecords: 1, Lanes: n.lanes,
+		Retry: uplink.RetryOptions{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond}})
+	n.syncs = append(n.syncs, down)
+	up.Start()
+	defer up.Close()
+	down.Start()
+	defer down.Close()
+	require.Eventually(t, func() bool { return up.LaneCursors()[uplink.LaneNormal] == buf.DurableOffset() },
+		10*time.Second, time.Millisecond)
+
+	bound, _ := w.bound()
+	w.drop(buf, bound)
+	listed := ledgerListed(t, buf)
+	require.NotEmpty(t, listed, "the drop went ahead")
+	for off := range uint64(8) { // the down sink's first batch's worth: maybe on its way
+		require.False(t, listed[off], "offset %d in the down sink's window", off)
+	}
+}
+
+// Downsampling while the sync reads on: a chosen record the sink reads
+// before it is hidden stays, and the next downsampling does not start there
+// again, which would thin the events the first pass kept a second time.
+func TestDownsampleThinsOnce(t *testing.T) {
+	buf, err := buffer.Open(buffer.Options{Dir: t.TempDir(), SegmentBytes: 4096, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	defer buf.Close()
+	for i := range 400 {
+		_, err := buf.Append(ev(i)) // received an hour ago: old
+		require.NoError(t, err)
+	}
+	gs := newGateSink(false)
+	_, w, s := pressureNodeLanes(t, buf, gs, 0.1, map[string]string{"temp": "low"})
+	s.Start()
+	defer s.Close()
+	<-gs.sends // the first batch in flight
+	rm := hookRemover{inner: buf, before: func([]uint64) {
+		gs.release <- nil // confirmed: the syncer reads on, to the first hidden record
+		time.Sleep(50 * time.Millisecond)
+	}}
+	held := func() int {
+		n := 0
+		r := buf.NewReader(0)
+		defer r.Close()
+		for {
+			_, p, err := r.Next()
+			if err != nil {
+				return n
+			}
+			if event.Type(p) == event.TypeEvent {
+				n++
+			}
+		}
+	}
+	bound, _ := w.bound()
+	w.downsample(rm, bound)
+	after1 := held()
+	require.Less(t, after1, 100, "downsampled about 10:1")
+	w.downsample(buf, bound)
+	require.Equal(t, after1, held(), "the second pass thins nothing the first kept")
+	go func() {
+		for range gs.sends {
+			gs.release <- nil
+		}
+	}()
+}

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -141,4 +142,37 @@ func TestCursorsNeverAheadOfTheLog(t *testing.T) {
 	}
 	l.fail.Store(false)
 	require.Eventually(t, func() bool { return s.Status().SyncedOffset == l.DurableOffset() }, 10*time.Second, time.Millisecond)
+}
+
+// failedCursorsLog's cursor saves fail as those of a failed buffer do.
+type failedCursorsLog struct{ buffer.Engine }
+
+func (failedCursorsLog) CommitCursors(map[string]uint64) error {
+	return fmt.Errorf("%w: disk gone", buffer.ErrFailed)
+}
+
+// TestFailedBufferStillDrains: once the buffer has failed (its cursors can
+// no longer be saved, and it removes nothing), the syncer keeps sending the
+// backlog, each record once, with its cursors in memory only.
+func TestFailedBufferStillDrains(t *testing.T) {
+	inner, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer inner.Close()
+	for i := range 50 {
+		e := event.Event{DeviceID: "d", Stream: "temp", TS: 1_700_000_000_000 + int64(i), Value: 1}
+		_, err := inner.Append(e.AppendBinary(nil))
+		require.NoError(t, err)
+	}
+	sink := &recordingSink{}
+	s := NewSyncer(failedCursorsLog{inner}, sink, SyncOptions{BatchRecords: 10, MaxDelay: time.Millisecond})
+	s.Start()
+	defer s.Close()
+	require.Eventually(t, func() bool { return s.Status().SyncedOffset == inner.DurableOffset() }, 10*time.Second, time.Millisecond)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	sent := 0
+	for _, n := range sink.batches {
+		sent += n
+	}
+	require.Equal(t, 50, sent, "every record sent once")
 }

@@ -112,8 +112,9 @@ type Syncer struct {
 	filter  TypeFilter // nil: the sink takes every synced type
 	records prometheus.Counter
 
-	urgent atomic.Bool   // the buffer is under pressure: sync more often
-	kick   chan struct{} // cuts a retry wait short when pressure starts
+	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
+	urgent  atomic.Bool   // the buffer is under pressure: sync more often
+	kick    chan struct{} // cuts a retry wait short when pressure starts
 }
 
 // Pressured is implemented by sinks that change how they send while the
@@ -343,7 +344,9 @@ func (s *Syncer) run(ctx context.Context) {
 // write. Only once it is saved do the lanes' cursors move in memory too: the
 // cursors the syncer holds are never ahead of the log's, so what a restart
 // resumes from is what this run counted as confirmed (the buffer's pressure
-// levels rely on it). A failed write is returned; the caller resumes.
+// levels rely on it). A failed write is returned; the caller resumes. Once
+// the buffer has failed for good, nothing is removed any more and the
+// cursors move in memory only, so that the backlog still drains.
 func (s *Syncer) commit() error {
 	save := make(map[string]uint64, len(s.lanes)+3)
 	for _, l := range s.lanes {
@@ -353,8 +356,19 @@ func (s *Syncer) commit() error {
 		save[buffer.ValuePrefix+s.prefix+k] = v
 	}
 	if err := s.log.CommitCursors(save); err != nil {
-		s.opts.Logger.Error("sync cursors not saved; resuming", "sink", s.sink.Name(), "err", err)
-		return fmt.Errorf("save sync cursors: %w", err)
+		if !errors.Is(err, buffer.ErrFailed) {
+			s.opts.Logger.Error("sync cursors not saved; resuming", "sink", s.sink.Name(), "err", err)
+			return fmt.Errorf("save sync cursors: %w", err)
+		}
+		// The buffer has failed: it takes nothing more, removes nothing,
+		// and the node must restart. Until then the backlog keeps draining,
+		// the cursors held in memory only; the restart resumes from the
+		// saved ones and the sink finds what it holds.
+		if !s.unsaved {
+			s.unsaved = true
+			s.opts.Logger.Error("the buffer has failed: sync cursors are no longer saved; syncing on until the node restarts",
+				"sink", s.sink.Name(), "err", err)
+		}
 	}
 	for _, l := range s.lanes {
 		l.next.Store(save[l.cursor])
