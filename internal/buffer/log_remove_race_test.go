@@ -40,8 +40,10 @@ func TestRemoveRacingRetention(t *testing.T) {
 			}
 		}})
 	require.NoError(t, err)
-	require.NoError(t, l.CommitCursor("sync", 0)) // nothing synced: retention reports unread
-	for i := 0; ; i++ {                           // a few sealed segments, under MaxBytes
+	// Nothing synced: retention reports unread. A few sealed segments,
+	// under MaxBytes.
+	require.NoError(t, l.CommitCursor("sync", 0))
+	for i := 0; ; i++ {
 		_, err := l.Append(payload(i))
 		require.NoError(t, err)
 		l.segMu.RLock()
