@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -119,12 +118,7 @@ func TestLossLedgerAccountsForEvictedRecords(t *testing.T) {
 // cloudMessagesOffsets adds the offsets of node's records in a stream to out.
 func cloudMessagesOffsets(t *testing.T, url, stream, node string, out map[uint64]bool) {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	stored, err := cloud.StoredOffsets(context.Background(), js, node, stream, 0)
+	stored, err := cloud.StoredOffsets(context.Background(), cloudJS(t, url), node, stream, 0)
 	require.NoError(t, err)
 	for _, s := range stored {
 		out[s.Offset] = true
@@ -134,34 +128,11 @@ func cloudMessagesOffsets(t *testing.T, url, stream, node string, out map[uint64
 // ledgerRecords reads node's loss-ledger records from HOLDFAST_LEDGER.
 func ledgerRecords(t *testing.T, url, node string) []event.LedgerRecord {
 	t.Helper()
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	s, err := js.Stream(ctx, cloud.StreamLedger)
-	require.NoError(t, err)
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cloud.NodeFilter(node)}})
-	require.NoError(t, err)
 	var out []event.LedgerRecord
-	for {
-		batch, err := cons.FetchNoWait(100)
+	cloudRecords(t, url, cloud.StreamLedger, node, func(rec cloud.BatchRecord, _ jetstream.Msg) {
+		l, err := event.DecodeLedger(rec.Payload)
 		require.NoError(t, err)
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			recs, err := cloud.DecodeBatch(m.Headers(), m.Data())
-			require.NoError(t, err)
-			for _, r := range recs {
-				l, err := event.DecodeLedger(r.Payload)
-				require.NoError(t, err)
-				out = append(out, l)
-			}
-		}
-		if n == 0 {
-			return out
-		}
-	}
+		out = append(out, l)
+	})
+	return out
 }

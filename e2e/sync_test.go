@@ -82,21 +82,37 @@ func alertKey(id string, firing bool) string {
 // stream order, decoding the batch messages of docs/format/cloud.md.
 func cloudMessages(t *testing.T, r *received, url, stream, node string) {
 	t.Helper()
+	cloudRecords(t, url, stream, node, func(rec cloud.BatchRecord, m jetstream.Msg) {
+		r.addRecord(t, rec.Offset, rec.Payload)
+		r.arrivals = append(r.arrivals, arrival{rec.Offset, m.Headers().Get(cloud.HeaderLane), m.Subject()})
+	})
+}
+
+// cloudJS connects to the cloud at url until the test ends.
+func cloudJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	require.NoError(t, err)
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
+	return js
+}
+
+// cloudRecords calls fn with every record of node in a JetStream stream, in
+// stream order, and the batch message that carried it.
+func cloudRecords(t *testing.T, url, stream, node string, fn func(rec cloud.BatchRecord, m jetstream.Msg)) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
+	s, err := cloudJS(t, url).Stream(ctx, stream)
 	require.NoError(t, err)
 	info, err := s.Info(ctx)
 	require.NoError(t, err)
 	if info.State.Msgs == 0 {
 		return
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"holdfast." + node + ".>"}})
+	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cloud.NodeFilter(node)}})
 	require.NoError(t, err)
 	for {
 		batch, err := cons.FetchNoWait(1000)
@@ -107,8 +123,7 @@ func cloudMessages(t *testing.T, r *received, url, stream, node string) {
 			recs, err := cloud.DecodeBatch(m.Headers(), m.Data())
 			require.NoError(t, err)
 			for _, rec := range recs {
-				r.addRecord(t, rec.Offset, rec.Payload)
-				r.arrivals = append(r.arrivals, arrival{rec.Offset, m.Headers().Get(cloud.HeaderLane), m.Subject()})
+				fn(rec, m)
 			}
 		}
 		if n == 0 {

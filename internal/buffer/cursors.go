@@ -35,27 +35,17 @@ func (l *Log) CommitCursor(name string, off uint64) error {
 // CommitCursors moves several cursors forward in one atomic write: after a
 // crash either all of them have their new values or none has.
 func (l *Log) CommitCursors(c map[string]uint64) error {
-	for name := range c {
-		if len(name) == 0 || len(name) > 255 {
-			return fmt.Errorf("buffer: cursor name length %d out of range 1..255", len(name))
-		}
-	}
 	l.cursorMu.Lock()
 	defer l.cursorMu.Unlock()
+	moved, err := MovedCursors(l.cursors, c)
+	if err != nil || moved == nil {
+		return err
+	}
 	next := maps.Clone(l.cursors)
 	if next == nil {
 		next = map[string]uint64{}
 	}
-	changed := false
-	for name, off := range c {
-		if cur, ok := next[name]; !ok || off > cur {
-			next[name] = off
-			changed = true
-		}
-	}
-	if !changed {
-		return nil
-	}
+	maps.Copy(next, moved)
 	if len(next) > 0xffff {
 		return fmt.Errorf("buffer: too many cursors (%d)", len(next))
 	}
@@ -137,4 +127,23 @@ func decodeCursors(b []byte) (map[string]uint64, error) {
 		return nil, fmt.Errorf("%w: trailing bytes", errBadCursors)
 	}
 	return c, nil
+}
+
+// MovedCursors checks the cursor names of c (1 to 255 bytes, every engine's
+// limit) and returns the cursors of c that move forward from current, nil if
+// none does: cursors only move forward, a smaller offset is ignored.
+func MovedCursors(current, c map[string]uint64) (map[string]uint64, error) {
+	var moved map[string]uint64
+	for name, off := range c {
+		if len(name) == 0 || len(name) > 255 {
+			return nil, fmt.Errorf("buffer: cursor name length %d out of range 1..255", len(name))
+		}
+		if cur, ok := current[name]; !ok || off > cur {
+			if moved == nil {
+				moved = make(map[string]uint64, len(c))
+			}
+			moved[name] = off
+		}
+	}
+	return moved, nil
 }

@@ -179,8 +179,6 @@ type segment struct {
 	size   int64  // bytes of valid, fsync'd data (header included)
 	sparse []indexEntry
 	bad    []badRange // quarantined ranges, ascending
-	// compacted: rewritten without some records, offsets may skip.
-	compacted bool
 	// gen counts rewrites; a reader that opened an older file reopens.
 	gen uint64
 	// removing: a Remove has hidden records of this segment and is not

@@ -117,8 +117,8 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 
 	// A compacted segment's offsets may skip, up to the next segment's base.
 	var limit uint64
-	if binary.LittleEndian.Uint16(data[6:])&flagCompacted != 0 {
-		seg.compacted = true
+	compacted := binary.LittleEndian.Uint16(data[6:])&flagCompacted != 0
+	if compacted {
 		limit = nextBase
 		if last {
 			l.log.Warn("compacted segment is the last one; offsets continue after its last record", "segment", name)
@@ -139,7 +139,7 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 		seg.sparse = append(seg.sparse, r.sparse...)
 		pos, exp = r.end, r.next
 	}
-	if seg.compacted && !last {
+	if compacted && !last {
 		exp = max(exp, nextBase)
 	}
 	seg.next = exp

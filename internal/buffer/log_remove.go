@@ -173,7 +173,7 @@ func (l *Log) compact(seg *segment, drop []uint64) ([]uint64, error) {
 		return nil, fmt.Errorf("compact segment %s: %w", seg.name, err)
 	}
 	freed := seg.size - int64(len(out))
-	seg.size, seg.sparse, seg.bad, seg.compacted = int64(len(out)), sparse, nil, true
+	seg.size, seg.sparse, seg.bad = int64(len(out)), sparse, nil
 	seg.gen++
 	l.segMu.Unlock()
 	if err := l.fs.SyncDir(l.dir); err != nil {

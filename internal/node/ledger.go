@@ -50,9 +50,7 @@ func newLossLedger(reg prometheus.Registerer, log *slog.Logger) *lossLedger {
 // goroutine, reads the records about to be deleted, and queues one ledger
 // record per stream with their offset ranges.
 func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
-	now := time.Now().UnixMilli()
-	byStream := map[string]*event.LedgerRecord{}
-	var order []string
+	e := newRanged(event.LossEvictedUnsynced)
 	for {
 		off, p, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -62,25 +60,13 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 			g.log.Error("loss ledger: cannot read records retention deletes; counting them under *", "from", from, "to", to, "err", err)
 			break
 		}
-		stream := recordStream(p)
-		l := byStream[stream]
-		if l == nil {
-			l = &event.LedgerRecord{Reason: event.LossEvictedUnsynced, Stream: stream, From: now, To: now}
-			byStream[stream] = l
-			order = append(order, stream)
-		}
-		if n := len(l.Ranges); n > 0 && l.Ranges[n-1].First+l.Ranges[n-1].Len == off {
-			l.Ranges[n-1].Len++
-		} else {
-			l.Ranges = append(l.Ranges, event.OffsetRange{First: off, Len: 1})
-		}
-		l.Count++
+		e.add(recordStream(p), off)
 	}
+	recs := e.records()
 	g.mu.Lock()
-	for _, s := range order {
-		l := byStream[s]
-		g.queue = append(g.queue, splitRanges(*l)...)
-		g.count(l)
+	for _, l := range recs {
+		g.queue = append(g.queue, l)
+		g.count(&l)
 	}
 	g.mu.Unlock()
 	select {
@@ -95,43 +81,67 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 // streams[i] is offs[i]'s stream. It counts them only once the ledger records
 // are in the buffer: if the write fails, nothing may be removed.
 func (g *lossLedger) removed(buf buffer.Engine, reason byte, offs []uint64, streams []string) error {
-	now := time.Now().UnixMilli()
-	byStream := map[string]*event.LedgerRecord{}
-	var order []string
+	e := newRanged(reason)
 	for i, off := range offs {
-		l := byStream[streams[i]]
-		if l == nil {
-			l = &event.LedgerRecord{Reason: reason, Stream: streams[i], From: now, To: now}
-			byStream[streams[i]] = l
-			order = append(order, streams[i])
-		}
-		if n := len(l.Ranges); n > 0 && l.Ranges[n-1].First+l.Ranges[n-1].Len == off {
-			l.Ranges[n-1].Len++
-		} else {
-			l.Ranges = append(l.Ranges, event.OffsetRange{First: off, Len: 1})
-		}
-		l.Count++
+		e.add(streams[i], off)
 	}
-	var payloads [][]byte
-	for _, s := range order {
-		for _, part := range splitRanges(*byStream[s]) {
-			payloads = append(payloads, part.AppendBinary(nil))
-		}
+	recs := e.records()
+	payloads := make([][]byte, len(recs))
+	for i := range recs {
+		payloads[i] = recs[i].AppendBinary(nil)
 	}
 	if _, err := buf.Append(payloads...); err != nil {
 		return err
 	}
 	g.mu.Lock()
-	for _, s := range order {
-		g.count(byStream[s])
+	for i := range recs {
+		g.count(&recs[i])
 	}
 	g.mu.Unlock()
-	for _, s := range order {
-		l := byStream[s]
+	for _, l := range recs {
 		g.log.Warn("records removed unsynced, accounted for in the ledger", "reason", event.LossName(reason),
-			"stream", s, "records", l.Count, "ranges", len(l.Ranges))
+			"stream", l.Stream, "records", l.Count, "ranges", len(l.Ranges))
 	}
 	return nil
+}
+
+// ranged builds the ranged ledger records of one reason: one per stream, in
+// the order the streams first come, with the offsets added (ascending per
+// stream) as ranges.
+type ranged struct {
+	reason   byte
+	now      int64
+	byStream map[string]*event.LedgerRecord
+	order    []string
+}
+
+func newRanged(reason byte) *ranged {
+	return &ranged{reason: reason, now: time.Now().UnixMilli(), byStream: map[string]*event.LedgerRecord{}}
+}
+
+func (e *ranged) add(stream string, off uint64) {
+	l := e.byStream[stream]
+	if l == nil {
+		l = &event.LedgerRecord{Reason: e.reason, Stream: stream, From: e.now, To: e.now}
+		e.byStream[stream] = l
+		e.order = append(e.order, stream)
+	}
+	if n := len(l.Ranges); n > 0 && l.Ranges[n-1].First+l.Ranges[n-1].Len == off {
+		l.Ranges[n-1].Len++
+	} else {
+		l.Ranges = append(l.Ranges, event.OffsetRange{First: off, Len: 1})
+	}
+	l.Count++
+}
+
+// records returns the ledger records, each cut to at most maxLedgerRanges
+// ranges (splitRanges).
+func (e *ranged) records() []event.LedgerRecord {
+	var out []event.LedgerRecord
+	for _, s := range e.order {
+		out = append(out, splitRanges(*e.byStream[s])...)
+	}
+	return out
 }
 
 // maxLedgerRanges bounds the offset ranges of one ledger record: at most

@@ -94,14 +94,12 @@ type Choice struct {
 	Offsets []uint64
 	Streams []uint32
 	Lanes   []uint8
-	Bytes   int64
 }
 
 func (c *Choice) add(it Item) {
 	c.Offsets = append(c.Offsets, it.Offset)
 	c.Streams = append(c.Streams, it.Stream)
 	c.Lanes = append(c.Lanes, uint8(it.Lane))
-	c.Bytes += it.Bytes
 }
 
 // Synced chooses synced records to evict, the lowest lane first and the

@@ -37,21 +37,11 @@ func (l *Log) CommitCursor(name string, off uint64) error {
 // has. In the failed state it writes nothing and returns an error wrapping
 // buffer.ErrFailed; after Close, buffer.ErrClosed.
 func (l *Log) CommitCursors(c map[string]uint64) error {
-	for name := range c {
-		if len(name) == 0 || len(name) > 255 {
-			return fmt.Errorf("pebblelog: cursor name length %d out of range 1..255", len(name))
-		}
-	}
 	l.cursorMu.Lock()
 	defer l.cursorMu.Unlock()
-	changed := map[string]uint64{}
-	for name, off := range c {
-		if cur, ok := l.cursors[name]; !ok || off > cur {
-			changed[name] = off
-		}
-	}
-	if len(changed) == 0 {
-		return nil
+	changed, err := buffer.MovedCursors(l.cursors, c)
+	if err != nil || changed == nil {
+		return err
 	}
 	if err := l.commits.Usable(); err != nil {
 		return err

@@ -1,7 +1,6 @@
 package sqlitelog
 
 import (
-	"fmt"
 	"maps"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
@@ -26,24 +25,11 @@ func (l *Log) CommitCursor(name string, off uint64) error {
 // commit group's: after a crash either all of them have their new values or
 // none has. It returns once that transaction is committed.
 func (l *Log) CommitCursors(c map[string]uint64) error {
-	for name := range c {
-		if len(name) == 0 || len(name) > 255 {
-			return fmt.Errorf("sqlitelog: cursor name length %d out of range 1..255", len(name))
-		}
-	}
 	l.cursorMu.Lock()
-	var moved map[string]uint64
-	for name, off := range c {
-		if cur, ok := l.cursors[name]; !ok || off > cur {
-			if moved == nil {
-				moved = make(map[string]uint64, len(c))
-			}
-			moved[name] = off
-		}
-	}
+	moved, err := buffer.MovedCursors(l.cursors, c)
 	l.cursorMu.Unlock()
-	if moved == nil {
-		return nil
+	if err != nil || moved == nil {
+		return err
 	}
 	return l.commits.Add(func() *buffer.Ack {
 		g := l.fill
