@@ -246,11 +246,12 @@ func TestMQTTSinkSendFailsWhenConnectionDrops(t *testing.T) {
 		e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000 + int64(i), Value: 1}
 		recs = append(recs, Record{Offset: uint64(i), Type: event.TypeEvent, Stream: "s", Payload: e.AppendBinary(nil)})
 	}
-	start := time.Now()
 	err = sink.Send(ctx, recs)
 	require.Error(t, err)
 	require.False(t, IsPermanent(err))
+	// The lost connection ended Send, not its context. (No bound on how
+	// long paho takes to report the loss: usually at once, up to 10 s on
+	// a loaded machine; a timed assertion flaked.)
 	require.NoError(t, ctx.Err(), "Send waited for its context: %v", err)
-	require.Less(t, time.Since(start), 5*time.Second)
 	<-brokerDone
 }
