@@ -61,8 +61,9 @@ func TestPressureLevelsOtherEngines(t *testing.T) {
 // buffer.max_bytes far above it: the disk's room is the buffer's capacity,
 // so a filling disk goes through the levels and their actions like a filling
 // buffer, and the node never runs out of space (its buffer never fails).
-// It mounts a tmpfs, which needs root; without that it skips, unless
-// HOLDFAST_REQUIRE_TMPFS=1 (CI) makes that a failure.
+// It mounts a tmpfs, which needs root (CAP_SYS_ADMIN); without that it skips,
+// unless HOLDFAST_REQUIRE_TMPFS=1 makes that a failure. .ci/run sets it
+// wherever a probe mount succeeds, so CI fails, not skips, where it can mount.
 func TestDiskFullIsALevel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pressure test skipped in -short mode")
@@ -72,9 +73,9 @@ func TestDiskFullIsALevel(t *testing.T) {
 	require.NoError(t, os.MkdirAll(data, 0o700))
 	if err := syscall.Mount("tmpfs", data, "tmpfs", 0, "size=2m"); err != nil {
 		if os.Getenv("HOLDFAST_REQUIRE_TMPFS") == "1" {
-			t.Fatalf("cannot mount a tmpfs for the disk-full test: %v", err)
+			t.Fatalf("cannot mount a tmpfs for the disk-full test (and HOLDFAST_REQUIRE_TMPFS=1 requires it): %v", err)
 		}
-		t.Skipf("cannot mount a tmpfs (needs root): %v", err)
+		t.Skipf("cannot mount a tmpfs (needs root): %v; set HOLDFAST_REQUIRE_TMPFS=1 to make this a failure", err)
 	}
 	defer func() {
 		if err := syscall.Unmount(data, 0); err != nil {

@@ -12,8 +12,9 @@
 // The crash subtest re-executes the test binary (os.Args[0]) with -test.run set
 // to its own full name and kills the child with SIGKILL; the child is recognised
 // by an environment variable inside Run, so the package needs no TestMain of its
-// own. The ENOSPC subtest mounts a 2 MiB tmpfs and needs root; without it the
-// subtest is skipped, unless HOLDFAST_REQUIRE_TMPFS=1 makes that a failure.
+// own. The ENOSPC subtest mounts a 2 MiB tmpfs and needs root (CAP_SYS_ADMIN);
+// without it the subtest is skipped, unless HOLDFAST_REQUIRE_TMPFS=1 makes that
+// a failure. .ci/run sets the variable wherever a probe mount succeeds.
 //
 // Every subtest is bounded in records and rounds. The only clocks are the random
 // moment a crash child is killed and hang guards (hangLimit) far above what a

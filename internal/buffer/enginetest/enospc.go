@@ -14,7 +14,7 @@ import (
 
 const (
 	// envRequireTmpfs=1 turns the ENOSPC subtest's skip (no permission to
-	// mount) into a failure.
+	// mount) into a failure; .ci/run sets it where a probe mount succeeds.
 	envRequireTmpfs = "HOLDFAST_REQUIRE_TMPFS"
 	enospcFS        = "2m"    // the tmpfs
 	enospcFiller    = 1 << 20 // bytes of it taken before the engine opens

@@ -456,7 +456,8 @@ func TestFailedState(t *testing.T) {
 	require.Equal(t, uint64(10), off)
 }
 
-// Failed state on ENOSPC from a small tmpfs (needs root; skipped otherwise).
+// Failed state on ENOSPC from a small tmpfs (needs root; skipped otherwise,
+// unless HOLDFAST_REQUIRE_TMPFS=1 makes that a failure).
 func TestFailedStateENOSPC(t *testing.T) {
 	dir := mountTmpfs(t, "512k")
 	l := open(t, dir, 0)
@@ -491,7 +492,10 @@ func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := runCmd("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir); err != nil {
-		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+		if os.Getenv("HOLDFAST_REQUIRE_TMPFS") == "1" {
+			t.Fatalf("cannot mount tmpfs (and HOLDFAST_REQUIRE_TMPFS=1 requires it): %v %s", err, out)
+		}
+		t.Skipf("cannot mount tmpfs: %v %s; set HOLDFAST_REQUIRE_TMPFS=1 to make this a failure", err, out)
 	}
 	t.Cleanup(func() {
 		if out, err := runCmd("umount", dir); err != nil {
