@@ -26,6 +26,9 @@ const packetOverhead = 64 << 10
 var (
 	ErrStarted = errors.New("mqttin: already started")
 	ErrClosed  = errors.New("mqttin: closed")
+	// ErrDeviceTopic is returned by Publish for a topic under devices/: the
+	// node publishes nothing it would ingest.
+	ErrDeviceTopic = errors.New("mqttin: topic is under " + TopicPrefix)
 )
 
 // BrokerOptions configure the embedded broker. Zero values take the defaults.
@@ -112,6 +115,9 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       log,
+		// Publish (alerts on holdfast/alerts/...) goes through mochi's
+		// inline client; without it every Publish fails.
+		InlineClient: true,
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,8 +173,13 @@ func (b *Broker) Addr() string {
 }
 
 // Publish sends a message from the broker itself to its subscribers, e.g. an
-// alert on holdfast/alerts/...; it satisfies alert.Publisher.
+// alert on holdfast/alerts/...; it satisfies alert.Publisher. Subscribers get
+// it at the lower of qos and their subscription's QoS. It is not ingested:
+// topics under devices/ are refused, so the node never feeds itself.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if isDeviceTopic(topic) {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrDeviceTopic)
+	}
 	return b.srv.Publish(topic, payload, retain, qos)
 }
 

@@ -448,3 +448,24 @@ func TestBrokerRefusedUnderPressureV5(t *testing.T) {
 	assert.Equal(t, 2.0, app.stored()[0].Value)
 	assert.Equal(t, 1.0, rejected(m, "refused"))
 }
+
+// Publish reaches a real subscriber (the alert notifier's path) and is not
+// ingested; a topic under devices/ is refused, so the node never feeds itself.
+func TestBrokerPublish(t *testing.T) {
+	app := newFakeAppender()
+	b := startBroker(t, app, nil, BrokerOptions{})
+	got := make(chan paho3.Message, 4)
+	c := connectV3(t, v3Options(b.Addr(), "watcher"))
+	waitToken(t, c.Subscribe("#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }))
+
+	require.NoError(t, b.Publish("holdfast/alerts/critical/hot", []byte(`{"id":"a"}`), false, 1))
+	m := recv(t, "published message", got)
+	assert.Equal(t, "holdfast/alerts/critical/hot", m.Topic())
+	assert.Equal(t, `{"id":"a"}`, string(m.Payload()))
+	assert.Equal(t, byte(1), m.Qos())
+
+	require.ErrorIs(t, b.Publish("devices/d1/temp", []byte("1"), false, 1), ErrDeviceTopic)
+	require.NoError(t, b.Publish("holdfast/alerts/info/marker", nil, false, 1))
+	assert.Equal(t, "holdfast/alerts/info/marker", recv(t, "marker", got).Topic(), "devices/ message routed")
+	assert.Equal(t, 0, app.count())
+}
