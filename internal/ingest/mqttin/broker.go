@@ -44,9 +44,11 @@ type BrokerOptions struct {
 	// Limits are passed to event.ParseMQTT.
 	Limits event.Limits
 	// Admit, if set, decides per event whether the buffer's pressure lets it
-	// in: "" admits, anything else is why not. Refused messages get MQTT 5
-	// reason 0x97 (quota exceeded); MQTT 3.1.1 has no negative ack: they are
-	// acknowledged and accounted for in the loss ledger.
+	// in: "" admits, anything else (pressure.Sampled, pressure.Refused) is why
+	// not. Kept-out QoS 1/2 messages get MQTT 5 reason 0x97 (quota exceeded).
+	// MQTT 3.1.1 has no negative ack: a sampled message is acknowledged (a
+	// deliberate drop, which a resend would not undo), a refused one is not
+	// and its connection is closed, so the client resends it later.
 	Admit func(stream string) string
 	// Auth authenticates clients and checks their ACLs: a mochi hook providing
 	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
