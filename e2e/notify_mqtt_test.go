@@ -14,13 +14,9 @@ import (
 	paho5 "github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
-)
 
-// alertMessage is one alert as an MQTT subscriber received it.
-type alertMessage struct {
-	topic string
-	alert map[string]any
-}
+	"github.com/holdfast-edge/holdfast/internal/testutil"
+)
 
 // TestAlertsReachMQTTSubscribers runs the binary with a critical rule, the
 // MQTT notifier on the embedded broker and a backup command. A real MQTT 3.1.1
@@ -30,10 +26,42 @@ type alertMessage struct {
 // command, which only a failed primary would call, never runs.
 func TestAlertsReachMQTTSubscribers(t *testing.T) {
 	dir := t.TempDir()
-	out := filepath.Join(dir, "backup.out")
+	cfg, backupOut := alertConfig(t, dir, "")
+	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
+	checkAlertsOverMQTT(t, p, p.mqttAddr, backupOut)
+}
+
+// TestAlertsReachExternalBroker: with mqtt.mode external the node publishes
+// its alerts to the site's broker (a real Mosquitto), on the connection it
+// subscribes with, where the site's clients receive them.
+func TestAlertsReachExternalBroker(t *testing.T) {
+	broker := testutil.StartMosquitto(t)
+	dir := t.TempDir()
+	cfg, backupOut := alertConfig(t, dir, fmt.Sprintf(`
+mqtt:
+  mode: external
+  external: {broker: "tcp://%s", client_id: holdfast-e2e, topic: "devices/+/+"}
+`, broker))
+	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
+	waitFor(t, "the node to connect to the site's broker", 20*time.Second, func() bool {
+		var s struct {
+			MQTT struct {
+				Connected *bool `json:"connected"`
+			} `json:"mqtt"`
+		}
+		return json.Unmarshal([]byte(get(t, p, "/v1/status")), &s) == nil && s.MQTT.Connected != nil && *s.MQTT.Connected
+	})
+	checkAlertsOverMQTT(t, p, broker, backupOut)
+}
+
+// alertConfig writes a config with one critical rule, the MQTT notifier on
+// holdfast/alerts, a backup command that appends to the returned file, and
+// extra; it returns the config's path and the backup command's output file.
+func alertConfig(t *testing.T, dir, extra string) (cfg, backupOut string) {
+	backupOut = filepath.Join(dir, "backup.out")
 	script := filepath.Join(dir, "sms.sh")
-	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\ncat >> "+out+"\n"), 0o700))
-	cfg := filepath.Join(dir, "holdfast.yaml")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\ncat >> "+backupOut+"\n"), 0o700))
+	cfg = filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
 alerts:
   rules:
@@ -41,11 +69,32 @@ alerts:
   notify:
     mqtt_topic_prefix: holdfast/alerts
     backup: {path: %s}
-`, script))
-	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
+%s`, script, extra))
+	return cfg, backupOut
+}
 
+// alertMessage is one alert as an MQTT subscriber received it.
+type alertMessage struct {
+	topic string
+	alert map[string]any
+}
+
+// checkAlertsOverMQTT subscribes an MQTT 3.1.1 and an MQTT 5 client to
+// holdfast/alerts/# on the broker at addr, posts events that fire and resolve
+// the rule of alertConfig, and checks that each client got exactly both
+// alerts, that the notifier counted them sent and nothing failed, and, once p
+// has stopped, that the backup command never ran.
+func checkAlertsOverMQTT(t *testing.T, p *proc, addr, backupOut string) {
+	t.Helper()
 	v3 := make(chan alertMessage, 10)
-	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + p.mqttAddr).SetClientID("ops-board-v3").
+	decode := func(topic string, payload []byte) alertMessage {
+		var a map[string]any
+		if err := json.Unmarshal(payload, &a); err != nil {
+			a = map[string]any{"undecodable payload": string(payload)}
+		}
+		return alertMessage{topic, a}
+	}
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("ops-board-v3").
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 	waitTok := func(tok mqtt.Token) {
 		t.Helper()
@@ -55,23 +104,15 @@ alerts:
 	waitTok(sub.Connect())
 	defer sub.Disconnect(100)
 	waitTok(sub.Subscribe("holdfast/alerts/#", 1, func(_ mqtt.Client, m mqtt.Message) {
-		var a map[string]any
-		if err := json.Unmarshal(m.Payload(), &a); err != nil {
-			a = map[string]any{"undecodable payload": string(m.Payload())}
-		}
-		v3 <- alertMessage{m.Topic(), a}
+		v3 <- decode(m.Topic(), m.Payload())
 	}))
 
 	v5 := make(chan alertMessage, 10)
-	conn, err := net.Dial("tcp", p.mqttAddr)
+	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	sub5 := paho5.NewClient(paho5.ClientConfig{Conn: conn, PacketTimeout: 10 * time.Second,
 		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){func(r paho5.PublishReceived) (bool, error) {
-			var a map[string]any
-			if err := json.Unmarshal(r.Packet.Payload, &a); err != nil {
-				a = map[string]any{"undecodable payload": string(r.Packet.Payload)}
-			}
-			v5 <- alertMessage{r.Packet.Topic, a}
+			v5 <- decode(r.Packet.Topic, r.Packet.Payload)
 			return true, nil
 		}},
 	})
@@ -129,7 +170,7 @@ alerts:
 		require.Contains(t, metrics, want)
 	}
 	p.stop(t) // the dispatcher drains its queues: a backup run would be over by now
-	_, err = os.Stat(out)
+	_, err = os.Stat(backupOut)
 	require.True(t, os.IsNotExist(err), "the backup command ran although MQTT delivered every alert")
 	select {
 	case m := <-v3:

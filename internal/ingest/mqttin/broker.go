@@ -26,9 +26,10 @@ const packetOverhead = 64 << 10
 var (
 	ErrStarted = errors.New("mqttin: already started")
 	ErrClosed  = errors.New("mqttin: closed")
-	// ErrDeviceTopic is returned by Publish for a topic under devices/: the
-	// node publishes nothing it would ingest.
-	ErrDeviceTopic = errors.New("mqttin: topic is under " + TopicPrefix)
+	// ErrDeviceTopic is returned by Publish for a topic the node would
+	// ingest (under devices/, or matching the Subscriber's filter): it
+	// publishes nothing it would feed itself.
+	ErrDeviceTopic = errors.New("mqttin: the node ingests this topic")
 )
 
 // BrokerOptions configure the embedded broker. Zero values take the defaults.

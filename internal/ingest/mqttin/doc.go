@@ -67,6 +67,13 @@
 // This gives at-least-once delivery; an ack lost in a reconnect means a redelivery,
 // which the Appender de-duplicates when the event carries an id.
 //
+// # Publishing
+//
+// Both modes publish the node's own messages (alerts, through alert.Publisher) to
+// the broker devices use: Broker.Publish through mochi's inline client,
+// Subscriber.Publish on the subscriber's connection, waiting for the site broker's
+// PUBACK. Neither publishes to a topic it would ingest (ErrDeviceTopic).
+//
 // The tests drive both modes with real clients: paho.mqtt.golang for 3.1.1 and
 // paho.golang (github.com/eclipse/paho.golang) for MQTT 5, and a real Mosquitto as
 // the external broker.
