@@ -90,6 +90,10 @@ alerts:
 	require.EqualValues(t, -3, received[0]["value"], "fired by the third warm reading in a row")
 	down = true
 	mu.Unlock()
+	// Every primary (the log, the webhook after retries, MQTT on the embedded
+	// broker) delivered the first episode: the backup command has not run.
+	_, err := os.Stat(out)
+	require.True(t, os.IsNotExist(err), "backup command ran although no primary failed")
 
 	// Webhook down for good: the critical alert takes the backup channel, the
 	// warning does not.

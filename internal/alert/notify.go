@@ -56,8 +56,9 @@ func (n logNotifier) Notify(ctx context.Context, a Alert) error {
 	return nil
 }
 
-// Publisher publishes an MQTT message. The embedded mochi broker's
-// (*mqtt.Server).Publish has this shape (its InlineClient option must be on).
+// Publisher publishes an MQTT message: the embedded broker (mqttin.Broker,
+// which turns mochi's InlineClient option on for it) or, in external mode, the
+// connection to the site's broker (mqttin.Subscriber).
 type Publisher interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }

@@ -119,8 +119,10 @@ type Alerts struct {
 // Notify configures alert notifiers. The log always gets every alert.
 type Notify struct {
 	Webhooks []alert.WebhookOptions `yaml:"webhooks,omitempty"`
-	// MQTTTopicPrefix publishes alerts on the embedded broker under
-	// <prefix>/<severity>/<rule>; "" disables it.
+	// MQTTTopicPrefix publishes alerts under <prefix>/<severity>/<rule> on
+	// the broker MQTT ingest uses: the embedded one, or in external mode the
+	// site's broker (on the subscriber's connection); nowhere with mqtt.mode
+	// off. "" disables it.
 	MQTTTopicPrefix string `yaml:"mqtt_topic_prefix"`
 	// Backup runs a command (e.g. an SMS gateway script) for critical alerts
 	// when a primary notifier fails.
@@ -304,6 +306,9 @@ func (c Config) Validate() error {
 		if err := w.WithDefaults().Validate(); err != nil {
 			bad(fmt.Sprintf("alerts.notify.webhooks[%d]", i), "%v", err)
 		}
+	}
+	if p := c.Alerts.Notify.MQTTTopicPrefix; strings.ContainsAny(p, "+#") || p == "devices" || strings.HasPrefix(p, "devices/") {
+		bad("alerts.notify.mqtt_topic_prefix", "%q must have no wildcards (+ #) and not be under devices/, where events are ingested", p)
 	}
 	if b := c.Alerts.Notify.Backup; b != nil {
 		if err := b.WithDefaults().Validate(); err != nil {

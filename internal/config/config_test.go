@@ -89,6 +89,11 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg = Default()
 	cfg.MQTT.Mode = "external"
 	require.ErrorContains(t, cfg.Validate(), "mqtt.external.broker")
+	for _, prefix := range []string{"devices/alerts", "devices", "site/+/alerts", "alerts/#"} {
+		cfg = Default()
+		cfg.Alerts.Notify.MQTTTopicPrefix = prefix
+		require.ErrorContains(t, cfg.Validate(), "alerts.notify.mqtt_topic_prefix", prefix)
+	}
 }
 
 func TestParseByteSize(t *testing.T) {

@@ -201,8 +201,17 @@ func (n *Node) startProcessing() error {
 	for _, w := range cfg.Alerts.Notify.Webhooks {
 		primary = append(primary, alert.NewWebhook(w))
 	}
-	if cfg.Alerts.Notify.MQTTTopicPrefix != "" && n.broker != nil {
-		primary = append(primary, alert.NewMQTT(n.broker, cfg.Alerts.Notify.MQTTTopicPrefix))
+	// Alerts go to the broker devices talk to: the embedded one, or the
+	// site's in external mode; with MQTT off there is none.
+	if prefix := cfg.Alerts.Notify.MQTTTopicPrefix; prefix != "" {
+		switch {
+		case n.broker != nil:
+			primary = append(primary, alert.NewMQTT(n.broker, prefix))
+		case n.sub != nil:
+			primary = append(primary, alert.NewMQTT(n.sub, prefix))
+		default:
+			n.log.Info("no MQTT alert notifier: mqtt.mode is off", "mqtt_topic_prefix", prefix)
+		}
 	}
 	var backup alert.Notifier
 	if cfg.Alerts.Notify.Backup != nil {

@@ -26,6 +26,10 @@ const packetOverhead = 64 << 10
 var (
 	ErrStarted = errors.New("mqttin: already started")
 	ErrClosed  = errors.New("mqttin: closed")
+	// ErrDeviceTopic is returned by Publish for a topic the node would
+	// ingest (under devices/, or matching the Subscriber's filter): it
+	// publishes nothing it would feed itself.
+	ErrDeviceTopic = errors.New("mqttin: the node ingests this topic")
 )
 
 // BrokerOptions configure the embedded broker. Zero values take the defaults.
@@ -41,9 +45,11 @@ type BrokerOptions struct {
 	// Limits are passed to event.ParseMQTT.
 	Limits event.Limits
 	// Admit, if set, decides per event whether the buffer's pressure lets it
-	// in: "" admits, anything else is why not. Refused messages get MQTT 5
-	// reason 0x97 (quota exceeded); MQTT 3.1.1 has no negative ack: they are
-	// acknowledged and accounted for in the loss ledger.
+	// in: "" admits, anything else (pressure.Sampled, pressure.Refused) is why
+	// not. Kept-out QoS 1/2 messages get MQTT 5 reason 0x97 (quota exceeded).
+	// MQTT 3.1.1 has no negative ack: a sampled message is acknowledged (a
+	// deliberate drop, which a resend would not undo), a refused one is not
+	// and its connection is closed, so the client resends it later.
 	Admit func(stream string) string
 	// Auth authenticates clients and checks their ACLs: a mochi hook providing
 	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
@@ -112,6 +118,9 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       log,
+		// Publish (alerts on holdfast/alerts/...) goes through mochi's
+		// inline client; without it every Publish fails.
+		InlineClient: true,
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -167,8 +176,13 @@ func (b *Broker) Addr() string {
 }
 
 // Publish sends a message from the broker itself to its subscribers, e.g. an
-// alert on holdfast/alerts/...; it satisfies alert.Publisher.
+// alert on holdfast/alerts/...; it satisfies alert.Publisher. Subscribers get
+// it at the lower of qos and their subscription's QoS. It is not ingested:
+// topics under devices/ are refused, so the node never feeds itself.
 func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if isDeviceTopic(topic) {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrDeviceTopic)
+	}
 	return b.srv.Publish(topic, payload, retain, qos)
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
 func TestBrokerOptions(t *testing.T) {
@@ -447,4 +449,79 @@ func TestBrokerRefusedUnderPressureV5(t *testing.T) {
 	require.Equal(t, 1, app.count())
 	assert.Equal(t, 2.0, app.stored()[0].Value)
 	assert.Equal(t, 1.0, rejected(m, "refused"))
+}
+
+// Publish reaches a real subscriber (the alert notifier's path) and is not
+// ingested; a topic under devices/ is refused, so the node never feeds itself.
+func TestBrokerPublish(t *testing.T) {
+	app := newFakeAppender()
+	b := startBroker(t, app, nil, BrokerOptions{})
+	got := make(chan paho3.Message, 4)
+	c := connectV3(t, v3Options(b.Addr(), "watcher"))
+	waitToken(t, c.Subscribe("#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }))
+
+	require.NoError(t, b.Publish("holdfast/alerts/critical/hot", []byte(`{"id":"a"}`), false, 1))
+	m := recv(t, "published message", got)
+	assert.Equal(t, "holdfast/alerts/critical/hot", m.Topic())
+	assert.Equal(t, `{"id":"a"}`, string(m.Payload()))
+	assert.Equal(t, byte(1), m.Qos())
+
+	require.ErrorIs(t, b.Publish("devices/d1/temp", []byte("1"), false, 1), ErrDeviceTopic)
+	require.NoError(t, b.Publish("holdfast/alerts/info/marker", nil, false, 1))
+	assert.Equal(t, "holdfast/alerts/info/marker", recv(t, "marker", got).Topic(), "devices/ message routed")
+	assert.Equal(t, 0, app.count())
+}
+
+// Under buffer pressure an MQTT 3.1.1 PUBACK still means stored or deliberately
+// not: a sampled event is acknowledged (and not stored); a refused one is not
+// acknowledged and the connection is closed, so the client keeps the event and
+// resends it on reconnect, and once the pressure is off it is stored and acked.
+func TestBrokerKeptOutUnderPressureV311(t *testing.T) {
+	app := newFakeAppender()
+	m, _ := newMetrics()
+	var emergency atomic.Bool
+	emergency.Store(true)
+	b := startBroker(t, app, m, BrokerOptions{Admit: func(stream string) string {
+		switch {
+		case !emergency.Load():
+			return pressure.Admitted
+		case stream == "hvac":
+			return pressure.Refused
+		case stream == "temp":
+			return pressure.Sampled
+		}
+		return pressure.Admitted
+	}})
+	lost := make(chan struct{}, 4)
+	c := connectV3(t, v3Options(b.Addr(), "pressure-v3").
+		SetConnectionLostHandler(func(paho3.Client, error) { lost <- struct{}{} }))
+
+	// Sampled: acknowledged, not stored, counted; the connection stays.
+	waitToken(t, c.Publish("devices/d1/temp", 1, false, `{"value":1,"id":"sampled"}`))
+	waitToken(t, c.Publish("devices/d1/door", 1, false, `{"value":2,"id":"admitted"}`))
+	require.Equal(t, []string{"d1/door/admitted"}, eventKeys(app.stored()))
+	assert.Equal(t, 1.0, rejected(m, pressure.Sampled))
+
+	// Refused: no ack, the connection is closed.
+	tok := c.Publish("devices/d1/hvac", 1, false, `{"value":3,"id":"refused"}`)
+	recv(t, "disconnect after a refused publish", lost)
+	select {
+	case <-tok.Done():
+		t.Fatal("refused publish acknowledged")
+	default:
+	}
+	assert.Equal(t, 1.0, rejected(m, pressure.Refused))
+
+	// Still refused on reconnect: the client resent it and lost the connection again.
+	waitToken(t, c.Connect())
+	recv(t, "second disconnect", lost)
+	assert.Equal(t, 2.0, rejected(m, pressure.Refused), "publish not resent on reconnect")
+
+	// The pressure is off: the resent event is stored once and acknowledged.
+	emergency.Store(false)
+	waitToken(t, c.Connect())
+	eventually(t, "resent event stored", func() bool { return app.count() == 2 })
+	waitToken(t, c.Publish("devices/d1/hvac", 1, false, `{"value":4,"id":"after"}`))
+	require.Equal(t, []string{"d1/door/admitted", "d1/hvac/after", "d1/hvac/refused"}, eventKeys(app.stored()))
+	assert.Equal(t, 3.0, accepted(m))
 }

@@ -22,6 +22,8 @@
 //	bad topic              PUBACK/PUBREC 0x90               PUBACK/PUBREC, not routed    dropped
 //	bad or large payload   PUBACK/PUBREC 0x99               PUBACK/PUBREC, not routed    dropped
 //	storage unavailable    PUBACK/PUBREC 0x83 (no retry)    no ack, connection closed    dropped
+//	sampled (pressure)     PUBACK/PUBREC 0x97               PUBACK/PUBREC, not routed    dropped
+//	refused (pressure)     PUBACK/PUBREC 0x97               no ack, connection closed    dropped
 //	broker closing         no ack                           no ack                       dropped
 //
 // Bad input can never succeed, so it is acknowledged (3.1.1 has no negative ack)
@@ -34,6 +36,16 @@
 // session, as the 3.1.1 spec requires), and once storage is back it is stored and
 // acknowledged. Every failed attempt counts as rejected with reason "unavailable".
 //
+// Under buffer pressure (BrokerOptions.Admit) an event may be kept out, and a
+// 3.1.1 PUBACK still never claims more than happened. A sampled event (critical
+// level: every other event of a non-critical stream) was handled: the node chose
+// not to keep it and accounts for it in the loss ledger, and a resend would only
+// be sampled in its turn, so it is acknowledged and not routed. A refused event
+// (emergency level: low-priority streams) is one the device should keep and send
+// later, so it is treated like a storage failure: no ack, connection closed, the
+// client resends on reconnect (and is refused again, and counted again, until the
+// level drops). MQTT 5 clients get reason 0x97 (quota exceeded) for both.
+//
 // Authentication and ACLs are a seam: BrokerOptions.Auth takes any mochi hook that
 // provides OnConnectAuthenticate and OnACLCheck (mochi checks the ACL before
 // OnPublish runs); without one every client may connect and publish.
@@ -44,13 +56,23 @@
 // subscribes to it as an MQTT 3.1.1 client with QoS 1, a persistent session
 // (clean session off, so messages published while holdfast is away are kept by the
 // broker) and manual acknowledgement: a message is acked only after its event is
-// durable, and bad messages are acked (they can never succeed) and counted. Messages
+// durable, and bad messages are acked (they can never succeed) and counted, as are
+// messages the buffer's pressure keeps out (sampled or refused): the site's broker
+// acknowledged them to the device long before, and would redeliver an unacked one
+// at once, holding up the rest of the session; they are in the loss ledger. Messages
 // are handled concurrently so they share group commits. When an append fails, the
 // message is left unacked and the Subscriber reconnects after a backoff: handlers
 // still running on the connection finish first (so their acks are sent), then it
 // disconnects and connects again, and the broker redelivers everything unacked.
 // This gives at-least-once delivery; an ack lost in a reconnect means a redelivery,
 // which the Appender de-duplicates when the event carries an id.
+//
+// # Publishing
+//
+// Both modes publish the node's own messages (alerts, through alert.Publisher) to
+// the broker devices use: Broker.Publish through mochi's inline client,
+// Subscriber.Publish on the subscriber's connection, waiting for the site broker's
+// PUBACK. Neither publishes to a topic it would ingest (ErrDeviceTopic).
 //
 // The tests drive both modes with real clients: paho.mqtt.golang for 3.1.1 and
 // paho.golang (github.com/eclipse/paho.golang) for MQTT 5, and a real Mosquitto as

@@ -7,6 +7,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
 // Negative acknowledgements sent to MQTT 5 clients (valid PUBACK/PUBREC reason codes).
@@ -60,12 +62,25 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.CodeSuccessIgnore
 
 	case outcomeRefused:
-		h.log.Debug("publish refused under buffer pressure", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason)
-		if v5 && qos > 0 {
+		h.log.Debug("publish kept out under buffer pressure", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason)
+		switch {
+		case qos == 0:
+			return pk, packets.ErrRejectPacket
+		case v5:
 			h.nack(cl, pk, packets.ErrQuotaExceeded, res.err.Error())
 			return pk, packets.ErrRejectPacket
+		case res.reason == pressure.Sampled:
+			// A deliberate, ledgered drop: a resend would only be sampled
+			// again, so 3.1.1 gets its ack ("handled") and no route.
+			return pk, packets.CodeSuccessIgnore
+		default:
+			// Refused: the device should keep the event and send it
+			// later. 3.1.1 has no negative ack, so as for a storage
+			// failure: no ack, the connection is closed, and the client
+			// resends on reconnect.
+			cl.Stop(packets.ErrQuotaExceeded)
+			return pk, packets.ErrRejectPacket
 		}
-		return pk, packets.CodeSuccessIgnore
 
 	case outcomeUnavailable:
 		h.log.Debug("publish not stored", "client", cl.ID, "topic", pk.TopicName, "error", res.err)

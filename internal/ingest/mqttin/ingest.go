@@ -88,6 +88,27 @@ func newIngester(app ingest.Appender, m *ingest.Metrics, maxPayload int, lim eve
 // isDeviceTopic reports whether a topic is meant for ingestion.
 func isDeviceTopic(topic string) bool { return strings.HasPrefix(topic, TopicPrefix) }
 
+// matchFilter reports whether topic matches the MQTT topic filter, with its
+// + and # wildcards. As MQTT requires, a filter starting with a wildcard does
+// not match a topic starting with $.
+func matchFilter(filter, topic string) bool {
+	if strings.HasPrefix(topic, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		switch {
+		case f == "#":
+			return true
+		case i >= len(ts):
+			return false
+		case f != "+" && f != ts[i]:
+			return false
+		}
+	}
+	return len(fs) == len(ts)
+}
+
 // parseTopic splits devices/{device_id}/{stream}.
 func parseTopic(topic string) (deviceID, stream string, err error) {
 	rest, ok := strings.CutPrefix(topic, TopicPrefix)

@@ -135,6 +135,7 @@ type Subscriber struct {
 	log  *slog.Logger
 
 	connected atomic.Bool
+	current   atomic.Pointer[session] // the live, subscribed connection; nil between connections
 
 	mu      sync.Mutex
 	started bool               // guarded by mu
@@ -204,6 +205,33 @@ func (s *Subscriber) Close() error {
 	return nil
 }
 
+// ErrNotConnected is returned by Subscriber.Publish between connections.
+var ErrNotConnected = errors.New("mqttin: not connected to the broker")
+
+// Publish sends a message to the site's broker on the subscriber's connection,
+// e.g. an alert on holdfast/alerts/...; it satisfies alert.Publisher. With
+// qos > 0 it returns once the broker has acknowledged the message, or with an
+// error after ConnectTimeout. It fails at once with ErrNotConnected while there
+// is no connection, and with ErrDeviceTopic for a topic under devices/ or
+// matching the subscribed filter: the node never feeds itself.
+func (s *Subscriber) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if isDeviceTopic(topic) || matchFilter(s.opts.Topic, topic) {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrDeviceTopic)
+	}
+	sess := s.current.Load()
+	if sess == nil {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrNotConnected)
+	}
+	tok := sess.client.Publish(topic, qos, retain, payload)
+	if !tok.WaitTimeout(s.opts.ConnectTimeout) {
+		return fmt.Errorf("mqttin: publish to %q: not acknowledged within %v", topic, s.opts.ConnectTimeout)
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, err)
+	}
+	return nil
+}
+
 // run keeps one connection at a time until ctx is done.
 func (s *Subscriber) run(ctx context.Context) {
 	defer close(s.done)
@@ -216,6 +244,7 @@ func (s *Subscriber) run(ctx context.Context) {
 			}
 			s.log.Warn("connect failed", "error", err, "retry_in", delay)
 		} else {
+			s.current.Store(sess)
 			s.connected.Store(true)
 			s.log.Info("connected")
 			var why string
@@ -227,6 +256,7 @@ func (s *Subscriber) run(ctx context.Context) {
 				why = "connection lost"
 			}
 			s.connected.Store(false)
+			s.current.Store(nil)
 			sess.close()
 			if ctx.Err() != nil {
 				return

@@ -149,3 +149,52 @@ func TestSubscriberOptions(t *testing.T) {
 	require.NoError(t, s.Close())
 	require.ErrorIs(t, s.Start(context.Background()), ErrClosed)
 }
+
+// In external mode alerts go to the site's broker: Publish on the subscriber's
+// connection reaches another client of a real Mosquitto, once the broker has
+// acknowledged it. Without a connection, or to a topic it would ingest, it fails.
+func TestSubscriberPublish(t *testing.T) {
+	addr := startMosquitto(t)
+	app := newFakeAppender()
+
+	idle, err := NewSubscriber(SubscriberOptions{BrokerURL: "tcp://" + addr, Logger: discardLogger()}, app, nil)
+	require.NoError(t, err)
+	require.ErrorIs(t, idle.Publish("holdfast/alerts/info/x", nil, false, 1), ErrNotConnected)
+	require.NoError(t, idle.Close())
+
+	s := newTestSubscriber(t, addr, "holdfast-pub", app, nil)
+	got := make(chan paho3.Message, 4)
+	w := connectV3(t, v3Options(addr, "watcher").SetCleanSession(true))
+	waitToken(t, w.Subscribe("#", 1, func(_ paho3.Client, m paho3.Message) { got <- m }))
+
+	require.NoError(t, s.Publish("holdfast/alerts/critical/hot", []byte(`{"id":"a"}`), false, 1))
+	m := recv(t, "alert on the site's broker", got)
+	assert.Equal(t, "holdfast/alerts/critical/hot", m.Topic())
+	assert.Equal(t, `{"id":"a"}`, string(m.Payload()))
+
+	require.ErrorIs(t, s.Publish("devices/d1/temp", []byte("1"), false, 1), ErrDeviceTopic)
+	require.NoError(t, s.Publish("holdfast/alerts/info/marker", nil, false, 1))
+	assert.Equal(t, "holdfast/alerts/info/marker", recv(t, "marker", got).Topic(), "devices/ message published")
+	assert.Equal(t, 0, app.count())
+}
+
+func TestMatchFilter(t *testing.T) {
+	for _, tc := range []struct {
+		filter, topic string
+		want          bool
+	}{
+		{"devices/+/+", "devices/d1/temp", true},
+		{"devices/+/+", "devices/d1", false},
+		{"devices/+/+", "devices/d1/temp/x", false},
+		{"devices/+/+", "holdfast/alerts/critical/hot", false},
+		{"#", "holdfast/alerts/critical/hot", true},
+		{"holdfast/#", "holdfast", true},
+		{"holdfast/alerts/+/hot", "holdfast/alerts/critical/hot", true},
+		{"+/alerts/#", "site/alerts/info/x", true},
+		{"#", "$SYS/broker", false},
+		{"a/b", "a/b", true},
+		{"a/b", "a/c", false},
+	} {
+		assert.Equal(t, tc.want, matchFilter(tc.filter, tc.topic), "%s vs %s", tc.filter, tc.topic)
+	}
+}
