@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// hookReceiver is a webhook that answers 503 until it is brought up, and
+// records the alerts (id and state) it accepted.
+type hookReceiver struct {
+	srv      *httptest.Server
+	up       atomic.Bool
+	mu       sync.Mutex
+	got      map[string]int // "id state" → deliveries; guarded by mu
+	attempts atomic.Int64
+}
+
+func newHookReceiver(t *testing.T) *hookReceiver {
+	h := &hookReceiver{got: map[string]int{}}
+	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		h.attempts.Add(1)
+		if !h.up.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		var a struct{ ID, State string }
+		if err := json.Unmarshal(body, &a); err != nil || a.ID == "" {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.got[a.ID+" "+a.State]++
+		h.mu.Unlock()
+	}))
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// missing returns the wanted "id state" pairs not received yet.
+func (h *hookReceiver) missing(want []string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, w := range want {
+		if h.got[w] == 0 {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// alertsOf returns "id state" of every alert /v1/alerts lists for rule.
+func alertsOf(t *testing.T, p *proc, rule string) []string {
+	t.Helper()
+	var resp struct {
+		Alerts []struct{ ID, Rule, State string } `json:"alerts"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/alerts")), &resp))
+	var out []string
+	for _, a := range resp.Alerts {
+		if a.Rule == rule {
+			out = append(out, a.ID+" "+a.State)
+		}
+	}
+	return out
+}
+
+// episode fires and resolves rule "hot" on device and returns the two
+// notifications it must produce ("id firing", "id resolved").
+func episode(t *testing.T, p *proc, device string) []string {
+	t.Helper()
+	now := time.Now().UnixMilli()
+	body := fmt.Sprintf(`{"device_id":%q,"stream":"temp","ts":%d,"value":95}`+"\n"+
+		`{"device_id":%q,"stream":"temp","ts":%d,"value":20}`, device, now-1, device, now)
+	code, r := post(t, p, "application/x-ndjson", "", []byte(body))
+	require.Equal(t, 200, code, "%+v", r)
+	id := fmt.Sprintf("hot/%s/%d", device, now-1)
+	want := []string{id + " firing", id + " resolved"}
+	waitFor(t, "the alerts of "+device+" in /v1/alerts", 10*time.Second, func() bool {
+		got := alertsOf(t, p, "hot")
+		return slices.Contains(got, id+" resolved")
+	})
+	return want
+}
+
+// checkpointsAfter waits until n more checkpoints have been written than the
+// log showed when it was called.
+func checkpointsAfter(t *testing.T, p *proc, n int) {
+	t.Helper()
+	before := strings.Count(p.logs(), `msg="checkpoint written"`)
+	waitFor(t, "checkpoints", 20*time.Second, func() bool {
+		return strings.Count(p.logs(), `msg="checkpoint written"`) >= before+n
+	})
+}
+
+// testDeliveryAcrossRestart: alerts fire while the webhook is down; the node
+// is stopped (by stop) and started again, more alerts fire, and only then does
+// the webhook come up. Every alert, firing and resolved, must reach it.
+func testDeliveryAcrossRestart(t *testing.T, stop func(t *testing.T, p *proc)) {
+	hook := newHookReceiver(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	// Retries do not run out while the test runs; a checkpoint every second
+	// covers the alerts before the node stops, so a restart does not replay
+	// them.
+	writeFile(t, cfg, fmt.Sprintf(`
+alerts:
+  rules:
+    - {name: hot, stream: temp, op: ">", threshold: 90, severity: warning}
+  notify:
+    webhooks:
+      - url: %s
+        retry: {initial_interval: 20ms, max_interval: 200ms, max_tries: 100000}
+checkpoints:
+  interval: 1s
+`, hook.srv.URL))
+	data := filepath.Join(dir, "data")
+
+	p := start(t, data, "--config", cfg)
+	var want []string
+	want = append(want, episode(t, p, "d1")...)
+	want = append(want, episode(t, p, "d2")...)
+	checkpointsAfter(t, p, 2)
+	waitFor(t, "the webhook to be tried", 10*time.Second, func() bool { return hook.attempts.Load() > 0 })
+	require.Len(t, hook.missing(want), len(want), "the webhook is down")
+	stop(t, p)
+
+	p = start(t, data, "--config", cfg)
+	want = append(want, episode(t, p, "d3")...)
+	checkpointsAfter(t, p, 2)
+	require.Len(t, hook.missing(want), len(want), "the webhook is still down")
+
+	hook.up.Store(true)
+	waitFor(t, "every alert at the webhook", 30*time.Second, func() bool { return len(hook.missing(want)) == 0 })
+	p.stop(t)
+}
+
+// TestAlertDeliveryAcrossCleanRestart: alerts not yet delivered when the node
+// stops cleanly are delivered after the next start.
+func TestAlertDeliveryAcrossCleanRestart(t *testing.T) {
+	testDeliveryAcrossRestart(t, func(t *testing.T, p *proc) { p.stop(t) })
+}
+
+// TestAlertDeliveryAcrossKill: alerts not yet delivered when the node is
+// killed (SIGKILL) are delivered after the next start, also when a checkpoint
+// written after them means the restart does not replay them.
+func TestAlertDeliveryAcrossKill(t *testing.T) {
+	testDeliveryAcrossRestart(t, func(t *testing.T, p *proc) { p.kill() })
+}
