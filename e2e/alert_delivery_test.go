@@ -133,14 +133,14 @@ checkpoints:
 	var want []string
 	want = append(want, episode(t, p, "d1")...)
 	want = append(want, episode(t, p, "d2")...)
-	checkpointsAfter(t, p, 2)
+	checkpointsAfter(t, p, 1)
 	waitFor(t, "the webhook to be tried", 10*time.Second, func() bool { return hook.attempts.Load() > 0 })
 	require.Len(t, hook.missing(want), len(want), "the webhook is down")
 	stop(t, p)
 
 	p = start(t, data, "--config", cfg)
 	want = append(want, episode(t, p, "d3")...)
-	checkpointsAfter(t, p, 2)
+	checkpointsAfter(t, p, 1)
 	require.Len(t, hook.missing(want), len(want), "the webhook is still down")
 
 	hook.up.Store(true)

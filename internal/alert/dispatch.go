@@ -2,7 +2,6 @@ package alert
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -324,9 +323,10 @@ func (d *Dispatcher) logHandOff(a Alert, reason string) {
 // Close stops the notifiers: each delivers what the log holds up to its end
 // and stops there, saving its cursor. If ctx ends first, the Notify calls in
 // flight are cancelled and their alerts stay after the cursors, for the next
-// start; Close returns ctx's error once the goroutines have stopped. Then it
-// closes the notifiers that are io.Closers. Close before Start starts delivery
-// first. The log must stay open until Close returns.
+// start: that is logged, not an error, since nothing is lost (alerts given by
+// Send and still queued are dropped and counted). Then Close closes the
+// notifiers that are io.Closers. Close before Start starts delivery first. The
+// log must stay open until Close returns.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.mu.Lock()
 	if d.closed {
@@ -346,13 +346,17 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 		d.wg.Wait()
 		close(done)
 	}()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("alert dispatcher: close: %w", ctx.Err())
 		d.cancel()
 		<-done
+		for _, w := range d.workers() {
+			if lag := d.buf.DurableOffset() - min(w.pos.Load(), d.buf.DurableOffset()); lag > 0 {
+				d.log.Warn("alert notifier stopped before it was done; it resumes at the next start",
+					"notifier", w.name, "offset", w.pos.Load(), "lag_records", lag)
+			}
+		}
 	}
 	d.cancel()
 
@@ -363,7 +367,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 			}
 		}
 	}
-	return err
+	return nil
 }
 
 // workers returns the primaries in configured order, then the backup if any.

@@ -2,7 +2,6 @@ package alert
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -315,7 +314,7 @@ func TestDispatcherResumesAfterStop(t *testing.T) {
 	eventually(t, "the first delivery", func() bool { return len(g.Got()) == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	if err := d.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := d.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if off, _ := l.Cursor(CursorPrefix + "hook"); off != from+3 {
@@ -425,7 +424,7 @@ func TestDispatcherSendNeverBlocks(t *testing.T) {
 	// queue is dropped and counted.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := d.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := d.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	if s := statsOf(t, d, "hanging"); s.Dropped != uint64(len(all)) || s.Sent+s.Failed != 0 {
