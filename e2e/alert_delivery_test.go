@@ -143,9 +143,32 @@ checkpoints:
 	checkpointsAfter(t, p, 1)
 	require.Len(t, hook.missing(want), len(want), "the webhook is still down")
 
+	require.Positive(t, webhookLag(t, p), "the webhook's notifier is behind while the webhook is down")
+	require.Contains(t, get(t, p, "/metrics"), `holdfast_alert_notifier_lag_records{notifier="webhook"}`)
+
 	hook.up.Store(true)
 	waitFor(t, "every alert at the webhook", 30*time.Second, func() bool { return len(hook.missing(want)) == 0 })
+	waitFor(t, "the webhook's notifier to catch up", 10*time.Second, func() bool { return webhookLag(t, p) == 0 })
 	p.stop(t)
+}
+
+// webhookLag is the webhook notifier's lag_records in /v1/status.
+func webhookLag(t *testing.T, p *proc) uint64 {
+	t.Helper()
+	var s struct {
+		Notifiers []struct {
+			Name string `json:"name"`
+			Lag  uint64 `json:"lag_records"`
+		} `json:"notifiers"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &s))
+	for _, n := range s.Notifiers {
+		if n.Name == "webhook" {
+			return n.Lag
+		}
+	}
+	t.Fatalf("no webhook notifier in /v1/status: %+v", s)
+	return 0
 }
 
 // TestAlertDeliveryAcrossCleanRestart: alerts not yet delivered when the node

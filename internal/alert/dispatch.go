@@ -379,19 +379,20 @@ func (d *Dispatcher) workers() []*worker {
 	return ws
 }
 
-// NotifierStats counts one notifier's deliveries.
+// NotifierStats counts one notifier's deliveries; /v1/status shows them.
 type NotifierStats struct {
-	Name    string
-	Backup  bool   // the backup notifier
-	Sent    uint64 // delivered
-	Failed  uint64 // retries exhausted or failed for good
-	Dropped uint64 // alerts given by Send (not log records) never attempted
+	Name    string `json:"name"`
+	Backup  bool   `json:"backup,omitempty"` // the backup notifier
+	Sent    uint64 `json:"sent"`             // delivered
+	Failed  uint64 `json:"failed"`           // retries exhausted or failed for good
+	Dropped uint64 `json:"dropped"`          // alerts given by Send (not log records) never attempted
 	// Skipped counts log records deleted (retention, buffer pressure) before
 	// the notifier read them.
-	Skipped uint64
+	Skipped uint64 `json:"skipped_records"`
 	// Position is the next offset the notifier reads: every alert below it is
 	// done. Lag is the number of durable log records from Position on.
-	Position, Lag uint64
+	Position uint64 `json:"position"`
+	Lag      uint64 `json:"lag_records"`
 }
 
 // Stats are a dispatcher's counters since it was created.

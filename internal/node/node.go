@@ -464,6 +464,9 @@ func (n *Node) Status() api.Status {
 	if n.backup != nil {
 		s.Backup = n.backup.Status()
 	}
+	if n.disp != nil {
+		s.Notifiers = n.disp.Stats().Notifiers
+	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
 		s.Buffer.Error = err.Error()
