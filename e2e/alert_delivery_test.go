@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -17,19 +18,22 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// hookReceiver is a webhook that answers 503 until it is brought up, and
-// records the alerts (id and state) it accepted.
+// hookReceiver is a webhook that is down until brought up — answering 503,
+// or not listening at all — and records the alerts (id and state) it
+// accepted.
 type hookReceiver struct {
-	srv      *httptest.Server
-	up       atomic.Bool
-	mu       sync.Mutex
-	got      map[string]int // "id state" → deliveries; guarded by mu
-	attempts atomic.Int64
+	srv       *httptest.Server
+	url       string
+	listening bool // while down: answers 503 (true) or refuses connections
+	up        atomic.Bool
+	mu        sync.Mutex
+	got       map[string]int // "id state" → deliveries; guarded by mu
+	attempts  atomic.Int64
 }
 
-func newHookReceiver(t *testing.T) *hookReceiver {
-	h := &hookReceiver{got: map[string]int{}}
-	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func newHookReceiver(t *testing.T, listening bool) *hookReceiver {
+	h := &hookReceiver{got: map[string]int{}, listening: listening}
+	h.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		h.attempts.Add(1)
 		if !h.up.Load() {
@@ -45,8 +49,26 @@ func newHookReceiver(t *testing.T) *hookReceiver {
 		h.got[a.ID+" "+a.State]++
 		h.mu.Unlock()
 	}))
+	h.url = "http://" + h.srv.Listener.Addr().String()
+	if listening {
+		h.srv.Start()
+	} else {
+		h.srv.Listener.Close() // nothing listens there until bringUp
+	}
 	t.Cleanup(h.srv.Close)
 	return h
+}
+
+// bringUp makes the webhook accept alerts.
+func (h *hookReceiver) bringUp(t *testing.T) {
+	h.up.Store(true)
+	if h.listening {
+		return
+	}
+	l, err := net.Listen("tcp", strings.TrimPrefix(h.url, "http://"))
+	require.NoError(t, err)
+	h.srv.Listener = l
+	h.srv.Start()
 }
 
 // missing returns the wanted "id state" pairs not received yet.
@@ -109,8 +131,8 @@ func checkpointsAfter(t *testing.T, p *proc, n int) {
 // testDeliveryAcrossRestart: alerts fire while the webhook is down; the node
 // is stopped (by stop) and started again, more alerts fire, and only then does
 // the webhook come up. Every alert, firing and resolved, must reach it.
-func testDeliveryAcrossRestart(t *testing.T, stop func(t *testing.T, p *proc)) {
-	hook := newHookReceiver(t)
+func testDeliveryAcrossRestart(t *testing.T, listening bool, stop func(t *testing.T, p *proc)) {
+	hook := newHookReceiver(t, listening)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	// Retries do not run out while the test runs; a checkpoint every second
@@ -126,7 +148,7 @@ alerts:
         retry: {initial_interval: 20ms, max_interval: 200ms, max_tries: 100000}
 checkpoints:
   interval: 1s
-`, hook.srv.URL))
+`, hook.url))
 	data := filepath.Join(dir, "data")
 
 	p := start(t, data, "--config", cfg)
@@ -134,7 +156,9 @@ checkpoints:
 	want = append(want, episode(t, p, "d1")...)
 	want = append(want, episode(t, p, "d2")...)
 	checkpointsAfter(t, p, 1)
-	waitFor(t, "the webhook to be tried", 10*time.Second, func() bool { return hook.attempts.Load() > 0 })
+	if listening {
+		waitFor(t, "the webhook to be tried", 10*time.Second, func() bool { return hook.attempts.Load() > 0 })
+	}
 	require.Len(t, hook.missing(want), len(want), "the webhook is down")
 	stop(t, p)
 
@@ -146,7 +170,7 @@ checkpoints:
 	require.Positive(t, webhookLag(t, p), "the webhook's notifier is behind while the webhook is down")
 	require.Contains(t, get(t, p, "/metrics"), `holdfast_alert_notifier_lag_records{notifier="webhook"}`)
 
-	hook.up.Store(true)
+	hook.bringUp(t)
 	waitFor(t, "every alert at the webhook", 30*time.Second, func() bool { return len(hook.missing(want)) == 0 })
 	waitFor(t, "the webhook's notifier to catch up", 10*time.Second, func() bool { return webhookLag(t, p) == 0 })
 	p.stop(t)
@@ -172,14 +196,27 @@ func webhookLag(t *testing.T, p *proc) uint64 {
 }
 
 // TestAlertDeliveryAcrossCleanRestart: alerts not yet delivered when the node
-// stops cleanly are delivered after the next start.
+// stops cleanly (the webhook answering 503) are delivered after the next
+// start.
 func TestAlertDeliveryAcrossCleanRestart(t *testing.T) {
-	testDeliveryAcrossRestart(t, func(t *testing.T, p *proc) { p.stop(t) })
+	testDeliveryAcrossRestart(t, true, func(t *testing.T, p *proc) { p.stop(t) })
 }
 
 // TestAlertDeliveryAcrossKill: alerts not yet delivered when the node is
-// killed (SIGKILL) are delivered after the next start, also when a checkpoint
-// written after them means the restart does not replay them.
+// killed (SIGKILL; the webhook answering 503) are delivered after the next
+// start, also when a checkpoint written after them means the restart does not
+// replay them.
 func TestAlertDeliveryAcrossKill(t *testing.T) {
-	testDeliveryAcrossRestart(t, func(t *testing.T, p *proc) { p.kill() })
+	testDeliveryAcrossRestart(t, true, func(t *testing.T, p *proc) { p.kill() })
+}
+
+// TestAlertDeliveryWebhookNotListening: the same across a SIGKILL and a clean
+// stop, with nothing listening at the webhook's address until it comes up.
+func TestAlertDeliveryWebhookNotListening(t *testing.T) {
+	t.Run("kill", func(t *testing.T) {
+		testDeliveryAcrossRestart(t, false, func(t *testing.T, p *proc) { p.kill() })
+	})
+	t.Run("stop", func(t *testing.T) {
+		testDeliveryAcrossRestart(t, false, func(t *testing.T, p *proc) { p.stop(t) })
+	})
 }
