@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
 )
 
 // statusCmd prints a node's /v1/status for a person: health, buffer,
-// processing, and each sink's connectivity and backlog.
+// processing, each sink's connectivity and backlog, and each alert notifier's.
 func statusCmd() *cobra.Command {
 	var addr string
 	var raw bool
@@ -79,6 +81,7 @@ func statusCmd() *cobra.Command {
 						Lag  uint64 `json:"lag_records"`
 					} `json:"lanes"`
 				} `json:"sinks"`
+				Notifiers []alert.NotifierStats `json:"notifiers"`
 			}
 			if err := json.Unmarshal(body, &s); err != nil {
 				return fmt.Errorf("unexpected answer from %s: %w", addr, err)
@@ -130,6 +133,17 @@ func statusCmd() *cobra.Command {
 				}
 				if k.LastError != "" {
 					fmt.Fprintf(w, ", last error: %s", k.LastError)
+				}
+				fmt.Fprintln(w)
+			}
+			for _, n := range s.Notifiers {
+				kind := "notify"
+				if n.Backup {
+					kind = "backup"
+				}
+				fmt.Fprintf(w, "%-11s %s: %d sent, %d failed, %d records behind", kind, n.Name, n.Sent, n.Failed, n.Lag)
+				if n.Skipped > 0 {
+					fmt.Fprintf(w, ", %d records deleted before it read them", n.Skipped)
 				}
 				fmt.Fprintln(w)
 			}

@@ -12,19 +12,25 @@
 //   - Each episode of a rule's condition on a device (or site-wide) yields exactly
 //     one firing alert and at most one resolved alert with the same id; repeats are
 //     suppressed while it fires.
-//   - Delivery is at-least-once per notifier while the node runs: each alert is
-//     tried on each notifier until delivered or its retries run out (then it is
-//     logged and counted as failed). A [Dispatcher] gives each notifier its own
-//     queue and goroutine, so a slow channel delays no other; each notifier gets
-//     alerts in the order they were sent. The queues are in memory: an alert
-//     still queued when the process dies is not delivered (the alert itself is a
-//     record in the durable log). Send never blocks; an alert that does not fit a
-//     full queue is dropped and counted.
+//   - Delivery is at least once per notifier, across restarts and crashes. The
+//     processor writes each alert to the durable log first; each notifier of a
+//     [Dispatcher] reads the log's alert records in offset order on its own
+//     goroutine, with a durable cursor of its own (docs/format/notify.md), so a
+//     slow channel delays no other and nothing is dropped for want of room: a
+//     notifier that falls behind lags, bounded by the log. An alert is tried on
+//     each notifier until delivered or its retries run out; then it is logged,
+//     counted as failed and passed, so it holds back no later alert. The cursor
+//     moves past an alert only once the notifier is done with it: after a stop
+//     or a crash each notifier resumes at the first alert it had not finished.
+//     Records retention deletes before a notifier read them are passed over and
+//     counted.
 //   - Backup policy: a critical alert also goes to the backup channel (a command,
 //     such as an SMS gateway) when any primary notifier finally fails to deliver
-//     it, or at once when the primary channels are known to be unreachable (the
-//     uplink is offline). Other severities never use the backup channel. A critical
-//     alert reaches the backup channel at most once.
+//     it, the primary waiting for the hand-off before it moves on, or as soon as
+//     the backup's own reader reads it while the primary channels are known to
+//     be unreachable (the uplink is offline). Other severities never use the
+//     backup channel. A critical alert reaches the backup channel at most once
+//     per run of the node; a restart before the hand-off was done repeats it.
 //
 // Which library does what: github.com/cenkalti/backoff/v5 runs the retries of the
 // webhook and command notifiers (exponential backoff with jitter, Retry-After,

@@ -2,99 +2,161 @@ package alert
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 )
+
+// CursorPrefix starts the name of each notifier's cursor in the log,
+// "=notify:<notifier>" (docs/format/notify.md). The leading buffer.ValuePrefix
+// keeps notifiers out of the readers retention reports against.
+const CursorPrefix = buffer.ValuePrefix + "notify:"
 
 // DispatcherOptions configure a Dispatcher.
 type DispatcherOptions struct {
+	// Log holds the alert records (type 0x03) the notifiers deliver; required.
+	Log buffer.Engine
+	// From is where a notifier with no cursor in Log starts: the offset the
+	// processor resumes from (docs/format/notify.md, "The first start").
+	From uint64
+
 	Primary []Notifier // every alert goes to each of these
 	Backup  Notifier   // optional: critical alerts the primaries cannot deliver
-	// QueueSize is each notifier's queue length, default 1024.
-	QueueSize int
-	Logger    *slog.Logger // default slog.Default()
+	Logger  *slog.Logger
 	// UseBackup reports that primary channels are known to be unreachable (e.g.
-	// the cloud uplink is offline); then critical alerts go to Backup immediately
-	// as well as to the primaries. Optional; it must be safe to call from any
-	// goroutine and must not block.
+	// the cloud uplink is offline); then critical alerts go to Backup as soon
+	// as they are read, as well as to the primaries. Optional; it must be safe
+	// to call from any goroutine and must not block.
 	UseBackup func() bool
 	// Registerer, if set, gets the dispatcher's metrics:
 	// holdfast_alert_notifications_total{notifier,result} (result sent, failed or
-	// dropped), holdfast_alert_backup_total{reason} (failover or offline) and
-	// holdfast_alert_queue_length{notifier}.
+	// dropped), holdfast_alert_backup_total{reason} (failover or offline),
+	// holdfast_alert_notifier_lag_records{notifier} and
+	// holdfast_alert_notifier_skipped_records_total{notifier}.
 	Registerer prometheus.Registerer
+
+	// saveEvery is how often a notifier that has passed only records other
+	// than alerts saves its cursor; default 1s.
+	saveEvery time.Duration
 }
 
-// Dispatcher delivers alerts to notifiers: one queue and goroutine per notifier,
-// so each gets alerts in the order sent and a slow one delays no other. Every
-// alert goes to every primary notifier. A critical alert also goes to the backup
-// notifier, once, if a primary finally fails to deliver it or if UseBackup
-// reports the primaries unreachable when it is sent; other severities never do.
+// Dispatcher delivers the alerts of the log to notifiers. Each notifier reads
+// the log's alert records in offset order on its own goroutine, with its own
+// durable cursor, so a slow one delays no other and after any stop or crash
+// each resumes at the first alert it had not finished (docs/format/notify.md):
+// every alert reaches every primary notifier at least once while the log
+// holds it. An alert whose retries run out is logged, counted as failed and
+// passed, so it holds back no later one. A critical alert also goes to the
+// backup notifier, once per run of the node, if a primary finally fails to
+// deliver it (the primary waits for the hand-off before it moves on) or if
+// UseBackup reports the primaries unreachable when the backup's reader reads
+// it; other severities never do.
 //
 // The dispatcher owns its notifiers: Close closes those that are io.Closers
 // (once per place each was given in the options).
 type Dispatcher struct {
 	log       *slog.Logger
+	buf       buffer.Engine
 	useBackup func() bool
+	saveEvery time.Duration
 	primary   []*worker
 	backup    *worker // nil without a backup notifier
 
-	ctx    context.Context // cancelled when Close gives up waiting: Notify calls abort
-	cancel context.CancelFunc
+	stopping context.Context // cancelled by Close: readers stop at the end of the log
+	stop     context.CancelFunc
+	ctx      context.Context // cancelled when Close gives up waiting: Notify calls abort
+	cancel   context.CancelFunc
 
-	mu      sync.RWMutex // held for reading while sending on a queue, for writing to close them
+	mu      sync.RWMutex // held for reading while sending on an extra queue, for writing to close them
 	started bool         // guarded by mu
-	closed  bool         // guarded by mu; queues of primaries are closed
+	closed  bool         // guarded by mu; the extra queues are closed
+	wg      sync.WaitGroup
 
-	primaryWG, backupWG sync.WaitGroup
+	handedMu sync.Mutex
+	handed   map[string]chan struct{} // guarded by handedMu; alert key → closed once the backup is done with it
+	order    []string                 // guarded by handedMu; keys of handed, oldest first, for bounding
 
 	backupFailover, backupOffline atomic.Uint64
 }
 
-// worker is one notifier with its queue.
+// worker is one notifier with its cursor.
 type worker struct {
-	n                     Notifier
-	name                  string // unique within the dispatcher
-	q                     chan job
-	sent, failed, dropped atomic.Uint64
+	n       Notifier
+	name    string // unique within the dispatcher
+	cursor  string // CursorPrefix + name
+	primary bool
+	// pos is the next offset the notifier reads: every alert record below it
+	// is done. Written by the notifier's reader only.
+	pos atomic.Uint64
+	// extra holds alerts given by Send, which are not records of the log.
+	extra                          chan job
+	sent, failed, dropped, skipped atomic.Uint64
 }
 
+// job is an alert given by Send.
 type job struct {
-	a Alert
-	// toBackup is set once the alert has been handed to the backup notifier; nil
-	// unless the alert is critical and there is a backup notifier.
-	toBackup *atomic.Bool
+	a    Alert
+	done chan struct{} // backup only: closed once delivered or failed
 }
 
-// NewDispatcher returns a dispatcher that queues alerts until Start.
+// extraQueue bounds the alerts given by Send that wait for one notifier.
+const extraQueue = 64
+
+// maxHanded bounds the alerts remembered as handed to the backup notifier.
+const maxHanded = 10_000
+
+// NewDispatcher returns a dispatcher whose notifiers start reading at Start.
+// A notifier that has no cursor in the log yet gets one at o.From, saved at
+// once.
 func NewDispatcher(o DispatcherOptions) *Dispatcher {
-	if o.QueueSize <= 0 {
-		o.QueueSize = 1024
+	if o.Log == nil {
+		panic("alert: NewDispatcher without a log")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	d := &Dispatcher{log: o.Logger, useBackup: o.UseBackup}
+	if o.saveEvery <= 0 {
+		o.saveEvery = time.Second
+	}
+	d := &Dispatcher{log: o.Logger, buf: o.Log, useBackup: o.UseBackup, saveEvery: o.saveEvery,
+		handed: map[string]chan struct{}{}}
+	d.stopping, d.stop = context.WithCancel(context.Background())
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	names := make(map[string]int)
-	newWorker := func(n Notifier) *worker {
+	initial := map[string]uint64{}
+	newWorker := func(n Notifier, primary bool) *worker {
 		name := n.Name()
 		if names[name]++; names[name] > 1 {
 			name += "-" + strconv.Itoa(names[name])
 		}
-		return &worker{n: n, name: name, q: make(chan job, o.QueueSize)}
+		w := &worker{n: n, name: name, cursor: CursorPrefix + name, primary: primary, extra: make(chan job, extraQueue)}
+		off, ok := o.Log.Cursor(w.cursor)
+		if !ok {
+			off = o.From
+			initial[w.cursor] = off
+		}
+		w.pos.Store(off)
+		return w
 	}
 	for _, n := range o.Primary {
-		d.primary = append(d.primary, newWorker(n))
+		d.primary = append(d.primary, newWorker(n, true))
 	}
 	if o.Backup != nil {
-		d.backup = newWorker(o.Backup)
+		d.backup = newWorker(o.Backup, false)
+	}
+	if len(initial) > 0 {
+		if err := o.Log.CommitCursors(initial); err != nil {
+			d.log.Error("notifier cursors not saved; a restart starts them again where this one did", "err", err)
+		} else {
+			d.log.Info("notifiers start reading alerts", "offset", o.From, "notifiers", len(initial))
+		}
 	}
 	if o.Registerer != nil {
 		o.Registerer.MustRegister(collector{d})
@@ -114,26 +176,26 @@ func (d *Dispatcher) startLocked() {
 		return
 	}
 	d.started = true
-	for _, w := range d.primary {
-		d.primaryWG.Add(1)
+	for _, w := range d.workers() {
+		d.wg.Add(2)
 		go func() {
-			defer d.primaryWG.Done()
-			d.run(w, true)
+			defer d.wg.Done()
+			d.follow(w)
 		}()
-	}
-	if d.backup != nil {
-		d.backupWG.Add(1)
 		go func() {
-			defer d.backupWG.Done()
-			d.run(d.backup, false)
+			defer d.wg.Done()
+			d.runExtra(w)
 		}()
 	}
 }
 
-// Send queues a for every primary notifier, and for a critical alert while
-// UseBackup reports true, for the backup notifier. It never blocks: where a
-// queue is full, or the dispatcher is closed, a is dropped for that notifier
-// and counted. Send is safe for concurrent use.
+// Send delivers an alert that is not a record of the log (the buffer's
+// pressure alert, which must go out even when the log cannot take it) to every
+// primary notifier, and for a critical alert while UseBackup reports true, to
+// the backup notifier. Such alerts are delivered at most once: Send never
+// blocks, an alert that does not fit a notifier's small queue, or comes after
+// Close, is dropped for that notifier and counted, and one still queued when
+// the process ends is not delivered. Send is safe for concurrent use.
 func (d *Dispatcher) Send(a Alert) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -143,26 +205,28 @@ func (d *Dispatcher) Send(a Alert) {
 		}
 		return
 	}
-	j := job{a: a}
-	if a.Severity == Critical && d.backup != nil {
-		j.toBackup = new(atomic.Bool)
-	}
 	for _, w := range d.primary {
-		d.enqueue(w, j)
+		d.enqueue(w, job{a: a})
 	}
-	if j.toBackup != nil && d.useBackup != nil && d.useBackup() {
-		d.handToBackup(j, "offline")
+	if a.Severity == Critical && d.backup != nil && d.useBackup != nil && d.useBackup() {
+		if done, first := d.claim(a); first {
+			d.backupOffline.Add(1)
+			d.logHandOff(a, "offline")
+			if !d.enqueue(d.backup, job{a: a, done: done}) {
+				close(done)
+			}
+		}
 	}
 }
 
-// enqueue adds j to w's queue without blocking. The caller makes sure the queue
-// is open: Send holds mu for reading, and the backup queue closes only after
-// every primary worker has stopped.
-func (d *Dispatcher) enqueue(w *worker, j job) {
+// enqueue adds j to w's extra queue without blocking; mu is held for reading.
+func (d *Dispatcher) enqueue(w *worker, j job) bool {
 	select {
-	case w.q <- j:
+	case w.extra <- j:
+		return true
 	default:
 		d.drop(w, j.a, "queue full")
+		return false
 	}
 }
 
@@ -172,51 +236,97 @@ func (d *Dispatcher) drop(w *worker, a Alert, why string) {
 		"alert", a.ID, "state", a.State, "dropped_total", n)
 }
 
-// handToBackup queues j for the backup notifier unless it has been already.
-func (d *Dispatcher) handToBackup(j job, reason string) {
-	if !j.toBackup.CompareAndSwap(false, true) {
+// runExtra delivers the alerts Send queued for w until the queue is closed.
+// Once d.ctx is cancelled, what is left is dropped.
+func (d *Dispatcher) runExtra(w *worker) {
+	for j := range w.extra {
+		if d.ctx.Err() != nil {
+			d.drop(w, j.a, "dispatcher stopped")
+		} else if d.notify(w, j.a) {
+			d.drop(w, j.a, "dispatcher stopped")
+		}
+		if j.done != nil {
+			close(j.done)
+		}
+	}
+}
+
+// notify delivers a to w, and on a primary's final failure of a critical
+// alert, to the backup notifier. It returns true if the dispatcher stopped
+// before it was done: then a is to be delivered again after a restart.
+func (d *Dispatcher) notify(w *worker, a Alert) (stopped bool) {
+	err := w.n.Notify(d.ctx, a)
+	switch {
+	case err == nil:
+		w.sent.Add(1)
+	case d.ctx.Err() != nil:
+		return true
+	default:
+		w.failed.Add(1)
+		d.log.Error("alert notification failed", "notifier", w.name, "alert", a.ID, "state", a.State,
+			"severity", a.Severity, "err", err)
+		if w.primary && a.Severity == Critical && d.backup != nil {
+			d.handToBackup(a, "failover")
+			return d.ctx.Err() != nil
+		}
+	}
+	return false
+}
+
+// claim marks a as handed to the backup notifier. first is true for the first
+// claim, whose caller must close done once the backup is done with a; a later
+// caller may wait on done.
+func (d *Dispatcher) claim(a Alert) (done chan struct{}, first bool) {
+	key := a.ID + "/" + string(a.State)
+	d.handedMu.Lock()
+	defer d.handedMu.Unlock()
+	if done, ok := d.handed[key]; ok {
+		return done, false
+	}
+	done = make(chan struct{})
+	d.handed[key] = done
+	d.order = append(d.order, key)
+	if len(d.order) > maxHanded {
+		delete(d.handed, d.order[0])
+		d.order = d.order[1:]
+	}
+	return done, true
+}
+
+// handToBackup delivers a to the backup notifier unless that has been done in
+// this run, and returns once the backup is done with it (delivered, failed,
+// or the dispatcher stopped).
+func (d *Dispatcher) handToBackup(a Alert, reason string) {
+	done, first := d.claim(a)
+	if !first {
+		select {
+		case <-done:
+		case <-d.ctx.Done():
+		}
 		return
 	}
+	defer close(done)
 	if reason == "offline" {
 		d.backupOffline.Add(1)
 	} else {
 		d.backupFailover.Add(1)
 	}
-	d.log.Warn("critical alert sent to backup channel", "notifier", d.backup.name, "reason", reason, "alert", j.a.ID,
-		"state", j.a.State)
-	d.enqueue(d.backup, j)
+	d.logHandOff(a, reason)
+	d.notify(d.backup, a)
 }
 
-// run delivers w's queue until it is closed. Once d.ctx is cancelled, what is
-// left is dropped.
-func (d *Dispatcher) run(w *worker, primary bool) {
-	for j := range w.q {
-		if d.ctx.Err() != nil {
-			d.drop(w, j.a, "dispatcher stopped")
-			continue
-		}
-		err := w.n.Notify(d.ctx, j.a)
-		switch {
-		case err == nil:
-			w.sent.Add(1)
-		case d.ctx.Err() != nil:
-			d.drop(w, j.a, "dispatcher stopped")
-		default:
-			w.failed.Add(1)
-			d.log.Error("alert notification failed", "notifier", w.name, "alert", j.a.ID, "state", j.a.State,
-				"severity", j.a.Severity, "err", err)
-			if primary && j.toBackup != nil {
-				d.handToBackup(j, "failover")
-			}
-		}
-	}
+func (d *Dispatcher) logHandOff(a Alert, reason string) {
+	d.log.Warn("critical alert sent to backup channel", "notifier", d.backup.name, "reason", reason, "alert", a.ID,
+		"state", a.State)
 }
 
-// Close stops taking alerts, delivers what is queued, stops the goroutines and
-// closes the notifiers that are io.Closers. If ctx ends first, the Notify calls
-// in flight are cancelled, what is still queued is dropped and counted, and
-// Close returns ctx's error once the goroutines have stopped. Close before Start
-// starts delivery so the queues drain.
+// Close stops the notifiers: each delivers what the log holds up to its end
+// and stops there, saving its cursor. If ctx ends first, the Notify calls in
+// flight are cancelled and their alerts stay after the cursors, for the next
+// start: that is logged, not an error, since nothing is lost (alerts given by
+// Send and still queued are dropped and counted). Then Close closes the
+// notifiers that are io.Closers. Close before Start starts delivery first. The
+// log must stay open until Close returns.
 func (d *Dispatcher) Close(ctx context.Context) error {
 	d.mu.Lock()
 	if d.closed {
@@ -225,27 +335,28 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 	}
 	d.closed = true
 	d.startLocked()
-	for _, w := range d.primary {
-		close(w.q)
+	for _, w := range d.workers() {
+		close(w.extra)
 	}
 	d.mu.Unlock()
+	d.stop()
 
 	done := make(chan struct{})
 	go func() {
-		d.primaryWG.Wait() // primaries may fail over to the backup until they stop
-		if d.backup != nil {
-			close(d.backup.q)
-		}
-		d.backupWG.Wait()
+		d.wg.Wait()
 		close(done)
 	}()
-	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = fmt.Errorf("alert dispatcher: close: %w", ctx.Err())
 		d.cancel()
 		<-done
+		for _, w := range d.workers() {
+			if lag := d.buf.DurableOffset() - min(w.pos.Load(), d.buf.DurableOffset()); lag > 0 {
+				d.log.Warn("alert notifier stopped before it was done; it resumes at the next start",
+					"notifier", w.name, "offset", w.pos.Load(), "lag_records", lag)
+			}
+		}
 	}
 	d.cancel()
 
@@ -256,7 +367,7 @@ func (d *Dispatcher) Close(ctx context.Context) error {
 			}
 		}
 	}
-	return err
+	return nil
 }
 
 // workers returns the primaries in configured order, then the backup if any.
@@ -268,14 +379,20 @@ func (d *Dispatcher) workers() []*worker {
 	return ws
 }
 
-// NotifierStats counts one notifier's deliveries.
+// NotifierStats counts one notifier's deliveries; /v1/status shows them.
 type NotifierStats struct {
-	Name    string
-	Backup  bool   // the backup notifier
-	Sent    uint64 // delivered
-	Failed  uint64 // retries exhausted or failed for good
-	Dropped uint64 // not attempted: queue full, or dispatcher closed or stopped
-	Queued  int    // waiting now
+	Name    string `json:"name"`
+	Backup  bool   `json:"backup,omitempty"` // the backup notifier
+	Sent    uint64 `json:"sent"`             // delivered
+	Failed  uint64 `json:"failed"`           // retries exhausted or failed for good
+	Dropped uint64 `json:"dropped"`          // alerts given by Send (not log records) never attempted
+	// Skipped counts log records deleted (retention, buffer pressure) before
+	// the notifier read them.
+	Skipped uint64 `json:"skipped_records"`
+	// Position is the next offset the notifier reads: every alert below it is
+	// done. Lag is the number of durable log records from Position on.
+	Position uint64 `json:"position"`
+	Lag      uint64 `json:"lag_records"`
 }
 
 // Stats are a dispatcher's counters since it was created.
@@ -289,22 +406,27 @@ type Stats struct {
 // Stats returns the counters. It is safe for concurrent use.
 func (d *Dispatcher) Stats() Stats {
 	s := Stats{BackupFailover: d.backupFailover.Load(), BackupOffline: d.backupOffline.Load()}
+	durable := d.buf.DurableOffset()
 	for _, w := range d.workers() {
+		pos := w.pos.Load()
 		s.Notifiers = append(s.Notifiers, NotifierStats{Name: w.name, Backup: w == d.backup, Sent: w.sent.Load(),
-			Failed: w.failed.Load(), Dropped: w.dropped.Load(), Queued: len(w.q)})
+			Failed: w.failed.Load(), Dropped: w.dropped.Load(), Skipped: w.skipped.Load(),
+			Position: pos, Lag: durable - min(pos, durable)})
 	}
 	return s
 }
 
 var (
 	notificationsDesc = prometheus.NewDesc("holdfast_alert_notifications_total",
-		"Alert notifications by notifier and result: sent, failed (retries exhausted or rejected), dropped (never attempted).",
+		"Alert notifications by notifier and result: sent, failed (retries exhausted or rejected), dropped (an alert that is not a log record, never attempted).",
 		[]string{"notifier", "result"}, nil)
 	backupDesc = prometheus.NewDesc("holdfast_alert_backup_total",
 		"Critical alerts handed to the backup channel, by reason: failover (a primary failed) or offline (primaries unreachable).",
 		[]string{"reason"}, nil)
-	queueDesc = prometheus.NewDesc("holdfast_alert_queue_length",
-		"Alerts waiting in a notifier's queue.", []string{"notifier"}, nil)
+	lagDesc = prometheus.NewDesc("holdfast_alert_notifier_lag_records",
+		"Log records from a notifier's cursor to the log's end: how far its delivery is behind.", []string{"notifier"}, nil)
+	skippedDesc = prometheus.NewDesc("holdfast_alert_notifier_skipped_records_total",
+		"Log records deleted (retention, buffer pressure) before a notifier read them.", []string{"notifier"}, nil)
 )
 
 // collector exposes a dispatcher's Stats as Prometheus metrics.
@@ -313,7 +435,8 @@ type collector struct{ d *Dispatcher }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- notificationsDesc
 	ch <- backupDesc
-	ch <- queueDesc
+	ch <- lagDesc
+	ch <- skippedDesc
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -322,7 +445,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(notificationsDesc, prometheus.CounterValue, float64(n.Sent), n.Name, "sent")
 		ch <- prometheus.MustNewConstMetric(notificationsDesc, prometheus.CounterValue, float64(n.Failed), n.Name, "failed")
 		ch <- prometheus.MustNewConstMetric(notificationsDesc, prometheus.CounterValue, float64(n.Dropped), n.Name, "dropped")
-		ch <- prometheus.MustNewConstMetric(queueDesc, prometheus.GaugeValue, float64(n.Queued), n.Name)
+		ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(n.Lag), n.Name)
+		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.CounterValue, float64(n.Skipped), n.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(backupDesc, prometheus.CounterValue, float64(s.BackupFailover), "failover")
 	ch <- prometheus.MustNewConstMetric(backupDesc, prometheus.CounterValue, float64(s.BackupOffline), "offline")

@@ -2,7 +2,6 @@ package alert
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/event"
 )
 
 // recorder is a notifier that records what it is given.
@@ -90,8 +93,64 @@ func closeDispatcher(t *testing.T, d *Dispatcher) {
 	}
 }
 
+// openLog opens a log in memory on fs, closed when the test ends (after the
+// dispatchers the test closes).
+func openLog(t *testing.T, fs vfs.FS, o buffer.Options) *buffer.Log {
+	t.Helper()
+	o.Dir, o.FS = "/log", fs
+	l, err := buffer.Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// appendAlerts writes the alerts to l as alert records, in order, each after
+// a record that is not an alert (a hole).
+func appendAlerts(t *testing.T, l buffer.Engine, as ...Alert) {
+	t.Helper()
+	var payloads [][]byte
+	for _, a := range as {
+		rec := event.AlertRecord{Rule: a.Rule, Severity: string(a.Severity), Firing: a.State == Firing,
+			Stream: a.Stream, DeviceID: a.DeviceID, Value: a.Value, Threshold: a.Threshold,
+			FiredAt: a.FiredAt, ResolvedAt: a.ResolvedAt}
+		if rec.ID() != a.ID {
+			t.Fatalf("alert id %q does not match its record's %q", a.ID, rec.ID())
+		}
+		payloads = append(payloads, []byte{event.TypeHole}, rec.AppendBinary(nil))
+	}
+	if _, err := l.Append(payloads...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gate is a notifier that records what it is given, but holds each Notify
+// until open is closed (or its context ends).
+type gate struct {
+	recorder
+	open    chan struct{}
+	entered chan struct{} // closed at the first Notify
+	once    sync.Once
+}
+
+func newGate(name string) *gate {
+	return &gate{recorder: recorder{name: name}, open: make(chan struct{}), entered: make(chan struct{})}
+}
+
+func (g *gate) Notify(ctx context.Context, a Alert) error {
+	g.once.Do(func() { close(g.entered) })
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.recorder.Notify(ctx, a)
+}
+
 // TestDispatcherBackupOnFailure: with the webhook down, a critical alert reaches
-// the backup script after the webhook's retries; a warning does not.
+// the backup script after the webhook's retries; a warning does not. Both
+// failed alerts are passed: the cursors end past them.
 func TestDispatcherBackupOnFailure(t *testing.T) {
 	for _, down := range []string{"closed", "500"} {
 		t.Run(down, func(t *testing.T) {
@@ -103,17 +162,19 @@ func TestDispatcherBackupOnFailure(t *testing.T) {
 				srv.Close()
 			}
 			out := backupOutput(t)
+			l := openLog(t, vfs.NewMem(), buffer.Options{})
 			log := &recorder{name: "log"}
 			d := NewDispatcher(DispatcherOptions{
+				Log:     l,
 				Primary: []Notifier{log, NewWebhook(WebhookOptions{URL: srv.URL, Retry: fastRetry(2)})},
 				Backup:  NewCommand(CommandOptions{Path: writeScript(t, "backup.sh", backupScript)}),
 				Logger:  quietLogger(),
 			})
 			d.Start()
 			warn, crit := sample("warm", Warning), sample("hot", Critical)
-			d.Send(warn)
-			d.Send(crit)
+			appendAlerts(t, l, warn, crit)
 			eventually(t, "the critical alert in the backup output", func() bool { return len(readRecords(t, out)) > 0 })
+			eventually(t, "the webhook past both alerts", func() bool { return statsOf(t, d, "webhook").Position == 4 })
 			// The webhook fails the warning before the critical alert, so by now the
 			// warning has had every chance to reach the backup.
 			recs := readRecords(t, out)
@@ -126,12 +187,17 @@ func TestDispatcherBackupOnFailure(t *testing.T) {
 			}
 			s := d.Stats()
 			want := Stats{Notifiers: []NotifierStats{
-				{Name: "log", Sent: 2},
-				{Name: "webhook", Failed: 2},
-				{Name: "command", Backup: true, Sent: 1},
+				{Name: "log", Sent: 2, Position: 4},
+				{Name: "webhook", Failed: 2, Position: 4},
+				{Name: "command", Backup: true, Sent: 1, Position: 4},
 			}, BackupFailover: 1}
 			if !reflect.DeepEqual(s, want) {
 				t.Fatalf("stats %+v\nwant %+v", s, want)
+			}
+			for _, name := range []string{"log", "webhook", "command"} {
+				if off, _ := l.Cursor(CursorPrefix + name); off != 4 {
+					t.Fatalf("cursor of %s at %d, want 4", name, off)
+				}
 			}
 		})
 	}
@@ -153,7 +219,9 @@ func TestDispatcherUseBackup(t *testing.T) {
 	out := backupOutput(t)
 	var offline atomic.Bool
 	offline.Store(true)
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
 	d := NewDispatcher(DispatcherOptions{
+		Log:       l,
 		Primary:   []Notifier{NewWebhook(WebhookOptions{URL: srv.URL, Retry: fastRetry(1)})},
 		Backup:    NewCommand(CommandOptions{Path: writeScript(t, "backup.sh", backupScript)}),
 		Logger:    quietLogger(),
@@ -161,8 +229,7 @@ func TestDispatcherUseBackup(t *testing.T) {
 	})
 	d.Start()
 	crit, warn := sample("hot", Critical), sample("warm", Warning)
-	d.Send(crit)
-	d.Send(warn)
+	appendAlerts(t, l, crit, warn)
 	// The webhook is still holding its first request.
 	eventually(t, "the critical alert in the backup output", func() bool { return len(readRecords(t, out)) > 0 })
 	if s := statsOf(t, d, "webhook"); s.Sent+s.Failed != 0 {
@@ -179,17 +246,149 @@ func TestDispatcherUseBackup(t *testing.T) {
 	}
 }
 
-// TestDispatcherSendNeverBlocks: with a notifier hung, Send returns at once;
-// what does not fit the queue is dropped and counted, and a second notifier is
-// not held up.
+// TestDispatcherFullQueueDropsNothing: with one notifier hung, the alerts pile
+// up far beyond what any in-memory queue held (1024 per notifier before
+// notifiers read the log): none is dropped. The hung notifier gets every one,
+// in order, once it recovers, and a second notifier is not held up meanwhile.
+func TestDispatcherFullQueueDropsNothing(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
+	slow, rec := newGate("slow"), &recorder{name: "rec"}
+	reg := prometheus.NewPedanticRegistry()
+	d := NewDispatcher(DispatcherOptions{Log: l, Primary: []Notifier{slow, rec}, Logger: quietLogger(), Registerer: reg})
+	d.Start()
+	defer closeDispatcher(t, d)
+	all := alerts("hot", Warning, 3000)
+	appendAlerts(t, l, all[0])
+	<-slow.entered
+	appendAlerts(t, l, all[1:]...)
+	eventually(t, "the second notifier to get every alert", func() bool { return len(rec.Got()) == len(all) })
+	// The hung notifier holds the first alert (offset 1): 5999 records from it on.
+	if s := statsOf(t, d, "slow"); s.Sent != 0 || s.Lag != 5999 {
+		t.Fatalf("hung notifier %+v, want lag 5999", s)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP holdfast_alert_notifier_lag_records Log records from a notifier's cursor to the log's end: how far its delivery is behind.
+# TYPE holdfast_alert_notifier_lag_records gauge
+holdfast_alert_notifier_lag_records{notifier="rec"} 0
+holdfast_alert_notifier_lag_records{notifier="slow"} 5999
+`), "holdfast_alert_notifier_lag_records"); err != nil {
+		t.Fatal(err)
+	}
+	close(slow.open)
+	eventually(t, "the hung notifier to catch up", func() bool { return len(slow.Got()) == len(all) })
+	if !reflect.DeepEqual(slow.Got(), all) || !reflect.DeepEqual(rec.Got(), all) {
+		t.Fatal("the notifiers did not get the alerts in order")
+	}
+	if s := statsOf(t, d, "slow"); s.Sent != 3000 || s.Dropped != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestDispatcherResumesAfterStop: a notifier stopped in the middle of its
+// alerts (Close gives up on it) gets, after a restart, every alert it had not
+// delivered, and none it had; a notifier without a cursor starts at From,
+// saved at once.
+func TestDispatcherResumesAfterStop(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openLog(t, fs, buffer.Options{})
+	all := alerts("hot", Critical, 5)
+	appendAlerts(t, l, all[:2]...) // offsets 0–3: before From
+	from := l.NextOffset()
+	appendAlerts(t, l, all[2:]...) // offsets 4–9
+
+	g := newGate("hook")
+	close(g.open)
+	var n atomic.Int32
+	stuck := &funcNotifier{name: "hook", notify: func(ctx context.Context, a Alert) error {
+		if n.Add(1) > 1 { // delivers one, then hangs
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return g.Notify(ctx, a)
+	}}
+	d := NewDispatcher(DispatcherOptions{Log: l, From: from, Primary: []Notifier{stuck}, Logger: quietLogger()})
+	if off, ok := l.Cursor(CursorPrefix + "hook"); !ok || off != from {
+		t.Fatalf("new cursor at %d (%v), want %d", off, ok, from)
+	}
+	d.Start()
+	eventually(t, "the first delivery", func() bool { return len(g.Got()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := d.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if off, _ := l.Cursor(CursorPrefix + "hook"); off != from+3 {
+		t.Fatalf("cursor at %d after one delivery, want %d (the second alert's offset)", off, from+3)
+	}
+
+	// Crash and restart: only what was synced survives.
+	fs.Crash(nil)
+	l2 := openLog(t, fs, buffer.Options{})
+	again := newGate("hook")
+	close(again.open)
+	d = NewDispatcher(DispatcherOptions{Log: l2, From: 0, Primary: []Notifier{again}, Logger: quietLogger()})
+	d.Start()
+	eventually(t, "the rest", func() bool { return len(again.Got()) == 2 })
+	closeDispatcher(t, d)
+	if !reflect.DeepEqual(g.Got(), all[2:3]) || !reflect.DeepEqual(again.Got(), all[3:]) {
+		t.Fatalf("first run %v, second run %v", g.Got(), again.Got())
+	}
+	if off, _ := l2.Cursor(CursorPrefix + "hook"); off != l2.NextOffset() {
+		t.Fatalf("cursor at %d, want the log's end %d", off, l2.NextOffset())
+	}
+}
+
+// TestDispatcherSkipsDeletedRecords: records retention deleted before a
+// notifier read them are passed over and counted; the alerts still there are
+// delivered.
+func TestDispatcherSkipsDeletedRecords(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{SegmentBytes: 4096, MaxBytes: 16384})
+	if err := l.CommitCursor(CursorPrefix+"rec", 0); err != nil {
+		t.Fatal(err)
+	}
+	all := alerts("hot", Warning, 2000)
+	for _, a := range all {
+		appendAlerts(t, l, a)
+	}
+	first := l.FirstOffset()
+	if first == 0 {
+		t.Fatal("retention deleted nothing")
+	}
+	rec := &recorder{name: "rec"}
+	d := NewDispatcher(DispatcherOptions{Log: l, Primary: []Notifier{rec}, Logger: quietLogger()})
+	d.Start()
+	end := l.NextOffset()
+	eventually(t, "the notifier at the log's end", func() bool { return statsOf(t, d, "rec").Position == end })
+	closeDispatcher(t, d)
+	kept := int(end-first) / 2
+	if got := rec.Got(); !reflect.DeepEqual(got, all[len(all)-kept:]) {
+		t.Fatalf("got %d alerts, want the last %d", len(got), kept)
+	}
+	if s := statsOf(t, d, "rec"); s.Skipped != first {
+		t.Fatalf("skipped %d, want %d", s.Skipped, first)
+	}
+}
+
+// funcNotifier is a notifier made of a function.
+type funcNotifier struct {
+	name   string
+	notify func(context.Context, Alert) error
+}
+
+func (f *funcNotifier) Name() string                              { return f.name }
+func (f *funcNotifier) Notify(ctx context.Context, a Alert) error { return f.notify(ctx, a) }
+
+// TestDispatcherSendNeverBlocks: alerts that are not log records (Send) go
+// out from memory: with a notifier hung, Send returns at once; what does not
+// fit its queue is dropped and counted, and a second notifier is not held up.
 func TestDispatcherSendNeverBlocks(t *testing.T) {
 	h := &hanging{entered: make(chan struct{}, 1)}
 	rec := &recorder{name: "rec"}
 	reg := prometheus.NewPedanticRegistry()
-	d := NewDispatcher(DispatcherOptions{Primary: []Notifier{h, rec}, QueueSize: 100, Logger: quietLogger(),
-		Registerer: reg})
+	d := NewDispatcher(DispatcherOptions{Log: openLog(t, vfs.NewMem(), buffer.Options{}),
+		Primary: []Notifier{h, rec}, Logger: quietLogger(), Registerer: reg})
 	d.Start()
-	all := alerts("hot", Warning, 200)
+	all := alerts("hot", Warning, 2*extraQueue)
 	d.Send(all[0])
 	select {
 	case <-h.entered:
@@ -199,11 +398,11 @@ func TestDispatcherSendNeverBlocks(t *testing.T) {
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
-		for _, a := range all[1:100] {
+		for _, a := range all[1 : extraQueue+1] {
 			d.Send(a)
 		}
-		eventuallyNoFatal(func() bool { return len(rec.Got()) == 100 })
-		for _, a := range all[100:] {
+		eventuallyNoFatal(func() bool { return len(rec.Got()) == extraQueue+1 })
+		for _, a := range all[extraQueue+1:] {
 			d.Send(a)
 		}
 	}()
@@ -216,27 +415,19 @@ func TestDispatcherSendNeverBlocks(t *testing.T) {
 	if !reflect.DeepEqual(rec.Got(), all) {
 		t.Fatal("the recorder did not get the alerts in order")
 	}
-	// One in flight, 100 queued, 99 dropped.
-	if s := statsOf(t, d, "hanging"); s.Queued != 100 || s.Dropped != 99 || s.Sent != 0 {
+	// One in flight, extraQueue queued, the rest dropped.
+	if s := statsOf(t, d, "hanging"); s.Dropped != uint64(len(all)-1-extraQueue) || s.Sent != 0 {
 		t.Fatalf("hanging notifier stats %+v", s)
-	}
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP holdfast_alert_queue_length Alerts waiting in a notifier's queue.
-# TYPE holdfast_alert_queue_length gauge
-holdfast_alert_queue_length{notifier="hanging"} 100
-holdfast_alert_queue_length{notifier="rec"} 0
-`), "holdfast_alert_queue_length"); err != nil {
-		t.Fatal(err)
 	}
 
 	// Close gives up at its deadline: the call in flight is cancelled and the
 	// queue is dropped and counted.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := d.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if err := d.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if s := statsOf(t, d, "hanging"); s.Queued != 0 || s.Dropped != 200 || s.Sent+s.Failed != 0 {
+	if s := statsOf(t, d, "hanging"); s.Dropped != uint64(len(all)) || s.Sent+s.Failed != 0 {
 		t.Fatalf("after Close: %+v", s)
 	}
 	if !h.closed.Load() {
@@ -244,14 +435,14 @@ holdfast_alert_queue_length{notifier="rec"} 0
 	}
 	d.Send(all[0]) // after Close: dropped, no panic
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP holdfast_alert_notifications_total Alert notifications by notifier and result: sent, failed (retries exhausted or rejected), dropped (never attempted).
+# HELP holdfast_alert_notifications_total Alert notifications by notifier and result: sent, failed (retries exhausted or rejected), dropped (an alert that is not a log record, never attempted).
 # TYPE holdfast_alert_notifications_total counter
-holdfast_alert_notifications_total{notifier="hanging",result="dropped"} 201
+holdfast_alert_notifications_total{notifier="hanging",result="dropped"} 129
 holdfast_alert_notifications_total{notifier="hanging",result="failed"} 0
 holdfast_alert_notifications_total{notifier="hanging",result="sent"} 0
 holdfast_alert_notifications_total{notifier="rec",result="dropped"} 1
 holdfast_alert_notifications_total{notifier="rec",result="failed"} 0
-holdfast_alert_notifications_total{notifier="rec",result="sent"} 200
+holdfast_alert_notifications_total{notifier="rec",result="sent"} 128
 `), "holdfast_alert_notifications_total"); err != nil {
 		t.Fatal(err)
 	}
@@ -265,19 +456,21 @@ func eventuallyNoFatal(cond func() bool) {
 	}
 }
 
-// TestDispatcherCloseDrains: alerts sent before Start are delivered in order by
-// Close; a non-critical failure never uses the backup; names stay distinct.
+// TestDispatcherCloseDrains: alerts in the log before Start are delivered in
+// order by Close; a non-critical failure never uses the backup; names stay
+// distinct.
 func TestDispatcherCloseDrains(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
 	a, b := &recorder{name: "rec"}, &recorder{name: "rec"}
 	backup := &recorder{name: "sms"}
-	d := NewDispatcher(DispatcherOptions{Primary: []Notifier{a, b, NewWebhook(WebhookOptions{URL: "bad"})},
+	d := NewDispatcher(DispatcherOptions{Log: l, Primary: []Notifier{a, b, NewWebhook(WebhookOptions{URL: "bad"})},
 		Backup: backup, Logger: quietLogger(), UseBackup: func() bool { return true }})
 	var want []Alert
 	for i, sev := range []Severity{Info, Warning, Critical, Warning} {
 		al := sample("r"+strconv.Itoa(i), sev)
 		want = append(want, al)
-		d.Send(al)
 	}
+	appendAlerts(t, l, want...)
 	closeDispatcher(t, d) // never started
 	if !reflect.DeepEqual(a.Got(), want) || !reflect.DeepEqual(b.Got(), want) {
 		t.Fatalf("got %+v and %+v, want %+v", a.Got(), b.Got(), want)

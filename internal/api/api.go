@@ -37,6 +37,9 @@ type Status struct {
 	Sinks []any `json:"sinks,omitempty"`
 	// Backup is the state snapshots' and config registry's state (backup.Status).
 	Backup any `json:"backup,omitempty"`
+	// Notifiers are the alert notifiers' deliveries and how far each is
+	// behind the log, primaries first, then the backup command.
+	Notifiers []alert.NotifierStats `json:"notifiers,omitempty"`
 	// Losses counts the records that left the buffer unsynced, by reason and
 	// stream; each is in a loss-ledger record (docs/format/ledger.md).
 	Losses map[string]map[string]uint64 `json:"losses"`

@@ -194,8 +194,15 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 	return nil
 }
 
-// startProcessing starts the alert notifiers and the stream processor.
+// startProcessing starts the stream processor and the alert notifiers, which
+// read the alerts it writes from the log.
 func (n *Node) startProcessing() error {
+	prep := <-n.prep
+	n.prep = nil
+	if prep.err != nil {
+		return fmt.Errorf("start processor: %w", prep.err)
+	}
+	n.proc = prep.p
 	cfg := n.cfg
 	primary := []alert.Notifier{alert.NewLog(n.log.With("component", "alert"))}
 	for _, w := range cfg.Alerts.Notify.Webhooks {
@@ -217,20 +224,22 @@ func (n *Node) startProcessing() error {
 	if cfg.Alerts.Notify.Backup != nil {
 		backup = alert.NewCommand(*cfg.Alerts.Notify.Backup)
 	}
+	// A notifier without a cursor starts where processing resumes: the
+	// alerts since the checkpoint, or, without one, the alerts from now on
+	// (docs/format/notify.md).
+	from, ok := n.proc.StartOffset()
+	if !ok {
+		from = n.buf.DurableOffset()
+	}
 	n.disp = alert.NewDispatcher(alert.DispatcherOptions{
+		Log: n.buf, From: from,
 		Primary: primary, Backup: backup, Logger: n.log.With("component", "alert"), Registerer: n.reg,
 		// While the cloud is unreachable, critical alerts take the backup
 		// channel at once as well (DESIGN §5).
 		UseBackup: n.cloudOffline,
 	})
 	n.disp.Start()
-	prep := <-n.prep
-	n.prep = nil
-	if prep.err != nil {
-		return fmt.Errorf("start processor: %w", prep.err)
-	}
-	n.proc = prep.p
-	n.proc.Attach(n.store, n.disp)
+	n.proc.Attach(n.store)
 	n.proc.Start()
 	return nil
 }
@@ -464,6 +473,9 @@ func (n *Node) Status() api.Status {
 	if n.backup != nil {
 		s.Backup = n.backup.Status()
 	}
+	if n.disp != nil {
+		s.Notifiers = n.disp.Stats().Notifiers
+	}
 	if err := n.buf.Err(); err != nil {
 		s.Healthy = false
 		s.Buffer.Error = err.Error()
@@ -514,6 +526,8 @@ func (n *Node) Close() error {
 		errs = append(errs, sy.Close())
 	}
 	if n.disp != nil {
+		// The notifiers deliver what the log holds, for up to 10 s; what they
+		// do not get to stays after their cursors for the next start.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, n.disp.Close(ctx))
 		cancel()

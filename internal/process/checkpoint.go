@@ -303,7 +303,7 @@ func (p *Processor) CheckpointOffset() (off uint64, ok bool) {
 
 // StartOffset is where processing started: the offset of the checkpoint it
 // resumed from (fromCheckpoint true), or 0.
-func (p *Processor) StartOffset() (off uint64, fromCheckpoint bool) { return p.start, p.renotify }
+func (p *Processor) StartOffset() (off uint64, fromCheckpoint bool) { return p.start, p.fromCheckpoint }
 
 // restore loads the newest usable checkpoint into fresh workers and sets the
 // offset processing starts from. Without one, processing starts at 0.
@@ -393,7 +393,7 @@ func (p *Processor) loadCheckpoint(path string) (*Checkpoint, error) {
 	for _, a := range c.History {
 		p.recordAlert(a)
 	}
-	p.start, p.renotify = c.Offset, true
+	p.start, p.fromCheckpoint = c.Offset, true
 	p.checkpointed.Store(c.Offset + 1)
 	return c, nil
 }

@@ -17,7 +17,6 @@ type Metrics struct {
 	CheckpointOffset   prometheus.Gauge
 	LoadFailures       prometheus.Counter
 	RestoreSeconds     prometheus.Gauge
-	Renotified         prometheus.Counter
 }
 
 // NewMetrics creates the processor metrics and registers them with reg if it
@@ -69,10 +68,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "holdfast_checkpoint_load_failures_total",
 			Help: "Checkpoints skipped at start-up because they were damaged or unusable.",
 		}),
-		Renotified: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "holdfast_alerts_renotified_total",
-			Help: "Alerts written after the checkpoint a restart resumed from, handed to the notifiers again (at least once).",
-		}),
 		RestoreSeconds: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "holdfast_checkpoint_restore_seconds",
 			Help: "How long loading the checkpoint took at the last start (0: none was used).",
@@ -80,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Events, m.Late, m.WindowsClosed, m.Alerts, m.Checkpoints, m.CheckpointFailures,
-			m.CheckpointSkipped, m.CheckpointSeconds, m.CheckpointBytes, m.CheckpointOffset, m.LoadFailures, m.RestoreSeconds, m.Renotified)
+			m.CheckpointSkipped, m.CheckpointSeconds, m.CheckpointBytes, m.CheckpointOffset, m.LoadFailures, m.RestoreSeconds)
 	}
 	return m
 }

@@ -1,8 +1,8 @@
 // Package process turns the log into answers: it reads every record in offset
 // order, feeds events to windowing and alert rules on worker goroutines (each
 // owning whole streams), and writes what they produce — window results, alerts,
-// late marks — back to the log as records, then hands alerts to the notifiers.
-// Ingest never waits for it.
+// late marks — back to the log as records. Ingest never waits for it; the
+// notifiers read the alerts from the log (alert.Dispatcher).
 //
 // Determinism is what makes it crash-safe. Window closes, late decisions and
 // alerts are a function of the log's contents in offset order: the watermark
@@ -47,7 +47,6 @@ type Options struct {
 	IdleTimeout time.Duration // a stream quiet this long (wall clock) has its windows closed; default 1m
 	// FlushInterval bounds how long an output waits to be batched; default 20ms.
 	FlushInterval time.Duration
-	Dispatcher    *alert.Dispatcher // nil: alerts are recorded, not notified
 	Checkpoints   CheckpointOptions
 	Logger        *slog.Logger
 	Metrics       *Metrics
@@ -105,11 +104,11 @@ type Processor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	restored  bool          // Restore ran
-	renotify  bool          // resumed from a checkpoint: alerts replayed after it are notified again
-	start     uint64        // the offset processing starts from: a checkpoint's, or 0
-	replayEnd uint64        // records below it were written before this start
-	lateness  time.Duration // the windows' effective allowed lateness
+	restored       bool          // Restore ran
+	fromCheckpoint bool          // start is a checkpoint's offset
+	start          uint64        // the offset processing starts from: a checkpoint's, or 0
+	replayEnd      uint64        // records below it were written before this start
+	lateness       time.Duration // the windows' effective allowed lateness
 
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
@@ -132,7 +131,7 @@ func New(s *store.Store, opts Options) (*Processor, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Attach(s, opts.Dispatcher)
+	p.Attach(s)
 	return p, nil
 }
 
@@ -165,10 +164,9 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 	return p, nil
 }
 
-// Attach gives a prepared processor its store (over the same log) and the
-// dispatcher its alerts go to (nil: recorded, not notified).
-func (p *Processor) Attach(s *store.Store, d *alert.Dispatcher) {
-	p.store, p.opts.Dispatcher = s, d
+// Attach gives a prepared processor its store (over the same log).
+func (p *Processor) Attach(s *store.Store) {
+	p.store = s
 }
 
 // Restore loads the newest valid checkpoint, if checkpoints are on; Start
@@ -438,8 +436,8 @@ func alertKey(id string, firing bool) string {
 }
 
 // write is the one goroutine appending outputs: it batches what the workers
-// produce, appends it, then notifies alerts that are now durable. It also
-// assembles checkpoints from the workers' parts.
+// produce and appends it. It also assembles checkpoints from the workers'
+// parts.
 func (p *Processor) write() {
 	var pending []store.Output
 	snaps := map[uint64]map[int]*workerSnap{} // by offset, then worker
@@ -464,9 +462,6 @@ func (p *Processor) write() {
 				p.opts.Metrics.WindowsClosed.Inc()
 			case o.Alert != nil:
 				p.opts.Metrics.Alerts.WithLabelValues(o.Alert.Severity, stateOf(o.Alert)).Inc()
-				if p.opts.Dispatcher != nil {
-					p.opts.Dispatcher.Send(toAlert(o.Alert))
-				}
 			}
 		}
 		pending = pending[:0]
@@ -647,17 +642,4 @@ func (in *interner) get(b []byte) string {
 	in.m[s] = s
 	in.last = s
 	return s
-}
-
-// toAlert rebuilds the alert a record describes, for the notifiers.
-func toAlert(r *event.AlertRecord) alert.Alert {
-	a := alert.Alert{
-		ID: r.ID(), Rule: r.Rule, Severity: alert.Severity(r.Severity), State: alert.Resolved,
-		Stream: r.Stream, DeviceID: r.DeviceID, Value: r.Value, Threshold: r.Threshold,
-		FiredAt: r.FiredAt, ResolvedAt: r.ResolvedAt,
-	}
-	if r.Firing {
-		a.State = alert.Firing
-	}
-	return a
 }

@@ -66,10 +66,7 @@ type worker struct {
 	pendOuts  []store.Output // replay: outputs not yet matched with a record
 	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
 	late      []uint64       // late offsets not yet written
-	// notifyAgain: replay, after a checkpoint: alerts the previous run wrote
-	// after the checkpoint, notified again when the replay ends.
-	notifyAgain []*event.AlertRecord
-	batchNow    time.Time // wall clock when the current batch started
+	batchNow  time.Time      // wall clock when the current batch started
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
@@ -147,11 +144,6 @@ func (w *worker) handle(it item) {
 			delete(w.pending, it.id)
 			w.pendKeys[i] = ""
 			w.verify(it, w.pendOuts[i])
-			if a := w.pendOuts[i].Alert; a != nil && w.p.renotify {
-				// Produced after the checkpoint: the crash may have come
-				// before its notification went out.
-				w.notifyAgain = append(w.notifyAgain, a)
-			}
 		}
 	case kindReplayDone:
 		w.finishReplay()
@@ -262,14 +254,6 @@ func (w *worker) finishReplay() {
 	w.p.lateMu.Unlock()
 	w.late = late
 	w.pending, w.pendOuts, w.pendKeys = map[string]int{}, nil, nil
-	if d := w.p.opts.Dispatcher; d != nil && len(w.notifyAgain) > 0 {
-		for _, a := range w.notifyAgain {
-			d.Send(toAlert(a))
-		}
-		w.p.opts.Metrics.Renotified.Add(float64(len(w.notifyAgain)))
-		w.p.opts.Logger.Info("alerts written since the checkpoint notified again", "alerts", len(w.notifyAgain))
-	}
-	w.notifyAgain = nil
 	w.live = true
 	now := w.p.opts.now()
 	for _, st := range w.streams {
