@@ -183,3 +183,93 @@ func TestWithoutOffsets(t *testing.T) {
 	require.Equal(t, []event.OffsetRange{{First: 0, Len: 5}, {First: 10, Len: 1}}, got.Ranges)
 	require.Equal(t, uint64(6), got.Count)
 }
+
+// A node that stops after the ledger records reached the buffer but before
+// the intent file was rewritten does not append them a second time.
+func TestRetentionLedgerNotWrittenTwice(t *testing.T) {
+	for _, engine := range engineNames {
+		t.Run(engine, func(t *testing.T) {
+			cfg := retentionConfig(t, engine)
+			g, buf := retentionLedger(t, cfg, map[string]uint64{"sync:ok:critical": 0, "sync:ok:normal": 0})
+			first := fillPastRetention(t, buf, func(int) string { return "temp" })
+			path := filepath.Join(cfg.DataDir, intentFile)
+			intent, err := os.ReadFile(path)
+			require.NoError(t, err)
+			g.flush(buf)
+			require.NoError(t, buf.Close())
+			// The stop came before the file was rewritten.
+			require.NoError(t, os.WriteFile(path, intent, 0o600))
+
+			n, err := Start(cfg, slog.New(slog.DiscardHandler))
+			require.NoError(t, err)
+			defer n.Close()
+			times, _ := retentionListed(t, n.buf)
+			for off := range first {
+				require.Equal(t, 1, times[off], "offset %d listed once", off)
+			}
+			_, err = os.Stat(path)
+			require.ErrorIs(t, err, os.ErrNotExist)
+		})
+	}
+}
+
+// An intent entry whose records the buffer still holds (the node stopped
+// after the file was written, before the deletion was durable) lists
+// nothing: the records are there and will sync.
+func TestRetentionLedgerDropsWhatIsStillHeld(t *testing.T) {
+	cfg := retentionConfig(t, "log")
+	buf, err := OpenBuffer(cfg, buffer.Options{SegmentBytes: 4096, MaxBytes: 64 << 10})
+	require.NoError(t, err)
+	for i := range 10 {
+		_, err := buf.Append(ev(i))
+		require.NoError(t, err)
+	}
+	require.NoError(t, buf.Close())
+	path := filepath.Join(cfg.DataDir, intentFile)
+	require.NoError(t, os.WriteFile(path, encodeIntent([]intentEntry{{after: 5, rec: event.LedgerRecord{
+		Reason: event.LossEvictedUnsynced, Stream: "temp", Count: 3, Ranges: []event.OffsetRange{{First: 2, Len: 3}}}}}), 0o600))
+
+	n, err := Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer n.Close()
+	times, _ := retentionListed(t, n.buf)
+	require.Empty(t, times)
+	require.Empty(t, n.ledger.status())
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+// Pebble applies retention in Open, before anything else runs: what it
+// deletes there is accounted for as well as what the intent file left from
+// before the stop, each record once.
+func TestRetentionLedgerAtOpen(t *testing.T) {
+	cfg := retentionConfig(t, "pebble")
+	_, buf := retentionLedger(t, cfg, map[string]uint64{"sync:ok:critical": 0, "sync:ok:normal": 0})
+	fillPastRetention(t, buf, func(int) string { return "temp" })
+	for i := range 400 { // more than the smaller limit below keeps
+		_, err := buf.Append(ev(i))
+		require.NoError(t, err)
+	}
+	before := buf.FirstOffset()
+	require.NoError(t, buf.Close())
+
+	cfg.Buffer.MaxBytes = 32 << 10 // retention runs in Open
+	n, err := Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer n.Close()
+	first := n.buf.FirstOffset()
+	require.Greater(t, first, before, "retention ran in Open")
+	var times map[uint64]int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		times, _ = retentionListed(t, n.buf)
+		if len(times) >= int(first) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for off := range first {
+		require.Equal(t, 1, times[off], "offset %d listed once", off)
+	}
+	require.Len(t, times, int(first))
+}
