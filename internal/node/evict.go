@@ -457,8 +457,10 @@ func inFlight(cursors, marks []map[uplink.Lane]uint64, lane uplink.Lane, off uin
 // lists is removed, if still held.
 func (n *Node) finishRemovals() error {
 	var errs []error
-	if err := n.ledger.recoverIntent(n.buf); err != nil {
-		errs = append(errs, fmt.Errorf("loss ledger: records lost to retention before the stop: %w", err))
+	if n.ledger != nil {
+		if err := n.ledger.recoverIntent(n.buf); err != nil {
+			errs = append(errs, fmt.Errorf("loss ledger: records lost to retention before the stop: %w", err))
+		}
 	}
 	return errors.Join(append(errs, n.finishRemoval())...)
 }
