@@ -39,3 +39,10 @@ func TestRetentionWaitsForRemove(t *testing.T) {
 		return buffer.Open(o)
 	})
 }
+
+// TestRetentionHookBeforeDeletion: see enginetest.UnreadDeletedBeforeDurable.
+func TestRetentionHookBeforeDeletion(t *testing.T) {
+	enginetest.UnreadDeletedBeforeDurable(t, buffer.Options{SegmentBytes: 4096}, func(o buffer.Options) (buffer.Engine, error) {
+		return buffer.Open(o)
+	})
+}

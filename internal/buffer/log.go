@@ -82,7 +82,12 @@ type Options struct {
 	// OnUnreadDeleted, if set, is called by retention just before it deletes
 	// records no reader had passed (below the slowest position cursor), with
 	// their offsets [from, to) and a reader over them, valid only during the
-	// call. It runs on the log's writer goroutine: it must not append.
+	// call. It runs on the log's writer goroutine: it must not append. Every
+	// engine calls it before the deletion is durable (the native log before
+	// it unlinks the segment, SQLite before the COMMIT that deletes the
+	// rows, Pebble before the excise), so what the hook fsyncs before it
+	// returns survives any crash that the deletion does (the node's
+	// ledger-intent file, docs/format/ledger.md).
 	OnUnreadDeleted func(from, to uint64, r RecordReader)
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"time"
@@ -449,10 +450,24 @@ func inFlight(cursors, marks []map[uplink.Lane]uint64, lane uplink.Lane, off uin
 	return false
 }
 
-// finishRemovals completes, at start-up, a removal whose ledger records were
-// written before the node stopped: every record a downsampled or dropped
-// ledger record lists is removed, if still held.
+// finishRemovals completes, at start-up, what the ledger accounts for from
+// before the node stopped: retention's ledger records still in the intent
+// file go to the buffer (recoverIntent), and for a removal whose ledger
+// records were written, every record a downsampled or dropped ledger record
+// lists is removed, if still held.
 func (n *Node) finishRemovals() error {
+	var errs []error
+	if n.ledger != nil {
+		if err := n.ledger.recoverIntent(n.buf); err != nil {
+			errs = append(errs, fmt.Errorf("loss ledger: records lost to retention before the stop: %w", err))
+		}
+	}
+	return errors.Join(append(errs, n.finishRemoval())...)
+}
+
+// finishRemoval completes a removal whose ledger records were written before
+// the node stopped (finishRemovals).
+func (n *Node) finishRemoval() error {
 	v, _ := n.buf.Cursor(removingCursor)
 	done, _ := n.buf.Cursor(removedCursor)
 	rm, isRemover := n.buf.(buffer.Remover)

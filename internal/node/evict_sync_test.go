@@ -76,7 +76,7 @@ func pressureNodeLanes(t *testing.T, buf buffer.Engine, sink uplink.Sink, frac f
 	lanes, err := uplink.FixedLanes(priorities)
 	require.NoError(t, err)
 	log := slog.New(slog.DiscardHandler)
-	n := &Node{buf: buf, lanes: lanes, log: log, ledger: newLossLedger(prometheus.NewRegistry(), log)}
+	n := &Node{buf: buf, lanes: lanes, log: log, ledger: newLossLedger(prometheus.NewRegistry(), log, "")}
 	var s *uplink.Syncer
 	if sink != nil {
 		s = uplink.NewSyncer(buf, sink, uplink.SyncOptions{BatchRecords: 1, Lanes: lanes,
@@ -292,7 +292,7 @@ func TestLedgerOfAScatteredRemovalFits(t *testing.T) {
 	buf, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
 	require.NoError(t, err)
 	defer buf.Close()
-	g := newLossLedger(prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	g := newLossLedger(prometheus.NewRegistry(), slog.New(slog.DiscardHandler), "")
 	const n = 2_200_000
 	offs := make([]uint64, n)
 	streams := make([]string, n)

@@ -5,7 +5,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/uplink"
 )
 
 // lossLedger accounts for every record that leaves the buffer unsynced
@@ -20,23 +24,54 @@ import (
 // status, and writes ledger records — synced like the rest, critical lane
 // first — so that the cloud knows which offsets will never come and why.
 //
-// Two paths report here: retention deleting records no sink had confirmed (a
-// buffer full for too long), with their offset ranges, and the pressure
-// levels keeping events out at ingest (sampled, refused), counted per stream.
+// Three paths report here: the pressure levels removing pending records
+// (removed, written before the removal), the pressure levels keeping events
+// out at ingest (sampled, refused), counted per stream, and retention
+// deleting records some sink had not confirmed (a buffer full for too long),
+// with their offset ranges. Retention's records are in the ledger-intent
+// file (ledger_intent.go) before the deletion, and in the buffer soon after.
 type lossLedger struct {
-	log    *slog.Logger
-	lost   *prometheus.CounterVec
-	wake   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	mu     sync.Mutex
-	queue  []event.LedgerRecord            // not yet in the buffer
-	kept   map[keptKey]*event.LedgerRecord // events kept out at ingest, not yet queued
-	totals map[string]map[string]uint64    // reason → stream → records
+	log        *slog.Logger
+	lost       *prometheus.CounterVec
+	wake       chan struct{}
+	stop       chan struct{}
+	done       chan struct{}
+	intentPath string                   // the ledger-intent file; "" for none (tests)
+	sinks      atomic.Pointer[sinkView] // what retention's hook asks "confirmed?"; nil until the syncers run
+
+	// fileMu serialises writes of the intent file, and the snapshots of what
+	// it must hold. It is taken before mu and never held over an append.
+	fileMu     sync.Mutex
+	fileExists bool // guarded by fileMu
+
+	mu        sync.Mutex
+	queue     []queued                        // not yet in the buffer
+	kept      map[keptKey]*event.LedgerRecord // events kept out at ingest, not yet queued
+	totals    map[string]map[string]uint64    // reason → stream → records
+	intent    []intentEntry                   // retention's records queued in this run, not yet in the buffer
+	recovered []intentEntry                   // from the intent file at start, until recoverIntent
+	seq       uint64                          // numbers intent entries
 }
 
-func newLossLedger(reg prometheus.Registerer, log *slog.Logger) *lossLedger {
-	return &lossLedger{
+// queued is a ledger record waiting for the buffer; seq names its intent
+// entry, 0 if it has none.
+type queued struct {
+	rec event.LedgerRecord
+	seq uint64
+}
+
+// sinkView is what says whether every sink has confirmed a record: the lane
+// rules and the syncers (their lane cursors).
+type sinkView struct {
+	lanes *uplink.LaneRules
+	syncs []*uplink.Syncer
+}
+
+// newLossLedger returns the node's ledger; dataDir holds its intent file
+// ("" for none), read here, before the buffer opens: retention may run in
+// the engine's Open.
+func newLossLedger(reg prometheus.Registerer, log *slog.Logger, dataDir string) *lossLedger {
+	g := &lossLedger{
 		log: log, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 		totals: map[string]map[string]uint64{}, kept: map[keptKey]*event.LedgerRecord{},
 		lost: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
@@ -44,13 +79,37 @@ func newLossLedger(reg prometheus.Registerer, log *slog.Logger) *lossLedger {
 			Help: "Records that left the buffer unsynced, by reason and stream; each is in a ledger record.",
 		}, []string{"reason", "stream"}),
 	}
+	if dataDir != "" {
+		g.intentPath = filepath.Join(dataDir, intentFile)
+		g.loadIntent()
+	}
+	return g
 }
 
-// onUnreadDeleted is the log's retention hook: it runs on the log's writer
-// goroutine, reads the records about to be deleted, and queues one ledger
-// record per stream with their offset ranges.
+// watchSinks makes retention's hook list only the records some sink of syncs
+// has not confirmed. Until it is called (and with no syncer), every record
+// retention deletes from the slowest cursor on is listed.
+func (g *lossLedger) watchSinks(lanes *uplink.LaneRules, syncs []*uplink.Syncer) {
+	if len(syncs) > 0 {
+		g.sinks.Store(&sinkView{lanes: lanes, syncs: syncs})
+	}
+}
+
+// onUnreadDeleted is the engines' retention hook. It runs on the engine's
+// committer (or in its Open) before the deletion is durable, so it must not
+// append: it reads the records about to be deleted, makes one ledger record
+// per stream with the offset ranges of those some sink has not confirmed,
+// writes them to the intent file (fsync'd before it returns) and queues them
+// for the buffer.
 func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
-	e := newRanged(event.LossEvictedUnsynced)
+	type deleted struct {
+		off    uint64
+		stream string
+		lane   uplink.Lane
+		synced bool
+	}
+	v := g.sinks.Load()
+	var recs []deleted
 	for {
 		off, p, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -60,19 +119,77 @@ func (g *lossLedger) onUnreadDeleted(from, to uint64, r buffer.RecordReader) {
 			g.log.Error("loss ledger: cannot read records retention deletes; counting them under *", "from", from, "to", to, "err", err)
 			break
 		}
-		e.add(recordStream(p), off)
+		d := deleted{off: off, stream: recordStream(p)}
+		if v != nil {
+			d.lane, d.synced = v.lanes.Lane(off, p)
+		}
+		recs = append(recs, d)
 	}
-	recs := e.records()
+	// The cursors after the records: they only move up, and the later,
+	// the fewer records are listed that a sink has after all.
+	var cursors []map[uplink.Lane]uint64
+	if v != nil {
+		for _, s := range v.syncs {
+			cursors = append(cursors, s.LaneCursors())
+		}
+	}
+	e := newRanged(event.LossEvictedUnsynced)
+	for _, d := range recs {
+		if d.synced && confirmedByAll(cursors, d.lane, d.off) {
+			continue
+		}
+		e.add(d.stream, d.off)
+	}
+	lrs := e.records()
+
+	g.fileMu.Lock()
 	g.mu.Lock()
-	for _, l := range recs {
-		g.queue = append(g.queue, l)
+	changed := len(lrs) > 0
+	// What an earlier run's entries list in [from, to) was still held
+	// (Pebble's Open applies retention): this deletion accounts for it.
+	for i := range g.recovered {
+		if l := withoutOffsets(g.recovered[i].rec, from, to); l.Count != g.recovered[i].rec.Count {
+			g.recovered[i].rec, changed = l, true
+		}
+	}
+	g.recovered = slices.DeleteFunc(g.recovered, func(e intentEntry) bool { return e.rec.Count == 0 })
+	for _, l := range lrs {
+		g.seq++
+		g.intent = append(g.intent, intentEntry{seq: g.seq, after: to, rec: l})
+		g.queue = append(g.queue, queued{rec: l, seq: g.seq})
 		g.count(&l)
 	}
+	snap := g.intentSnapshotLocked()
 	g.mu.Unlock()
+	if changed {
+		if err := g.writeIntentLocked(snap); err != nil {
+			// The deletion goes ahead regardless: the records are
+			// accounted for once they are in the buffer, unless the node
+			// stops first.
+			g.log.Error("loss ledger: ledger-intent file not written; a stop before the ledger records are in the buffer loses them",
+				"from", from, "to", to, "err", err)
+		}
+	}
+	g.fileMu.Unlock()
 	select {
 	case g.wake <- struct{}{}:
 	default:
 	}
+}
+
+// confirmedByAll reports whether every sink whose lane cursors are in
+// cursors has confirmed the record of lane at off. A sink that does not read
+// the lane has no such record to confirm.
+func confirmedByAll(cursors []map[uplink.Lane]uint64, lane uplink.Lane, off uint64) bool {
+	if len(cursors) == 0 {
+		return false
+	}
+	for _, c := range cursors {
+		if cur, ok := c[lane]; ok && off >= cur {
+			return false
+		}
+	}
+	return true
 }
 
 // removed writes, durably, the ledger records for records the pressure
@@ -252,7 +369,7 @@ func (g *lossLedger) run(buf buffer.Engine) {
 func (g *lossLedger) flush(buf buffer.Engine) {
 	g.mu.Lock()
 	for k, l := range g.kept {
-		g.queue = append(g.queue, *l)
+		g.queue = append(g.queue, queued{rec: *l})
 		delete(g.kept, k)
 	}
 	q := g.queue
@@ -262,8 +379,12 @@ func (g *lossLedger) flush(buf buffer.Engine) {
 		return
 	}
 	payloads := make([][]byte, len(q))
+	intents := map[uint64]bool{}
 	for i := range q {
-		payloads[i] = q[i].AppendBinary(nil)
+		payloads[i] = q[i].rec.AppendBinary(nil)
+		if q[i].seq != 0 {
+			intents[q[i].seq] = true
+		}
 	}
 	if _, err := buf.Append(payloads...); err != nil {
 		g.log.Error("loss ledger records not written; retrying", "records", len(q), "err", err)
@@ -273,8 +394,21 @@ func (g *lossLedger) flush(buf buffer.Engine) {
 		return
 	}
 	for _, l := range q {
-		g.log.Warn("records lost unsynced, accounted for in the ledger", "reason", event.LossName(l.Reason),
-			"stream", l.Stream, "records", l.Count, "ranges", len(l.Ranges))
+		g.log.Warn("records lost unsynced, accounted for in the ledger", "reason", event.LossName(l.rec.Reason),
+			"stream", l.rec.Stream, "records", l.rec.Count, "ranges", len(l.rec.Ranges))
+	}
+	if len(intents) > 0 {
+		// In the buffer now: out of the intent file. Should the node stop
+		// first, the next start finds them in the buffer.
+		g.fileMu.Lock()
+		g.mu.Lock()
+		g.intent = slices.DeleteFunc(g.intent, func(e intentEntry) bool { return intents[e.seq] })
+		snap := g.intentSnapshotLocked()
+		g.mu.Unlock()
+		if err := g.writeIntentLocked(snap); err != nil {
+			g.log.Warn("loss ledger: ledger-intent file not updated; the next start finds its records in the buffer", "err", err)
+		}
+		g.fileMu.Unlock()
 	}
 }
 

@@ -87,7 +87,7 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if n.lock, err = lockDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n.ledger = newLossLedger(n.reg, logger.With("component", "ledger"))
+	n.ledger = newLossLedger(n.reg, logger.With("component", "ledger"), cfg.DataDir)
 	n.gate = pressure.NewGate(func(stream string) string {
 		if p := cfg.Streams[stream].Priority; p != "" {
 			return p
@@ -140,6 +140,7 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.startSync(); err != nil {
 		return nil, err
 	}
+	n.ledger.watchSinks(n.lanes, n.syncs)
 	if cfg.Windows.Enabled {
 		if err := n.startProcessing(); err != nil {
 			return nil, err

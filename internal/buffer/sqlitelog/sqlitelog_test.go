@@ -561,3 +561,8 @@ func TestRetentionReportsUnreadRecords(t *testing.T) {
 func TestRetentionWaitsForRemove(t *testing.T) {
 	enginetest.RetentionWaitsForRemove(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
 }
+
+// TestRetentionHookBeforeDeletion: see enginetest.UnreadDeletedBeforeDurable.
+func TestRetentionHookBeforeDeletion(t *testing.T) {
+	enginetest.UnreadDeletedBeforeDurable(t, buffer.Options{}, func(o buffer.Options) (buffer.Engine, error) { return Open(o) })
+}
