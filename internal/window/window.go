@@ -126,11 +126,14 @@ type key struct {
 // window is one open window: the events stored in it directly and the merged
 // aggregates of its closed children. A window with open children may be empty.
 type window struct {
-	start               int64
-	sum, min, max, last float64
-	lastTS              int64
-	sk                  sketchData // sk.n is the count
-	size                int        // index into Engine.sizes
+	start int64
+	// The values add up to sum + over·2^spillScale exactly as float64 sums
+	// go: over is 0 until a sum would overflow float64 (see addSum).
+	sum, over      float64
+	min, max, last float64
+	lastTS         int64
+	sk             sketchData // sk.n is the count
+	size           int        // index into Engine.sizes
 }
 
 // New returns an Engine for the options, or the error of o.Validate.
@@ -395,7 +398,7 @@ func (k *key) windows(f func(*window)) {
 }
 
 func (w *window) add(ts int64, v float64, b bucket) {
-	w.sum += v
+	w.addSum(v)
 	if v < w.min {
 		w.min = v
 	}
@@ -408,10 +411,54 @@ func (w *window) add(ts int64, v float64, b bucket) {
 	w.sk.addBucket(b)
 }
 
+// spillScale is the power of two by which over outweighs sum in a window:
+// large enough that over cannot overflow (|over| ≤ count·2^(1024−spillScale),
+// count < 2^64), small enough that moving a sum that overflowed into over
+// loses no bit (such a sum exceeds 2^969, far above 2^(spillScale−1074)).
+const spillScale = 128
+
+// addSum adds x to the window's sum. A finite sum that would overflow moves
+// into over instead, scaled down exactly, so that any finite values add up to
+// a finite (sum, over); the rare case is out of line, so the common one stays
+// an add and a compare.
+func (w *window) addSum(x float64) {
+	if s := w.sum + x; math.Abs(s) <= math.MaxFloat64 {
+		w.sum = s
+		return
+	}
+	w.spill(x)
+}
+
+// spill moves the sum into over and starts it again at x.
+//
+//go:noinline
+func (w *window) spill(x float64) {
+	w.over += math.Ldexp(w.sum, -spillScale)
+	w.sum = x
+}
+
+// total returns the sum of the window's values rounded to float64, or
+// ±MaxFloat64 and overflow true beyond it, and their mean, which lies within
+// [min, max] and is finite for any finite values. The window must not be
+// empty.
+func (w *window) total() (sum, mean float64, overflow bool) {
+	n := float64(w.sk.n)
+	if w.over == 0 {
+		return w.sum, w.sum / n, false
+	}
+	t := w.over + math.Ldexp(w.sum, -spillScale) // the sum, scaled down
+	mean = min(max(math.Ldexp(t/n, spillScale), w.min), w.max)
+	if math.Abs(t) > math.Ldexp(math.MaxFloat64, -spillScale) {
+		return math.Copysign(math.MaxFloat64, t), mean, true
+	}
+	return math.Ldexp(t, spillScale), mean, false
+}
+
 // merge adds the aggregate of c, a closed child window, to w. Its last value
 // wins ties: no event of c's time range can have reached w before c closed.
 func (w *window) merge(c *window) {
-	w.sum += c.sum
+	w.addSum(c.sum)
+	w.over += c.over
 	w.min = min(w.min, c.min)
 	w.max = max(w.max, c.max)
 	if c.lastTS >= w.lastTS {
