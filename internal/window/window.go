@@ -422,19 +422,19 @@ const spillScale = 128
 // a finite (sum, over); the rare case is out of line, so the common one stays
 // an add and a compare.
 func (w *window) addSum(x float64) {
-	if s := w.sum + x; math.Abs(s) <= math.MaxFloat64 {
-		w.sum = s
-		return
+	s := w.sum + x
+	if s-s != 0 { // s is ±Inf: s−s is 0 for every finite s
+		s = w.spill(x)
 	}
-	w.spill(x)
+	w.sum = s
 }
 
-// spill moves the sum into over and starts it again at x.
+// spill moves the sum into over and returns x, the new sum.
 //
 //go:noinline
-func (w *window) spill(x float64) {
+func (w *window) spill(x float64) float64 {
 	w.over += math.Ldexp(w.sum, -spillScale)
-	w.sum = x
+	return x
 }
 
 // total returns the sum of the window's values rounded to float64, or
