@@ -301,7 +301,7 @@ func start(b []byte, typ byte) (*decoder, error) {
 func (d *decoder) float() float64 {
 	f := math.Float64frombits(d.uint64())
 	if d.err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
-		d.fail("non-finite number")
+		d.failNonFinite("number")
 	}
 	return f
 }
