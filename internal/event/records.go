@@ -44,12 +44,13 @@ const (
 	windowOverflow = 1 << 1
 )
 
-// Mean returns the mean of the window's values.
+// Mean returns the mean of the window's values: OverflowMean, or Sum / Count
+// clamped to [Min, Max], as window.Result has it.
 func (w *WindowRecord) Mean() float64 {
 	if w.Overflow {
 		return w.OverflowMean
 	}
-	return w.Sum / float64(w.Count)
+	return min(max(w.Sum/float64(w.Count), w.Min), w.Max)
 }
 
 // ID is the window's stable id: stream/device-or-*/size/start.

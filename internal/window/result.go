@@ -24,8 +24,9 @@ type Result struct {
 	Sum      float64
 	Overflow bool
 	Min, Max float64
-	// Mean is Sum / Count, or with Overflow the mean of the exact sum; it
-	// lies within [Min, Max] whenever Overflow is set.
+	// Mean is Sum / Count, or with Overflow the mean of the exact sum,
+	// clamped to [Min, Max] (which only the rounding of an inexact sum can
+	// leave).
 	Mean   float64
 	Last   float64 // the value with the latest event time; of equal ones, the later added
 	LastTS int64   // event time of Last

@@ -438,20 +438,20 @@ func (w *window) spill(x float64) float64 {
 }
 
 // total returns the sum of the window's values rounded to float64, or
-// ±MaxFloat64 and overflow true beyond it, and their mean, which lies within
-// [min, max] and is finite for any finite values. The window must not be
-// empty.
+// ±MaxFloat64 and overflow true beyond it, and their mean: Sum / Count, or
+// with overflow the exact sum's, clamped to [min, max] (which only the
+// rounding of an inexact sum can leave). The window must not be empty.
 func (w *window) total() (sum, mean float64, overflow bool) {
 	n := float64(w.sk.n)
-	if w.over == 0 {
-		return w.sum, w.sum / n, false
+	sum = w.sum
+	if w.over != 0 {
+		t := w.over + math.Ldexp(w.sum, -spillScale) // the sum, scaled down
+		if math.Abs(t) > math.Ldexp(math.MaxFloat64, -spillScale) {
+			return math.Copysign(math.MaxFloat64, t), min(max(math.Ldexp(t/n, spillScale), w.min), w.max), true
+		}
+		sum = math.Ldexp(t, spillScale)
 	}
-	t := w.over + math.Ldexp(w.sum, -spillScale) // the sum, scaled down
-	mean = min(max(math.Ldexp(t/n, spillScale), w.min), w.max)
-	if math.Abs(t) > math.Ldexp(math.MaxFloat64, -spillScale) {
-		return math.Copysign(math.MaxFloat64, t), mean, true
-	}
-	return math.Ldexp(t, spillScale), mean, false
+	return sum, min(max(sum/n, w.min), w.max), false
 }
 
 // merge adds the aggregate of c, a closed child window, to w. Its last value
