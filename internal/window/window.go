@@ -31,9 +31,15 @@
 //
 // Quantiles come from a Sketch (DDSketch-style, log-spaced buckets): for a
 // window of n values, P50 is within relative error Accuracy (default 1%) of the
-// value of rank ⌊0.5·(n−1)⌋ in ascending order, and likewise P95 and P99.
-// Values of magnitude below 2^-1022 count as zero. Sketch states the guarantee
-// exactly.
+// value of rank ⌊0.5·(n−1)⌋ in ascending order, and likewise P95 and P99, and
+// all three lie within [Min, Max]: a bucket's representative may not (4.1787
+// for 4.2), so results clamp to the window's range. Values of magnitude below
+// 2^-1022 count as zero. Sketch states the guarantee exactly.
+//
+// Values are finite (the processor passes no other). Their sum may still lie
+// beyond float64 (1.7e308 twice): a window carries such a sum on scaled down
+// (addSum), so Sum is ±MaxFloat64 with Overflow set and Mean is the exact
+// sum's mean; every aggregate of a Result is finite.
 //
 // The device id "" names the site-wide windows: an event with an empty device
 // id (ingest accepts none) counts in those only. In Open, "*" selects every
