@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -77,6 +78,9 @@ func TestExtremeValuesEndToEnd(t *testing.T) {
 windows:
   sizes: [1m, 5m]
   idle_timeout: 4s
+checkpoints:
+  interval: 1s
+  snapshot_interval: 1s
 alerts:
   rules:
     - {name: huge-sum, stream: huge, source: window, window: 1m, aggregate: sum, op: ">", threshold: 1e308}
@@ -180,15 +184,19 @@ cloud:
 	p.stop(t)
 	p = start(t, data, "--config", cfg, "--node-id", "site-x")
 	require.Equal(t, before, getWindows(t, p, "device_id=*"))
+	restarted := time.Now()
 	var st struct {
 		Skipped map[string]uint64 `json:"query_skipped_records"`
 		Sinks   []struct {
 			Lag uint64 `json:"lag_records"`
 		} `json:"sinks"`
+		Backup struct {
+			LastUpload time.Time `json:"last_upload"`
+		} `json:"backup"`
 	}
-	waitFor(t, "the sync", 30*time.Second, func() bool {
+	waitFor(t, "the sync and a snapshot", 30*time.Second, func() bool {
 		require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &st))
-		return len(st.Sinks) == 1 && st.Sinks[0].Lag == 0
+		return len(st.Sinks) == 1 && st.Sinks[0].Lag == 0 && st.Backup.LastUpload.After(restarted)
 	})
 	require.Equal(t, map[string]uint64{"non_finite": 0, "corrupt": 0}, st.Skipped)
 
@@ -206,14 +214,21 @@ cloud:
 		require.Equal(t, math.Float64bits(v), values[fmt.Sprint(e.stream, e.at)], "%s at %d", e.stream, e.at)
 	}
 	windows := map[string]event.WindowRecord{}
+	alerts := 0
 	cloudRecords(t, srv.URL(), cloud.StreamResults, "site-x", func(rec cloud.BatchRecord, _ jetstream.Msg) {
-		if event.Type(rec.Payload) != event.TypeWindow {
-			return
+		switch event.Type(rec.Payload) {
+		case event.TypeWindow:
+			w, err := event.DecodeWindow(rec.Payload)
+			require.NoError(t, err, "a window record in the cloud")
+			windows[w.ID()] = w
+		case event.TypeAlert:
+			a, err := event.DecodeAlert(rec.Payload)
+			require.NoError(t, err, "an alert record in the cloud")
+			require.Greater(t, a.Value, 1e308, "%+v", a)
+			alerts++
 		}
-		w, err := event.DecodeWindow(rec.Payload)
-		require.NoError(t, err, "a window record in the cloud")
-		windows[w.ID()] = w
 	})
+	require.Equal(t, 2, alerts, "huge-sum and huge-p99 fired")
 	require.Len(t, windows, 14)
 	for _, w := range before {
 		c, ok := windows[w.ID]
@@ -223,4 +238,14 @@ cloud:
 		require.Equal(t, w.Mean, c.Mean(), w.ID)
 		require.Equal(t, w.P50, c.P50, w.ID)
 	}
+
+	// The node lost: rebuilt from the cloud, it answers the same.
+	p.kill()
+	rebuilt := filepath.Join(dir, "rebuilt")
+	out, err := exec.Command(binary, "recover", "--from-cloud", "--node-id", "site-x", "--cloud-url", srv.URL(),
+		"--data-dir", rebuilt).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "validation  passed", "%s", out)
+	p = start(t, rebuilt, "--config", filepath.Join(rebuilt, "holdfast.yaml"))
+	require.Equal(t, before, getWindows(t, p, "device_id=*"))
 }
