@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 
@@ -137,4 +138,31 @@ func FuzzDecodeProcessorRecords(f *testing.F) {
 			require.Equal(t, b, AppendLate(nil, offs))
 		}
 	})
+}
+
+// TestExtremeValuesThroughCodecs takes the values of issue 11 from device
+// JSON to the log record and back, bit for bit: the ends of float64, values
+// near overflow, subnormals and −0 are events like any other; only what is
+// not a finite float64 is refused.
+func TestExtremeValuesThroughCodecs(t *testing.T) {
+	for _, s := range []string{"1.7e308", "-1.7e308", "1.7976931348623157e308", "-1.7976931348623157e308",
+		"1e308", "8.9e307", "5e-324", "-5e-324", "2.2250738585072014e-308", "1e-310", "-0", "0"} {
+		ev, err := ParseObject([]byte(`{"device_id":"big","stream":"huge","value":`+s+`}`), testNow, Limits{})
+		require.NoError(t, err, s)
+		var want float64
+		require.NoError(t, json.Unmarshal([]byte(s), &want))
+		require.Equal(t, math.Float64bits(want), math.Float64bits(ev.Value), s)
+		b := ev.AppendBinary(nil)
+		v, ok := Peek(b)
+		require.True(t, ok, s)
+		require.Equal(t, math.Float64bits(want), math.Float64bits(v.Value), s)
+		back, err := DecodeBinary(b)
+		require.NoError(t, err, s)
+		require.Equal(t, math.Float64bits(want), math.Float64bits(back.Value), s)
+		require.True(t, json.Valid(back.AppendJSON(nil)), s)
+	}
+	for _, s := range []string{"1.8e308", "-1e309", "1e999"} {
+		_, err := ParseObject([]byte(`{"device_id":"big","stream":"huge","value":`+s+`}`), testNow, Limits{})
+		require.Error(t, err, "%s is beyond float64", s)
+	}
 }
