@@ -132,14 +132,15 @@ type key struct {
 // window is one open window: the events stored in it directly and the merged
 // aggregates of its closed children. A window with open children may be empty.
 type window struct {
-	start int64
-	// The values add up to sum + over·2^spillScale exactly as float64 sums
-	// go: over is 0 until a sum would overflow float64 (see addSum).
-	sum, over      float64
-	min, max, last float64
-	lastTS         int64
-	sk             sketchData // sk.n is the count
-	size           int        // index into Engine.sizes
+	start               int64
+	sum, min, max, last float64
+	lastTS              int64
+	sk                  sketchData // sk.n is the count
+	size                int        // index into Engine.sizes
+	// over is the part of the values' sum that did not fit in sum, scaled
+	// down: they add up to sum + over·2^spillScale. It is 0 until a sum
+	// would overflow float64 (see addSum); last, for the hot fields' layout.
+	over float64
 }
 
 // New returns an Engine for the options, or the error of o.Validate.
@@ -418,9 +419,10 @@ func (w *window) add(ts int64, v float64, b bucket) {
 }
 
 // spillScale is the power of two by which over outweighs sum in a window:
-// large enough that over cannot overflow (|over| ≤ count·2^(1024−spillScale),
-// count < 2^64), small enough that moving a sum that overflowed into over
-// loses no bit (such a sum exceeds 2^969, far above 2^(spillScale−1074)).
+// large enough that over cannot overflow (each add or merge spills at most
+// 2^(1024−spillScale) into it, and there are fewer than 2^65 of them), small
+// enough that scaling a sum that overflowed loses no bit (such a sum is at
+// least 2^970, and 2^(970−spillScale) is a normal float64).
 const spillScale = 128
 
 // addSum adds x to the window's sum. A finite sum that would overflow moves
