@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/store"
 )
 
 // statusCmd prints a node's /v1/status for a person: health, buffer,
@@ -36,11 +37,12 @@ func statusCmd() *cobra.Command {
 				return err
 			}
 			var s struct {
-				NodeID   string   `json:"node_id"`
-				Version  string   `json:"version"`
-				Uptime   string   `json:"uptime"`
-				Healthy  bool     `json:"healthy"`
-				Problems []string `json:"problems"`
+				NodeID   string            `json:"node_id"`
+				Version  string            `json:"version"`
+				Uptime   string            `json:"uptime"`
+				Healthy  bool              `json:"healthy"`
+				Problems []string          `json:"problems"`
+				Skipped  map[string]uint64 `json:"query_skipped_records"`
 				Buffer   struct {
 					Segments    int     `json:"segments"`
 					Bytes       int64   `json:"bytes"`
@@ -105,6 +107,9 @@ func statusCmd() *cobra.Command {
 			fmt.Fprintf(w, "  pressure  level %s since %s: %.1f MiB pending of %.1f MiB capacity (%.0f %%, %s)\n",
 				b.Level, b.LevelSince, float64(b.Pending)/(1<<20), float64(b.Capacity)/(1<<20), 100*b.Utilisation, capacity)
 			fmt.Fprintf(w, "mqtt        %s %s\n", s.MQTT.Mode, s.MQTT.Addr)
+			if nf, c := s.Skipped[store.SkipNonFinite], s.Skipped[store.SkipCorrupt]; nf+c > 0 {
+				fmt.Fprintf(w, "queries     skipped %d records they cannot decode (%d non-finite, %d corrupt)\n", nf+c, nf, c)
+			}
 			if p := s.Processing; p != nil {
 				state := "live"
 				if p.Replaying {

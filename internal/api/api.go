@@ -43,6 +43,10 @@ type Status struct {
 	// Losses counts the records that left the buffer unsynced, by reason and
 	// stream; each is in a loss-ledger record (docs/format/ledger.md).
 	Losses map[string]map[string]uint64 `json:"losses"`
+	// QuerySkipped counts, by reason, the records local queries could not
+	// decode and skipped (store.SkipNonFinite, store.SkipCorrupt) since
+	// the node started; also holdfast_query_skipped_records_total.
+	QuerySkipped map[string]uint64 `json:"query_skipped_records"`
 }
 
 // BufferStatus describes the durable buffer.
@@ -178,10 +182,18 @@ func parseTime(name, s string) (time.Time, error) {
 	return t, nil
 }
 
+// writeJSON answers v as JSON. It encodes to memory first, so that a value
+// encoding/json refuses (a NaN or ±Inf, which no query result should hold)
+// gives a whole 500 answer naming the problem, never a 200 cut off halfway.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": "encode response: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	_, _ = w.Write(append(b, '\n'))
 }
 
 var statusPage = template.Must(template.New("status").Parse(`<!doctype html>

@@ -20,6 +20,7 @@ type windowJSON struct {
 	End      string  `json:"end"`
 	Count    uint64  `json:"count"`
 	Sum      float64 `json:"sum"`
+	Overflow bool    `json:"overflow,omitempty"` // Sum is saturated at ±MaxFloat64; Mean is exact
 	Min      float64 `json:"min"`
 	Max      float64 `json:"max"`
 	Mean     float64 `json:"mean"`
@@ -77,7 +78,7 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 		for _, res := range o.OpenWindows(q.Stream, q.DeviceID, q.Size, from, to) {
 			out.Windows = append(out.Windows, windowJSON{
 				Stream: res.Stream, DeviceID: res.DeviceID, Size: res.Size.String(), Start: msTime(res.Start),
-				End: msTime(res.End), Count: res.Count, Sum: res.Sum, Min: res.Min, Max: res.Max, Mean: res.Mean,
+				End: msTime(res.End), Count: res.Count, Sum: res.Sum, Overflow: res.Overflow, Min: res.Min, Max: res.Max, Mean: res.Mean,
 				Last: res.Last, P50: res.P50, P95: res.P95, P99: res.P99, Final: false,
 				ID: windowID(res.Stream, res.DeviceID, res.Size, res.Start),
 			})
@@ -92,8 +93,8 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 		size := time.Duration(sw.SizeMS) * time.Millisecond
 		out.Windows = append(out.Windows, windowJSON{
 			Stream: sw.Stream, DeviceID: sw.DeviceID, Size: size.String(), Start: msTime(sw.Start),
-			End: msTime(sw.Start + sw.SizeMS), Count: sw.Count, Sum: sw.Sum, Min: sw.Min, Max: sw.Max,
-			Mean: sw.Sum / float64(sw.Count), Last: sw.Last, P50: sw.P50, P95: sw.P95, P99: sw.P99, Final: true,
+			End: msTime(sw.Start + sw.SizeMS), Count: sw.Count, Sum: sw.Sum, Overflow: sw.Overflow, Min: sw.Min, Max: sw.Max,
+			Mean: sw.Mean(), Last: sw.Last, P50: sw.P50, P95: sw.P95, P99: sw.P99, Final: true,
 			ID: sw.ID(),
 		})
 	}

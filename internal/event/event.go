@@ -36,6 +36,12 @@ const (
 // ErrCorrupt is returned when a binary payload does not follow the record format.
 var ErrCorrupt = errors.New("event: corrupt record")
 
+// ErrNonFinite is wrapped, along with ErrCorrupt, by the error for a payload
+// holding a NaN or ±Inf where a finite number belongs: no encoder of this
+// binary writes one, but window results of binaries before issue 11 could
+// hold an infinite sum.
+var ErrNonFinite = errors.New("non-finite number")
+
 // ErrUnknownType is returned for a payload whose record type this binary does not
 // know. Readers skip such records.
 var ErrUnknownType = errors.New("event: unknown record type")
@@ -146,7 +152,7 @@ func DecodeBinary(b []byte) (Event, error) {
 		d.fail("trailing bytes")
 	}
 	if d.err == nil && (math.IsNaN(e.Value) || math.IsInf(e.Value, 0)) {
-		d.fail("non-finite value")
+		d.failNonFinite("value")
 	}
 	if d.err != nil {
 		return Event{}, d.err
@@ -165,6 +171,13 @@ type decoder struct {
 func (d *decoder) fail(msg string) {
 	if d.err == nil {
 		d.err = fmt.Errorf("%w: %s", ErrCorrupt, msg)
+	}
+	d.b = nil
+}
+
+func (d *decoder) failNonFinite(field string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s: %w", ErrCorrupt, field, ErrNonFinite)
 	}
 	d.b = nil
 }

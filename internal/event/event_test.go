@@ -100,3 +100,23 @@ func TestDecodeBinaryErrors(t *testing.T) {
 	require.EqualError(t, err, "event: unknown record type 0x02")
 	require.Equal(t, byte(0), Type(nil))
 }
+
+// TestPeekRefusesNonFinite: a value that is not finite never reaches the
+// windows, even from a record that was damaged past its checksum.
+func TestPeekRefusesNonFinite(t *testing.T) {
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		b := (&Event{DeviceID: "d", Stream: "s", Value: 1}).AppendBinary(nil)
+		_, ok := Peek(b)
+		require.True(t, ok)
+		putFloat(b[4:], v) // type, flags, ts 0, received 0, then the value
+		_, ok = Peek(b)
+		require.False(t, ok, "value %v", v)
+		_, err := DecodeBinary(b)
+		require.ErrorIs(t, err, ErrCorrupt)
+	}
+	for _, v := range []float64{math.MaxFloat64, -math.MaxFloat64, math.SmallestNonzeroFloat64, math.Copysign(0, -1)} {
+		got, ok := Peek((&Event{DeviceID: "d", Stream: "s", Value: v}).AppendBinary(nil))
+		require.True(t, ok)
+		require.Equal(t, math.Float64bits(v), math.Float64bits(got.Value))
+	}
+}

@@ -17,8 +17,10 @@ type View struct {
 }
 
 // Peek reads an event record's fields other than tags without allocating, for
-// scans that filter before decoding. ok is false for other record types and
-// for payloads Peek cannot read; DecodeBinary gives the reason.
+// scans that filter before decoding. ok is false for other record types, for
+// payloads Peek cannot read and for a non-finite value (which no encoder
+// writes, and which would make window sums meaningless); DecodeBinary gives
+// the reason.
 func Peek(b []byte) (v View, ok bool) {
 	if len(b) < 2 || b[0] != TypeEvent {
 		return v, false
@@ -33,7 +35,7 @@ func Peek(b []byte) (v View, ok bool) {
 	if flags&flagID != 0 {
 		v.ID = d.bytes()
 	}
-	return v, d.err == nil
+	return v, d.err == nil && v.Value-v.Value == 0 // NaN and ±Inf give NaN
 }
 
 // bytes reads a length-prefixed byte string without copying.

@@ -19,7 +19,8 @@ const (
 	TypeHole byte = 0x06
 )
 
-// WindowRecord is a closed window's result as stored in the log.
+// WindowRecord is a closed window's result as stored in the log. Every float
+// is finite.
 type WindowRecord struct {
 	Stream        string
 	DeviceID      string // "" for the site-wide window
@@ -27,10 +28,29 @@ type WindowRecord struct {
 	Start         int64 // Unix ms
 	Count         uint64
 	Sum, Min, Max float64
+	// Overflow says the sum of the values lies beyond float64: Sum holds
+	// ±math.MaxFloat64 and OverflowMean their mean.
+	Overflow      bool
+	OverflowMean  float64
 	Last          float64
 	LastTS        int64
 	P50, P95, P99 float64
 	Sketch        []byte
+}
+
+// Flags of a window result record.
+const (
+	windowSiteWide = 1 << 0
+	windowOverflow = 1 << 1
+)
+
+// Mean returns the mean of the window's values: OverflowMean, or Sum / Count
+// clamped to [Min, Max], as window.Result has it.
+func (w *WindowRecord) Mean() float64 {
+	if w.Overflow {
+		return w.OverflowMean
+	}
+	return min(max(w.Sum/float64(w.Count), w.Min), w.Max)
 }
 
 // ID is the window's stable id: stream/device-or-*/size/start.
@@ -48,11 +68,14 @@ func WindowID(stream, device string, sizeMS, start int64) string {
 func (w *WindowRecord) AppendBinary(dst []byte) []byte {
 	var flags byte
 	if w.DeviceID == "" {
-		flags = 1
+		flags |= windowSiteWide
+	}
+	if w.Overflow {
+		flags |= windowOverflow
 	}
 	dst = append(dst, TypeWindow, flags)
 	dst = appendString(dst, w.Stream)
-	if flags == 0 {
+	if flags&windowSiteWide == 0 {
 		dst = appendString(dst, w.DeviceID)
 	}
 	dst = binary.AppendUvarint(dst, uint64(w.SizeMS))
@@ -64,6 +87,9 @@ func (w *WindowRecord) AppendBinary(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, w.LastTS)
 	for _, f := range [...]float64{w.P50, w.P95, w.P99} {
 		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(f))
+	}
+	if w.Overflow {
+		dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(w.OverflowMean))
 	}
 	dst = binary.AppendUvarint(dst, uint64(len(w.Sketch)))
 	return append(dst, w.Sketch...)
@@ -77,11 +103,11 @@ func DecodeWindow(b []byte) (WindowRecord, error) {
 		return w, err
 	}
 	flags := d.byte()
-	if flags > 1 {
+	if flags&^(windowSiteWide|windowOverflow) != 0 {
 		d.fail("unknown flags")
 	}
 	w.Stream = d.string(1, MaxNameLen)
-	if flags == 0 {
+	if flags&windowSiteWide == 0 {
 		w.DeviceID = d.string(1, MaxNameLen)
 	}
 	size := d.uvarint()
@@ -97,6 +123,12 @@ func DecodeWindow(b []byte) (WindowRecord, error) {
 	w.Sum, w.Min, w.Max, w.Last = d.float(), d.float(), d.float(), d.float()
 	w.LastTS = d.varint()
 	w.P50, w.P95, w.P99 = d.float(), d.float(), d.float()
+	if w.Overflow = flags&windowOverflow != 0; w.Overflow {
+		w.OverflowMean = d.float()
+		if d.err == nil && math.Abs(w.Sum) != math.MaxFloat64 {
+			d.fail("overflow without a saturated sum")
+		}
+	}
 	if n := d.uvarint(); d.err == nil {
 		if n > uint64(len(d.b)) {
 			d.fail("sketch length out of range")
@@ -270,7 +302,7 @@ func start(b []byte, typ byte) (*decoder, error) {
 func (d *decoder) float() float64 {
 	f := math.Float64frombits(d.uint64())
 	if d.err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
-		d.fail("non-finite number")
+		d.failNonFinite("number")
 	}
 	return f
 }

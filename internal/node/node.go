@@ -117,6 +117,7 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		DedupWindow:     cfg.Ingest.DedupWindow,
 		DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
 		Logger:          logger.With("component", "store"),
+		Metrics:         store.NewMetrics(n.reg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -461,6 +462,9 @@ func (n *Node) Status() api.Status {
 	}
 	if n.ledger != nil {
 		s.Losses = n.ledger.status()
+	}
+	if n.store != nil {
+		s.QuerySkipped = n.store.Skipped()
 	}
 	if n.pressure != nil {
 		n.pressure.status(&s.Buffer)

@@ -203,6 +203,9 @@ func (w *worker) onClose(r window.Result) {
 		Count: r.Count, Sum: r.Sum, Min: r.Min, Max: r.Max, Last: r.Last, LastTS: r.LastTS,
 		P50: r.P50, P95: r.P95, P99: r.P99,
 	}
+	if r.Overflow {
+		rec.Overflow, rec.OverflowMean = true, r.Mean
+	}
 	if r.Sketch != nil {
 		rec.Sketch, _ = r.Sketch.MarshalBinary()
 	}

@@ -156,7 +156,8 @@ func (s *Store) scanWindows(rg [2]uint64, q WindowQuery, fromTS, toTS int64) ([]
 		}
 		w, err := event.DecodeWindow(p)
 		if err != nil {
-			return nil, fmt.Errorf("query windows: record %d: %w", off, err)
+			s.skip("windows", off, err)
+			continue
 		}
 		if (q.Stream != "" && w.Stream != q.Stream) ||
 			(q.DeviceID != "*" && w.DeviceID != q.DeviceID) ||

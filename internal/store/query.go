@@ -117,14 +117,22 @@ func (s *Store) scan(rg [2]uint64, q Query, fromTS, toTS int64) ([]Stored, error
 			return out, nil
 		}
 		v, ok := event.Peek(p)
-		if !ok || v.TS < fromTS || v.TS >= toTS ||
+		if !ok {
+			if event.Type(p) == event.TypeEvent {
+				_, err := event.DecodeBinary(p)
+				s.skip("events", off, err)
+			}
+			continue
+		}
+		if v.TS < fromTS || v.TS >= toTS ||
 			(q.DeviceID != "" && string(v.DeviceID) != q.DeviceID) ||
 			(q.Stream != "" && string(v.Stream) != q.Stream) {
 			continue
 		}
 		e, err := event.DecodeBinary(p)
 		if err != nil {
-			return nil, fmt.Errorf("query: record %d: %w", off, err)
+			s.skip("events", off, err)
+			continue
 		}
 		out = append(out, Stored{Offset: off, Late: s.isLate(off), Event: e})
 	}

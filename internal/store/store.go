@@ -30,6 +30,7 @@ type Options struct {
 	// (counted in holdfast_dedup_evicted_total). Default 1 000 000.
 	DedupMaxEntries int
 	Logger          *slog.Logger
+	Metrics         *Metrics         // nil: none
 	now             func() time.Time // test clock
 }
 
@@ -61,6 +62,8 @@ type Store struct {
 
 	lateMu sync.RWMutex
 	late   map[uint64]struct{} // guarded by lateMu; offsets of events marked late
+
+	skipped skipCounts // records queries could not decode
 }
 
 var _ ingest.Appender = (*Store)(nil)

@@ -262,6 +262,7 @@ type windowLine struct {
 	End      string    `json:"end"`
 	Count    uint64    `json:"count"`
 	Sum      jsonFloat `json:"sum"`
+	Overflow bool      `json:"overflow,omitempty"`
 	Min      jsonFloat `json:"min"`
 	Max      jsonFloat `json:"max"`
 	Mean     jsonFloat `json:"mean"`
@@ -305,14 +306,10 @@ func recordJSON(dst []byte, r Record) ([]byte, error) {
 		if err != nil {
 			return dst, err
 		}
-		mean := math.NaN()
-		if w.Count > 0 {
-			mean = w.Sum / float64(w.Count)
-		}
 		v = windowLine{
 			Stream: w.Stream, DeviceID: w.DeviceID, Size: (time.Duration(w.SizeMS) * time.Millisecond).String(),
 			Start: jsonMillis(w.Start), End: jsonMillis(w.Start + w.SizeMS), Count: w.Count,
-			Sum: jsonFloat(w.Sum), Min: jsonFloat(w.Min), Max: jsonFloat(w.Max), Mean: jsonFloat(mean),
+			Sum: jsonFloat(w.Sum), Overflow: w.Overflow, Min: jsonFloat(w.Min), Max: jsonFloat(w.Max), Mean: jsonFloat(w.Mean()),
 			Last: jsonFloat(w.Last), P50: jsonFloat(w.P50), P95: jsonFloat(w.P95), P99: jsonFloat(w.P99),
 			ID: w.ID(),
 		}

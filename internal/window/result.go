@@ -17,14 +17,23 @@ type Result struct {
 	End      int64 // Start + Size, exclusive
 	Count    uint64
 	// Sum adds the values in float64, grouped by child window (see Engine):
-	// exact whenever every partial sum is representable.
+	// exact whenever every partial sum is representable. A partial sum that
+	// would overflow float64 is carried on scaled down, so any finite values
+	// give a finite Sum and Mean; a Sum beyond ±MaxFloat64 is reported as
+	// ±MaxFloat64 with Overflow set.
 	Sum      float64
+	Overflow bool
 	Min, Max float64
-	Mean     float64 // Sum / Count
-	Last     float64 // the value with the latest event time; of equal ones, the later added
-	LastTS   int64   // event time of Last
-	// P50, P95 and P99 are Sketch quantiles: within relative error Accuracy of
-	// the value of rank ⌊q·(Count−1)⌋ in ascending order, q = 0.5, 0.95, 0.99.
+	// Mean is Sum / Count, or with Overflow the mean of the exact sum,
+	// clamped to [Min, Max] (which only the rounding of an inexact sum can
+	// leave).
+	Mean   float64
+	Last   float64 // the value with the latest event time; of equal ones, the later added
+	LastTS int64   // event time of Last
+	// P50, P95 and P99 are Sketch quantiles clamped to [Min, Max]: within
+	// relative error Accuracy of the value of rank ⌊q·(Count−1)⌋ in ascending
+	// order, q = 0.5, 0.95, 0.99, and never outside the values' range (a
+	// bucket's representative may be: 4.1787 for 4.2 at 1 %).
 	P50, P95, P99 float64
 	Sketch        *Sketch // the window's values; owned by the receiver
 	Final         bool
@@ -35,6 +44,10 @@ var reportedQuantiles = []float64{0.5, 0.95, 0.99}
 func (e *Engine) result(streamName, device string, w *window, sk *Sketch, final bool) Result {
 	var q [3]float64
 	sk.quantiles(reportedQuantiles, q[:])
+	for i := range q {
+		q[i] = min(max(q[i], w.min), w.max)
+	}
+	sum, mean, overflow := w.total()
 	return Result{
 		Stream:   streamName,
 		DeviceID: device,
@@ -42,10 +55,11 @@ func (e *Engine) result(streamName, device string, w *window, sk *Sketch, final 
 		Start:    w.start,
 		End:      w.start + e.sizes[w.size],
 		Count:    w.sk.n,
-		Sum:      w.sum,
+		Sum:      sum,
+		Overflow: overflow,
 		Min:      w.min,
 		Max:      w.max,
-		Mean:     w.sum / float64(w.sk.n),
+		Mean:     mean,
 		Last:     w.last,
 		LastTS:   w.lastTS,
 		P50:      q[0],

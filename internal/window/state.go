@@ -24,7 +24,8 @@ import (
 //	           ms, strictly ascending, each ≥ 1000
 //	lateness   uvarint  allowed lateness, ms
 //	accuracy   f64      sketch accuracy, in [MinAccuracy, MaxAccuracy]
-//	flags      byte     bit 0: watermark set; bit 1: max_ts set; others 0
+//	flags      byte     bit 0: watermark set; bit 1: max_ts set; bit 2: some
+//	                    window's sum spilled (over below); others 0
 //	watermark  varint   if flags bit 0
 //	max_ts     varint   if flags bit 1
 //	late       uvarint
@@ -37,8 +38,11 @@ import (
 //	  start    uvarint  (start − floor(watermark, size)) / size
 //	  sketch   zero uvarint, negative store, positive store: the Sketch
 //	           encoding without its version and accuracy
-//	  sum, min, max, last  4 × f64   only if the sketch's count is not 0
+//	  sum, min, max, last  4 × f64   only if the sketch's count is not 0; finite
 //	  last_ts  uvarint  last_ts − start, < size; only if the count is not 0
+//	  over     f64      only if flags bit 2 and the count is not 0: the sum
+//	                  spilled, scaled by 2^-128 (window.go); finite, and not 0
+//	                  in at least one window of the stream
 //
 // The encoding is canonical: RestoreStream accepts exactly what
 // AppendStreamState can write, so a restored stream encodes to the same bytes.
@@ -101,6 +105,19 @@ func (e *Engine) AppendStreamState(dst []byte, streamName string) []byte {
 	if s.seen {
 		flags |= 2
 	}
+	// Bit 2 is known once the windows are written: a stream with a spilled
+	// sum, which is rare, is written twice.
+	start := len(dst)
+	dst, spilled := e.appendStream(dst, s, flags, false)
+	if spilled {
+		dst, _ = e.appendStream(dst[:start], s, flags|4, true)
+	}
+	return dst
+}
+
+// appendStream appends the stream's state from its flags on, with each
+// window's over if withOver, and reports whether a window has a spilled sum.
+func (e *Engine) appendStream(dst []byte, s *stream, flags byte, withOver bool) ([]byte, bool) {
 	dst = append(dst, flags)
 	if s.hasW {
 		dst = binary.AppendVarint(dst, s.w)
@@ -110,7 +127,7 @@ func (e *Engine) AppendStreamState(dst []byte, streamName string) []byte {
 	}
 	dst = binary.AppendUvarint(dst, s.late)
 
-	var sc stateScratch
+	sc := stateScratch{withOver: withOver}
 	if s.seen { // windows exist only then, and only then is the floor safe
 		for i, size := range e.sizes {
 			sc.base[i] = floor(s.w, size)
@@ -125,14 +142,16 @@ func (e *Engine) AppendStreamState(dst []byte, streamName string) []byte {
 		dst = appendStr(dst, k.device)
 		dst = e.appendWindows(dst, k, &sc)
 	}
-	return dst
+	return dst, sc.spilled
 }
 
 // stateScratch is reused across the keys of one stream.
 type stateScratch struct {
-	base [MaxSizes]int64 // per size: floor(watermark, size)
-	ptrs []*window       // encoding: the key's windows
-	wins []window        // decoding: the key's windows
+	base     [MaxSizes]int64 // per size: floor(watermark, size)
+	withOver bool            // flags bit 2: non-empty windows carry over
+	spilled  bool            // a window's over is not 0
+	ptrs     []*window       // encoding: the key's windows
+	wins     []window        // decoding: the key's windows
 }
 
 func (e *Engine) appendWindows(dst []byte, k *key, sc *stateScratch) []byte {
@@ -163,6 +182,10 @@ func (e *Engine) appendWindows(dst []byte, k *key, sc *stateScratch) []byte {
 			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(w.max))
 			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(w.last))
 			dst = binary.AppendUvarint(dst, uint64(w.lastTS-w.start))
+			if sc.withOver {
+				dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(w.over))
+			}
+			sc.spilled = sc.spilled || w.over != 0
 		}
 	}
 	return dst
@@ -333,7 +356,7 @@ func (e *Engine) decodeStream(d *decoder, name string) (s *stream, open int, whe
 	}
 
 	flags := d.byte()
-	if d.err == nil && flags&^3 != 0 {
+	if d.err == nil && flags&^7 != 0 {
 		d.fail("unknown flags %#x", flags)
 	}
 	if flags&1 != 0 {
@@ -352,7 +375,7 @@ func (e *Engine) decodeStream(d *decoder, name string) (s *stream, open int, whe
 		}
 	}
 	s.late = d.uvarint()
-	var sc stateScratch
+	sc := stateScratch{withOver: flags&4 != 0}
 	if s.seen {
 		for i, size := range e.sizes {
 			sc.base[i] = floor(s.w, size)
@@ -404,8 +427,11 @@ func (e *Engine) decodeStream(d *decoder, name string) (s *stream, open int, whe
 		prev = id
 	}
 	part = "end"
-	if len(d.b) > 0 {
+	switch {
+	case len(d.b) > 0:
 		d.fail("%d trailing bytes", len(d.b))
+	case sc.withOver && !sc.spilled:
+		d.fail("flag of a spilled sum, and no window has one")
 	}
 	return s, open, where
 }
@@ -468,6 +494,13 @@ func (e *Engine) decodeWindows(d *decoder, s *stream, k *key, sc *stateScratch) 
 				d.fail("window %d: last event time %d ms past the start of a %d ms window", j, off, size)
 			}
 			w.lastTS = start + int64(off)
+			if sc.withOver {
+				w.over = d.f64()
+				sc.spilled = sc.spilled || w.over != 0
+			}
+			if d.err == nil && !finite(w.sum, w.min, w.max, w.last, w.over) {
+				d.fail("window %d: an aggregate is not finite", j)
+			}
 		}
 		if d.err != nil {
 			return 0
@@ -506,6 +539,15 @@ func (e *Engine) decodeWindows(d *decoder, s *stream, k *key, sc *stateScratch) 
 	clear(wins) // drop the references to sketch buckets
 	k.open = len(wins)
 	return len(wins)
+}
+
+func finite(vs ...float64) bool {
+	for _, v := range vs {
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // searchWindows returns the index of the first of wins, sorted by size and

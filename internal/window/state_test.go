@@ -23,6 +23,7 @@ type resultBits struct {
 	Start, End                int64
 	Count                     uint64
 	Sum, Min, Max, Mean, Last uint64
+	Overflow                  bool
 	LastTS                    int64
 	P50, P95, P99             uint64
 	Sketch                    string // MarshalBinary
@@ -38,7 +39,7 @@ func bitsOf(r Result) resultBits {
 	}
 	return resultBits{
 		Stream: r.Stream, DeviceID: r.DeviceID, Size: r.Size, Start: r.Start, End: r.End, Count: r.Count,
-		Sum: f(r.Sum), Min: f(r.Min), Max: f(r.Max), Mean: f(r.Mean), Last: f(r.Last), LastTS: r.LastTS,
+		Sum: f(r.Sum), Overflow: r.Overflow, Min: f(r.Min), Max: f(r.Max), Mean: f(r.Mean), Last: f(r.Last), LastTS: r.LastTS,
 		P50: f(r.P50), P95: f(r.P95), P99: f(r.P99), Sketch: string(sk), SketchCount: r.Sketch.Count(), Final: r.Final,
 	}
 }
@@ -131,6 +132,14 @@ func randomCalls(rng *rand.Rand, sc scenario) []stateCall {
 		calls = slices.Insert(calls, at(j+1), stateCall{stream: "quiet", device: "q", ts: clock[0], v: 3})
 	}
 	return calls
+}
+
+// hugeValues scales the values of calls up to ±2^1023, so that sums of a few
+// overflow float64 and spill (window.addSum).
+func hugeValues(calls []stateCall) {
+	for i := range calls {
+		calls[i].v = math.Ldexp(calls[i].v, 1017)
+	}
 }
 
 // stateRig runs the same calls through an Engine A that never stops, an
@@ -280,6 +289,9 @@ func runStateScenario(t *testing.T, seed uint64) {
 		sc.devices = 100 + rng.IntN(400) // many keys
 	}
 	calls := randomCalls(rng, sc)
+	if seed%4 == 0 {
+		hugeValues(calls)
+	}
 	cut := rng.IntN(len(calls) + 1)
 	cut2 := cut + rng.IntN(len(calls)-cut+1)
 	r := &stateRig{t: t, opts: Options{Sizes: sc.sizes, AllowedLateness: sc.lateness, Accuracy: sc.accuracy}}
@@ -504,6 +516,12 @@ func TestStateCorrupt(t *testing.T) {
 	_, err = e.RestoreStream(valid)
 	require.NoError(t, err, "the hand-made state is valid")
 	require.Equal(t, valid, e.AppendStreamState(nil, "s"))
+	spilled := b().head(7, 9000, 9500).u(2).win(0, 0, 5, 500).f(1).win(1, 0, empty, 0).u(0).b
+	e, err = New(builderOptions)
+	require.NoError(t, err)
+	_, err = e.RestoreStream(spilled)
+	require.NoError(t, err, "a state with a spilled sum is valid")
+	require.Equal(t, spilled, e.AppendStreamState(nil, "s"))
 
 	cases := map[string]struct {
 		data []byte
@@ -518,7 +536,10 @@ func TestStateCorrupt(t *testing.T) {
 		"sizes descending":     {b().raw(1).str("s").u(2, 2000, 1000).b, "window sizes not strictly ascending"},
 		"accuracy NaN":         {b().raw(1).str("s").u(1, 1000, 0).f(math.NaN()).b, "accuracy NaN outside"},
 		"lateness too large":   {b().raw(1).str("s").u(1, 1000, 1<<62).b, "allowed lateness 4611686018427387904 ms out of range"},
-		"unknown flags":        {b().raw(1).str("s").u(2, 1000, 2000, 1000).f(0.01).raw(4).b, "unknown flags 0x4 (stream header"},
+		"unknown flags":        {b().raw(1).str("s").u(2, 1000, 2000, 1000).f(0.01).raw(8).b, "unknown flags 0x8 (stream header"},
+		"spill flag, no spill": {b().head(7, 9000, 9500).u(2).win(0, 0, 5, 500).f(0).win(1, 0, empty, 0).u(0).b, "flag of a spilled sum, and no window has one (end"},
+		"sum not finite":       {b().head(3, 9000, 9500).u(2).win(0, 0, math.Inf(1), 500).win(1, 0, empty, 0).u(0).b, "window 0: an aggregate is not finite"},
+		"over not finite":      {b().head(7, 9000, 9500).u(2).win(0, 0, 5, 500).f(math.NaN()).win(1, 0, empty, 0).u(0).b, "window 0: an aggregate is not finite"},
 		"max_ts, no watermark": {b().head(2, 0, 9500).u(0, 0).b, "highest event time set without a watermark"},
 		"watermark too low":    {b().head(3, 8000, 9500).u(0, 0).b, "watermark 8000 below the highest event time 9500"},
 		"max_ts out of range":  {b().head(3, MaxTime, MaxTime+1).u(0, 0).b, "outside [MinTime, MaxTime]"},
@@ -624,6 +645,9 @@ func fuzzSeedStates() [][]byte {
 		sc := randomScenario(rng)
 		sc.calls, sc.devices = 60+rng.IntN(100), 1+rng.IntN(4)
 		calls := randomCalls(rng, sc)
+		if seed%2 == 1 {
+			hugeValues(calls)
+		}
 		e, err := New(Options{Sizes: sc.sizes, AllowedLateness: sc.lateness, Accuracy: sc.accuracy})
 		if err != nil {
 			panic(err)

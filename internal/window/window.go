@@ -31,9 +31,15 @@
 //
 // Quantiles come from a Sketch (DDSketch-style, log-spaced buckets): for a
 // window of n values, P50 is within relative error Accuracy (default 1%) of the
-// value of rank ⌊0.5·(n−1)⌋ in ascending order, and likewise P95 and P99.
-// Values of magnitude below 2^-1022 count as zero. Sketch states the guarantee
-// exactly.
+// value of rank ⌊0.5·(n−1)⌋ in ascending order, and likewise P95 and P99, and
+// all three lie within [Min, Max]: a bucket's representative may not (4.1787
+// for 4.2), so results clamp to the window's range. Values of magnitude below
+// 2^-1022 count as zero. Sketch states the guarantee exactly.
+//
+// Values are finite (the processor passes no other). Their sum may still lie
+// beyond float64 (1.7e308 twice): a window carries such a sum on scaled down
+// (addSum), so Sum is ±MaxFloat64 with Overflow set and Mean is the exact
+// sum's mean; every aggregate of a Result is finite.
 //
 // The device id "" names the site-wide windows: an event with an empty device
 // id (ingest accepts none) counts in those only. In Open, "*" selects every
@@ -131,6 +137,10 @@ type window struct {
 	lastTS              int64
 	sk                  sketchData // sk.n is the count
 	size                int        // index into Engine.sizes
+	// over is the part of the values' sum that did not fit in sum, scaled
+	// down: they add up to sum + over·2^spillScale. It is 0 until a sum
+	// would overflow float64 (see addSum); last, for the hot fields' layout.
+	over float64
 }
 
 // New returns an Engine for the options, or the error of o.Validate.
@@ -395,7 +405,7 @@ func (k *key) windows(f func(*window)) {
 }
 
 func (w *window) add(ts int64, v float64, b bucket) {
-	w.sum += v
+	w.addSum(v)
 	if v < w.min {
 		w.min = v
 	}
@@ -408,10 +418,55 @@ func (w *window) add(ts int64, v float64, b bucket) {
 	w.sk.addBucket(b)
 }
 
+// spillScale is the power of two by which over outweighs sum in a window:
+// large enough that over cannot overflow (each add or merge spills at most
+// 2^(1024−spillScale) into it, and there are fewer than 2^65 of them), small
+// enough that scaling a sum that overflowed loses no bit (such a sum is at
+// least 2^970, and 2^(970−spillScale) is a normal float64).
+const spillScale = 128
+
+// addSum adds x to the window's sum. A finite sum that would overflow moves
+// into over instead, scaled down exactly, so that any finite values add up to
+// a finite (sum, over); the rare case is out of line, so the common one stays
+// an add and a compare.
+func (w *window) addSum(x float64) {
+	s := w.sum + x
+	if s-s != 0 { // s is ±Inf: s−s is 0 for every finite s
+		s = w.spill(x)
+	}
+	w.sum = s
+}
+
+// spill moves the sum into over and returns x, the new sum.
+//
+//go:noinline
+func (w *window) spill(x float64) float64 {
+	w.over += math.Ldexp(w.sum, -spillScale)
+	return x
+}
+
+// total returns the sum of the window's values rounded to float64, or
+// ±MaxFloat64 and overflow true beyond it, and their mean: Sum / Count, or
+// with overflow the exact sum's, clamped to [min, max] (which only the
+// rounding of an inexact sum can leave). The window must not be empty.
+func (w *window) total() (sum, mean float64, overflow bool) {
+	n := float64(w.sk.n)
+	sum = w.sum
+	if w.over != 0 {
+		t := w.over + math.Ldexp(w.sum, -spillScale) // the sum, scaled down
+		if math.Abs(t) > math.Ldexp(math.MaxFloat64, -spillScale) {
+			return math.Copysign(math.MaxFloat64, t), min(max(math.Ldexp(t/n, spillScale), w.min), w.max), true
+		}
+		sum = math.Ldexp(t, spillScale)
+	}
+	return sum, min(max(sum/n, w.min), w.max), false
+}
+
 // merge adds the aggregate of c, a closed child window, to w. Its last value
 // wins ties: no event of c's time range can have reached w before c closed.
 func (w *window) merge(c *window) {
-	w.sum += c.sum
+	w.addSum(c.sum)
+	w.over += c.over
 	w.min = min(w.min, c.min)
 	w.max = max(w.max, c.max)
 	if c.lastTS >= w.lastTS {
