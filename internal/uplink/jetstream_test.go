@@ -171,3 +171,53 @@ func TestPartlyConfirmedBatchIsNotSentTwice(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, results, 1)
 }
+
+// TestLargeBatchOnOneSubject: a batch too large for one message goes out as
+// several on one subject, each expecting the one before; with another
+// subject's message alongside, every record is stored once, and a restarted
+// sink carries on from the saved positions.
+func TestLargeBatchOnOneSubject(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	big := func(off uint64) Record {
+		r := eventRecord(off, "cam", LaneNormal)
+		r.Payload = append(r.Payload, make([]byte, 200<<10)...)
+		return r
+	}
+	var batch []Record
+	for off := range uint64(7) {
+		if off == 3 {
+			batch = append(batch, eventRecord(off, "temp", LaneNormal))
+			continue
+		}
+		batch = append(batch, big(off))
+	}
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 0}, nil))
+	require.NoError(t, s.Send(ctx, batch))
+	saved := s.Positions()
+	require.NoError(t, s.Close())
+
+	s2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s2.Close()
+	require.NoError(t, s2.Resume(ctx, map[Lane]uint64{LaneNormal: 7}, saved))
+	require.NoError(t, s2.Send(ctx, []Record{big(7), eventRecord(8, "temp", LaneNormal)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	msgs, count := map[uint64]bool{}, map[uint64]int{}
+	for _, st := range stored {
+		msgs[st.Seq] = true
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
+	require.Len(t, msgs, 3+1+2, "cam in three messages of two records, temp in one; then one each")
+}
