@@ -221,3 +221,39 @@ func TestLargeBatchOnOneSubject(t *testing.T) {
 	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
 	require.Len(t, msgs, 3+1+2, "cam in three messages of two records, temp in one; then one each")
 }
+
+// TestUnsavedBatchIsFoundAgain: a batch the cloud confirmed but whose cursors
+// the log failed to save is resumed from the saved positions: the retry, cut
+// into another batch (another Nats-Msg-Id), must find the confirmed records
+// in the cloud instead of trusting what the sink remembers of them.
+func TestUnsavedBatchIsFoundAgain(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s.Close()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 1}, nil))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(1, "temp", LaneNormal)}))
+	saved := s.Positions()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 2}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(2, "temp", LaneNormal), eventRecord(3, "temp", LaneNormal)}))
+	// Saving the cursors failed: the syncer resumes from what the log holds.
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 2}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(2, "temp", LaneNormal), eventRecord(3, "temp", LaneNormal),
+		eventRecord(4, "temp", LaneNormal)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{1: 1, 2: 1, 3: 1, 4: 1}, count)
+}
