@@ -91,8 +91,9 @@ type Server struct {
 }
 
 // Start runs nats-server in-process with JetStream storing under o.DataDir,
-// waits until it accepts clients, and ensures the layout (EnsureLayout). On
-// success the server is ready for nodes; on error nothing is left running.
+// waits until it accepts clients, ensures the layout (EnsureLayout) and waits
+// until HOLDFAST_CONFIG sources the config bucket. On success the server is
+// ready for nodes; on error nothing is left running.
 func Start(o Options) (*Server, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
