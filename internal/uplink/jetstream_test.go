@@ -21,8 +21,9 @@ func eventRecord(off uint64, stream string, lane Lane) Record {
 	return Record{Offset: off, Type: event.TypeEvent, Stream: stream, Lane: lane, Payload: e.AppendBinary(nil)}
 }
 
-// TestFoundRecordsStayFound: a resume finds a critical record the cloud holds
-// although its PubAck never came; before the critical lane passes it, the
+// TestFoundRecordsStayFound: the sink finds a critical record the cloud holds
+// although its PubAck never came (its publish on the subject is refused and
+// it looks); before the critical lane passes it, the
 // normal lane confirms a batch and the node restarts. The positions saved
 // with that batch must still lead the next resume to the found record, or it
 // would be sent twice.
