@@ -26,7 +26,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup()) }
 
 // t0 is the written_at of the first checkpoint; hour(i) of the i-th.
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 123_000_000, time.UTC)
@@ -88,17 +88,6 @@ func startCloud(t *testing.T, listen string) *cloud.Server {
 		t.Fatalf("cloud.Start: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
-	// nats-server sets up HOLDFAST_CONFIG's sourcing on a goroutine that,
-	// if the server shuts down first, lingers for 30 s: wait for it.
-	js := cloudJS(t, s)
-	testutil.Eventually(t, "sourcing set up", func() bool {
-		st, err := js.Stream(testCtx(t), cloud.StreamConfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src := st.CachedInfo().Sources
-		return len(src) == 1 && src[0].Active >= 0
-	})
 	return s
 }
 

@@ -7,9 +7,11 @@
 //   - a layout — three data streams with a Nats-Msg-Id de-duplication window,
 //     a config registry whose every version is kept, a snapshot object store —
 //     that EnsureLayout creates or updates idempotently on any JetStream;
-//   - a resume position read from the streams themselves (LastOffset,
-//     StoredOffsets), so a node re-sends nothing the cloud already holds,
-//     however long it was cut off;
+//   - the questions a node asks the streams so that it stores every record
+//     once however long it was cut off and however late a publish lands
+//     (LastSubjectSeq, SubjectStored: what is stored on one of its subjects
+//     after the sequence its publishes expect), and the ones a reader asks
+//     (LastOffset, StoredOffsets);
 //   - Start/Close of an in-process server that leaves nothing running.
 //
 // nats-server and nats.go do the work: this package only names things, sets

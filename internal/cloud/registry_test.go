@@ -5,30 +5,12 @@ import (
 	"fmt"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
-
-// waitSourcing waits until HOLDFAST_CONFIG has set up its source consumer.
-// nats-server runs that set-up on a goroutine that, if the server shuts down
-// first, waits 30 s for an answer — a leak as far as goleak can tell.
-func waitSourcing(t *testing.T, js jetstream.JetStream) {
-	t.Helper()
-	eventually(t, StreamConfig+" sourcing", func() bool {
-		st, err := js.Stream(testCtx(t), StreamConfig)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src := st.CachedInfo().Sources
-		return len(src) == 1 && src[0].Active >= 0
-	})
-}
 
 func TestConfigRegistry(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	js := connect(t, s)
-	waitSourcing(t, js)
 	ctx := testCtx(t)
 
 	put := func(node, yaml string) (uint64, bool) {
@@ -153,7 +135,6 @@ func TestConfigBeyondKVHistory(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	js := connect(t, s)
-	waitSourcing(t, js)
 	ctx := testCtx(t)
 
 	const n = configHistory + 6

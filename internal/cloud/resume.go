@@ -69,3 +69,55 @@ func StoredOffsets(ctx context.Context, js jetstream.JetStream, nodeID, stream s
 		seq = m.Sequence + 1
 	}
 }
+
+// LastSubjectSeq returns the stream sequence of the last message on subject
+// in the JetStream stream, 0 if the subject holds none. A node compares it
+// with the sequence its publishes expect (docs/format/cloud.md, "Exactly
+// once").
+func LastSubjectSeq(ctx context.Context, js jetstream.JetStream, stream, subject string) (uint64, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("cloud: last sequence of %s in %s: %w", subject, stream, err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("cloud: last sequence of %s in %s: %w", subject, stream, err)
+	}
+	return m.Sequence, nil
+}
+
+// SubjectStored returns, in stream order, every record in a message on
+// subject stored at a sequence after afterSeq and at most upToSeq. A message
+// that does not decode is an error: the node cannot tell what it holds.
+func SubjectStored(ctx context.Context, js jetstream.JetStream, stream, subject string, afterSeq, upToSeq uint64) ([]Stored, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: records on %s in %s: %w", subject, stream, err)
+	}
+	var out []Stored
+	for seq := afterSeq + 1; seq <= upToSeq; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cloud: records on %s in %s at seq %d: %w", subject, stream, seq, err)
+		}
+		if m.Sequence > upToSeq {
+			return out, nil
+		}
+		recs, err := DecodeBatch(m.Header, m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("cloud: message %d on %s: %w", m.Sequence, m.Subject, err)
+		}
+		lane := m.Header.Get(HeaderLane)
+		for _, r := range recs {
+			out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence, Lane: lane})
+		}
+		seq = m.Sequence + 1
+	}
+	return out, nil
+}

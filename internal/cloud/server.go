@@ -91,8 +91,9 @@ type Server struct {
 }
 
 // Start runs nats-server in-process with JetStream storing under o.DataDir,
-// waits until it accepts clients, and ensures the layout (EnsureLayout). On
-// success the server is ready for nodes; on error nothing is left running.
+// waits until it accepts clients, ensures the layout (EnsureLayout) and waits
+// until HOLDFAST_CONFIG sources the config bucket. On success the server is
+// ready for nodes; on error nothing is left running.
 func Start(o Options) (*Server, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -149,7 +150,33 @@ func (s *Server) ensureLayout(o LayoutOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	return EnsureLayout(ctx, js, o)
+	if err := EnsureLayout(ctx, js, o); err != nil {
+		return err
+	}
+	return waitSourcing(ctx, js)
+}
+
+// waitSourcing waits until HOLDFAST_CONFIG has heard from the bucket it
+// sources. nats-server sets the sourcing up asynchronously, and the goroutine
+// that waits for the answer (stream.trySetupSourceConsumer) is not one the
+// server's shutdown waits for: a Close while it waits would leave it running
+// for up to 30 s. Once the source is active that goroutine has ended.
+func waitSourcing(ctx context.Context, js jetstream.JetStream) error {
+	for {
+		st, err := js.Stream(ctx, StreamConfig)
+		if err != nil {
+			return fmt.Errorf("cloud: stream %s: %w", StreamConfig, err)
+		}
+		info := st.CachedInfo()
+		if len(info.Sources) > 0 && info.Sources[0].Active >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cloud: %s is not sourcing %s: %w", StreamConfig, "KV_"+ConfigBucket, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // URL is the client URL, e.g. nats://127.0.0.1:4222, with the actual port.

@@ -14,7 +14,6 @@ func TestSnapshots(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()
 	js := connect(t, s)
-	waitSourcing(t, js)
 	ctx := testCtx(t)
 
 	base := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)

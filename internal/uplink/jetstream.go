@@ -2,10 +2,15 @@ package uplink
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
+	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -28,13 +33,20 @@ type JetStreamOptions struct {
 	// NoCompress sends batch bodies as they are instead of as zstd frames.
 	NoCompress bool
 	Logger     *slog.Logger
+
+	// settleWait bounds how long a failed Send waits for its other
+	// publishes; default defaultSettleWait. Tests shorten it.
+	settleWait time.Duration
 }
 
 // JetStreamSink sends records to NATS JetStream as docs/format/cloud.md lays
-// out: batches of one kind, stream and lane per message, zstd-compressed, and
-// a resume that asks the stream which unconfirmed records it holds, so that no
-// record is stored twice whatever the length of an outage. nats.go does the
-// protocol, klauspost/compress the zstd.
+// out: batches of one kind, stream and lane per message, zstd-compressed,
+// each publish expecting the sequence of the last message on its subject that
+// the sink has accounted for (Nats-Expected-Last-Subject-Sequence). A publish
+// that lands late, after the sink gave up on it, either makes the sink's next
+// publish on the subject fail, and the sink then looks at what the subject
+// holds, or is itself refused: no record is stored twice, whatever the length
+// of an outage. nats.go does the protocol, klauspost/compress the zstd.
 type JetStreamSink struct {
 	o  JetStreamOptions
 	nc *nats.Conn
@@ -43,16 +55,18 @@ type JetStreamSink struct {
 	harder atomic.Bool // compress harder: the buffer is filling (SetPressure)
 
 	// Used by the syncer's goroutine only.
-	seq   map[string]uint64   // JetStream stream → sequence of the latest PubAck
-	skip  map[uint64]storedAt // offsets a resume found already stored, until their lane passes them
+	last  map[string]uint64   // subject → sequence of its last message accounted for
+	saved map[string]uint64   // the positions saved with the cursors, as Resume got them
+	lanes map[Lane]uint64     // the lane cursors as Resume got them
+	skip  map[uint64]storedAt // records found stored, until their lane passes them
 	batch cloud.Batch         // body under construction
 }
 
-// storedAt is where a resume found a record.
+// storedAt is where a record was found stored.
 type storedAt struct {
-	stream string
-	seq    uint64
-	lane   Lane
+	subject string
+	seq     uint64
+	lane    Lane
 }
 
 // NewJetStreamSink returns a sink; it connects on the first Resume.
@@ -63,7 +77,10 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &JetStreamSink{o: o, seq: map[string]uint64{}, skip: map[uint64]storedAt{}}
+	if o.settleWait == 0 {
+		o.settleWait = defaultSettleWait
+	}
+	return &JetStreamSink{o: o, last: map[string]uint64{}, saved: map[string]uint64{}, skip: map[uint64]storedAt{}}
 }
 
 func (s *JetStreamSink) Name() string { return s.o.Name }
@@ -81,8 +98,6 @@ func (s *JetStreamSink) compression() cloud.Compression {
 	}
 	return cloud.FastCompression
 }
-
-var resultStreams = []string{cloud.StreamEvents, cloud.StreamResults, cloud.StreamLedger}
 
 // connect dials the cloud once; nats.go reconnects by itself afterwards. The
 // reconnect buffer is off, so a publish while disconnected fails at once
@@ -119,61 +134,96 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 	return nil
 }
 
-// Resume finds, per JetStream stream, which records at or after their lane's
-// cursor the cloud already holds (docs/format/cloud.md, "the resume position").
+// Resume takes the lane cursors and the positions saved with them as the
+// truth: every subject's expected sequence goes back to its saved value (a
+// batch confirmed but not saved is found again by looking), and records found
+// stored whose lane has passed them are forgotten. Nothing is asked of the
+// cloud up front: the next publish on each subject carries the check
+// (docs/format/cloud.md, "Exactly once").
 func (s *JetStreamSink) Resume(ctx context.Context, lanes map[Lane]uint64, saved map[string]uint64) error {
 	if err := s.connect(ctx); err != nil {
 		return err
 	}
-	next := uint64(math.MaxUint64) // below it, every lane is confirmed
-	for _, c := range lanes {
-		next = min(next, c)
-	}
-	if len(lanes) == 0 {
-		next = 0
-	}
-	// cursor is the lane cursor a record found in the cloud is compared
-	// with; a lane the syncer does not run counts as confirmed up to next.
-	cursor := func(l Lane) uint64 {
-		if c, ok := lanes[l]; ok {
-			return c
-		}
-		return next
-	}
-	for k, v := range saved {
-		s.seq[k] = max(s.seq[k], v)
-	}
+	s.lanes = maps.Clone(lanes)
+	s.saved = maps.Clone(saved)
+	clear(s.last)
 	for off, at := range s.skip {
-		if off < cursor(at.lane) {
+		if off < s.cursor(at.lane) {
 			delete(s.skip, off) // its lane is past it
 		}
 	}
+	return nil
+}
+
+// cursor is the lane cursor a record found in the cloud is compared with; a
+// lane the syncer does not run counts as confirmed up to the smallest cursor.
+func (s *JetStreamSink) cursor(l Lane) uint64 {
+	if c, ok := s.lanes[l]; ok {
+		return c
+	}
+	next := uint64(math.MaxUint64)
+	for _, c := range s.lanes {
+		next = min(next, c)
+	}
+	if len(s.lanes) == 0 {
+		next = 0
+	}
+	return next
+}
+
+// positionKey is the name of a subject's saved position: a subject may be
+// longer than a cursor name may be.
+func positionKey(subject string) string {
+	h := sha256.Sum256([]byte(subject))
+	return "subj:" + hex.EncodeToString(h[:8])
+}
+
+// expected returns the sequence a publish on subject expects, looking at the
+// subject first if the sink has no position for it.
+func (s *JetStreamSink) expected(ctx context.Context, subject, stream string) (uint64, error) {
+	if v, ok := s.last[subject]; ok {
+		return v, nil
+	}
+	if v, ok := s.saved[positionKey(subject)]; ok {
+		s.last[subject] = v
+		return v, nil
+	}
+	// No position of its own: from the floor of its JetStream stream (saved
+	// by recover and by nodes before per-subject positions), else from 0.
+	if err := s.look(ctx, subject, stream, s.saved[stream]); err != nil {
+		return 0, err
+	}
+	return s.last[subject], nil
+}
+
+// look reads what subject holds after sequence from, marks every record in it
+// at or above its lane's cursor found, and makes the subject's last message
+// the one its publishes expect.
+func (s *JetStreamSink) look(ctx context.Context, subject, stream string, from uint64) error {
+	q, err := cloud.LastSubjectSeq(ctx, s.js, stream, subject)
+	if err != nil {
+		return err
+	}
 	found := 0
-	for _, stream := range resultStreams {
-		last, ok, err := cloud.LastOffset(ctx, s.js, s.o.NodeID, stream)
-		if err != nil {
-			return err
-		}
-		if !ok || last < next {
-			continue
-		}
-		stored, err := cloud.StoredOffsets(ctx, s.js, s.o.NodeID, stream, s.seq[stream])
+	if q > from {
+		stored, err := cloud.SubjectStored(ctx, s.js, stream, subject, from, q)
 		if err != nil {
 			return err
 		}
 		for _, st := range stored {
 			lane, err := ParseLane(st.Lane)
 			if err != nil {
-				return fmt.Errorf("stream %s message %d: %w", stream, st.Seq, err)
+				return fmt.Errorf("%s message %d: %w", subject, st.Seq, err)
 			}
-			if _, known := s.skip[st.Offset]; st.Offset >= cursor(lane) && !known {
-				s.skip[st.Offset] = storedAt{stream, st.Seq, lane}
+			if _, known := s.skip[st.Offset]; st.Offset >= s.cursor(lane) && !known {
+				s.skip[st.Offset] = storedAt{subject, st.Seq, lane}
 				found++
 			}
 		}
 	}
+	s.last[subject] = q
 	if found > 0 {
-		s.o.Logger.Info("resume: records already in the cloud will not be sent again", "records", found)
+		s.o.Logger.Info("records already in the cloud will not be sent again", "subject", subject, "records", found)
 	}
 	return nil
 }
@@ -196,83 +246,110 @@ func kindOf(t byte) string {
 	return ""
 }
 
+// maxLooks bounds how often one Send looks at a subject after a refused
+// publish before it gives up and lets the syncer retry.
+const maxLooks = 3
+
 // Send publishes recs as batch messages, one or more per kind and stream, and
-// waits for every PubAck.
+// returns nil once every record is confirmed by a PubAck or found stored.
+// Messages on different subjects go out together, messages on one subject one
+// after another: each expects the sequence of the one before.
 func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	if err := s.connect(ctx); err != nil {
 		return err
 	}
 	s.batch.Reset() // a failed Send may have left a body half built
-	type group struct{ kind, stream string }
 	var (
-		order  []group
-		byKey  = map[group][]int{}
-		stream = map[string]string{} // kind → JetStream stream
+		groups []*subjectGroup
+		index  = map[string]*subjectGroup{}
 	)
-	for i, r := range recs {
-		if _, ok := s.skip[r.Offset]; ok {
+	for _, r := range recs {
+		kind := kindOf(r.Type)
+		if kind == "" {
 			continue
 		}
-		g := group{kindOf(r.Type), r.Stream}
-		if g.kind == "" {
-			continue
+		subject := cloud.Subject(s.o.NodeID, kind, r.Stream)
+		g := index[subject]
+		if g == nil {
+			g = &subjectGroup{kind: kind, stream: r.Stream, subject: subject, jsStream: cloud.StreamFor(kind)}
+			index[subject] = g
+			groups = append(groups, g)
 		}
-		if _, ok := byKey[g]; !ok {
-			order = append(order, g)
-		}
-		byKey[g] = append(byKey[g], i)
+		g.recs = append(g.recs, r)
 	}
-	type pending struct {
-		stream string
-		first  uint64
-		fut    jetstream.PubAckFuture
-	}
-	var futs []pending
-	publish := func(g group, lane Lane) error {
-		m := cloud.BatchMsgCompressed(s.o.NodeID, g.kind, g.stream, lane.String(), &s.batch, s.compression())
-		fut, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return fmt.Errorf("publish records %d-%d: %w", s.batch.First, s.batch.Last, err)
-		}
-		if stream[g.kind] == "" {
-			stream[g.kind] = cloud.StreamFor(g.kind)
-		}
-		futs = append(futs, pending{stream[g.kind], s.batch.First, fut})
-		s.batch.Reset()
-		return nil
-	}
-	for _, g := range order {
-		for _, i := range byKey[g] {
-			r := recs[i]
-			if s.batch.Count > 0 && len(s.batch.Body)+len(r.Payload)+20 > cloud.MaxBatchBody {
-				if err := publish(g, r.Lane); err != nil {
-					return err
-				}
+	// acked are the messages of this Send confirmed so far: if the Send
+	// fails, their records are found stored.
+	var acked []sent
+	fail := func(err error, round []sent) error {
+		acked = append(acked, s.settle(round)...)
+		for _, m := range acked {
+			for _, r := range m.recs {
+				s.skip[r.Offset] = storedAt{m.subject, m.seq, r.Lane}
 			}
-			s.batch.Append(r.Offset, r.Payload)
 		}
-		if err := publish(g, recs[byKey[g][0]].Lane); err != nil {
-			return err
-		}
+		return err
 	}
-	// The stream sequences move only once every message is confirmed: a
-	// message confirmed before another failed must still be found by the
-	// resume, which starts after the saved sequence.
-	acked := map[string]uint64{}
-	for _, p := range futs {
-		select {
-		case ack := <-p.fut.Ok():
-			acked[p.stream] = max(acked[p.stream], ack.Sequence)
-		case err := <-p.fut.Err():
-			s.settle()
-			return fmt.Errorf("batch from record %d not confirmed: %w", p.first, err)
-		case <-ctx.Done():
-			s.settle()
-			return fmt.Errorf("waiting for the cloud's acknowledgements: %w", ctx.Err())
+	for {
+		var round []sent
+		for _, g := range groups {
+			g.drop(s.skip)
+			if len(g.recs) == 0 {
+				continue
+			}
+			exp, err := s.expected(ctx, g.subject, g.jsStream)
+			if err != nil {
+				return fail(err, round)
+			}
+			g.drop(s.skip) // looking may have found some
+			if len(g.recs) == 0 {
+				continue
+			}
+			n := 0
+			for _, r := range g.recs {
+				if s.batch.Count > 0 && len(s.batch.Body)+len(r.Payload)+20 > cloud.MaxBatchBody {
+					break
+				}
+				s.batch.Append(r.Offset, r.Payload)
+				n++
+			}
+			m := cloud.BatchMsgCompressed(s.o.NodeID, g.kind, g.stream, g.recs[0].Lane.String(), &s.batch, s.compression())
+			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp, 10))
+			first, last := s.batch.First, s.batch.Last
+			s.batch.Reset()
+			fut, err := s.js.PublishMsgAsync(m)
+			if err != nil {
+				return fail(fmt.Errorf("publish records %d-%d: %w", first, last, err), round)
+			}
+			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut})
 		}
-	}
-	for stream, seq := range acked {
-		s.seq[stream] = max(s.seq[stream], seq)
+		if len(round) == 0 {
+			break
+		}
+		for i, p := range round {
+			select {
+			case ack := <-p.fut.Ok():
+				round[i].fut = nil
+				round[i].seq = ack.Sequence
+				s.last[p.subject] = ack.Sequence
+				acked = append(acked, round[i])
+				p.g.recs = p.g.recs[len(p.recs):]
+			case err := <-p.fut.Err():
+				round[i].fut = nil
+				if !isWrongLastSequence(err) {
+					return fail(fmt.Errorf("batch from record %d not confirmed: %w", p.recs[0].Offset, err), round)
+				}
+				// Something of ours landed on the subject since we last
+				// accounted for it: look, then send what is still missing.
+				if p.g.looks++; p.g.looks > maxLooks {
+					return fail(fmt.Errorf("%s: the stored sequence keeps changing: %w", p.subject, err), round)
+				}
+				if err := s.look(ctx, p.subject, p.g.jsStream, s.last[p.subject]); err != nil {
+					return fail(err, round)
+				}
+			case <-ctx.Done():
+				return fail(fmt.Errorf("waiting for the cloud's acknowledgements: %w", ctx.Err()), round)
+			}
+		}
 	}
 	for _, r := range recs {
 		delete(s.skip, r.Offset)
@@ -280,35 +357,86 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	return nil
 }
 
-// settleWait bounds how long a failed Send waits for its other publishes.
-const settleWait = 5 * time.Second
+// subjectGroup is what one Send has to publish on one subject.
+type subjectGroup struct {
+	kind, stream      string
+	subject, jsStream string
+	recs              []Record // not yet confirmed, in offset order
+	looks             int
+}
 
-// settle is called when a Send fails with publishes of it still unanswered:
-// the resume that follows asks the stream what it holds, and the answer must
-// not change under it. It waits for them; if they do not end in time it drops
-// the connection, so that none of them can land after the resume's check.
-func (s *JetStreamSink) settle() {
+// drop removes the records found stored from the front and the rest of g.
+func (g *subjectGroup) drop(skip map[uint64]storedAt) {
+	out := g.recs[:0]
+	for _, r := range g.recs {
+		if _, ok := skip[r.Offset]; !ok {
+			out = append(out, r)
+		}
+	}
+	g.recs = out
+}
+
+// sent is one published message of a Send.
+type sent struct {
+	g       *subjectGroup
+	subject string
+	recs    []Record
+	fut     jetstream.PubAckFuture // nil once answered
+	seq     uint64                 // its PubAck's sequence
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// defaultSettleWait bounds how long a failed Send waits for its other publishes.
+const defaultSettleWait = 5 * time.Second
+
+// settle is called when a Send fails with publishes of round perhaps still
+// unanswered. It waits for them, so that their PubAcks count, and returns
+// those confirmed. If some stay unanswered it drops the connection: they may
+// still be stored later, which the expected sequences make harmless (the
+// sink's next publish on the subject is refused and looks, or theirs is
+// refused), but their futures would otherwise linger.
+func (s *JetStreamSink) settle(round []sent) []sent {
 	select {
 	case <-s.js.PublishAsyncComplete():
-	case <-time.After(settleWait):
-		s.o.Logger.Warn("publishes still unanswered after a failed batch; reconnecting before the resume")
+	case <-time.After(s.o.settleWait):
+		s.o.Logger.Warn("publishes still unanswered after a failed batch; reconnecting")
 		s.nc.Close()
 		s.nc = nil
 	}
+	var ok []sent
+	for _, p := range round {
+		if p.fut == nil {
+			continue
+		}
+		select {
+		case ack := <-p.fut.Ok():
+			p.seq = ack.Sequence
+			s.last[p.subject] = ack.Sequence
+			ok = append(ok, p)
+		default:
+		}
+	}
+	return ok
 }
 
-// Positions are the stream sequences to save with the lane cursors: per
-// stream, the latest PubAck's sequence, or just before the earliest record a
-// resume found stored that its lane has not passed yet, so that a restart
-// finds it again.
+// Positions are the subjects' expected sequences to save with the lane
+// cursors, each never above the sequence just before a message holding a
+// record found stored that its lane has not passed yet, so that a restart
+// looks again and finds it again.
 func (s *JetStreamSink) Positions() map[string]uint64 {
-	out := make(map[string]uint64, len(s.seq))
-	for k, v := range s.seq {
-		out[k] = v
+	out := make(map[string]uint64, len(s.last))
+	for subject, v := range s.last {
+		out[positionKey(subject)] = v
 	}
 	for _, at := range s.skip {
-		if v, ok := out[at.stream]; !ok || at.seq-1 < v {
-			out[at.stream] = at.seq - 1
+		k := positionKey(at.subject)
+		if v, ok := out[k]; !ok || at.seq-1 < v {
+			out[k] = at.seq - 1
 		}
 	}
 	return out

@@ -21,11 +21,9 @@ func eventRecord(off uint64, stream string, lane Lane) Record {
 	return Record{Offset: off, Type: event.TypeEvent, Stream: stream, Lane: lane, Payload: e.AppendBinary(nil)}
 }
 
-// TestFoundRecordsStayFound: a resume finds a critical record the cloud holds
-// although its PubAck never came; before the critical lane passes it, the
-// normal lane confirms a batch and the node restarts. The positions saved
-// with that batch must still lead the next resume to the found record, or it
-// would be sent twice.
+// TestFoundRecordsStayFound: a critical record the cloud holds although its
+// PubAck never came is found by the restarted sink: its publish on the subject
+// is refused, and it looks.
 func TestFoundRecordsStayFound(t *testing.T) {
 	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -170,4 +168,134 @@ func TestPartlyConfirmedBatchIsNotSentTwice(t *testing.T) {
 	results, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamResults, 0)
 	require.NoError(t, err)
 	require.Len(t, results, 1)
+}
+
+// TestLargeBatchOnOneSubject: a batch too large for one message goes out as
+// several on one subject, each expecting the one before; with another
+// subject's message alongside, every record is stored once, and a restarted
+// sink carries on from the saved positions.
+func TestLargeBatchOnOneSubject(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	big := func(off uint64) Record {
+		r := eventRecord(off, "cam", LaneNormal)
+		r.Payload = append(r.Payload, make([]byte, 200<<10)...)
+		return r
+	}
+	var batch []Record
+	for off := range uint64(7) {
+		if off == 3 {
+			batch = append(batch, eventRecord(off, "temp", LaneNormal))
+			continue
+		}
+		batch = append(batch, big(off))
+	}
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 0}, nil))
+	require.NoError(t, s.Send(ctx, batch))
+	saved := s.Positions()
+	require.NoError(t, s.Close())
+
+	s2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s2.Close()
+	require.NoError(t, s2.Resume(ctx, map[Lane]uint64{LaneNormal: 7}, saved))
+	require.NoError(t, s2.Send(ctx, []Record{big(7), eventRecord(8, "temp", LaneNormal)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	msgs, count := map[uint64]bool{}, map[uint64]int{}
+	for _, st := range stored {
+		msgs[st.Seq] = true
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
+	require.Len(t, msgs, 3+1+2, "cam in three messages of two records, temp in one; then one each")
+}
+
+// TestUnsavedBatchIsFoundAgain: a batch the cloud confirmed but whose cursors
+// the log failed to save is resumed from the saved positions: the retry, cut
+// into another batch (another Nats-Msg-Id), must find the confirmed records
+// in the cloud instead of trusting what the sink remembers of them.
+func TestUnsavedBatchIsFoundAgain(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s.Close()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 1}, nil))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(1, "temp", LaneNormal)}))
+	saved := s.Positions()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 2}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(2, "temp", LaneNormal), eventRecord(3, "temp", LaneNormal)}))
+	// Saving the cursors failed: the syncer resumes from what the log holds.
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 2}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(2, "temp", LaneNormal), eventRecord(3, "temp", LaneNormal),
+		eventRecord(4, "temp", LaneNormal)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{1: 1, 2: 1, 3: 1, 4: 1}, count)
+}
+
+// TestFoundRecordsStayFoundAcrossLanes: a normal batch on a subject that also
+// holds critical records finds a critical record stored although its PubAck
+// never came, and moves the subject's sequence past it; the node restarts
+// before the critical lane reaches the record. The positions saved with the
+// normal batch must still make the critical lane look, or it would send the
+// record twice.
+func TestFoundRecordsStayFoundAcrossLanes(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err = js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	a := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
+	saved := a.Positions()
+	require.NoError(t, a.Close())
+
+	b2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer b2.Close()
+	require.NoError(t, b2.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
+	require.NoError(t, b2.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
+		eventRecord(8, "door", LaneCritical)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 8: 1}, count)
 }
