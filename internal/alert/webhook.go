@@ -93,11 +93,13 @@ func retry(ctx context.Context, o RetryOptions, onRetry func(error, time.Duratio
 
 // WebhookOptions configure a webhook notifier.
 type WebhookOptions struct {
-	Name    string            `yaml:"name"`    // default "webhook"
-	URL     string            `yaml:"url"`     // http or https; required
-	Timeout time.Duration     `yaml:"timeout"` // per attempt, default 5s
-	Retry   RetryOptions      `yaml:"retry"`
-	Headers map[string]string `yaml:"headers"` // added to every request, e.g. Authorization
+	Name    string        `yaml:"name"`             // default "webhook"
+	URL     string        `yaml:"url" secret:"url"` // http or https; required
+	Timeout time.Duration `yaml:"timeout"`          // per attempt, default 5s
+	Retry   RetryOptions  `yaml:"retry"`
+	// Headers are added to every request, e.g. Authorization. Every value is
+	// a secret (internal/secret): any header may carry a credential.
+	Headers map[string]string `yaml:"headers" secret:"true"`
 
 	onRetry func(err error, wait time.Duration) // test hook: each retry and its wait
 }

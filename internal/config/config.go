@@ -22,9 +22,16 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // Config is the whole node configuration.
+//
+// A field that holds a secret carries the struct tag `secret:"true"` (the
+// whole string; every value of a map or element of a slice) or `secret:"url"`
+// (a URL's userinfo password and query values): Redacted replaces them, so
+// the config the node publishes to the cloud's registry — and the one
+// `holdfast recover` writes back — holds none (internal/secret).
 type Config struct {
 	NodeID      string      `yaml:"node_id"`
 	DataDir     string      `yaml:"data_dir"`
@@ -65,7 +72,7 @@ var Priorities = []string{"critical", "high", "normal", "low"}
 type Cloud struct {
 	// URL of the cloud's NATS server, e.g. nats://cloud.example:4222; "" keeps
 	// everything local.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" secret:"url"`
 	// EnsureLayout creates the streams if the cloud lacks them (a NATS cluster
 	// no `holdfast cloud` has set up).
 	EnsureLayout bool          `yaml:"ensure_layout"`
@@ -82,18 +89,18 @@ type Cloud struct {
 
 // HTTPSink configures the HTTP sink.
 type HTTPSink struct {
-	URL      string            `yaml:"url"`
-	Headers  map[string]string `yaml:"headers,omitempty"`
+	URL      string            `yaml:"url" secret:"url"`
+	Headers  map[string]string `yaml:"headers,omitempty" secret:"true"` // every value
 	Timeout  time.Duration     `yaml:"timeout"`
 	Compress *bool             `yaml:"compress"` // zstd, default true
 }
 
 // MQTTSink configures the MQTT bridge sink.
 type MQTTSink struct {
-	Broker      string `yaml:"broker"` // tcp://host:port
+	Broker      string `yaml:"broker" secret:"url"` // tcp://host:port
 	ClientID    string `yaml:"client_id"`
 	Username    string `yaml:"username"`
-	Password    string `yaml:"password"`
+	Password    string `yaml:"password" secret:"true"`
 	TopicPrefix string `yaml:"topic_prefix"`
 }
 
@@ -147,10 +154,10 @@ type MQTT struct {
 
 // External configures subscribing to a site's existing broker.
 type External struct {
-	Broker   string `yaml:"broker"` // tcp://host:port
+	Broker   string `yaml:"broker" secret:"url"` // tcp://host:port
 	ClientID string `yaml:"client_id"`
 	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Password string `yaml:"password" secret:"true"`
 	Topic    string `yaml:"topic"`
 }
 
@@ -223,9 +230,29 @@ func Load(path string) (Config, error) {
 	return cfg, nil
 }
 
-// Validate returns every problem found, each naming its key.
+// RedactedMarker replaces a secret's value in a redacted config.
+const RedactedMarker = secret.Marker
+
+// Redacted returns a copy of c with every secret replaced by RedactedMarker:
+// what the node publishes to the cloud's config registry. c is unchanged.
+func Redacted(c Config) Config { return secret.Redact(c) }
+
+// RedactedKeys returns the keys whose values hold RedactedMarker, sorted: the
+// secrets to supply again in a config that came back from the registry.
+func RedactedKeys(c Config) []string { return secret.Find(c) }
+
+// ErrRedacted is wrapped by the problem Validate reports for each key that
+// still holds RedactedMarker.
+var ErrRedacted = errors.New("is redacted: supply the secret again")
+
+// Validate returns every problem found, each naming its key. A key holding
+// RedactedMarker is one: a config recovered from the registry does not run
+// until its secrets are supplied again.
 func (c Config) Validate() error {
 	var errs []error
+	for _, key := range RedactedKeys(c) {
+		errs = append(errs, fmt.Errorf("%s %w", key, ErrRedacted))
+	}
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
