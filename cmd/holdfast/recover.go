@@ -32,7 +32,9 @@ force at TIME (the registry), the nearest state snapshot before it, and every re
 the cloud holds for the node up to TIME. Then replays the node's processing from the
 snapshot and validates: events per stream equal the cloud's, and every window result
 and alert the replay produces again equals the synced one. Exits non-zero if the
-validation fails. Start the node afterwards with
+validation fails. The registry holds no secrets (passwords, header values, URL
+credentials): recover lists the keys to fill in again in DIR/holdfast.yaml, and
+holdfast run refuses the file until they are. Start the node afterwards with
   holdfast run --config DIR/holdfast.yaml
 See docs/OPERATIONS.md for the whole procedure.`,
 		Args: cobra.NoArgs,
@@ -95,6 +97,13 @@ func printReport(cmd *cobra.Command, r *recovery.Report) {
 			r.ConfigTime.UTC().Format(time.RFC3339), r.DataDir)
 	} else {
 		fmt.Fprintf(w, "config      none in the registry: defaults\n")
+	}
+	if len(r.Redacted) > 0 {
+		fmt.Fprintf(w, "secrets     the registry holds none: replace %s in %s/holdfast.yaml before holdfast run:\n",
+			config.RedactedMarker, r.DataDir)
+		for _, k := range r.Redacted {
+			fmt.Fprintf(w, "              %s\n", k)
+		}
 	}
 	if r.Snapshot != "" {
 		fmt.Fprintf(w, "snapshot    %s (offset %d)\n", r.Snapshot, r.SnapshotOffset)

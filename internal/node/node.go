@@ -302,9 +302,9 @@ func (n *Node) admit(stream string) string {
 
 // startBackup starts the hourly snapshots of the processing state (copies of
 // the newest checkpoint, uploaded to the cloud) and publishes the config to the
-// cloud's registry.
+// cloud's registry — redacted: no secret leaves the node in it.
 func (n *Node) startBackup() error {
-	yaml, err := config.Marshal(n.cfg)
+	yaml, err := config.Marshal(config.Redacted(n.cfg))
 	if err != nil {
 		return fmt.Errorf("config for the registry: %w", err)
 	}

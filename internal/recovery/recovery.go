@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,6 +59,10 @@ type Report struct {
 	At             time.Time      `json:"at,omitzero"`
 	ConfigRevision uint64         `json:"config_revision"` // 0: none in the registry, defaults used
 	ConfigTime     time.Time      `json:"config_time,omitzero"`
+	// Redacted are the config's keys whose secrets the registry does not
+	// hold: holdfast.yaml has config.RedactedMarker there, and `holdfast run`
+	// refuses it until each is supplied again.
+	Redacted []string `json:"redacted,omitempty"`
 	Snapshot       string         `json:"snapshot,omitempty"` // "": none used, the replay started at 0
 	SnapshotOffset uint64         `json:"snapshot_offset"`
 	Cut            uint64         `json:"cut"` // records below this offset were restored
@@ -159,11 +164,30 @@ func restoreConfig(ctx context.Context, js jetstream.JetStream, o Options, rep *
 		rep.ConfigRevision, rep.ConfigTime = v.Revision, v.Time
 	}
 	cfg.NodeID, cfg.DataDir = o.NodeID, o.DataDir
+	// A config from an older node may hold secrets in plain text: they are
+	// not written out again. They are to be supplied like the others.
+	cfg = config.Redacted(cfg)
+	rep.Redacted = config.RedactedKeys(cfg)
 	data, err := config.Marshal(cfg)
 	if err != nil {
 		return cfg, err
 	}
+	if len(rep.Redacted) > 0 {
+		data = append([]byte(redactedHeader(rep.Redacted)), data...)
+	}
 	return cfg, os.WriteFile(filepath.Join(o.DataDir, "holdfast.yaml"), data, 0o600)
+}
+
+// redactedHeader is the comment holdfast.yaml opens with when its secrets
+// must be supplied again.
+func redactedHeader(keys []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# holdfast recover: the cloud's config registry holds no secrets. Replace each\n")
+	fmt.Fprintf(&b, "# %s below before `holdfast run` (which refuses it until then):\n", config.RedactedMarker)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "#   %s\n", k)
+	}
+	return b.String()
 }
 
 // fetchRecords reads every record the cloud holds for the node, by offset,
