@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // ErrRejected marks a delivery the receiver refused for good (an HTTP 4xx other
@@ -123,7 +124,7 @@ func (o WebhookOptions) Validate() error {
 		return fmt.Errorf("webhook %s: url: %w", o.Name, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("webhook %s: url %q must be an absolute http or https URL", o.Name, u.Redacted())
+		return fmt.Errorf("webhook %s: url %q must be an absolute http or https URL", o.Name, secret.RedactURL(o.URL))
 	}
 	if o.Timeout < 0 {
 		return fmt.Errorf("webhook %s: timeout %s must not be negative", o.Name, o.Timeout)

@@ -20,6 +20,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/process"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // Defaults of Options.
@@ -372,7 +373,7 @@ func (b *Backup) connect() (jetstream.JetStream, error) {
 		case b.nc.IsConnected():
 			return b.js, nil
 		case !b.nc.IsClosed():
-			return nil, fmt.Errorf("not connected to %s (reconnecting)", b.o.CloudURL)
+			return nil, fmt.Errorf("not connected to %s (reconnecting)", secret.RedactURL(b.o.CloudURL))
 		}
 		b.nc, b.js = nil, nil
 	}
@@ -384,7 +385,7 @@ func (b *Backup) connect() (jetstream.JetStream, error) {
 		nats.Timeout(connectTimeout),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", b.o.CloudURL, err)
+		return nil, fmt.Errorf("connect to %s: %w", secret.RedactURL(b.o.CloudURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -392,7 +393,7 @@ func (b *Backup) connect() (jetstream.JetStream, error) {
 		return nil, err
 	}
 	b.nc, b.js = nc, js
-	b.log.Info("connected to the cloud", "url", b.o.CloudURL)
+	b.log.Info("connected to the cloud", "url", secret.RedactURL(b.o.CloudURL))
 	return js, nil
 }
 

@@ -276,7 +276,7 @@ func (c Config) Validate() error {
 	case "external":
 		u, err := url.Parse(c.MQTT.External.Broker)
 		if err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
-			bad("mqtt.external.broker", "%q must be a URL like tcp://broker.local:1883", c.MQTT.External.Broker)
+			bad("mqtt.external.broker", "%q must be a URL like tcp://broker.local:1883", secret.RedactURL(c.MQTT.External.Broker))
 		}
 		if c.MQTT.External.Topic == "" {
 			bad("mqtt.external.topic", "must be set")
@@ -345,17 +345,17 @@ func (c Config) Validate() error {
 	if c.Cloud.URL != "" {
 		u, err := url.Parse(c.Cloud.URL)
 		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
-			bad("cloud.url", "%q must be a URL like nats://cloud.example:4222", c.Cloud.URL)
+			bad("cloud.url", "%q must be a URL like nats://cloud.example:4222", secret.RedactURL(c.Cloud.URL))
 		}
 	}
 	if h := c.Cloud.HTTP; h != nil {
 		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("cloud.http.url", "%q must be an http or https URL", h.URL)
+			bad("cloud.http.url", "%q must be an http or https URL", secret.RedactURL(h.URL))
 		}
 	}
 	if m := c.Cloud.MQTT; m != nil {
 		if u, err := url.Parse(m.Broker); err != nil || (u.Scheme != "tcp" && u.Scheme != "mqtt" && u.Scheme != "ssl" && u.Scheme != "tls") || u.Host == "" {
-			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", m.Broker)
+			bad("cloud.mqtt.broker", "%q must be a URL like tcp://broker.example:1883", secret.RedactURL(m.Broker))
 		}
 	}
 	if err := c.Buffer.Pressure.Validate(); err != nil {

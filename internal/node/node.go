@@ -31,6 +31,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/process"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -489,9 +490,9 @@ func (n *Node) Status() api.Status {
 	if n.sub != nil {
 		c := n.sub.Connected()
 		s.MQTT.Connected = &c
-		s.MQTT.Addr = n.cfg.MQTT.External.Broker
+		s.MQTT.Addr = secret.RedactURL(n.cfg.MQTT.External.Broker)
 		if !c {
-			s.Problems = append(s.Problems, "not connected to MQTT broker "+n.cfg.MQTT.External.Broker)
+			s.Problems = append(s.Problems, "not connected to MQTT broker "+s.MQTT.Addr)
 		}
 	}
 	return s

@@ -37,6 +37,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/node"
 	"github.com/holdfast-edge/holdfast/internal/process"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 	"github.com/holdfast-edge/holdfast/internal/store"
 )
 
@@ -54,15 +55,15 @@ type Options struct {
 
 // Report is what a recovery found and did.
 type Report struct {
-	NodeID         string         `json:"node_id"`
-	DataDir        string         `json:"data_dir"`
-	At             time.Time      `json:"at,omitzero"`
-	ConfigRevision uint64         `json:"config_revision"` // 0: none in the registry, defaults used
-	ConfigTime     time.Time      `json:"config_time,omitzero"`
+	NodeID         string    `json:"node_id"`
+	DataDir        string    `json:"data_dir"`
+	At             time.Time `json:"at,omitzero"`
+	ConfigRevision uint64    `json:"config_revision"` // 0: none in the registry, defaults used
+	ConfigTime     time.Time `json:"config_time,omitzero"`
 	// Redacted are the config's keys whose secrets the registry does not
 	// hold: holdfast.yaml has config.RedactedMarker there, and `holdfast run`
 	// refuses it until each is supplied again.
-	Redacted []string `json:"redacted,omitempty"`
+	Redacted       []string       `json:"redacted,omitempty"`
 	Snapshot       string         `json:"snapshot,omitempty"` // "": none used, the replay started at 0
 	SnapshotOffset uint64         `json:"snapshot_offset"`
 	Cut            uint64         `json:"cut"` // records below this offset were restored
@@ -97,7 +98,7 @@ func Recover(ctx context.Context, o Options) (*Report, error) {
 	}
 	nc, err := nats.Connect(o.CloudURL, nats.Name("holdfast recover "+o.NodeID), nats.Timeout(10*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("connect to the cloud at %s: %w", o.CloudURL, err)
+		return nil, fmt.Errorf("connect to the cloud at %s: %w", secret.RedactURL(o.CloudURL), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // HTTPSinkOptions configure the HTTP sink. Zero fields take the defaults.
@@ -38,7 +39,7 @@ func (o HTTPSinkOptions) Validate() error {
 	case err != nil:
 		errs = append(errs, fmt.Errorf("uplink: http sink: url: %w", err))
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
-		errs = append(errs, fmt.Errorf("uplink: http sink: url %q is not an http(s) URL", o.URL))
+		errs = append(errs, fmt.Errorf("uplink: http sink: url %q is not an http(s) URL", secret.RedactURL(o.URL)))
 	}
 	if o.NodeID == "" {
 		errs = append(errs, errors.New("uplink: http sink: node id is empty"))
@@ -154,6 +155,10 @@ func (s *HTTPSink) Send(ctx context.Context, recs []Record) error {
 	req.Header.Set("Idempotency-Key", IdempotencyKey(s.o.NodeID, recs))
 	resp, err := s.client.Do(req)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = secret.RedactURL(ue.URL) // net/http strips the password, not the query
+		}
 		return Retryable(fmt.Errorf("post %d records: %w", len(recs), err), 0)
 	}
 	defer resp.Body.Close()

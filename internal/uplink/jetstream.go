@@ -19,6 +19,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // JetStreamOptions configure the JetStream sink.
@@ -117,7 +118,7 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 		nats.Timeout(5*time.Second),
 	)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", s.o.URL, err)
+		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.URL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // MQTTSinkOptions configure the MQTT bridge sink. Zero fields take the
@@ -119,10 +120,10 @@ func (s *MQTTSink) Resume(ctx context.Context, _ map[Lane]uint64, _ map[string]u
 	case <-tok.Done():
 	case <-ctx.Done():
 		c.Disconnect(0)
-		return fmt.Errorf("connect to %s: %w", s.o.BrokerURL, ctx.Err())
+		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.BrokerURL), ctx.Err())
 	}
 	if err := tok.Error(); err != nil {
-		return fmt.Errorf("connect to %s: %w", s.o.BrokerURL, err)
+		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.BrokerURL), err)
 	}
 	s.client, s.lost, s.broken = c, lost, false
 	return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // Subscriber defaults.
@@ -79,10 +80,10 @@ func (o SubscriberOptions) Validate() error {
 	switch u.Scheme {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts", "tcps", "ws", "wss":
 	default:
-		return fmt.Errorf("mqttin: broker URL %q: unsupported scheme %q", o.BrokerURL, u.Scheme)
+		return fmt.Errorf("mqttin: broker URL %q: unsupported scheme %q", secret.RedactURL(o.BrokerURL), u.Scheme)
 	}
 	if u.Host == "" {
-		return fmt.Errorf("mqttin: broker URL %q: no host", o.BrokerURL)
+		return fmt.Errorf("mqttin: broker URL %q: no host", secret.RedactURL(o.BrokerURL))
 	}
 	switch {
 	case o.MaxPayload < 0:
@@ -154,7 +155,7 @@ func NewSubscriber(opts SubscriberOptions, app ingest.Appender, m *ingest.Metric
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	log := opts.Logger.With("component", "mqtt-subscriber", "broker", opts.BrokerURL, "client_id", opts.ClientID)
+	log := opts.Logger.With("component", "mqtt-subscriber", "broker", secret.RedactURL(opts.BrokerURL), "client_id", opts.ClientID)
 	return &Subscriber{
 		opts: opts,
 		in:   newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit),
