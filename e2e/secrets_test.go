@@ -161,6 +161,7 @@ cloud:
 	rec, err := exec.Command(binary, "recover", "--from-cloud", "--node-id", "site-s", "--cloud-url", srv.URL(),
 		"--data-dir", data).CombinedOutput()
 	require.NoError(t, err, "%s", rec)
+	t.Logf("recover:\n%s", rec)
 	requireNoSecret(t, "recover's output", string(rec))
 	for _, k := range secretKeys {
 		require.Contains(t, string(rec), k, "recover names the keys to fill in")
@@ -169,6 +170,7 @@ cloud:
 	yaml, err := os.ReadFile(recovered)
 	require.NoError(t, err)
 	requireNoSecret(t, "the recovered holdfast.yaml", string(yaml))
+	require.True(t, strings.HasPrefix(string(yaml), "# holdfast recover:"), "holdfast.yaml opens with the keys to fill in:\n%s", yaml)
 
 	for _, args := range [][]string{
 		{"run", "--config", recovered, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"},
