@@ -311,6 +311,20 @@ func TestHTTPSinkNetworkErrorIsRetryable(t *testing.T) {
 	require.False(t, IsPermanent(err))
 }
 
+// TestHTTPSinkErrorHidesURLSecrets: a failed request's error — logged and
+// shown as the sink's last_error — holds neither the URL's password nor its
+// query values (net/http itself strips only the password).
+func TestHTTPSinkErrorHidesURLSecrets(t *testing.T) {
+	sink, err := NewHTTPSink(HTTPSinkOptions{URL: "http://u:SECRET-PASS@" + freeAddr(t) + "/in?api_key=SECRET-KEY", NodeID: "edge-1"})
+	require.NoError(t, err)
+	defer sink.Close()
+	e := event.Event{DeviceID: "d", Stream: "s", TS: 1_700_000_000_000, Value: 1}
+	err = sink.Send(context.Background(), []Record{{Offset: 1, Type: event.TypeEvent, Stream: "s", Payload: e.AppendBinary(nil)}})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "SECRET")
+	require.Contains(t, err.Error(), "/in?api_key=")
+}
+
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
