@@ -23,16 +23,17 @@ import (
 // secrets are distinctive values put in every secret the config has; none
 // may be found anywhere the node or recover shows or sends.
 var secrets = []string{
-	"SECRET-WEBHOOK-7f3a",     // webhook Authorization header
-	"SECRET-APIKEY-91c2",      // webhook X-Api-Key header
-	"SECRET-HOOK-URLPASS-5d1", // webhook URL userinfo password
-	"SECRET-HOOK-QUERY-e4b0",  // webhook URL query value
-	"SECRET-NATS-PASS-2a9c",   // cloud.url userinfo password
-	"SECRET-HTTP-BEARER-77d4", // cloud.http header
-	"SECRET-HTTP-QUERY-0b3e",  // cloud.http URL query value
-	"SECRET-BRIDGE-PASS-c8f1", // cloud.mqtt password
-	"SECRET-BRIDGE-URL-6e2d",  // cloud.mqtt broker URL userinfo password
-	"SECRET-MQTT-PASS-43aa",   // mqtt.external password
+	"SECRET-WEBHOOK-7f3a",      // webhook Authorization header
+	"SECRET-APIKEY-91c2",       // webhook X-Api-Key header
+	"SECRET-HOOK-URLPASS-5d1",  // webhook URL userinfo password
+	"SECRET-HOOK-QUERY-e4b0",   // webhook URL query value
+	"SECRET-NATS-PASS-2a9c",    // cloud.url userinfo password
+	"SECRET-HTTP-BEARER-77d4",  // cloud.http header
+	"SECRET-HTTP-QUERY-0b3e",   // cloud.http URL query value
+	"SECRET-BRIDGE-PASS-c8f1",  // cloud.mqtt password
+	"SECRET-BRIDGE-URL-6e2d",   // cloud.mqtt broker URL userinfo password
+	"SECRET-MQTT-PASS-43aa",    // mqtt.external password
+	"SECRET-SITE-URLPASS-19ab", // mqtt.external broker URL userinfo password
 }
 
 // secretKeys are the keys the recovered config must ask for again.
@@ -45,6 +46,7 @@ var secretKeys = []string{
 	"cloud.mqtt.broker",
 	"cloud.mqtt.password",
 	"cloud.url",
+	"mqtt.external.broker",
 	"mqtt.external.password",
 }
 
@@ -66,9 +68,10 @@ func requireNoSecret(t *testing.T, where, text string) {
 // TestSecretsStayOnTheNode runs the binary, at debug level, with a config
 // full of distinctive secrets — webhook headers and URL credentials, sink
 // headers, broker and cloud passwords — lets it publish its config to an
-// embedded cloud's registry, fire an alert at the webhook (which must get
-// the real header: the running node keeps its secrets) and fail to reach an
-// MQTT bridge whose URL has a password. Then none of the secrets is in
+// embedded cloud's registry, subscribe to a site broker (another holdfast's
+// embedded one) with a password in its URL, fire an alert at the webhook
+// (which must get the real header: the running node keeps its secrets) and
+// fail to reach an MQTT bridge whose URL has a password. Then none of the secrets is in
 // /v1/status, /metrics, the status page, the process's output, the registry's
 // entry, or what `holdfast recover --from-cloud` prints and writes. The
 // recovered config is refused by `holdfast run` and `holdfast config check`,
@@ -90,6 +93,7 @@ func TestSecretsStayOnTheNode(t *testing.T) {
 	sink := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer sink.Close()
 
+	site := start(t, filepath.Join(dir, "site"))
 	natsURL := strings.Replace(srv.URL(), "nats://", "nats://edge:SECRET-NATS-PASS-2a9c@", 1)
 	hookURL := strings.Replace(hook.URL, "http://", "http://hook:SECRET-HOOK-URLPASS-5d1@", 1) + "/alerts?token=SECRET-HOOK-QUERY-e4b0"
 	cfg := filepath.Join(dir, "holdfast.yaml")
@@ -97,7 +101,8 @@ func TestSecretsStayOnTheNode(t *testing.T) {
 log: {level: debug}
 checkpoints: {snapshot_interval: 1s}
 mqtt:
-  external: {username: holdfast, password: SECRET-MQTT-PASS-43aa}
+  mode: external
+  external: {broker: "tcp://site:SECRET-SITE-URLPASS-19ab@%s", username: holdfast, password: SECRET-MQTT-PASS-43aa}
 alerts:
   rules:
     - {name: hot, stream: temp, op: ">", threshold: 50, severity: critical}
@@ -114,7 +119,7 @@ cloud:
     broker: tcp://bridge:SECRET-BRIDGE-URL-6e2d@127.0.0.1:1
     username: bridge
     password: SECRET-BRIDGE-PASS-c8f1
-`, hookURL, natsURL, sink.URL))
+`, site.mqttAddr, hookURL, natsURL, sink.URL))
 
 	p, out := startCapturing(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "site-s")
 	ts := time.Now().UnixMilli()
@@ -133,14 +138,19 @@ cloud:
 	require.Equal(t, "Bearer SECRET-WEBHOOK-7f3a SECRET-APIKEY-91c2", hookAuth[0], "the running node sends the real headers")
 	mu.Unlock()
 	var status string
-	waitFor(t, "the config in the registry and the MQTT bridge to fail", 30*time.Second, func() bool {
+	waitFor(t, "the config in the registry, the site broker connected and the MQTT bridge failing", 30*time.Second, func() bool {
 		status = get(t, p, "/v1/status")
 		var s struct {
 			Backup struct {
 				Rev uint64 `json:"config_revision"`
 			} `json:"backup"`
+			MQTT struct {
+				Addr      string `json:"addr"`
+				Connected *bool  `json:"connected"`
+			} `json:"mqtt"`
 		}
 		return json.Unmarshal([]byte(status), &s) == nil && s.Backup.Rev > 0 &&
+			s.MQTT.Connected != nil && *s.MQTT.Connected && strings.Contains(s.MQTT.Addr, site.mqttAddr) &&
 			strings.Contains(out.String(), "127.0.0.1:1")
 	})
 	requireNoSecret(t, "/v1/status", status)
