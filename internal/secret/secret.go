@@ -113,8 +113,9 @@ func stringOf(t reflect.Type, s string) reflect.Value {
 }
 
 // RedactURL returns s with the password of its userinfo and the value of
-// every query parameter replaced by Marker. A string that is not a URL with a
-// scheme is returned whole if it has neither, else as Marker.
+// every query parameter replaced by Marker; a URL with neither is returned
+// unchanged. A string that does not parse as a URL becomes Marker if it holds
+// '@' or '?' (it may carry credentials), else is returned unchanged.
 func RedactURL(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
