@@ -448,8 +448,9 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
-// Marshal writes c as YAML that Load reads back to c: what the node publishes
-// to the cloud's config registry, and what `holdfast recover` writes.
+// Marshal writes c as YAML that Load reads back to c. Marshal(Redacted(c)) is
+// what the node publishes to the cloud's config registry, and what `holdfast
+// recover` writes.
 func Marshal(c Config) ([]byte, error) { return yaml.Marshal(c) }
 
 // Parse reads YAML over the defaults, like Load, from bytes.
