@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -85,6 +86,9 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "second", conn.ConnectionState().PeerCertificates[0].Subject.CommonName, "MQTT: the new certificate")
 	conn.Close()
+
+	out, err := exec.Command(binary, "status", "--addr", p.httpAddr, "--ca", filepath.Join(dir, "client-ca.pem")).CombinedOutput()
+	require.NoError(t, err, "holdfast status over HTTPS: %s", out)
 
 	p.stop(t)
 }

@@ -122,8 +122,8 @@ func TestMQTTOverTLS(t *testing.T) {
 	ca, wrongCA := tlstest.NewCA(t, "site CA"), tlstest.NewCA(t, "other CA")
 	n, _ := tlsNode(t, ca, ca.Server(t, "holdfast"))
 	connect := func(tc *tls.Config) (paho.Client, error) {
-		c := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://"+n.MQTTAddr()).
-			SetClientID("tls-test").SetTLSConfig(tc).SetConnectTimeout(5*time.Second).SetAutoReconnect(false))
+		c := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + n.MQTTAddr()).
+			SetClientID("tls-test").SetTLSConfig(tc).SetConnectTimeout(5 * time.Second).SetAutoReconnect(false))
 		tok := c.Connect()
 		if !tok.WaitTimeout(10 * time.Second) {
 			return nil, errors.New("connect timed out")
