@@ -66,7 +66,8 @@ func (r *Reloader) Certificate() *x509.Certificate { return r.cur.Load().cert.Le
 // client certificates are requested and, when given, must chain to it
 // (tls.VerifyClientCertIfGiven): clients without one still connect and
 // authenticate otherwise. nextProtos are the ALPN protocols offered (for HTTP,
-// "h2" and "http/1.1").
+// "h2" and "http/1.1"). Sessions resume across handshakes: the
+// per-handshake configuration leaves the session ticket keys to this one.
 func (r *Reloader) ServerConfig(nextProtos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,

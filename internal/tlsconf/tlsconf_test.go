@@ -38,6 +38,27 @@ func handshake(t *testing.T, cfg *tls.Config, client *tls.Config) (string, error
 	return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
 }
 
+// resumed reports whether a connection with client resumed a session.
+func resumed(t *testing.T, cfg, client *tls.Config) bool {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			_ = c.(*tls.Conn).Handshake()
+			_, _ = c.Write([]byte("x"))
+			c.Close()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), client)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Read(make([]byte, 1))
+	require.NoError(t, err)
+	return c.ConnectionState().DidResume
+}
+
 func TestReloaderSwapsCertificateAndClientCA(t *testing.T) {
 	dir := t.TempDir()
 	ca, ca2 := tlstest.NewCA(t, "one"), tlstest.NewCA(t, "two")
@@ -52,6 +73,12 @@ func TestReloaderSwapsCertificateAndClientCA(t *testing.T) {
 	cn, err := handshake(t, cfg, &tls.Config{RootCAs: both})
 	require.NoError(t, err)
 	require.Equal(t, "first", cn)
+
+	// Sessions resume between reloads.
+	resuming := &tls.Config{RootCAs: both, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	_, err = handshake(t, cfg, resuming)
+	require.NoError(t, err)
+	require.True(t, resumed(t, cfg, resuming), "the second connection resumes the first's session")
 
 	// A client certificate from the second CA: refused until the client CA
 	// file names it.
