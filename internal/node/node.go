@@ -61,13 +61,14 @@ type Node struct {
 	ledger   *lossLedger
 	gate     *pressure.Gate // what the buffer's pressure level lets in
 
-	tls     *tlsconf.Reloader // the listeners' certificates; nil without security.tls
-	stopHUP func()            // stops reloading them on SIGHUP
-	httpLn  net.Listener
-	httpSrv *http.Server
-	broker  *mqttin.Broker
-	sub     *mqttin.Subscriber
-	stopSub context.CancelFunc
+	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
+	stopHUP    func()            // stops reloading them on SIGHUP
+	tlsReloads *prometheus.CounterVec
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	broker     *mqttin.Broker
+	sub        *mqttin.Subscriber
+	stopSub    context.CancelFunc
 }
 
 // Start opens the data directory and starts every component. On error,

@@ -7,6 +7,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
@@ -25,6 +27,14 @@ func (n *Node) loadTLS() error {
 		return fmt.Errorf("security.tls: %w", err)
 	}
 	n.tls = r
+	n.tlsReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_tls_reloads_total",
+		Help: "Reloads of the listeners' TLS files (SIGHUP), by result: ok or failed (the old files stay in force).",
+	}, []string{"result"})
+	n.reg.MustRegister(n.tlsReloads, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_tls_certificate_expiry_timestamp_seconds",
+		Help: "When the listeners' certificate in force expires (Unix time).",
+	}, func() float64 { return float64(r.Certificate().NotAfter.Unix()) }))
 	n.log.Info("TLS on the listeners", "cert", t.Cert, "not_after", r.Certificate().NotAfter, "client_ca", t.ClientCA)
 	hup := make(chan os.Signal, 1)
 	done := make(chan struct{})
@@ -53,9 +63,11 @@ func (n *Node) ReloadTLS() error {
 		return nil
 	}
 	if err := n.tls.Reload(); err != nil {
+		n.tlsReloads.WithLabelValues("failed").Inc()
 		n.log.Error("TLS files not reloaded; the old ones stay in force", "err", err)
 		return err
 	}
+	n.tlsReloads.WithLabelValues("ok").Inc()
 	n.log.Info("TLS files reloaded", "cert", n.cfg.Security.TLS.Cert, "not_after", n.tls.Certificate().NotAfter)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
@@ -115,6 +116,8 @@ func TestHTTPSListener(t *testing.T) {
 		code, err := postEvent(n, &tls.Config{RootCAs: ca.Pool()})
 		require.NoError(t, err)
 		require.Equal(t, 200, code)
+		require.Equal(t, 2.0, testutil.ToFloat64(n.tlsReloads.WithLabelValues("ok")))
+		require.Equal(t, 1.0, testutil.ToFloat64(n.tlsReloads.WithLabelValues("failed")))
 	})
 }
 
