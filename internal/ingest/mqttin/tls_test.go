@@ -2,8 +2,10 @@ package mqttin
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -58,4 +60,45 @@ func TestBrokerTLSHookSeesClientCertificate(t *testing.T) {
 	opts.SetTLSConfig(&tls.Config{RootCAs: ca.Pool()})
 	connectV3(t, opts)
 	require.Equal(t, "", recv(t, "the hook's view", hook.seen), "no certificate: the client connects, authenticated otherwise")
+}
+
+// TestSubscriberOverTLS subscribes to a site broker on ssl:// with a client
+// certificate, and not with a CA the broker's certificate is not from.
+func TestSubscriberOverTLS(t *testing.T) {
+	ca, wrongCA := tlstest.NewCA(t, "site CA"), tlstest.NewCA(t, "other CA")
+	dir := t.TempDir()
+	cert, key := ca.Server(t, "site-broker").Write(t, dir, "server")
+	r, err := tlsconf.Load(cert, key, ca.WriteCA(t, dir, "ca.pem"))
+	require.NoError(t, err)
+	hook := &certHook{seen: make(chan string, 4)}
+	b := startBroker(t, newFakeAppender(), nil, BrokerOptions{TLSConfig: r.ServerConfig(), Auth: hook})
+
+	subscribe := func(tc *tls.Config) (*Subscriber, *fakeAppender) {
+		app := newFakeAppender()
+		s, err := NewSubscriber(SubscriberOptions{
+			BrokerURL: "ssl://" + b.Addr(), ClientID: "holdfast-site", TLSConfig: tc,
+			ConnectTimeout: 5 * time.Second, Backoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+			Logger: discardLogger(),
+		}, app, nil)
+		require.NoError(t, err)
+		require.NoError(t, s.Start(context.Background()))
+		t.Cleanup(func() { require.NoError(t, s.Close()) })
+		return s, app
+	}
+
+	s, app := subscribe(&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "holdfast").TLS(t)}})
+	eventually(t, "subscriber connected", s.Connected)
+	require.Equal(t, "holdfast", recv(t, "the broker's view of the subscriber", hook.seen))
+
+	opts := v3Options(b.Addr(), "device")
+	opts.Servers[0].Scheme = "ssl"
+	opts.SetTLSConfig(&tls.Config{RootCAs: ca.Pool()})
+	dev := connectV3(t, opts)
+	recv(t, "the device connected", hook.seen)
+	waitToken(t, dev.Publish("devices/d1/temp", 1, false, `{"value":1,"id":"e-1"}`))
+	eventually(t, "the subscriber stores the event", func() bool { return app.count() == 1 })
+
+	bad, _ := subscribe(&tls.Config{RootCAs: wrongCA.Pool()})
+	time.Sleep(200 * time.Millisecond) // several attempts at the backoff
+	require.False(t, bad.Connected(), "the broker's certificate is not from the CA given")
 }
