@@ -6,24 +6,6 @@ import (
 	"os"
 )
 
-// Security configures authentication and TLS (DESIGN §9).
-type Security struct {
-	Devices  string `yaml:"devices"`
-	Tokens   string `yaml:"tokens"`
-	TLS      TLS    `yaml:"tls"`
-	Insecure bool   `yaml:"insecure"`
-}
-
-// TLS configures the listeners' TLS: with Cert and Key, the HTTP listener
-// serves HTTPS and the embedded broker MQTT over TLS; with ClientCA, client
-// certificates are requested and, when given, must chain to it. The files
-// are read again on SIGHUP.
-type TLS struct {
-	Cert     string `yaml:"cert"`
-	Key      string `yaml:"key"`
-	ClientCA string `yaml:"client_ca"`
-}
-
 // validateTLS checks the TLS and credential settings of the listeners and
 // every uplink: certificates come with their keys, files can be read, and
 // TLS settings are not given where no TLS is spoken.
