@@ -13,7 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/node"
 	"github.com/holdfast-edge/holdfast/internal/recovery"
 )
 
@@ -21,6 +23,7 @@ func recoverCmd() *cobra.Command {
 	var (
 		fromCloud            bool
 		nodeID, url, dataDir string
+		file                 string
 		at                   string
 		asJSON               bool
 	)
@@ -58,9 +61,21 @@ See docs/OPERATIONS.md for the whole procedure.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			var access cloud.Access
+			if file != "" {
+				// The cloud: section of the node's config: its URL, credentials and TLS.
+				cfg, err := config.Load(file)
+				if err != nil {
+					return err
+				}
+				access = node.CloudAccess(cfg.Cloud)
+				if !cmd.Flags().Changed("cloud-url") && cfg.Cloud.URL != "" {
+					url = cfg.Cloud.URL
+				}
+			}
 			logger := newLogger(config.Log{Level: "warn", Format: "text"})
 			rep, err := recovery.Recover(ctx, recovery.Options{
-				CloudURL: url, NodeID: nodeID, At: when, DataDir: dataDir, Logger: logger, Progress: cmd.ErrOrStderr(),
+				CloudURL: url, Access: access, NodeID: nodeID, At: when, DataDir: dataDir, Logger: logger, Progress: cmd.ErrOrStderr(),
 			})
 			if err != nil {
 				return err
@@ -83,6 +98,7 @@ See docs/OPERATIONS.md for the whole procedure.`,
 	f.BoolVar(&fromCloud, "from-cloud", false, "rebuild from the cloud (required)")
 	f.StringVar(&nodeID, "node-id", "", "the node to rebuild")
 	f.StringVar(&url, "cloud-url", "nats://127.0.0.1:4222", "the cloud's NATS URL")
+	f.StringVar(&file, "config", "", "a config file whose cloud: section (url, credentials, TLS) is used to reach the cloud")
 	f.StringVar(&at, "at", "", "restore the node as of this time (RFC 3339); default: everything the cloud holds")
 	f.StringVar(&dataDir, "data-dir", "", "the new data directory (must not exist or be empty); default ./holdfast-data-<node-id>")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")

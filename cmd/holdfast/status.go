@@ -5,25 +5,41 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/tlsconf"
 )
 
 // statusCmd prints a node's /v1/status for a person: health, buffer,
 // processing, each sink's connectivity and backlog, and each alert notifier's.
 func statusCmd() *cobra.Command {
-	var addr string
+	var addr, caFile string
 	var raw bool
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show a running node's health, buffer, processing and sync state",
 		RunE: func(c *cobra.Command, _ []string) error {
 			client := &http.Client{Timeout: 5 * time.Second}
-			resp, err := client.Get("http://" + addr + "/v1/status")
+			base := addr
+			if !strings.Contains(base, "://") {
+				base = "http://" + base
+				if caFile != "" {
+					base = "https://" + addr
+				}
+			}
+			if caFile != "" {
+				tc, err := tlsconf.Client{CA: caFile}.Config()
+				if err != nil {
+					return err
+				}
+				client.Transport = &http.Transport{TLSClientConfig: tc}
+			}
+			resp, err := client.Get(base + "/v1/status")
 			if err != nil {
 				return fmt.Errorf("no node answering at %s: %w", addr, err)
 			}
@@ -155,7 +171,8 @@ func statusCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "the node's HTTP address")
+	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "the node's HTTP address (https://host:port for a node with security.tls)")
+	c.Flags().StringVar(&caFile, "ca", "", "PEM CAs to trust for a node serving HTTPS (implies https://)")
 	c.Flags().BoolVar(&raw, "json", false, "print /v1/status as JSON")
 	return c
 }

@@ -49,6 +49,8 @@ type Options struct {
 	// CloudURL is the cloud's NATS URL; "" keeps snapshots local only and
 	// publishes no config.
 	CloudURL string
+	// Access are the credentials and TLS settings for the cloud.
+	Access cloud.Access
 	// CheckpointDir is where the processor writes its checkpoints;
 	// SnapshotDir is where snapshots are kept (created when needed).
 	CheckpointDir, SnapshotDir string
@@ -377,13 +379,13 @@ func (b *Backup) connect() (jetstream.JetStream, error) {
 		}
 		b.nc, b.js = nil, nil
 	}
-	nc, err := nats.Connect(b.o.CloudURL,
-		nats.Name("holdfast "+b.o.NodeID+" backup"),
+	nc, err := nats.Connect(b.o.CloudURL, append([]nats.Option{
+		nats.Name("holdfast " + b.o.NodeID + " backup"),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectBufSize(-1), // fail while disconnected instead of queueing
 		nats.Timeout(connectTimeout),
-	)
+	}, b.o.Access.Options()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", secret.RedactURL(b.o.CloudURL), err)
 	}

@@ -44,6 +44,7 @@ type Config struct {
 	Cloud       Cloud       `yaml:"cloud"`
 	Log         Log         `yaml:"log"`
 	Checkpoints Checkpoints `yaml:"checkpoints"`
+	Security    Security    `yaml:"security"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -85,6 +86,18 @@ type Cloud struct {
 	// (docs/format/sinks.md).
 	HTTP *HTTPSink `yaml:"http"`
 	MQTT *MQTTSink `yaml:"mqtt"`
+	// Credentials for the NATS server: user and password, or a token, or a
+	// NATS creds file (JWT and seed). CA is a PEM file of the CAs to trust
+	// for tls:// (or a server requiring TLS); Cert and Key a client
+	// certificate. Every connection to the cloud uses them: the sink,
+	// snapshots, the config registry, and `holdfast recover --config`.
+	User     string `yaml:"user,omitempty"`
+	Password string `yaml:"password,omitempty" secret:"true"`
+	Token    string `yaml:"token,omitempty" secret:"true"`
+	Creds    string `yaml:"creds,omitempty"`
+	CA       string `yaml:"ca,omitempty"`
+	Cert     string `yaml:"cert,omitempty"`
+	Key      string `yaml:"key,omitempty"`
 }
 
 // HTTPSink configures the HTTP sink.
@@ -93,15 +106,24 @@ type HTTPSink struct {
 	Headers  map[string]string `yaml:"headers,omitempty" secret:"true"` // every value
 	Timeout  time.Duration     `yaml:"timeout"`
 	Compress *bool             `yaml:"compress"` // zstd, default true
+	// CA is a PEM file of the CAs to trust for https (default: the
+	// system's); Cert and Key a client certificate.
+	CA   string `yaml:"ca,omitempty"`
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 // MQTTSink configures the MQTT bridge sink.
 type MQTTSink struct {
-	Broker      string `yaml:"broker" secret:"url"` // tcp://host:port
+	Broker      string `yaml:"broker" secret:"url"` // tcp://host:port, ssl://host:8883
 	ClientID    string `yaml:"client_id"`
 	Username    string `yaml:"username"`
 	Password    string `yaml:"password" secret:"true"`
 	TopicPrefix string `yaml:"topic_prefix"`
+	// CA, Cert and Key are as in HTTPSink, for ssl:// and tls:// brokers.
+	CA   string `yaml:"ca,omitempty"`
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 // Windows configures windowed aggregation.
@@ -159,6 +181,10 @@ type External struct {
 	Username string `yaml:"username"`
 	Password string `yaml:"password" secret:"true"`
 	Topic    string `yaml:"topic"`
+	// CA, Cert and Key are as in HTTPSink, for ssl:// and tls:// brokers.
+	CA   string `yaml:"ca,omitempty"`
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
 }
 
 // Ingest configures validation and retry de-duplication.
@@ -182,6 +208,24 @@ type Buffer struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
+}
+
+// Security configures authentication and TLS (DESIGN §9).
+type Security struct {
+	Devices  string `yaml:"devices"`
+	Tokens   string `yaml:"tokens"`
+	TLS      TLS    `yaml:"tls"`
+	Insecure bool   `yaml:"insecure"`
+}
+
+// TLS configures the listeners' TLS: with Cert and Key, the HTTP listener
+// serves HTTPS and the embedded broker MQTT over TLS; with ClientCA, client
+// certificates are requested and, when given, must chain to it. The files
+// are read again on SIGHUP.
+type TLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
 }
 
 // Default returns the configuration `holdfast run` uses with no file.
@@ -381,6 +425,7 @@ func (c Config) Validate() error {
 			bad("streams."+name+".priority", "%q must be one of %s", st.Priority, strings.Join(Priorities, ", "))
 		}
 	}
+	errs = append(errs, c.validateTLS()...)
 	if c.Cloud.BatchRecords < 1 {
 		bad("cloud.batch_records", "must be at least 1")
 	}

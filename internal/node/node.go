@@ -33,6 +33,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/secret"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/tlsconf"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -61,11 +62,14 @@ type Node struct {
 	ledger   *lossLedger
 	gate     *pressure.Gate // what the buffer's pressure level lets in
 
-	httpLn  net.Listener
-	httpSrv *http.Server
-	broker  *mqttin.Broker
-	sub     *mqttin.Subscriber
-	stopSub context.CancelFunc
+	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
+	stopHUP    func()            // stops reloading them on SIGHUP
+	tlsReloads *prometheus.CounterVec
+	httpLn     net.Listener
+	httpSrv    *http.Server
+	broker     *mqttin.Broker
+	sub        *mqttin.Subscriber
+	stopSub    context.CancelFunc
 }
 
 // Start opens the data directory and starts every component. On error,
@@ -133,6 +137,9 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 		return nil, err
 	}
 
+	if err := n.loadTLS(); err != nil {
+		return nil, err
+	}
 	im := ingest.NewMetrics(n.reg)
 	limits := event.Limits{MaxFuture: cfg.Ingest.MaxFuture}
 	if err := n.startMQTT(im, limits); err != nil {
@@ -170,6 +177,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 	case "embedded":
 		b, err := mqttin.NewBroker(mqttin.BrokerOptions{
 			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
+			TLSConfig: n.serverTLS(),
 		}, n.store, im)
 		if err != nil {
 			return err
@@ -179,8 +187,12 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 		}
 		n.broker = b
 	case "external":
+		tc, err := tlsconf.Client{CA: mc.External.CA, Cert: mc.External.Cert, Key: mc.External.Key}.Config()
+		if err != nil {
+			return fmt.Errorf("mqtt.external: %w", err)
+		}
 		s, err := mqttin.NewSubscriber(mqttin.SubscriberOptions{
-			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID,
+			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID, TLSConfig: tc,
 			Username: mc.External.Username, Password: mc.External.Password,
 			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 		}, n.store, im)
@@ -310,7 +322,7 @@ func (n *Node) startBackup() error {
 		return fmt.Errorf("config for the registry: %w", err)
 	}
 	n.backup = backup.New(backup.Options{
-		NodeID: n.cfg.NodeID, CloudURL: n.cfg.Cloud.URL,
+		NodeID: n.cfg.NodeID, CloudURL: n.cfg.Cloud.URL, Access: CloudAccess(n.cfg.Cloud),
 		CheckpointDir: ProcessOptions(n.cfg).Checkpoints.Dir, SnapshotDir: filepath.Join(n.cfg.DataDir, "snapshots"),
 		Interval: n.cfg.Checkpoints.SnapshotInterval, Keep: n.cfg.Checkpoints.SnapshotKeep,
 		ConfigYAML: yaml, Logger: n.log, Registerer: n.reg,
@@ -348,12 +360,17 @@ func (n *Node) startSync() error {
 	if c.URL != "" {
 		sinks = append(sinks, uplink.NewJetStreamSink(uplink.JetStreamOptions{
 			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
-			NoCompress: c.Compress != nil && !*c.Compress,
+			NoCompress: c.Compress != nil && !*c.Compress, Access: CloudAccess(c),
 		}))
 	}
 	if h := c.HTTP; h != nil {
+		tc, err := tlsconf.Client{CA: h.CA, Cert: h.Cert, Key: h.Key}.Config()
+		if err != nil {
+			return fmt.Errorf("cloud.http: %w", err)
+		}
 		s, err := uplink.NewHTTPSink(uplink.HTTPSinkOptions{
 			URL: h.URL, NodeID: n.cfg.NodeID, Headers: h.Headers, Timeout: h.Timeout, Compress: h.Compress,
+			TLSConfig: tc,
 		})
 		if err != nil {
 			return err
@@ -361,8 +378,12 @@ func (n *Node) startSync() error {
 		sinks = append(sinks, s)
 	}
 	if m := c.MQTT; m != nil {
+		tc, err := tlsconf.Client{CA: m.CA, Cert: m.Cert, Key: m.Key}.Config()
+		if err != nil {
+			return fmt.Errorf("cloud.mqtt: %w", err)
+		}
 		s, err := uplink.NewMQTTSink(uplink.MQTTSinkOptions{
-			BrokerURL: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password,
+			BrokerURL: m.Broker, ClientID: m.ClientID, Username: m.Username, Password: m.Password, TLSConfig: tc,
 			NodeID: n.cfg.NodeID, TopicPrefix: m.TopicPrefix,
 		})
 		if err != nil {
@@ -421,8 +442,13 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	serve := func() error { return n.httpSrv.Serve(ln) }
+	if n.tls != nil {
+		n.httpSrv.TLSConfig = n.tls.ServerConfig("h2", "http/1.1")
+		serve = func() error { return n.httpSrv.ServeTLS(ln, "", "") }
+	}
 	go func() {
-		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("HTTP server stopped", "err", err)
 		}
 	}()
@@ -502,6 +528,9 @@ func (n *Node) Status() api.Status {
 // buffer, waiting for appends in flight to become durable.
 func (n *Node) Close() error {
 	var errs []error
+	if n.stopHUP != nil {
+		n.stopHUP()
+	}
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, n.httpSrv.Shutdown(ctx))

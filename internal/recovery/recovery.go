@@ -44,7 +44,9 @@ import (
 // Options say what to recover and where to.
 type Options struct {
 	CloudURL string
-	NodeID   string
+	// Access are the credentials and TLS settings for the cloud.
+	Access cloud.Access
+	NodeID string
 	// At is the point to restore; zero restores everything the cloud holds.
 	At      time.Time
 	DataDir string // must not exist or be empty
@@ -96,7 +98,9 @@ func Recover(ctx context.Context, o Options) (*Report, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(o.CloudURL, nats.Name("holdfast recover "+o.NodeID), nats.Timeout(10*time.Second))
+	nc, err := nats.Connect(o.CloudURL, append([]nats.Option{
+		nats.Name("holdfast recover " + o.NodeID), nats.Timeout(10 * time.Second),
+	}, o.Access.Options()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the cloud at %s: %w", secret.RedactURL(o.CloudURL), err)
 	}

@@ -3,6 +3,7 @@ package uplink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +30,9 @@ type HTTPSinkOptions struct {
 	Timeout time.Duration     // one request, default 10s
 	// Compress sends the body zstd-compressed; nil means true.
 	Compress *bool
+	// TLSConfig, if set, is the client TLS configuration for https: a CA to
+	// trust, a client certificate.
+	TLSConfig *tls.Config
 }
 
 // Validate reports every option that cannot work.
@@ -82,6 +86,9 @@ func NewHTTPSink(o HTTPSinkOptions) (*HTTPSink, error) {
 		*o.Compress = true
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if o.TLSConfig != nil {
+		tr.TLSClientConfig = o.TLSConfig
+	}
 	s := &HTTPSink{o: o, tr: tr, client: &http.Client{
 		Transport: tr,
 		Timeout:   o.Timeout,

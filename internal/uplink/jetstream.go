@@ -33,7 +33,9 @@ type JetStreamOptions struct {
 	EnsureLayout bool
 	// NoCompress sends batch bodies as they are instead of as zstd frames.
 	NoCompress bool
-	Logger     *slog.Logger
+	// Access are the credentials and TLS settings for the cloud.
+	Access cloud.Access
+	Logger *slog.Logger
 
 	// settleWait bounds how long a failed Send waits for its other
 	// publishes; default defaultSettleWait. Tests shorten it.
@@ -110,13 +112,13 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 		}
 		return nil
 	}
-	nc, err := nats.Connect(s.o.URL,
-		nats.Name("holdfast "+s.o.NodeID),
+	nc, err := nats.Connect(s.o.URL, append([]nats.Option{
+		nats.Name("holdfast " + s.o.NodeID),
 		nats.ReconnectBufSize(-1),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.Timeout(5*time.Second),
-	)
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.Timeout(5 * time.Second),
+	}, s.o.Access.Options()...)...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.URL), err)
 	}

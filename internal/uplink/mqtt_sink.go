@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,6 +19,9 @@ type MQTTSinkOptions struct {
 	ClientID  string // default "holdfast-bridge-<node_id>"
 	Username  string
 	Password  string
+	// TLSConfig is used for ssl:// and tls:// brokers: a CA to trust, a
+	// client certificate. Nil: the system's roots.
+	TLSConfig *tls.Config
 	NodeID    string
 	Name      string // sink name, default "mqtt"
 	// TopicPrefix is the first topic level, default "holdfast".
@@ -107,6 +111,7 @@ func (s *MQTTSink) Resume(ctx context.Context, _ map[Lane]uint64, _ map[string]u
 		SetClientID(s.o.ClientID).
 		SetUsername(s.o.Username).
 		SetPassword(s.o.Password).
+		SetTLSConfig(s.o.TLSConfig).
 		SetProtocolVersion(4). // MQTT 3.1.1
 		SetCleanSession(false).
 		SetAutoReconnect(false).

@@ -2,6 +2,7 @@ package mqttin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,11 @@ type BrokerOptions struct {
 	// Auth authenticates clients and checks their ACLs: a mochi hook providing
 	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
 	Auth mqtt.Hook
+	// TLSConfig, if set, makes the listener speak MQTT over TLS. A hook sees
+	// a client's TLS state, and its verified certificate, through
+	// cl.Net.Conn.(*tls.Conn).ConnectionState(): the handshake is complete
+	// by OnConnectAuthenticate, the CONNECT having been read over it.
+	TLSConfig *tls.Config
 	// Logger receives the broker's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -150,6 +156,9 @@ func (b *Broker) Start() error {
 	nl, err := net.Listen("tcp", b.opts.Addr)
 	if err != nil {
 		return fmt.Errorf("mqttin: listen: %w", err)
+	}
+	if b.opts.TLSConfig != nil {
+		nl = tls.NewListener(nl, b.opts.TLSConfig) // handshakes on the connection's goroutine
 	}
 	ln := newTCPListener("holdfast-tcp", nl)
 	if err := b.srv.AddListener(ln); err != nil {

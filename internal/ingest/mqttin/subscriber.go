@@ -2,6 +2,7 @@ package mqttin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,9 @@ type SubscriberOptions struct {
 	// Username and Password authenticate to the broker, if set.
 	Username string
 	Password string
+	// TLSConfig is used for ssl://, tls:// and wss:// brokers: a CA to trust,
+	// a client certificate. Nil: the system's roots.
+	TLSConfig *tls.Config
 	// Topic is the filter subscribed to with QoS 1 (default DefaultTopic). The
 	// subscription lives in the broker's session and is only made when the broker
 	// has no session for ClientID, so changing Topic needs a new ClientID.
@@ -287,6 +291,7 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 		SetClientID(s.opts.ClientID).
 		SetUsername(s.opts.Username).
 		SetPassword(s.opts.Password).
+		SetTLSConfig(s.opts.TLSConfig).
 		SetProtocolVersion(4).
 		SetCleanSession(false).
 		SetAutoReconnect(false). // run reconnects, with a fresh client each time
