@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
@@ -253,13 +254,19 @@ func (d *Dispatcher) runExtra(w *worker) {
 
 // notify delivers a to w, and on a primary's final failure of a critical
 // alert, to the backup notifier. It returns true if the dispatcher stopped
-// before it was done: then a is to be delivered again after a restart.
+// before it was done, or w's channel is closed (ErrClosed): then a is to be
+// delivered again after a restart.
 func (d *Dispatcher) notify(w *worker, a Alert) (stopped bool) {
 	err := w.n.Notify(d.ctx, a)
 	switch {
 	case err == nil:
 		w.sent.Add(1)
 	case d.ctx.Err() != nil:
+		return true
+	case errors.Is(err, ErrClosed):
+		// The channel closed with the node: a stays after the cursor.
+		d.log.Warn("alert notifier stopped: its channel is closed; the alert is delivered after the next start",
+			"notifier", w.name, "alert", a.ID, "state", a.State, "err", err)
 		return true
 	default:
 		w.failed.Add(1)

@@ -205,6 +205,13 @@ func (s *Subscriber) Close() error {
 	return nil
 }
 
+// Closed reports whether Close was called: Publish then fails.
+func (s *Subscriber) Closed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // ErrNotConnected is returned by Subscriber.Publish between connections.
 var ErrNotConnected = errors.New("mqttin: not connected to the broker")
 
