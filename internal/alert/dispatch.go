@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +20,14 @@ import (
 // "=notify:<notifier>" (docs/format/notify.md). The leading buffer.ValuePrefix
 // keeps notifiers out of the readers retention reports against.
 const CursorPrefix = buffer.ValuePrefix + "notify:"
+
+// StartCursor, if the log has it, is where notifiers start in a data
+// directory none of whose notifiers has a cursor yet, when that is before
+// DispatcherOptions.From: `holdfast recover --from-cloud` sets it to the end
+// of the records the cloud held, so that the alerts its replay writes anew
+// after them (which the lost node may never have delivered) are notified,
+// although the recovered checkpoint is past them (docs/format/notify.md).
+const StartCursor = buffer.ValuePrefix + "notify"
 
 // DispatcherOptions configure a Dispatcher.
 type DispatcherOptions struct {
@@ -132,6 +141,9 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	names := make(map[string]int)
 	initial := map[string]uint64{}
+	if off, ok := o.Log.Cursor(StartCursor); ok && off < o.From && !hasNotifierCursor(o.Log.Cursors()) {
+		o.From = off
+	}
 	newWorker := func(n Notifier, primary bool) *worker {
 		name := n.Name()
 		if names[name]++; names[name] > 1 {
@@ -163,6 +175,16 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 		o.Registerer.MustRegister(collector{d})
 	}
 	return d
+}
+
+// hasNotifierCursor reports whether some notifier has a cursor.
+func hasNotifierCursor(cursors map[string]uint64) bool {
+	for name := range cursors {
+		if strings.HasPrefix(name, CursorPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Start starts delivery. Calling it again does nothing.

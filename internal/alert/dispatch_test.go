@@ -548,3 +548,40 @@ func TestDispatcherKeepsAlertsForAClosedChannel(t *testing.T) {
 		t.Fatalf("cursor saved at %d, past the alert at %d that was never published", off, at+1)
 	}
 }
+
+// TestDispatcherStartsAtRecoveredEnd: `recover --from-cloud` replays the log
+// from the cloud's snapshot and writes the alerts the replay produces anew
+// after the records the cloud held, then a checkpoint past them. Starting at
+// the checkpoint (From), the new node's notifiers would pass those alerts,
+// which the lost node may never have delivered. The recovery leaves
+// StartCursor at the end of the cloud's records: notifiers without a cursor
+// start there. Once they have cursors, a notifier added later starts at From.
+func TestDispatcherStartsAtRecoveredEnd(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
+	as := alerts("hot", Warning, 3)
+	appendAlerts(t, l, as[0]) // held by the cloud: delivered by the lost node
+	cut := l.NextOffset()
+	if err := l.CommitCursor(StartCursor, cut); err != nil {
+		t.Fatal(err)
+	}
+	appendAlerts(t, l, as[1]) // written anew by the recovery's replay
+	from := l.NextOffset()    // the recovered checkpoint
+	appendAlerts(t, l, as[2]) // written once the node runs
+
+	r := &recorder{name: "hook"}
+	d := NewDispatcher(DispatcherOptions{Log: l, From: from, Primary: []Notifier{r}, Logger: quietLogger()})
+	d.Start()
+	eventually(t, "the alerts after the cloud's records", func() bool { return len(r.Got()) == 2 })
+	closeDispatcher(t, d)
+	if !reflect.DeepEqual(r.Got(), as[1:]) {
+		t.Fatalf("delivered %v, want %v", r.Got(), as[1:])
+	}
+
+	later := &recorder{name: "later"}
+	d = NewDispatcher(DispatcherOptions{Log: l, From: from, Primary: []Notifier{&recorder{name: "hook"}, later},
+		Logger: quietLogger()})
+	if off, _ := l.Cursor(CursorPrefix + "later"); off != from {
+		t.Fatalf("a notifier added later starts at %d, want From %d", off, from)
+	}
+	closeDispatcher(t, d)
+}
