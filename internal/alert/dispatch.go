@@ -21,6 +21,11 @@ import (
 // keeps notifiers out of the readers retention reports against.
 const CursorPrefix = buffer.ValuePrefix + "notify:"
 
+// MaxNotifierName bounds a webhook's or the backup command's name, which is
+// in its cursor's: the cursor name ("=notify:<name>" and a "-n" telling apart
+// notifiers of one name) must fit the log's 255 bytes, or it is never saved.
+const MaxNotifierName = 200
+
 // StartCursor, if the log has it, is where notifiers start in a data
 // directory none of whose notifiers has a cursor yet, when that is before
 // DispatcherOptions.From: `holdfast recover --from-cloud` sets it to the end
