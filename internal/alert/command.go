@@ -39,6 +39,9 @@ func (o CommandOptions) WithDefaults() CommandOptions {
 
 // Validate reports the first problem with the options.
 func (o CommandOptions) Validate() error {
+	if len(o.Name) > MaxNotifierName {
+		return fmt.Errorf("command %s: name longer than %d bytes", o.Name, MaxNotifierName)
+	}
 	if o.Path == "" {
 		return fmt.Errorf("command %s: path is required", o.Name)
 	}

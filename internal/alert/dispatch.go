@@ -2,9 +2,11 @@ package alert
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,19 @@ import (
 // "=notify:<notifier>" (docs/format/notify.md). The leading buffer.ValuePrefix
 // keeps notifiers out of the readers retention reports against.
 const CursorPrefix = buffer.ValuePrefix + "notify:"
+
+// MaxNotifierName bounds a webhook's or the backup command's name, which is
+// in its cursor's: the cursor name ("=notify:<name>" and a "-n" telling apart
+// notifiers of one name) must fit the log's 255 bytes, or it is never saved.
+const MaxNotifierName = 200
+
+// StartCursor, if the log has it, is where notifiers start in a data
+// directory none of whose notifiers has a cursor yet, when that is before
+// DispatcherOptions.From: `holdfast recover --from-cloud` sets it to the end
+// of the records the cloud held, so that the alerts its replay writes anew
+// after them (which the lost node may never have delivered) are notified,
+// although the recovered checkpoint is past them (docs/format/notify.md).
+const StartCursor = buffer.ValuePrefix + "notify"
 
 // DispatcherOptions configure a Dispatcher.
 type DispatcherOptions struct {
@@ -131,6 +146,9 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	names := make(map[string]int)
 	initial := map[string]uint64{}
+	if off, ok := o.Log.Cursor(StartCursor); ok && off < o.From && !hasNotifierCursor(o.Log.Cursors()) {
+		o.From = off
+	}
 	newWorker := func(n Notifier, primary bool) *worker {
 		name := n.Name()
 		if names[name]++; names[name] > 1 {
@@ -162,6 +180,16 @@ func NewDispatcher(o DispatcherOptions) *Dispatcher {
 		o.Registerer.MustRegister(collector{d})
 	}
 	return d
+}
+
+// hasNotifierCursor reports whether some notifier has a cursor.
+func hasNotifierCursor(cursors map[string]uint64) bool {
+	for name := range cursors {
+		if strings.HasPrefix(name, CursorPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Start starts delivery. Calling it again does nothing.
@@ -253,13 +281,19 @@ func (d *Dispatcher) runExtra(w *worker) {
 
 // notify delivers a to w, and on a primary's final failure of a critical
 // alert, to the backup notifier. It returns true if the dispatcher stopped
-// before it was done: then a is to be delivered again after a restart.
+// before it was done, or w's channel is closed (ErrClosed): then a is to be
+// delivered again after a restart.
 func (d *Dispatcher) notify(w *worker, a Alert) (stopped bool) {
 	err := w.n.Notify(d.ctx, a)
 	switch {
 	case err == nil:
 		w.sent.Add(1)
 	case d.ctx.Err() != nil:
+		return true
+	case errors.Is(err, ErrClosed):
+		// The channel closed with the node: a stays after the cursor.
+		d.log.Warn("alert notifier stopped: its channel is closed; the alert is delivered after the next start",
+			"notifier", w.name, "alert", a.ID, "state", a.State, "err", err)
 		return true
 	default:
 		w.failed.Add(1)

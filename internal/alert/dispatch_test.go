@@ -2,6 +2,7 @@ package alert
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -491,4 +492,96 @@ func TestDispatcherCloseDrains(t *testing.T) {
 	if err := d.Close(context.Background()); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+// closingPublisher is an MQTT Publisher whose channel closes with the node, as
+// mqttin.Broker and mqttin.Subscriber do: after close, Publish fails (the
+// embedded broker's subscribers are gone, the external connection is down).
+type closingPublisher struct {
+	mu     sync.Mutex
+	closed bool
+	got    []string
+}
+
+func (p *closingPublisher) Publish(topic string, _ []byte, _ bool, _ byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("publisher closed")
+	}
+	p.got = append(p.got, topic)
+	return nil
+}
+
+func (p *closingPublisher) Closed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// TestDispatcherKeepsAlertsForAClosedChannel: the node closes its MQTT broker
+// (or its connection to the site's) before the dispatcher, and the processor
+// writes its last alerts in between. Publishing them fails because the
+// channel is closed with the node, not because the alert is undeliverable:
+// the cursor must stay before them for the next start, not pass them as
+// failed for good.
+func TestDispatcherKeepsAlertsForAClosedChannel(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
+	as := alerts("hot", Warning, 2)
+	pub := &closingPublisher{}
+	d := NewDispatcher(DispatcherOptions{Log: l, Primary: []Notifier{NewMQTT(pub, "")}, Logger: quietLogger()})
+	d.Start()
+	appendAlerts(t, l, as[0])
+	eventually(t, "the first alert published", func() bool { return statsOf(t, d, "mqtt").Sent == 1 })
+
+	pub.mu.Lock()
+	pub.closed = true
+	pub.mu.Unlock()
+	at := l.NextOffset()
+	appendAlerts(t, l, as[1]) // written during shutdown
+	closeDispatcher(t, d)
+
+	if s := statsOf(t, d, "mqtt"); s.Failed != 0 {
+		t.Errorf("%d alerts counted failed for good on a closed channel", s.Failed)
+	}
+	if off, _ := l.Cursor(CursorPrefix + "mqtt"); off > at+1 {
+		t.Fatalf("cursor saved at %d, past the alert at %d that was never published", off, at+1)
+	}
+}
+
+// TestDispatcherStartsAtRecoveredEnd: `recover --from-cloud` replays the log
+// from the cloud's snapshot and writes the alerts the replay produces anew
+// after the records the cloud held, then a checkpoint past them. Starting at
+// the checkpoint (From), the new node's notifiers would pass those alerts,
+// which the lost node may never have delivered. The recovery leaves
+// StartCursor at the end of the cloud's records: notifiers without a cursor
+// start there. Once they have cursors, a notifier added later starts at From.
+func TestDispatcherStartsAtRecoveredEnd(t *testing.T) {
+	l := openLog(t, vfs.NewMem(), buffer.Options{})
+	as := alerts("hot", Warning, 3)
+	appendAlerts(t, l, as[0]) // held by the cloud: delivered by the lost node
+	cut := l.NextOffset()
+	if err := l.CommitCursor(StartCursor, cut); err != nil {
+		t.Fatal(err)
+	}
+	appendAlerts(t, l, as[1]) // written anew by the recovery's replay
+	from := l.NextOffset()    // the recovered checkpoint
+	appendAlerts(t, l, as[2]) // written once the node runs
+
+	r := &recorder{name: "hook"}
+	d := NewDispatcher(DispatcherOptions{Log: l, From: from, Primary: []Notifier{r}, Logger: quietLogger()})
+	d.Start()
+	eventually(t, "the alerts after the cloud's records", func() bool { return len(r.Got()) == 2 })
+	closeDispatcher(t, d)
+	if !reflect.DeepEqual(r.Got(), as[1:]) {
+		t.Fatalf("delivered %v, want %v", r.Got(), as[1:])
+	}
+
+	later := &recorder{name: "later"}
+	d = NewDispatcher(DispatcherOptions{Log: l, From: from, Primary: []Notifier{&recorder{name: "hook"}, later},
+		Logger: quietLogger()})
+	if off, _ := l.Cursor(CursorPrefix + "later"); off != from {
+		t.Fatalf("a notifier added later starts at %d, want From %d", off, from)
+	}
+	closeDispatcher(t, d)
 }

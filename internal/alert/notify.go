@@ -3,6 +3,7 @@ package alert
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,6 +17,13 @@ type Notifier interface {
 	// delivered. Notify must return promptly once ctx is done.
 	Notify(ctx context.Context, a Alert) error
 }
+
+// ErrClosed is wrapped by the error of a Notify whose channel was closed with
+// the node (the embedded MQTT broker, or the connection to the site's, closes
+// before the notifiers do): the alert was not delivered, and not for a reason
+// of its own. The Dispatcher then stops that notifier for this run with its
+// cursor at the alert, which is delivered after the next start.
+var ErrClosed = errors.New("alert: channel closed")
 
 // NewLog returns a notifier that writes alerts to l: firing alerts at warn,
 // critical ones at error, resolves at info. A nil l is slog.Default().
@@ -58,7 +66,9 @@ func (n logNotifier) Notify(ctx context.Context, a Alert) error {
 
 // Publisher publishes an MQTT message: the embedded broker (mqttin.Broker,
 // which turns mochi's InlineClient option on for it) or, in external mode, the
-// connection to the site's broker (mqttin.Subscriber).
+// connection to the site's broker (mqttin.Subscriber). If it also has a
+// method Closed() bool, a failed Publish while Closed reports true is the
+// channel closing with the node (ErrClosed), not a failure of the alert.
 type Publisher interface {
 	Publish(topic string, payload []byte, retain bool, qos byte) error
 }
@@ -91,6 +101,9 @@ func (n mqttNotifier) Notify(_ context.Context, a Alert) error {
 	}
 	topic := n.prefix + "/" + string(a.Severity) + "/" + a.Rule
 	if err := n.p.Publish(topic, payload, false, 1); err != nil {
+		if c, ok := n.p.(interface{ Closed() bool }); ok && c.Closed() {
+			return fmt.Errorf("mqtt: publish %s: %w (%w)", topic, ErrClosed, err)
+		}
 		return fmt.Errorf("mqtt: publish %s: %w", topic, err)
 	}
 	return nil

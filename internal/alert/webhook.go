@@ -119,6 +119,9 @@ func (o WebhookOptions) WithDefaults() WebhookOptions {
 
 // Validate reports the first problem with the options.
 func (o WebhookOptions) Validate() error {
+	if len(o.Name) > MaxNotifierName {
+		return fmt.Errorf("webhook %s: name longer than %d bytes", o.Name, MaxNotifierName)
+	}
 	u, err := url.Parse(o.URL)
 	if err != nil {
 		return fmt.Errorf("webhook %s: url: %w", o.Name, err)

@@ -231,6 +231,12 @@ func TestWebhookOptions(t *testing.T) {
 		{WebhookOptions{URL: "http://h", Retry: RetryOptions{RandomizationFactor: 1}}, "webhook webhook: retry: randomization_factor 1 must be in [0, 1)"},
 		{WebhookOptions{URL: "http://h", Retry: RetryOptions{InitialInterval: time.Minute, MaxInterval: time.Second}},
 			"webhook webhook: retry: max_interval 1s must be at least initial_interval 1m0s"},
+		// The name is in the notifier's cursor, "=notify:<name>[-n]", at most
+		// 255 bytes: a longer one could never be saved, and the notifier would
+		// start again at each restart where a new one does.
+		{WebhookOptions{Name: strings.Repeat("w", MaxNotifierName), URL: "http://h"}, ""},
+		{WebhookOptions{Name: strings.Repeat("w", MaxNotifierName+1), URL: "http://h"},
+			"webhook " + strings.Repeat("w", MaxNotifierName+1) + ": name longer than 200 bytes"},
 	} {
 		err := tc.o.WithDefaults().Validate()
 		if (tc.want == "" && err != nil) || (tc.want != "" && (err == nil || err.Error() != tc.want)) {

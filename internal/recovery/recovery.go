@@ -31,6 +31,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
@@ -353,6 +354,10 @@ func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[str
 	for stream, seq := range seqs {
 		cursors[buffer.ValuePrefix+"sync:cloud:"+stream] = seq
 	}
+	// The alert notifiers start after them too, not at the checkpoint the
+	// replay leaves, which is past the alerts it writes anew: the lost node
+	// may never have delivered those (docs/format/notify.md).
+	cursors[alert.StartCursor] = rep.Cut
 	return l.CommitCursors(cursors)
 }
 

@@ -54,9 +54,12 @@ func (s *Store) indexOutput(p []byte, off uint64) {
 	switch event.Type(p) {
 	case event.TypeWindow:
 		w, err := event.DecodeWindow(p)
-		if err != nil {
+		if err != nil && w.Stream == "" {
 			return
 		}
+		// A record that does not decode (a non-finite sum from before issue
+		// 11) is indexed by what could be read of it, its stream first, so
+		// that a query for that stream meets it and counts it (skipped.go).
 		s.idx.mu.Lock()
 		extend(s.idx.byWindow, w.Stream, w.Start, off)
 		s.idx.mu.Unlock()

@@ -108,7 +108,14 @@ func (s *Store) rebuild() (int, error) {
 		}
 		v, ok := event.Peek(p)
 		if !ok {
-			continue // event.DecodeBinary will say why if a query reads it
+			// event.DecodeBinary says why when a query reads it. Index what
+			// could be read of it (all but a non-finite value, say), as
+			// Append did, so that a query for its device or stream meets it
+			// and counts it (skipped.go).
+			if v.DeviceID != nil && v.Stream != nil {
+				indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
+			}
+			continue
 		}
 		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
 		if v.ID != nil && v.Received >= since {

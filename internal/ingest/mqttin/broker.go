@@ -192,7 +192,22 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	if isDeviceTopic(topic) {
 		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrDeviceTopic)
 	}
+	// mochi's inline client publishes into a closed server without an error,
+	// to no one: refuse instead, so the alert notifier keeps the alert for
+	// the next start (Closed).
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return fmt.Errorf("mqttin: publish to %q: %w", topic, ErrClosed)
+	}
 	return b.srv.Publish(topic, payload, retain, qos)
+}
+
+// Closed reports whether Close was called: Publish then fails with ErrClosed.
+func (b *Broker) Closed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
 // Close stops listening, abandons appends still waiting (their messages are not

@@ -470,6 +470,14 @@ func TestBrokerPublish(t *testing.T) {
 	require.NoError(t, b.Publish("holdfast/alerts/info/marker", nil, false, 1))
 	assert.Equal(t, "holdfast/alerts/info/marker", recv(t, "marker", got).Topic(), "devices/ message routed")
 	assert.Equal(t, 0, app.count())
+
+	// Closed with the node: mochi's inline client would publish to no one
+	// without an error; Publish refuses, so the alert notifier keeps the
+	// alert for the next start instead of counting it delivered.
+	require.False(t, b.Closed())
+	require.NoError(t, b.Close())
+	require.True(t, b.Closed())
+	require.ErrorIs(t, b.Publish("holdfast/alerts/critical/hot", []byte(`{"id":"b"}`), false, 1), ErrClosed)
 }
 
 // Under buffer pressure an MQTT 3.1.1 PUBACK still means stored or deliberately

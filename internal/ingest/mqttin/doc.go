@@ -45,6 +45,13 @@
 // later, so it is treated like a storage failure: no ack, connection closed, the
 // client resends on reconnect (and is refused again, and counted again, until the
 // level drops). MQTT 5 clients get reason 0x97 (quota exceeded) for both.
+// Closing the connection loses nothing acknowledged: mochi handles a
+// connection's publishes one at a time, so the events before the refused one
+// are stored and their PUBACKs written, and those after it are neither. One
+// exception, as for a storage failure: a client that also subscribes and has
+// messages queued to it may have PUBACKs still in mochi's write buffer, lost
+// with the connection; it resends those events, which the Appender
+// de-duplicates only when they carry an id.
 //
 // Authentication and ACLs are a seam: BrokerOptions.Auth takes any mochi hook that
 // provides OnConnectAuthenticate and OnACLCheck (mochi checks the ACL before

@@ -146,6 +146,7 @@ type Subscriber struct {
 	started bool               // guarded by mu
 	closed  bool               // guarded by mu
 	cancel  context.CancelFunc // stops run; set by Start, guarded by mu
+	stopped <-chan struct{}    // closed once run is told to stop; set by Start, guarded by mu
 	done    chan struct{}      // closed when run returns
 }
 
@@ -182,6 +183,7 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	}
 	s.started = true
 	ctx, s.cancel = context.WithCancel(ctx)
+	s.stopped = ctx.Done()
 	go s.run(ctx)
 	return nil
 }
@@ -208,6 +210,22 @@ func (s *Subscriber) Close() error {
 		<-s.done
 	}
 	return nil
+}
+
+// Closed reports whether Close was called or the context given to Start is
+// done: Publish then fails.
+func (s *Subscriber) Closed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return true
+	}
+	select {
+	case <-s.stopped: // nil before Start: never ready
+		return true
+	default:
+		return false
+	}
 }
 
 // ErrNotConnected is returned by Subscriber.Publish between connections.

@@ -176,6 +176,20 @@ func TestSubscriberPublish(t *testing.T) {
 	require.NoError(t, s.Publish("holdfast/alerts/info/marker", nil, false, 1))
 	assert.Equal(t, "holdfast/alerts/info/marker", recv(t, "marker", got).Topic(), "devices/ message published")
 	assert.Equal(t, 0, app.count())
+
+	// Closed reports the end of the connection's life, from the cancel of
+	// Start's context on (the node's stopSub) as well as after Close: the alert
+	// notifier then keeps a failed alert for the next start.
+	ctx, cancel := context.WithCancel(context.Background())
+	stopping, err := NewSubscriber(SubscriberOptions{BrokerURL: "tcp://" + addr, Logger: discardLogger()}, app, nil)
+	require.NoError(t, err)
+	require.False(t, stopping.Closed())
+	require.NoError(t, stopping.Start(ctx))
+	require.False(t, stopping.Closed())
+	cancel()
+	require.True(t, stopping.Closed())
+	require.NoError(t, stopping.Close())
+	require.True(t, stopping.Closed())
 }
 
 func TestMatchFilter(t *testing.T) {
