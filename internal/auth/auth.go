@@ -31,7 +31,7 @@ type Authenticator struct {
 	// reloadMu serializes Reload.
 	reloadMu sync.Mutex
 	// mu guards verified.
-	mu sync.Mutex
+	mu sync.RWMutex
 	// verified maps a key id to the token verified for it: at most one entry
 	// per key of the files, whatever clients send.
 	verified map[string]verifiedToken
@@ -241,9 +241,9 @@ func sameEntry(cur, e *entry) bool {
 }
 
 func (a *Authenticator) cached(keyID, hash string, sum [sha256.Size]byte) bool {
-	a.mu.Lock()
+	a.mu.RLock()
 	v, ok := a.verified[keyID]
-	a.mu.Unlock()
+	a.mu.RUnlock()
 	return ok && v.hash == hash && subtle.ConstantTimeCompare(v.sum[:], sum[:]) == 1
 }
 
