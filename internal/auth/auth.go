@@ -115,7 +115,7 @@ func (a *Authenticator) Reload() error {
 }
 
 func (a *Authenticator) load() (*state, error) {
-	st := &state{deviceDummy: dummy(DefaultParams), tokenDummy: dummy(DefaultParams)}
+	st := &state{}
 	if a.opts.Devices != "" {
 		f, fi, err := loadDevices(a.opts.Devices, false)
 		if err != nil {
@@ -123,11 +123,13 @@ func (a *Authenticator) load() (*state, error) {
 		}
 		st.devicesFile = fi
 		st.devices = make(map[string]*entry, len(f.Devices))
+		p := DefaultParams
 		for _, d := range f.Devices {
 			h, _ := parsePHC(d.Hash) // checked by loadDevices
 			st.devices[d.KeyID] = &entry{device: d.device(), hash: d.Hash, phc: h, revoked: d.Revoked != nil}
-			st.deviceDummy = dummy(h.p) // the newest entry's parameters
+			p = h.p
 		}
+		st.deviceDummy = dummy(p) // the newest entry's parameters
 	}
 	if a.opts.Tokens != "" {
 		f, fi, err := loadTokens(a.opts.Tokens, false)
@@ -136,11 +138,13 @@ func (a *Authenticator) load() (*state, error) {
 		}
 		st.tokensFile = fi
 		st.tokens = make(map[string]*entry, len(f.Tokens))
+		p := DefaultParams
 		for _, t := range f.Tokens {
 			h, _ := parsePHC(t.Hash)
 			st.tokens[t.KeyID] = &entry{token: t.token(), hash: t.Hash, phc: h, revoked: t.Revoked != nil}
-			st.tokenDummy = dummy(h.p)
+			p = h.p
 		}
+		st.tokenDummy = dummy(p)
 	}
 	return st, nil
 }

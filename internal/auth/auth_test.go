@@ -576,3 +576,39 @@ func TestMetrics(t *testing.T) {
 		require.Equal(t, want, Reason(fmt.Errorf("ctx: %w", err)))
 	}
 }
+
+// Verifications racing with reloads that add and revoke devices: a revoked
+// token is refused once its Reload has returned, whatever was cached.
+func TestConcurrentVerifyAndReload(t *testing.T) {
+	f := newFixture(t)
+	keep := f.addDevice(t, "keep")
+	gone := f.addDevice(t, "gone")
+	a := f.open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if _, err := a.Device(keep); err != nil {
+					t.Errorf("keep refused: %v", err)
+					return
+				}
+				a.Device(gone)
+			}
+		})
+	}
+	for i := range 5 {
+		f.addDevice(t, fmt.Sprintf("more-%d", i))
+		require.NoError(t, a.Reload())
+	}
+	require.NoError(t, RevokeDevice(f.devices, "gone"))
+	require.NoError(t, a.Reload())
+	for range 20 {
+		_, err := a.Device(gone)
+		require.ErrorIs(t, err, ErrRevoked)
+	}
+	cancel()
+	wg.Wait()
+	_, err := a.Device(gone)
+	require.ErrorIs(t, err, ErrRevoked)
+}
