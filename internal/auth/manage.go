@@ -56,6 +56,19 @@ func (d Device) Allows(stream string) bool {
 	return len(d.Streams) == 0 || slices.Contains(d.Streams, stream)
 }
 
+// CanSend checks that the device may send an event of stream as deviceID:
+// ErrWrongDevice for another device's id (a device publishes only as itself),
+// ErrForbidden for a stream not in its list.
+func (d Device) CanSend(deviceID, stream string) error {
+	if deviceID != d.ID {
+		return fmt.Errorf("%w: device %q sent as %q", ErrWrongDevice, d.ID, deviceID)
+	}
+	if !d.Allows(stream) {
+		return fmt.Errorf("%w: device %q may not send stream %q", ErrForbidden, d.ID, stream)
+	}
+	return nil
+}
+
 // Token is an entry of the tokens file, without its hash.
 type Token struct {
 	Name    string
