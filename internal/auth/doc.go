@@ -19,4 +19,8 @@
 //     throttles failed attempts per source address in bounded memory.
 //   - Reload and Watch re-read the files; a file that fails to read leaves the
 //     previous credentials in force.
+//
+// A listener holds one Authenticator (New), one Limiter and one Metrics for the
+// node, and a Guard per transport that ties them together; Device.CanSend
+// checks each event against the device that sent it.
 package auth
