@@ -50,6 +50,32 @@ type Config struct {
 	Streams map[string]Stream `yaml:"streams"`
 }
 
+// Security configures who may talk to the node (docs/format/auth.md). Paths
+// are used as given: a relative path is relative to the working directory,
+// like data_dir.
+type Security struct {
+	// Devices is the devices file `holdfast device add` writes: device
+	// tokens for HTTP ingest and MQTT. "" = no device credentials.
+	Devices string `yaml:"devices"`
+	// Tokens is the API tokens file `holdfast token add` writes (roles read
+	// and admin). "" = no API tokens.
+	Tokens string `yaml:"tokens"`
+	// TLS for the HTTP and MQTT listeners.
+	TLS TLS `yaml:"tls"`
+	// Insecure accepts listening on a non-loopback address without
+	// authentication (--insecure).
+	Insecure bool `yaml:"insecure"`
+}
+
+// TLS names the listeners' certificate files (PEM).
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, when set, makes the listeners ask for client certificates
+	// signed by it (mTLS).
+	ClientCA string `yaml:"client_ca"`
+}
+
 // Checkpoints configures checkpoints of the processing state and snapshots
 // (docs/format/checkpoint.md).
 type Checkpoints struct {
@@ -432,6 +458,7 @@ func (c Config) Validate() error {
 	if c.Cloud.MaxDelay <= 0 {
 		bad("cloud.max_delay", "must be positive")
 	}
+	c.Security.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -441,6 +468,28 @@ func (c Config) Validate() error {
 		bad("log.format", "%q must be text or json", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+func (s Security) validate(bad func(key, format string, args ...any)) {
+	path := func(key, p string) {
+		if strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			bad(key, "%q must not contain control characters", p)
+		}
+	}
+	path("security.devices", s.Devices)
+	path("security.tokens", s.Tokens)
+	path("security.tls.cert", s.TLS.Cert)
+	path("security.tls.key", s.TLS.Key)
+	path("security.tls.client_ca", s.TLS.ClientCA)
+	if s.Devices != "" && s.Devices == s.Tokens {
+		bad("security.tokens", "%q must not be the devices file", s.Tokens)
+	}
+	if (s.TLS.Cert == "") != (s.TLS.Key == "") {
+		bad("security.tls", "cert and key must be set together")
+	}
+	if s.TLS.ClientCA != "" && s.TLS.Cert == "" {
+		bad("security.tls.client_ca", "needs security.tls.cert and security.tls.key")
+	}
 }
 
 func checkAddr(addr string) error {

@@ -141,3 +141,34 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Fatalf("round trip changed the config:\n%+v\n%+v\n%s", c, back, data)
 	}
 }
+
+func TestSecurity(t *testing.T) {
+	cfg, err := Parse([]byte(`
+security:
+  devices: /etc/holdfast/devices.yaml
+  tokens: tokens.yaml
+  tls: {cert: node.crt, key: node.key, client_ca: ca.crt}
+  insecure: true
+`))
+	require.NoError(t, err)
+	require.Equal(t, Security{
+		Devices: "/etc/holdfast/devices.yaml", Tokens: "tokens.yaml",
+		TLS:      TLS{Cert: "node.crt", Key: "node.key", ClientCA: "ca.crt"},
+		Insecure: true,
+	}, cfg.Security)
+	require.NoError(t, cfg.Validate())
+
+	for body, key := range map[string]string{
+		"security: {tls: {cert: a.crt}}":    "security.tls:",
+		"security: {tls: {client_ca: ca}}":  "security.tls.client_ca:",
+		"security: {devices: x, tokens: x}": "security.tokens:",
+		"security: {devices: \"a\\nb\"}":    "security.devices:",
+	} {
+		cfg, err := Parse([]byte(body))
+		require.NoError(t, err, body)
+		err = cfg.Validate()
+		require.ErrorContains(t, err, key, body)
+	}
+	_, err = Parse([]byte("security: {tls: {ca: x}}"))
+	require.Error(t, err, "unknown keys are errors")
+}
