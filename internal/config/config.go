@@ -67,7 +67,9 @@ type Security struct {
 	Insecure bool `yaml:"insecure"`
 }
 
-// TLS names the listeners' certificate files (PEM).
+// TLS configures the listeners' TLS: with Cert and Key (PEM files), the HTTP
+// listener serves HTTPS and the embedded broker MQTT over TLS. The files are
+// read again on SIGHUP.
 type TLS struct {
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
@@ -234,24 +236,6 @@ type Buffer struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
 	Format string `yaml:"format"` // text or json
-}
-
-// Security configures authentication and TLS (DESIGN §9).
-type Security struct {
-	Devices  string `yaml:"devices"`
-	Tokens   string `yaml:"tokens"`
-	TLS      TLS    `yaml:"tls"`
-	Insecure bool   `yaml:"insecure"`
-}
-
-// TLS configures the listeners' TLS: with Cert and Key, the HTTP listener
-// serves HTTPS and the embedded broker MQTT over TLS; with ClientCA, client
-// certificates are requested and, when given, must chain to it. The files
-// are read again on SIGHUP.
-type TLS struct {
-	Cert     string `yaml:"cert"`
-	Key      string `yaml:"key"`
-	ClientCA string `yaml:"client_ca"`
 }
 
 // Default returns the configuration `holdfast run` uses with no file.
@@ -484,12 +468,7 @@ func (s Security) validate(bad func(key, format string, args ...any)) {
 	if s.Devices != "" && s.Devices == s.Tokens {
 		bad("security.tokens", "%q must not be the devices file", s.Tokens)
 	}
-	if (s.TLS.Cert == "") != (s.TLS.Key == "") {
-		bad("security.tls", "cert and key must be set together")
-	}
-	if s.TLS.ClientCA != "" && s.TLS.Cert == "" {
-		bad("security.tls.client_ca", "needs security.tls.cert and security.tls.key")
-	}
+	// The TLS files themselves are checked with the uplinks' (tls.go).
 }
 
 func checkAddr(addr string) error {

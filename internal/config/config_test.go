@@ -143,6 +143,10 @@ func TestMarshalRoundTrip(t *testing.T) {
 }
 
 func TestSecurity(t *testing.T) {
+	t.Chdir(t.TempDir()) // the TLS files must exist to validate
+	for _, f := range []string{"node.crt", "node.key", "ca.crt"} {
+		require.NoError(t, os.WriteFile(f, []byte("pem"), 0o600))
+	}
 	cfg, err := Parse([]byte(`
 security:
   devices: /etc/holdfast/devices.yaml
@@ -159,7 +163,7 @@ security:
 	require.NoError(t, cfg.Validate())
 
 	for body, key := range map[string]string{
-		"security: {tls: {cert: a.crt}}":    "security.tls:",
+		"security: {tls: {cert: a.crt}}":    "security.tls.cert:",
 		"security: {tls: {client_ca: ca}}":  "security.tls.client_ca:",
 		"security: {devices: x, tokens: x}": "security.tokens:",
 		"security: {devices: \"a\\nb\"}":    "security.devices:",
