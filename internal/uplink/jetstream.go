@@ -330,7 +330,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			case ack := <-p.fut.Ok():
 				round[i].fut = nil
 				round[i].seq = ack.Sequence
-				s.last[p.subject] = ack.Sequence
+				s.acked(p.subject, ack)
 				acked = append(acked, round[i])
 				p.g.recs = p.g.recs[len(p.recs):]
 			case err := <-p.fut.Err():
@@ -385,6 +385,18 @@ type sent struct {
 	seq     uint64                 // its PubAck's sequence
 }
 
+// acked accounts for a PubAck of a message on subject: the message is the
+// subject's last accounted for. Not so a duplicate: a clustered stream
+// checks the de-duplication window before the expected sequence, so a
+// retried message is answered with its first copy's sequence whatever it
+// expected, and what is stored between the two is not accounted for. The
+// expected sequence then stays, and the next publish on the subject looks.
+func (s *JetStreamSink) acked(subject string, ack *jetstream.PubAck) {
+	if !ack.Duplicate {
+		s.last[subject] = ack.Sequence
+	}
+}
+
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
@@ -416,7 +428,7 @@ func (s *JetStreamSink) settle(round []sent) []sent {
 		select {
 		case ack := <-p.fut.Ok():
 			p.seq = ack.Sequence
-			s.last[p.subject] = ack.Sequence
+			s.acked(p.subject, ack)
 			ok = append(ok, p)
 		default:
 		}

@@ -299,3 +299,92 @@ func TestFoundRecordsStayFoundAcrossLanes(t *testing.T) {
 	}
 	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 8: 1}, count)
 }
+
+// clusterOrderJS answers a publish whose Nats-Msg-Id it has seen stored as a
+// duplicate before the expected-sequence check, as a clustered stream does
+// (nats-server checks the de-duplication window first in
+// checkMsgHeadersPreClusteredProposal; a single server checks the expected
+// sequence first).
+type clusterOrderJS struct {
+	jetstream.JetStream
+	ids map[string]uint64 // Nats-Msg-Id → sequence stored at
+}
+
+func (c *clusterOrderJS) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f := &doneFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	if seq, ok := c.ids[id]; ok {
+		f.ok <- &jetstream.PubAck{Stream: cloud.StreamEvents, Sequence: seq, Duplicate: true}
+		return f, nil
+	}
+	ack, err := c.PublishMsg(context.Background(), m)
+	if err != nil {
+		f.err <- err
+		return f, nil
+	}
+	c.ids[id] = ack.Sequence
+	f.ok <- ack
+	return f, nil
+}
+
+type doneFuture struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *doneFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *doneFuture) Err() <-chan error            { return f.err }
+func (f *doneFuture) Msg() *nats.Msg               { return f.msg }
+
+// TestDuplicateAckKeepsFoundRecordsFound: on a cluster a retried publish
+// whose Nats-Msg-Id is still in the de-duplication window is answered
+// "duplicate" with the first copy's sequence, whatever sequence it expected.
+// That sequence says nothing of the messages between the expected one and it:
+// a critical record found there before a restart must still be found after,
+// or it is sent twice.
+func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ids := map[string]uint64{}
+
+	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err = js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	a := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
+	a.js = &clusterOrderJS{a.js, ids}
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
+	saved := a.Positions()
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	// The node stops before saving the cursors of record 7.
+	require.NoError(t, a.Close())
+
+	c := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer c.Close()
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
+	c.js = &clusterOrderJS{c.js, ids}
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 8}, c.Positions()))
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
+		eventRecord(8, "door", LaneCritical)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
+}
