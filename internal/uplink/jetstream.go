@@ -190,7 +190,7 @@ func (s *JetStreamSink) expected(ctx context.Context, subject, stream string) (u
 	}
 	// No position of its own: from the floor of its JetStream stream (saved
 	// by recover and by nodes before per-subject positions), else from 0.
-	if err := s.look(ctx, subject, stream, s.saved[stream]); err != nil {
+	if err := s.look(ctx, subject, stream, s.saved[stream], false); err != nil {
 		return 0, err
 	}
 	return s.last[subject], nil
@@ -198,11 +198,17 @@ func (s *JetStreamSink) expected(ctx context.Context, subject, stream string) (u
 
 // look reads what subject holds after sequence from, marks every record in it
 // at or above its lane's cursor found, and makes the subject's last message
-// the one its publishes expect.
-func (s *JetStreamSink) look(ctx context.Context, subject, stream string, from uint64) error {
+// the one its publishes expect. onSubject says from is a sequence of the
+// subject's (not a floor of its JetStream stream's): a last message below it
+// then means the stream started its sequences over (deleted and created
+// again), and the subject is read from its start.
+func (s *JetStreamSink) look(ctx context.Context, subject, stream string, from uint64, onSubject bool) error {
 	q, err := cloud.LastSubjectSeq(ctx, s.js, stream, subject)
 	if err != nil {
 		return err
+	}
+	if onSubject && q < from {
+		from = 0
 	}
 	found := 0
 	if q > from {
@@ -343,7 +349,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 				if p.g.looks++; p.g.looks > maxLooks {
 					return fail(fmt.Errorf("%s: the stored sequence keeps changing: %w", p.subject, err), round)
 				}
-				if err := s.look(ctx, p.subject, p.g.jsStream, s.last[p.subject]); err != nil {
+				if err := s.look(ctx, p.subject, p.g.jsStream, s.last[p.subject], true); err != nil {
 					return fail(err, round)
 				}
 			case <-ctx.Done():

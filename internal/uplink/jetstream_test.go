@@ -388,3 +388,44 @@ func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
 	}
 	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
 }
+
+// TestRecreatedStreamIsLookedAtFromTheStart: an operator deletes the events
+// stream and it is created again, its sequences starting over. A batch the
+// new stream confirmed but whose cursors were not saved sits below the
+// subject's saved sequence (from the old stream): looking must read the
+// subject from its start to find it, or it is sent twice.
+func TestRecreatedStreamIsLookedAtFromTheStart(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	ctx := context.Background()
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	defer s.Close()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 0}, nil))
+	for off := range uint64(3) {
+		require.NoError(t, s.Send(ctx, []Record{eventRecord(off, "temp", LaneNormal)}))
+	}
+	saved := s.Positions()
+
+	require.NoError(t, js.DeleteStream(ctx, cloud.StreamEvents))
+	require.NoError(t, cloud.EnsureLayout(ctx, js, cloud.LayoutOptions{}))
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 3}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(3, "temp", LaneNormal)}))
+	// Saving the cursors failed: the syncer resumes from what the log holds.
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 3}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(3, "temp", LaneNormal), eventRecord(4, "temp", LaneNormal)}))
+
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	require.Equal(t, map[uint64]int{3: 1, 4: 1}, count)
+}
