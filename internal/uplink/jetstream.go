@@ -326,7 +326,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			if err != nil {
 				return fail(fmt.Errorf("publish records %d-%d: %w", first, last, err), round)
 			}
-			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut})
+			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut, exp: exp})
 		}
 		if len(round) == 0 {
 			break
@@ -335,8 +335,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			select {
 			case ack := <-p.fut.Ok():
 				round[i].fut = nil
-				round[i].seq = ack.Sequence
-				s.acked(p.subject, ack)
+				s.acked(&round[i], ack)
 				acked = append(acked, round[i])
 				p.g.recs = p.g.recs[len(p.recs):]
 			case err := <-p.fut.Err():
@@ -388,19 +387,25 @@ type sent struct {
 	subject string
 	recs    []Record
 	fut     jetstream.PubAckFuture // nil once answered
-	seq     uint64                 // its PubAck's sequence
+	exp     uint64                 // the sequence it expected
+	seq     uint64                 // where its records are found (acked)
 }
 
-// acked accounts for a PubAck of a message on subject: the message is the
-// subject's last accounted for. Not so a duplicate: a clustered stream
-// checks the de-duplication window before the expected sequence, so a
-// retried message is answered with its first copy's sequence whatever it
-// expected, and what is stored between the two is not accounted for. The
-// expected sequence then stays, and the next publish on the subject looks.
-func (s *JetStreamSink) acked(subject string, ack *jetstream.PubAck) {
-	if !ack.Duplicate {
-		s.last[subject] = ack.Sequence
+// acked accounts for the PubAck of message p: p is the subject's last
+// message accounted for. Not so a duplicate: a clustered stream checks the
+// de-duplication window before the expected sequence, so a retried message
+// is answered with its first copy's sequence whatever it expected, and what
+// is stored between the two is not accounted for. The expected sequence then
+// stays, the next publish on the subject looks, and should the Send fail,
+// p's records count as found just after the sequence p expected, so that the
+// saved position does not pass what lies between.
+func (s *JetStreamSink) acked(p *sent, ack *jetstream.PubAck) {
+	p.seq = ack.Sequence
+	if ack.Duplicate {
+		p.seq = min(ack.Sequence, p.exp+1)
+		return
 	}
+	s.last[p.subject] = ack.Sequence
 }
 
 func isWrongLastSequence(err error) bool {
@@ -433,8 +438,7 @@ func (s *JetStreamSink) settle(round []sent) []sent {
 		}
 		select {
 		case ack := <-p.fut.Ok():
-			p.seq = ack.Sequence
-			s.acked(p.subject, ack)
+			s.acked(&p, ack)
 			ok = append(ok, p)
 		default:
 		}

@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -301,11 +302,16 @@ func TestFoundRecordsStayFoundAcrossLanes(t *testing.T) {
 // sequence first).
 type clusterOrderJS struct {
 	jetstream.JetStream
-	ids map[string]uint64 // Nats-Msg-Id → sequence stored at
+	ids  map[string]uint64 // Nats-Msg-Id → sequence stored at
+	fail string            // a subject whose publishes time out
 }
 
 func (c *clusterOrderJS) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	f := &doneFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	if m.Subject == c.fail {
+		f.err <- nats.ErrTimeout
+		return f, nil
+	}
 	id := m.Header.Get(jetstream.MsgIDHeader)
 	if seq, ok := c.ids[id]; ok {
 		f.ok <- &jetstream.PubAck{Stream: cloud.StreamEvents, Sequence: seq, Duplicate: true}
@@ -350,7 +356,7 @@ func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
 
 	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
-	a.js = &clusterOrderJS{a.js, ids}
+	a.js = &clusterOrderJS{JetStream: a.js, ids: ids}
 	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
 	saved := a.Positions()
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
@@ -361,7 +367,7 @@ func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
 	c := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	defer c.Close()
 	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
-	c.js = &clusterOrderJS{c.js, ids}
+	c.js = &clusterOrderJS{JetStream: c.js, ids: ids}
 	require.NoError(t, c.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
 	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 8}, c.Positions()))
 	require.NoError(t, c.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
@@ -396,4 +402,47 @@ func TestRecreatedStreamIsLookedAtFromTheStart(t *testing.T) {
 	require.NoError(t, s.Send(ctx, []Record{eventRecord(3, "temp", LaneNormal), eventRecord(4, "temp", LaneNormal)}))
 
 	require.Equal(t, map[uint64]int{3: 1, 4: 1}, storedCounts(ctx, t, js))
+}
+
+// TestDuplicateAckInFailedBatch: as TestDuplicateAckKeepsFoundRecordsFound,
+// but the batch whose retry is answered "duplicate" fails on another subject.
+// Its records are found where the first copy is; the position saved for the
+// subject must still lie below the critical record found before the restart.
+func TestDuplicateAckInFailedBatch(t *testing.T) {
+	url, js := testCloud(t)
+	ctx := context.Background()
+	ids := map[string]uint64{}
+
+	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 0}, nil))
+	a.js = &clusterOrderJS{JetStream: a.js, ids: ids}
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
+	saved := a.Positions()
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	// The node stops before saving the cursors of record 7.
+	require.NoError(t, a.Close())
+
+	c := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1", settleWait: 100 * time.Millisecond})
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	c.js = &clusterOrderJS{JetStream: c.js, ids: ids, fail: cloud.Subject("n1", cloud.KindEvents, "hum")}
+	require.Error(t, c.Send(ctx, []Record{eventRecord(7, "door", LaneNormal), eventRecord(8, "hum", LaneNormal)}))
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(9, "fan", LaneHigh)}))
+	maps.Copy(saved, c.Positions()) // saved with the high lane's cursor
+	require.NoError(t, c.Close())
+
+	d := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	defer d.Close()
+	require.NoError(t, d.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 10, LaneNormal: 7}, saved))
+	require.NoError(t, d.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
+		eventRecord(10, "door", LaneCritical)}))
+
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 9: 1, 10: 1}, storedCounts(ctx, t, js))
 }
