@@ -58,13 +58,8 @@ func StoredOffsets(ctx context.Context, js jetstream.JetStream, nodeID, stream s
 		if err != nil {
 			return nil, fmt.Errorf("cloud: stored offsets of %s in %s at seq %d: %w", nodeID, stream, seq, err)
 		}
-		recs, err := DecodeBatch(m.Header, m.Data)
-		if err != nil {
-			return nil, fmt.Errorf("cloud: message %d on %s: %w", m.Sequence, m.Subject, err)
-		}
-		lane := m.Header.Get(HeaderLane)
-		for _, r := range recs {
-			out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence, Lane: lane})
+		if out, err = appendStored(out, m); err != nil {
+			return nil, err
 		}
 		seq = m.Sequence + 1
 	}
@@ -109,15 +104,23 @@ func SubjectStored(ctx context.Context, js jetstream.JetStream, stream, subject 
 		if m.Sequence > upToSeq {
 			return out, nil
 		}
-		recs, err := DecodeBatch(m.Header, m.Data)
-		if err != nil {
-			return nil, fmt.Errorf("cloud: message %d on %s: %w", m.Sequence, m.Subject, err)
-		}
-		lane := m.Header.Get(HeaderLane)
-		for _, r := range recs {
-			out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence, Lane: lane})
+		if out, err = appendStored(out, m); err != nil {
+			return nil, err
 		}
 		seq = m.Sequence + 1
+	}
+	return out, nil
+}
+
+// appendStored appends the records of message m to out.
+func appendStored(out []Stored, m *jetstream.RawStreamMsg) ([]Stored, error) {
+	recs, err := DecodeBatch(m.Header, m.Data)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: message %d on %s: %w", m.Sequence, m.Subject, err)
+	}
+	lane := m.Header.Get(HeaderLane)
+	for _, r := range recs {
+		out = append(out, Stored{Offset: r.Offset, Seq: m.Sequence, Lane: lane})
 	}
 	return out, nil
 }

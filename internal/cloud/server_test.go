@@ -249,6 +249,40 @@ func TestStoredOffsetsFindsGaps(t *testing.T) {
 	}
 }
 
+// LastSubjectSeq and SubjectStored see one subject only: not the node's
+// other streams, not other nodes, and SubjectStored nothing after upToSeq.
+func TestSubjectStored(t *testing.T) {
+	s := startServer(t, t.TempDir())
+	defer s.Close()
+	js := connect(t, s)
+	ctx := testCtx(t)
+	subject := Subject("n1", KindEvents, "temp")
+
+	if q, err := LastSubjectSeq(ctx, js, StreamEvents, subject); err != nil || q != 0 {
+		t.Fatalf("LastSubjectSeq of an empty subject = %d, %v", q, err)
+	}
+	a := publish(t, js, "n1", KindEvents, "temp", 0, 1)
+	publish(t, js, "n2", KindEvents, "temp", 2)
+	publish(t, js, "n1", KindEvents, "hum", 3)
+	b := publish(t, js, "n1", KindEvents, "temp", 4)
+	c := publish(t, js, "n1", KindEvents, "temp", 5)
+	publish(t, js, "n1", KindEvents, "hum", 6)
+
+	if q, err := LastSubjectSeq(ctx, js, StreamEvents, subject); err != nil || q != c.Sequence {
+		t.Fatalf("LastSubjectSeq = %d, %v; want %d", q, err, c.Sequence)
+	}
+	got, err := SubjectStored(ctx, js, StreamEvents, subject, 0, b.Sequence)
+	want := []Stored{{0, a.Sequence, "normal"}, {1, a.Sequence, "normal"}, {4, b.Sequence, "normal"}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("SubjectStored(0, %d) = %v, %v; want %v", b.Sequence, got, err, want)
+	}
+	got, err = SubjectStored(ctx, js, StreamEvents, subject, a.Sequence, c.Sequence+10)
+	want = []Stored{{4, b.Sequence, "normal"}, {5, c.Sequence, "normal"}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("SubjectStored(%d, end) = %v, %v; want %v", a.Sequence, got, err, want)
+	}
+}
+
 func TestConfigHistory(t *testing.T) {
 	s := startServer(t, t.TempDir())
 	defer s.Close()

@@ -168,7 +168,7 @@ func (g *lossLedger) recoverIntent(buf buffer.Engine) error {
 	for _, e := range rec {
 		after = min(after, e.after)
 	}
-	present, err := ledgerPayloads(buf, after)
+	present, err := retentionRecords(buf, after)
 	if err != nil {
 		return fmt.Errorf("read the buffer's ledger records: %w", err)
 	}
@@ -176,10 +176,19 @@ func (g *lossLedger) recoverIntent(buf buffer.Engine) error {
 	var out []event.LedgerRecord
 	var payloads [][]byte
 	for _, e := range rec {
-		if present[string(e.rec.AppendBinary(nil))] {
-			continue // appended before the stop
+		l := e.rec
+		// What a ledger record in the buffer lists was appended before
+		// the stop: as it is (flush), or without what was still held
+		// (an earlier recoverIntent). An offset is deleted only once.
+		for _, p := range present {
+			if p.Stream != l.Stream {
+				continue
+			}
+			for _, r := range p.Ranges {
+				l = withoutOffsets(l, r.First, r.First+r.Len)
+			}
 		}
-		l := withoutOffsets(e.rec, first, ^uint64(0))
+		l = withoutOffsets(l, first, ^uint64(0))
 		if l.Count == 0 {
 			continue // nothing of it was deleted
 		}
@@ -207,9 +216,10 @@ func (g *lossLedger) recoverIntent(buf buffer.Engine) error {
 	return g.writeIntentLocked(snap)
 }
 
-// ledgerPayloads returns the ledger records in buf from off on, as bytes.
-func ledgerPayloads(buf buffer.Engine, off uint64) (map[string]bool, error) {
-	out := map[string]bool{}
+// retentionRecords returns retention's ledger records (evicted_unsynced) in
+// buf from off on.
+func retentionRecords(buf buffer.Engine, off uint64) ([]event.LedgerRecord, error) {
+	var out []event.LedgerRecord
 	r := buf.NewReader(off)
 	defer r.Close()
 	for {
@@ -220,8 +230,11 @@ func ledgerPayloads(buf buffer.Engine, off uint64) (map[string]bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		if event.Type(p) == event.TypeLedger {
-			out[string(p)] = true
+		if event.Type(p) != event.TypeLedger {
+			continue
+		}
+		if l, err := event.DecodeLedger(p); err == nil && l.Reason == event.LossEvictedUnsynced {
+			out = append(out, l)
 		}
 	}
 }

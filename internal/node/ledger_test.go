@@ -273,3 +273,37 @@ func TestRetentionLedgerAtOpen(t *testing.T) {
 	}
 	require.Len(t, times, int(first))
 }
+
+// An intent entry that lists records the buffer still holds goes to the buffer
+// without them; a stop after that append, before the intent file is removed,
+// must not append the entry a second time at the next start.
+func TestRetentionLedgerPartlyHeldNotWrittenTwice(t *testing.T) {
+	cfg := retentionConfig(t, "log")
+	buf, err := OpenBuffer(cfg, buffer.Options{SegmentBytes: 4096, MaxBytes: 64 << 10})
+	require.NoError(t, err)
+	first := fillPastRetention(t, buf, func(int) string { return "temp" })
+	require.NoError(t, buf.Close())
+	// Retention's entry lists [0, first+3): the stop came before the
+	// deletion of the last three was durable.
+	path := filepath.Join(cfg.DataDir, intentFile)
+	intent := encodeIntent([]intentEntry{{after: first + 3, rec: event.LedgerRecord{
+		Reason: event.LossEvictedUnsynced, Stream: "temp", Count: first + 3, Ranges: []event.OffsetRange{{First: 0, Len: first + 3}}}}})
+	require.NoError(t, os.WriteFile(path, intent, 0o600))
+
+	n, err := Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	require.NoError(t, n.Close())
+	// The stop came after the append, before the file was removed.
+	require.NoError(t, os.WriteFile(path, intent, 0o600))
+
+	n, err = Start(cfg, slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	defer n.Close()
+	times, _ := retentionListed(t, n.buf)
+	for off := range first {
+		require.Equal(t, 1, times[off], "offset %d listed once", off)
+	}
+	require.Len(t, times, int(first), "only deleted records are listed")
+	_, err = os.Stat(path)
+	require.ErrorIs(t, err, os.ErrNotExist)
+}

@@ -193,7 +193,7 @@ func (s *JetStreamSink) expected(ctx context.Context, subject, stream string) (u
 	}
 	// No position of its own: from the floor of its JetStream stream (saved
 	// by recover and by nodes before per-subject positions), else from 0.
-	if err := s.look(ctx, subject, stream, s.saved[stream]); err != nil {
+	if err := s.look(ctx, subject, stream, s.saved[stream], false); err != nil {
 		return 0, err
 	}
 	return s.last[subject], nil
@@ -201,11 +201,17 @@ func (s *JetStreamSink) expected(ctx context.Context, subject, stream string) (u
 
 // look reads what subject holds after sequence from, marks every record in it
 // at or above its lane's cursor found, and makes the subject's last message
-// the one its publishes expect.
-func (s *JetStreamSink) look(ctx context.Context, subject, stream string, from uint64) error {
+// the one its publishes expect. onSubject says from is a sequence of the
+// subject's (not a floor of its JetStream stream's): a last message below it
+// then means the stream started its sequences over (deleted and created
+// again), and the subject is read from its start.
+func (s *JetStreamSink) look(ctx context.Context, subject, stream string, from uint64, onSubject bool) error {
 	q, err := cloud.LastSubjectSeq(ctx, s.js, stream, subject)
 	if err != nil {
 		return err
+	}
+	if onSubject && q < from {
+		from = 0
 	}
 	found := 0
 	if q > from {
@@ -323,7 +329,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			if err != nil {
 				return fail(fmt.Errorf("publish records %d-%d: %w", first, last, err), round)
 			}
-			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut})
+			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut, exp: exp})
 		}
 		if len(round) == 0 {
 			break
@@ -332,8 +338,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			select {
 			case ack := <-p.fut.Ok():
 				round[i].fut = nil
-				round[i].seq = ack.Sequence
-				s.last[p.subject] = ack.Sequence
+				s.acked(&round[i], ack)
 				acked = append(acked, round[i])
 				p.g.recs = p.g.recs[len(p.recs):]
 			case err := <-p.fut.Err():
@@ -346,7 +351,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 				if p.g.looks++; p.g.looks > maxLooks {
 					return fail(fmt.Errorf("%s: the stored sequence keeps changing: %w", p.subject, err), round)
 				}
-				if err := s.look(ctx, p.subject, p.g.jsStream, s.last[p.subject]); err != nil {
+				if err := s.look(ctx, p.subject, p.g.jsStream, s.last[p.subject], true); err != nil {
 					return fail(err, round)
 				}
 			case <-ctx.Done():
@@ -385,7 +390,25 @@ type sent struct {
 	subject string
 	recs    []Record
 	fut     jetstream.PubAckFuture // nil once answered
-	seq     uint64                 // its PubAck's sequence
+	exp     uint64                 // the sequence it expected
+	seq     uint64                 // where its records are found (acked)
+}
+
+// acked accounts for the PubAck of message p: p is the subject's last
+// message accounted for. Not so a duplicate: a clustered stream checks the
+// de-duplication window before the expected sequence, so a retried message
+// is answered with its first copy's sequence whatever it expected, and what
+// is stored between the two is not accounted for. The expected sequence then
+// stays, the next publish on the subject looks, and should the Send fail,
+// p's records count as found just after the sequence p expected, so that the
+// saved position does not pass what lies between.
+func (s *JetStreamSink) acked(p *sent, ack *jetstream.PubAck) {
+	p.seq = ack.Sequence
+	if ack.Duplicate {
+		p.seq = min(ack.Sequence, p.exp+1)
+		return
+	}
+	s.last[p.subject] = ack.Sequence
 }
 
 func isWrongLastSequence(err error) bool {
@@ -418,8 +441,7 @@ func (s *JetStreamSink) settle(round []sent) []sent {
 		}
 		select {
 		case ack := <-p.fut.Ok():
-			p.seq = ack.Sequence
-			s.last[p.subject] = ack.Sequence
+			s.acked(&p, ack)
 			ok = append(ok, p)
 		default:
 		}

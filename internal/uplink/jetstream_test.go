@@ -3,6 +3,7 @@ package uplink
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -170,20 +171,40 @@ func TestPartlyConfirmedBatchIsNotSentTwice(t *testing.T) {
 	require.Len(t, results, 1)
 }
 
+// testCloud starts a cloud for the test and returns its URL and a client.
+func testCloud(t *testing.T) (string, jetstream.JetStream) {
+	t.Helper()
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.Close() })
+	nc, err := nats.Connect(srv.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return srv.URL(), js
+}
+
+// storedCounts returns how often each record of node n1 is stored in
+// HOLDFAST_EVENTS.
+func storedCounts(ctx context.Context, t *testing.T, js jetstream.JetStream) map[uint64]int {
+	t.Helper()
+	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	count := map[uint64]int{}
+	for _, st := range stored {
+		count[st.Offset]++
+	}
+	return count
+}
+
 // TestLargeBatchOnOneSubject: a batch too large for one message goes out as
 // several on one subject, each expecting the one before; with another
 // subject's message alongside, every record is stored once, and a restarted
 // sink carries on from the saved positions.
 func TestLargeBatchOnOneSubject(t *testing.T) {
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	url, js := testCloud(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
 
 	big := func(off uint64) Record {
 		r := eventRecord(off, "cam", LaneNormal)
@@ -198,13 +219,13 @@ func TestLargeBatchOnOneSubject(t *testing.T) {
 		}
 		batch = append(batch, big(off))
 	}
-	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	s := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 0}, nil))
 	require.NoError(t, s.Send(ctx, batch))
 	saved := s.Positions()
 	require.NoError(t, s.Close())
 
-	s2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	s2 := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	defer s2.Close()
 	require.NoError(t, s2.Resume(ctx, map[Lane]uint64{LaneNormal: 7}, saved))
 	require.NoError(t, s2.Send(ctx, []Record{big(7), eventRecord(8, "temp", LaneNormal)}))
@@ -216,7 +237,7 @@ func TestLargeBatchOnOneSubject(t *testing.T) {
 		msgs[st.Seq] = true
 		count[st.Offset]++
 	}
-	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}, count)
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1, 7: 1, 8: 1}, storedCounts(ctx, t, js))
 	require.Len(t, msgs, 3+1+2, "cam in three messages of two records, temp in one; then one each")
 }
 
@@ -225,17 +246,10 @@ func TestLargeBatchOnOneSubject(t *testing.T) {
 // into another batch (another Nats-Msg-Id), must find the confirmed records
 // in the cloud instead of trusting what the sink remembers of them.
 func TestUnsavedBatchIsFoundAgain(t *testing.T) {
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	url, js := testCloud(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
 
-	s := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	s := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	defer s.Close()
 	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 1}, nil))
 	require.NoError(t, s.Send(ctx, []Record{eventRecord(1, "temp", LaneNormal)}))
@@ -247,13 +261,7 @@ func TestUnsavedBatchIsFoundAgain(t *testing.T) {
 	require.NoError(t, s.Send(ctx, []Record{eventRecord(2, "temp", LaneNormal), eventRecord(3, "temp", LaneNormal),
 		eventRecord(4, "temp", LaneNormal)}))
 
-	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
-	require.NoError(t, err)
-	count := map[uint64]int{}
-	for _, st := range stored {
-		count[st.Offset]++
-	}
-	require.Equal(t, map[uint64]int{1: 1, 2: 1, 3: 1, 4: 1}, count)
+	require.Equal(t, map[uint64]int{1: 1, 2: 1, 3: 1, 4: 1}, storedCounts(ctx, t, js))
 }
 
 // TestFoundRecordsStayFoundAcrossLanes: a normal batch on a subject that also
@@ -263,39 +271,178 @@ func TestUnsavedBatchIsFoundAgain(t *testing.T) {
 // normal batch must still make the critical lane look, or it would send the
 // record twice.
 func TestFoundRecordsStayFoundAcrossLanes(t *testing.T) {
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	url, js := testCloud(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
 
 	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
 	var b cloud.Batch
 	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
-	_, err = js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
 	require.NoError(t, err)
 
-	a := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
 	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
 	saved := a.Positions()
 	require.NoError(t, a.Close())
 
-	b2 := NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "n1"})
+	b2 := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	defer b2.Close()
 	require.NoError(t, b2.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
 	require.NoError(t, b2.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
 		eventRecord(8, "door", LaneCritical)}))
 
-	stored, err := cloud.StoredOffsets(ctx, js, "n1", cloud.StreamEvents, 0)
-	require.NoError(t, err)
-	count := map[uint64]int{}
-	for _, st := range stored {
-		count[st.Offset]++
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 8: 1}, storedCounts(ctx, t, js))
+}
+
+// clusterOrderJS answers a publish whose Nats-Msg-Id it has seen stored as a
+// duplicate before the expected-sequence check, as a clustered stream does
+// (nats-server checks the de-duplication window first in
+// checkMsgHeadersPreClusteredProposal; a single server checks the expected
+// sequence first).
+type clusterOrderJS struct {
+	jetstream.JetStream
+	ids  map[string]uint64 // Nats-Msg-Id → sequence stored at
+	fail string            // a subject whose publishes time out
+}
+
+func (c *clusterOrderJS) PublishMsgAsync(m *nats.Msg, _ ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	f := &doneFuture{msg: m, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	if m.Subject == c.fail {
+		f.err <- nats.ErrTimeout
+		return f, nil
 	}
-	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 8: 1}, count)
+	id := m.Header.Get(jetstream.MsgIDHeader)
+	if seq, ok := c.ids[id]; ok {
+		f.ok <- &jetstream.PubAck{Stream: cloud.StreamEvents, Sequence: seq, Duplicate: true}
+		return f, nil
+	}
+	ack, err := c.PublishMsg(context.Background(), m)
+	if err != nil {
+		f.err <- err
+		return f, nil
+	}
+	c.ids[id] = ack.Sequence
+	f.ok <- ack
+	return f, nil
+}
+
+type doneFuture struct {
+	msg *nats.Msg
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *doneFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *doneFuture) Err() <-chan error            { return f.err }
+func (f *doneFuture) Msg() *nats.Msg               { return f.msg }
+
+// TestDuplicateAckKeepsFoundRecordsFound: on a cluster a retried publish
+// whose Nats-Msg-Id is still in the de-duplication window is answered
+// "duplicate" with the first copy's sequence, whatever sequence it expected.
+// That sequence says nothing of the messages between the expected one and it:
+// a critical record found there before a restart must still be found after,
+// or it is sent twice.
+func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
+	url, js := testCloud(t)
+	ctx := context.Background()
+	ids := map[string]uint64{}
+
+	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
+	a.js = &clusterOrderJS{JetStream: a.js, ids: ids}
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
+	saved := a.Positions()
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	// The node stops before saving the cursors of record 7.
+	require.NoError(t, a.Close())
+
+	c := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	defer c.Close()
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 7}, saved))
+	c.js = &clusterOrderJS{JetStream: c.js, ids: ids}
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 8}, c.Positions()))
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
+		eventRecord(8, "door", LaneCritical)}))
+
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 8: 1}, storedCounts(ctx, t, js))
+}
+
+// TestRecreatedStreamIsLookedAtFromTheStart: an operator deletes the events
+// stream and it is created again, its sequences starting over. A batch the
+// new stream confirmed but whose cursors were not saved sits below the
+// subject's saved sequence (from the old stream): looking must read the
+// subject from its start to find it, or it is sent twice.
+func TestRecreatedStreamIsLookedAtFromTheStart(t *testing.T) {
+	url, js := testCloud(t)
+	ctx := context.Background()
+
+	s := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	defer s.Close()
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 0}, nil))
+	for off := range uint64(3) {
+		require.NoError(t, s.Send(ctx, []Record{eventRecord(off, "temp", LaneNormal)}))
+	}
+	saved := s.Positions()
+
+	require.NoError(t, js.DeleteStream(ctx, cloud.StreamEvents))
+	require.NoError(t, cloud.EnsureLayout(ctx, js, cloud.LayoutOptions{}))
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 3}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(3, "temp", LaneNormal)}))
+	// Saving the cursors failed: the syncer resumes from what the log holds.
+	require.NoError(t, s.Resume(ctx, map[Lane]uint64{LaneNormal: 3}, saved))
+	require.NoError(t, s.Send(ctx, []Record{eventRecord(3, "temp", LaneNormal), eventRecord(4, "temp", LaneNormal)}))
+
+	require.Equal(t, map[uint64]int{3: 1, 4: 1}, storedCounts(ctx, t, js))
+}
+
+// TestDuplicateAckInFailedBatch: as TestDuplicateAckKeepsFoundRecordsFound,
+// but the batch whose retry is answered "duplicate" fails on another subject.
+// Its records are found where the first copy is; the position saved for the
+// subject must still lie below the critical record found before the restart.
+func TestDuplicateAckInFailedBatch(t *testing.T) {
+	url, js := testCloud(t)
+	ctx := context.Background()
+	ids := map[string]uint64{}
+
+	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
+	var b cloud.Batch
+	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
+	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
+
+	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 0}, nil))
+	a.js = &clusterOrderJS{JetStream: a.js, ids: ids}
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(1, "door", LaneNormal), eventRecord(6, "door", LaneNormal)}))
+	saved := a.Positions()
+	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	require.NoError(t, a.Send(ctx, []Record{eventRecord(7, "door", LaneNormal)}))
+	// The node stops before saving the cursors of record 7.
+	require.NoError(t, a.Close())
+
+	c := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1", settleWait: 100 * time.Millisecond})
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	c.js = &clusterOrderJS{JetStream: c.js, ids: ids, fail: cloud.Subject("n1", cloud.KindEvents, "hum")}
+	require.Error(t, c.Send(ctx, []Record{eventRecord(7, "door", LaneNormal), eventRecord(8, "hum", LaneNormal)}))
+	require.NoError(t, c.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 7}, saved))
+	require.NoError(t, c.Send(ctx, []Record{eventRecord(9, "fan", LaneHigh)}))
+	maps.Copy(saved, c.Positions()) // saved with the high lane's cursor
+	require.NoError(t, c.Close())
+
+	d := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
+	defer d.Close()
+	require.NoError(t, d.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 10, LaneNormal: 7}, saved))
+	require.NoError(t, d.Send(ctx, []Record{eventRecord(0, "door", LaneCritical), eventRecord(5, "door", LaneCritical),
+		eventRecord(10, "door", LaneCritical)}))
+
+	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 9: 1, 10: 1}, storedCounts(ctx, t, js))
 }
