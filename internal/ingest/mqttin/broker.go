@@ -122,6 +122,7 @@ type Broker struct {
 	opts   BrokerOptions
 	srv    *mqtt.Server
 	conns  *connTable
+	access mqtt.Hook // the access control hook
 	ctx    context.Context // cancelled by Close, so blocked appends return
 	cancel context.CancelFunc
 
@@ -160,6 +161,7 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
 			maxSource: opts.MaxConnectionsPerSource, conns: b.conns, m: opts.AccessMetrics, log: log}
 	}
+	b.access = access
 	if err := srv.AddHook(access, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add auth hook: %w", err)
