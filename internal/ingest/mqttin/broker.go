@@ -122,7 +122,7 @@ type Broker struct {
 	opts   BrokerOptions
 	srv    *mqtt.Server
 	conns  *connTable
-	access mqtt.Hook // the access control hook
+	access mqtt.Hook       // the access control hook
 	ctx    context.Context // cancelled by Close, so blocked appends return
 	cancel context.CancelFunc
 
