@@ -33,8 +33,8 @@ func TestMQTTAuthentication(t *testing.T) {
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
 
 	connect3 := func(id, user, pass string) (mqtt.Client, error) {
-		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://"+p.mqttAddr).SetClientID(id).SetProtocolVersion(4).
-			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(10*time.Second))
+		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + p.mqttAddr).SetClientID(id).SetProtocolVersion(4).
+			SetUsername(user).SetPassword(pass).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second))
 		tok := c.Connect()
 		require.True(t, tok.WaitTimeout(20*time.Second))
 		if tok.Error() == nil {
