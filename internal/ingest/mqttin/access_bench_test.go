@@ -118,3 +118,25 @@ func BenchmarkMQTTIngest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkACLCheck is what authentication adds to each publish: the ACL
+// check of an authenticated device's topic.
+func BenchmarkACLCheck(b *testing.B) {
+	br, err := NewBroker(BrokerOptions{Addr: "127.0.0.1:0", Logger: discardLogger(),
+		Guard: &auth.Guard{Transport: auth.TransportMQTT}}, newFakeAppender(), nil)
+	require.NoError(b, err)
+	defer br.Close()
+	h := br.access.(*accessHook)
+	server, client := net.Pipe()
+	defer server.Close()
+	defer client.Close()
+	h.conns.add(server)
+	h.conns.setDevice(server, auth.Device{ID: "dev-a", Streams: []string{"humidity", "temp"}})
+	cl := br.srv.NewClient(server, "bench", "bench", false)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !h.OnACLCheck(cl, "devices/dev-a/temp", true) {
+			b.Fatal("denied")
+		}
+	}
+}
