@@ -32,9 +32,10 @@ type refusal struct {
 }
 
 var (
-	refuseBadLogin      = refusal{packets.ErrBadUsernameOrPassword, 0x04} // wrong, unknown, revoked credentials
-	refuseNotAuthorized = refusal{packets.ErrNotAuthorized, 0x05}         // none, rate limited, certificate of no device
-	refuseSourceLimit   = refusal{packets.ErrQuotaExceeded, 0x03}         // too many connections from the source
+	refuseBadLogin      = refusal{packets.ErrBadUsernameOrPassword, 0x04}    // wrong, unknown, revoked credentials
+	refuseNotAuthorized = refusal{packets.ErrNotAuthorized, 0x05}            // none, rate limited, certificate of no device
+	refuseSourceLimit   = refusal{packets.ErrQuotaExceeded, 0x03}            // too many connections from the source
+	refuseClientID      = refusal{packets.ErrClientIdentifierNotValid, 0x02} // another device's session
 )
 
 // AccessMetrics counts what the broker's access control refused besides
@@ -52,7 +53,7 @@ func NewAccessMetrics(reg prometheus.Registerer) *AccessMetrics {
 	return &AccessMetrics{
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_mqtt_connections_refused_total",
-			Help: "MQTT connections refused before authentication, by reason (source_limit: mqtt.max_connections_per_source).",
+			Help: "MQTT connections refused other than for their credentials, by reason (source_limit: mqtt.max_connections_per_source; client_id_in_use: another device's session).",
 		}, []string{"reason"}),
 		denied: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_mqtt_acl_denied_total",
@@ -192,6 +193,15 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		}
 		return h.refuse(cl, r)
 	}
+	// A client id is a session: one device may not take over another's
+	// (its subscriptions, its queued messages), nor disconnect it by
+	// connecting with its id. Each session's Username is its device id.
+	if old, ok := h.srv.Clients.Get(cl.ID); ok && string(old.Properties.Username) != dev.ID {
+		h.m.refuse("client_id_in_use")
+		h.log.Debug("connection refused: another device's client id", "remote", cl.Net.Remote, "client", cl.ID, "device", dev.ID)
+		return h.refuse(cl, refuseClientID)
+	}
+	cl.Properties.Username = []byte(dev.ID)
 	h.conns.setDevice(cl.Net.Conn, dev)
 	return nil
 }

@@ -209,6 +209,24 @@ func TestAuthConnect(t *testing.T) {
 	})
 }
 
+// TestAuthClientIDOfAnotherDevice: a device may not take over another
+// device's session by connecting with its client id, even after it
+// disconnected (the session, with its subscriptions, is kept).
+func TestAuthClientIDOfAnotherDevice(t *testing.T) {
+	e := newAuthEnv(t, nil, BrokerOptions{})
+	a, err := tryV3(t, e.b.Addr(), "shared", "dev-a", e.dev.tokA)
+	require.NoError(t, err)
+	_, err = tryV3(t, e.b.Addr(), "shared", "dev-b", e.dev.tokB)
+	require.ErrorIs(t, err, pahopk.ErrorRefusedIDRejected)
+	require.True(t, a.IsConnectionOpen(), "dev-a was not disconnected")
+	a.Disconnect(100)
+	_, code := tryV5(t, e.b.Addr(), "shared", "dev-b", e.dev.tokB)
+	require.Equal(t, byte(0x85), code, "dev-a's session outlives its connection")
+	_, err = tryV3(t, e.b.Addr(), "shared", "dev-a", e.dev.tokA)
+	require.NoError(t, err, "dev-a resumes its own session")
+	require.Equal(t, 2.0, testutil.ToFloat64(e.acc.refused.WithLabelValues("client_id_in_use")))
+}
+
 func TestAuthRateLimited(t *testing.T) {
 	e := newAuthEnv(t, auth.NewLimiter(auth.LimiterOptions{Burst: 2, Every: time.Hour}), BrokerOptions{})
 	for range 2 {

@@ -78,6 +78,11 @@
 //     budget (holdfast_auth_rate_limited_total, checked before anything
 //     else), get 0x05 / 0x87 "not authorized". The hook writes these CONNACKs
 //     itself from OnConnect: mochi's own refusal maps 0x86 to 0x05 for 3.1.1.
+//     A client id is a session, kept after its connection ends (clean
+//     session off): a device connecting with another device's client id is
+//     refused, 0x02 (3.1.1) / 0x85 (5) "client identifier not valid", and
+//     counted as client_id_in_use, so it cannot take over that session's
+//     subscriptions and queued messages or knock the other device off.
 //   - ACL (mochi checks it before OnPublish, so a denied message is never
 //     stored): nobody publishes under the alert prefix (BrokerOptions.
 //     AlertPrefix, default holdfast/alerts), with or without authentication:
