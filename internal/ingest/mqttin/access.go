@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -105,6 +106,14 @@ func sourceOf(c net.Conn) string {
 	return a
 }
 
+// isLoopback reports whether c comes from a loopback address: the node's
+// own machine (a local gateway or proxy, whose clients all share its
+// address; `holdfast bench`), which the per-source limit does not count.
+func isLoopback(c net.Conn) bool {
+	ip, err := netip.ParseAddr(sourceOf(c))
+	return err == nil && ip.IsLoopback()
+}
+
 func (t *connTable) add(c net.Conn) {
 	s := sourceOf(c)
 	t.mu.Lock()
@@ -160,9 +169,11 @@ type accessHook struct {
 	guard     *auth.Guard // nil: no authentication
 	alert     string      // alert prefix, without a trailing /
 	maxSource int         // 0: no limit
-	conns     *connTable
-	m         *AccessMetrics
-	log       *slog.Logger
+	// limitLoopback applies maxSource to loopback sources too (tests).
+	limitLoopback bool
+	conns         *connTable
+	m             *AccessMetrics
+	log           *slog.Logger
 }
 
 func (h *accessHook) ID() string { return "holdfast-access" }
@@ -176,7 +187,7 @@ func (h *accessHook) Provides(b byte) bool {
 // MQTT 5's 0x86 for every case, and 0x05 for it in 3.1.1) and returns an
 // error, on which mochi closes the connection.
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	if h.maxSource > 0 && h.conns.sourceConns(cl.Net.Conn) > h.maxSource {
+	if h.maxSource > 0 && (h.limitLoopback || !isLoopback(cl.Net.Conn)) && h.conns.sourceConns(cl.Net.Conn) > h.maxSource {
 		h.m.refuse("source_limit")
 		h.log.Debug("connection refused: too many from its source", "remote", cl.Net.Remote, "limit", h.maxSource)
 		return h.refuse(cl, refuseSourceLimit)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"testing"
@@ -404,7 +405,7 @@ func TestAuthClientCertificate(t *testing.T) {
 
 func TestMaxConnectionsPerSource(t *testing.T) {
 	acc := NewAccessMetrics(prometheus.NewRegistry())
-	b := startBroker(t, newFakeAppender(), nil, BrokerOptions{MaxConnectionsPerSource: 2, AccessMetrics: acc})
+	b := startBroker(t, newFakeAppender(), nil, BrokerOptions{MaxConnectionsPerSource: 2, AccessMetrics: acc, limitLoopback: true})
 	c1, err := tryV3(t, b.Addr(), "c1", "", "")
 	require.NoError(t, err)
 	_, code := tryV5(t, b.Addr(), "c2", "", "")
@@ -424,6 +425,13 @@ func TestMaxConnectionsPerSource(t *testing.T) {
 		c.Disconnect(100)
 		return true
 	})
+
+	// Without limitLoopback the node's own machine is not limited.
+	b = startBroker(t, newFakeAppender(), nil, BrokerOptions{MaxConnectionsPerSource: 1})
+	for i := range 3 {
+		_, err := tryV3(t, b.Addr(), fmt.Sprintf("local-%d", i), "", "")
+		require.NoError(t, err, "loopback connection %d", i)
+	}
 }
 
 // FuzzMQTTConnect feeds arbitrary usernames and passwords through the

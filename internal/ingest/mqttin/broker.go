@@ -64,8 +64,12 @@ type BrokerOptions struct {
 	AlertPrefix string
 	// MaxConnectionsPerSource bounds the connections open from one IP
 	// address; more are refused at CONNECT (MQTT 5 0x97 quota exceeded,
-	// 3.1.1 0x03 server unavailable). 0: no limit.
+	// 3.1.1 0x03 server unavailable). 0: no limit. Loopback addresses are
+	// not limited: the node's own machine, such as a local proxy whose
+	// clients all share its address, or `holdfast bench`.
 	MaxConnectionsPerSource int
+	// limitLoopback limits loopback sources too (tests).
+	limitLoopback bool
 	// AccessMetrics counts the connections and ACL checks refused; nil: not counted.
 	AccessMetrics *AccessMetrics
 	// Auth, if set, replaces the access control above (the per-source
@@ -159,7 +163,7 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	access := opts.Auth
 	if access == nil {
 		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
-			maxSource: opts.MaxConnectionsPerSource, conns: b.conns, m: opts.AccessMetrics, log: log}
+			maxSource: opts.MaxConnectionsPerSource, limitLoopback: opts.limitLoopback, conns: b.conns, m: opts.AccessMetrics, log: log}
 	}
 	b.access = access
 	if err := srv.AddHook(access, nil); err != nil {
