@@ -61,8 +61,8 @@
 //     connections open from one IP address (the node's default is 100,
 //     mqtt.max_connections_per_source); loopback sources, the node's own
 //     machine (a local proxy, holdfast bench), are not limited. The
-//     listener counts a connection from
-//     accept to close; at CONNECT one over the limit is refused with MQTT 5
+//     listener counts a connection from accept to close; at CONNECT one
+//     over the limit is refused with MQTT 5
 //     0x97 (quota exceeded), 3.1.1 0x03 (server unavailable), and counted in
 //     holdfast_mqtt_connections_refused_total{reason="source_limit"}.
 //   - Authentication, with BrokerOptions.Guard (the node sets it with
