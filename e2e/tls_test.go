@@ -63,7 +63,8 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	require.Equal(t, "first", cn)
 
 	mq := paho.NewClient(paho.NewClientOptions().AddBroker("ssl://" + p.mqttAddr).SetClientID("before-reload").
-		SetTLSConfig(&tls.Config{RootCAs: ca.Pool()}).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+		// client_ca: the broker takes a device by its certificate (or token).
+		SetTLSConfig(&tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "d1").TLS(t)}}).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 	tok := mq.Connect()
 	require.True(t, tok.WaitTimeout(10*time.Second))
 	require.NoError(t, tok.Error())

@@ -199,7 +199,10 @@ type MQTT struct {
 	Mode       string   `yaml:"mode"`
 	Addr       string   `yaml:"addr"` // embedded broker listener
 	MaxPayload ByteSize `yaml:"max_payload"`
-	External   External `yaml:"external"`
+	// MaxConnectionsPerSource bounds the embedded broker's connections from
+	// one IP address (default 100); more are refused at CONNECT. 0: no limit.
+	MaxConnectionsPerSource int      `yaml:"max_connections_per_source"`
+	External                External `yaml:"external"`
 }
 
 // External configures subscribing to a site's existing broker.
@@ -252,7 +255,9 @@ func Default() Config {
 			Mode:       "embedded",
 			Addr:       "127.0.0.1:1883",
 			MaxPayload: 64 << 10,
-			External:   External{Topic: "devices/+/+", ClientID: "holdfast-" + host},
+			// mqttin.DefaultMaxConnectionsPerSource (config does not import mqttin)
+			MaxConnectionsPerSource: 100,
+			External:                External{Topic: "devices/+/+", ClientID: "holdfast-" + host},
 		},
 		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
 		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30, Pressure: pressure.DefaultThresholds},
@@ -338,6 +343,9 @@ func (c Config) Validate() error {
 	case "off":
 	default:
 		bad("mqtt.mode", "%q must be embedded, external or off", c.MQTT.Mode)
+	}
+	if c.MQTT.MaxConnectionsPerSource < 0 {
+		bad("mqtt.max_connections_per_source", "%d must be 0 (no limit) or more", c.MQTT.MaxConnectionsPerSource)
 	}
 	if c.MQTT.MaxPayload < 64 || c.MQTT.MaxPayload > 256<<20 {
 		bad("mqtt.max_payload", "%d must be between 64B and 256MiB", c.MQTT.MaxPayload)

@@ -76,6 +76,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg.Buffer.Engine = "rocksdb"
 	cfg.Buffer.MaxBytes = cfg.Buffer.SegmentBytes
 	cfg.Log.Level = "loud"
+	cfg.MQTT.MaxConnectionsPerSource = -1
 	err := cfg.Validate()
 	for _, want := range []string{
 		`http.addr: "localhost" is not host:port`,
@@ -83,6 +84,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		`buffer.engine: "rocksdb" must be log, sqlite or pebble`,
 		"buffer.max_bytes:",
 		`log.level: "loud"`,
+		"mqtt.max_connections_per_source: -1 must be 0 (no limit) or more",
 	} {
 		require.ErrorContains(t, err, want)
 	}

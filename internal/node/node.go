@@ -175,9 +175,14 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 	logger := n.log.With("component", "mqtt")
 	switch mc.Mode {
 	case "embedded":
+		guard, err := n.mqttGuard()
+		if err != nil {
+			return err
+		}
 		b, err := mqttin.NewBroker(mqttin.BrokerOptions{
 			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
-			TLSConfig: n.serverTLS(),
+			TLSConfig: n.serverTLS(), Guard: guard, AlertPrefix: n.cfg.Alerts.Notify.MQTTTopicPrefix,
+			MaxConnectionsPerSource: mc.MaxConnectionsPerSource, AccessMetrics: mqttin.NewAccessMetrics(n.reg),
 		}, n.store, im)
 		if err != nil {
 			return err

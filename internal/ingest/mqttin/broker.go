@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/auth"
 
+	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 )
@@ -52,8 +53,28 @@ type BrokerOptions struct {
 	// deliberate drop, which a resend would not undo), a refused one is not
 	// and its connection is closed, so the client resends it later.
 	Admit func(stream string) string
-	// Auth authenticates clients and checks their ACLs: a mochi hook providing
-	// OnConnectAuthenticate and OnACLCheck. Nil allows every client everything.
+	// Guard, if set, authenticates every client at CONNECT (username the
+	// device id, password its token; or a verified client certificate naming
+	// the device) and confines it by the ACL to its own devices/<id>/...
+	// topics and to reading the alert prefix. Nil: anyone may connect.
+	Guard *auth.Guard
+	// AlertPrefix is the topic prefix of the node's alerts (default
+	// DefaultAlertPrefix): no client publishes under it, with or without a
+	// Guard; the node does, through Publish.
+	AlertPrefix string
+	// MaxConnectionsPerSource bounds the connections open from one IP
+	// address; more are refused at CONNECT (MQTT 5 0x97 quota exceeded,
+	// 3.1.1 0x03 server unavailable). 0: no limit. Loopback addresses are
+	// not limited: the node's own machine, such as a local proxy whose
+	// clients all share its address, or `holdfast bench`.
+	MaxConnectionsPerSource int
+	// limitLoopback limits loopback sources too (tests).
+	limitLoopback bool
+	// AccessMetrics counts the connections and ACL checks refused; nil: not counted.
+	AccessMetrics *AccessMetrics
+	// Auth, if set, replaces the access control above (the per-source
+	// limit, Guard and the ACL) with another mochi hook providing
+	// OnConnectAuthenticate and OnACLCheck: a seam for tests.
 	Auth mqtt.Hook
 	// TLSConfig, if set, makes the listener speak MQTT over TLS. A hook sees
 	// a client's TLS state, and its verified certificate, through
@@ -66,6 +87,12 @@ type BrokerOptions struct {
 
 // Validate reports options that cannot work.
 func (o BrokerOptions) Validate() error {
+	if o.MaxConnectionsPerSource < 0 {
+		return fmt.Errorf("mqttin: max connections per source %d is negative", o.MaxConnectionsPerSource)
+	}
+	if strings.ContainsAny(o.AlertPrefix, "+#") || strings.HasSuffix(o.AlertPrefix, "/") {
+		return fmt.Errorf("mqttin: alert prefix %q: no wildcards or trailing /", o.AlertPrefix)
+	}
 	if o.MaxPayload < 0 {
 		return fmt.Errorf("mqttin: max payload %d is negative", o.MaxPayload)
 	}
@@ -87,8 +114,8 @@ func (o BrokerOptions) withDefaults() BrokerOptions {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.Auth == nil {
-		o.Auth = new(auth.AllowHook)
+	if o.AlertPrefix == "" {
+		o.AlertPrefix = DefaultAlertPrefix
 	}
 	return o
 }
@@ -98,6 +125,8 @@ func (o BrokerOptions) withDefaults() BrokerOptions {
 type Broker struct {
 	opts   BrokerOptions
 	srv    *mqtt.Server
+	conns  *connTable
+	access mqtt.Hook       // the access control hook
 	ctx    context.Context // cancelled by Close, so blocked appends return
 	cancel context.CancelFunc
 
@@ -130,8 +159,14 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{opts: opts, srv: srv, ctx: ctx, cancel: cancel}
-	if err := srv.AddHook(opts.Auth, nil); err != nil {
+	b := &Broker{opts: opts, srv: srv, conns: newConnTable(), ctx: ctx, cancel: cancel}
+	access := opts.Auth
+	if access == nil {
+		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
+			maxSource: opts.MaxConnectionsPerSource, limitLoopback: opts.limitLoopback, conns: b.conns, m: opts.AccessMetrics, log: log}
+	}
+	b.access = access
+	if err := srv.AddHook(access, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add auth hook: %w", err)
 	}
@@ -161,6 +196,7 @@ func (b *Broker) Start() error {
 		nl = tls.NewListener(nl, b.opts.TLSConfig) // handshakes on the connection's goroutine
 	}
 	ln := newTCPListener("holdfast-tcp", nl)
+	ln.table = b.conns
 	if err := b.srv.AddListener(ln); err != nil {
 		_ = nl.Close()
 		return fmt.Errorf("mqttin: add listener: %w", err)

@@ -53,9 +53,57 @@
 // with the connection; it resends those events, which the Appender
 // de-duplicates only when they carry an id.
 //
-// Authentication and ACLs are a seam: BrokerOptions.Auth takes any mochi hook that
-// provides OnConnectAuthenticate and OnACLCheck (mochi checks the ACL before
-// OnPublish runs); without one every client may connect and publish.
+// # Access control
+//
+// One mochi hook (access.go) does it all, in every mode:
+//
+//   - Per-source limit: BrokerOptions.MaxConnectionsPerSource bounds the
+//     connections open from one IP address (the node's default is 100,
+//     mqtt.max_connections_per_source); loopback sources, the node's own
+//     machine (a local proxy, holdfast bench), are not limited. The
+//     listener counts a connection from accept to close; at CONNECT one
+//     over the limit is refused with MQTT 5
+//     0x97 (quota exceeded), 3.1.1 0x03 (server unavailable), and counted in
+//     holdfast_mqtt_connections_refused_total{reason="source_limit"}.
+//   - Authentication, with BrokerOptions.Guard (the node sets it with
+//     security.devices or security.tls.client_ca): username = device id,
+//     password = its token, checked by auth.Guard.DeviceLogin (rate limit per
+//     source, the same argon2id work whether or not the device exists,
+//     refusals counted in holdfast_auth_failures_total{transport="mqtt"}). A
+//     client with no password and a client certificate the TLS handshake
+//     verified against client_ca is the device its CN or a DNS SAN names,
+//     if that device is active (auth.Guard.DeviceCert; a username, if given,
+//     must be one of those names); with client_ca and no devices file the
+//     certificate alone vouches for its CN. Refusals: wrong, unknown,
+//     revoked or another device's credentials get 0x04 (3.1.1) / 0x86 (5)
+//     "bad username or password"; none at all, or a source over its failure
+//     budget (holdfast_auth_rate_limited_total, checked before anything
+//     else), get 0x05 / 0x87 "not authorized". The hook writes these CONNACKs
+//     itself from OnConnect: mochi's own refusal maps 0x86 to 0x05 for 3.1.1.
+//     A client id is a session, kept after its connection ends (clean
+//     session off): a device connecting with another device's client id is
+//     refused, 0x02 (3.1.1) / 0x85 (5) "client identifier not valid", and
+//     counted as client_id_in_use, so it cannot take over that session's
+//     subscriptions and queued messages or knock the other device off.
+//   - ACL (mochi checks it before OnPublish, so a denied message is never
+//     stored): nobody publishes under the alert prefix (BrokerOptions.
+//     AlertPrefix, default holdfast/alerts), with or without authentication:
+//     the node publishes there through mochi's inline client, which mochi
+//     does not check. An authenticated device publishes only on
+//     devices/<its id>/<stream>, for a stream its entry allows
+//     (auth.Device.CanSend), and subscribes only to devices/<its id>/... and
+//     to the alert prefix: reading alerts is allowed, since a site's displays
+//     show them (a per-device switch can come later). Denials are counted in
+//     holdfast_mqtt_acl_denied_total{action,reason}.
+//
+// What a denied publish gets is mochi's: MQTT 5 QoS 1/2, a PUBACK/PUBREC
+// 0x87 (not authorized); QoS 0, nothing (dropped); MQTT 3.1.1 QoS 1/2, which
+// has no negative ack, the connection is closed without an ack (the client
+// would resend a dropped-but-acked message nowhere else, and a device that
+// spoofs is misconfigured or hostile). A denied subscription gets SUBACK 0x80
+// (3.1.1) / 0x87 (5) for that filter; the others are granted.
+//
+// BrokerOptions.Auth replaces all of this with another hook (tests).
 //
 // # External broker (Subscriber)
 //

@@ -18,6 +18,8 @@ type tcpListener struct {
 	id  string
 	ln  net.Listener
 	log *slog.Logger // set by Init
+	// table, if set, gets every connection from accept to close.
+	table *connTable
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{} // open connections; guarded by mu
@@ -95,6 +97,9 @@ func (l *tcpListener) track(conn net.Conn) bool {
 		return false
 	}
 	l.conns[conn] = struct{}{}
+	if l.table != nil {
+		l.table.add(conn)
+	}
 	l.wg.Add(1)
 	return true
 }
@@ -104,6 +109,9 @@ func (l *tcpListener) untrack(conn net.Conn) {
 	l.mu.Lock()
 	delete(l.conns, conn)
 	l.mu.Unlock()
+	if l.table != nil {
+		l.table.remove(conn)
+	}
 }
 
 // Close stops accepting, lets mochi disconnect its clients (MQTT 5 clients get
