@@ -286,3 +286,15 @@ func IsRejection(err error) bool {
 	}
 	return false
 }
+
+// DeviceByID returns the active device entry with id: how a listener names
+// the device of a verified client certificate (its CN or a DNS SAN). False
+// when there is no devices file, no such device, or only revoked entries.
+func (a *Authenticator) DeviceByID(id string) (Device, bool) {
+	for _, e := range a.state.Load().devices {
+		if !e.revoked && e.device.ID == id {
+			return e.device, true
+		}
+	}
+	return Device{}, false
+}

@@ -1,6 +1,9 @@
 package auth
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Guard is what a listener calls: it refuses a source that has failed too
 // often, verifies the credentials, and counts each refusal by reason, for
@@ -66,4 +69,30 @@ func (g Guard) done(addr string, err error) error {
 		g.Limiter.Failure(addr)
 	}
 	return err
+}
+
+// DeviceCert names the device of a verified client certificate from addr:
+// the first of names (the CN, then the DNS SANs) that is an active device.
+// None is ErrUnknown, counted and spent from the source's budget like a
+// wrong token.
+func (g Guard) DeviceCert(addr string, names []string) (Device, error) {
+	if err := g.allow(addr); err != nil {
+		return Device{}, err
+	}
+	for _, n := range names {
+		if d, ok := g.Auth.DeviceByID(n); ok {
+			return d, nil
+		}
+	}
+	return Device{}, g.done(addr, fmt.Errorf("%w: client certificate names no active device (%s)", ErrUnknown, strings.Join(names, ", ")))
+}
+
+// Refuse counts err, a refusal the listener found before asking the
+// Authenticator (a malformed Authorization header, say), as Device would:
+// ErrRateLimited if the source is already over its budget.
+func (g Guard) Refuse(addr string, err error) error {
+	if lerr := g.allow(addr); lerr != nil {
+		return lerr
+	}
+	return g.done(addr, err)
 }
