@@ -258,7 +258,7 @@ func TestHTTPAuthRevokeAndAddWhileRunning(t *testing.T) {
 	holdfastIn(t, s.dir, "token", "revoke", "grafana", "--tokens", s.tokens)
 	require.NoError(t, s.cmd.Process.Signal(syscall.SIGHUP))
 	waitFor(t, "the reload in the log", 10*time.Second, func() bool {
-		return strings.Contains(s.logs(), "devices and tokens reloaded") || strings.Contains(s.logs(), "auth: reloaded")
+		return strings.Contains(s.logs(), "credentials reloaded on SIGHUP")
 	})
 	waitFor(t, "the read token refused", 10*time.Second, func() bool {
 		code, _, _ := s.do(t, "GET", "/v1/status", s.read, "")

@@ -1,6 +1,8 @@
 // Package api is holdfast's HTTP surface apart from ingest itself: local event
 // queries, status, health, Prometheus metrics and the status page. Routes and
-// response shapes follow DESIGN §10 and are a public interface.
+// response shapes follow DESIGN §10 and are a public interface. With
+// Options.Auth every route but /healthz and ingest needs an API token (auth.go);
+// LimitPerSource bounds the requests one address has in progress.
 //
 // prometheus/client_golang's promhttp serves /metrics.
 package api

@@ -74,11 +74,11 @@ func (n *Node) ReloadAuth() error {
 		return nil
 	}
 	if err := n.auth.Reload(); err != nil {
-		n.log.Error("devices and tokens not reloaded; the old ones stay in force", "err", err)
+		n.log.Error("credentials not reloaded on SIGHUP: the previous ones stay in force", "err", err)
 		return err
 	}
 	d, t := n.auth.Entries()
-	n.log.Info("devices and tokens reloaded", "active_devices", d, "active_tokens", t)
+	n.log.Info("credentials reloaded on SIGHUP", "devices", d, "tokens", t)
 	return nil
 }
 

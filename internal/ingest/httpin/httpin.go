@@ -2,6 +2,9 @@
 // array or NDJSON, optionally gzip- or zstd-compressed. It decodes and validates,
 // hands the valid events to an ingest.Appender, and answers only once they are
 // durable. Invalid events are reported by index and never affect valid ones.
+// With Options.Auth the request must come from a device (a bearer device
+// token or a client certificate, auth.go), and an event of another device or
+// of a stream it may not send is one more invalid event.
 //
 // klauspost/compress provides the zstd decoder; gzip is the standard library's.
 package httpin
