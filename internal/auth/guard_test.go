@@ -47,3 +47,38 @@ func TestGuard(t *testing.T) {
 	_, err = Guard{Auth: a}.Device(addr, dev)
 	require.NoError(t, err)
 }
+
+// TestGuardDeviceCert: a verified certificate names the first of its names
+// that is an active device; none, or only a revoked one, is ErrUnknown,
+// counted and spent from the budget. Refuse counts what the listener found
+// itself. No argon2id run either way.
+func TestGuardDeviceCert(t *testing.T) {
+	f := newFixture(t)
+	f.addDevice(t, "fridge-7")
+	f.addDevice(t, "fridge-8")
+	require.NoError(t, RevokeDevice(f.devices, "fridge-8"))
+	a := f.open(t)
+	m := NewMetrics(prometheus.NewRegistry())
+	lim, _ := newTestLimiter(LimiterOptions{Burst: 3})
+	g := Guard{Auth: a, Limiter: lim, Metrics: m, Transport: TransportHTTP}
+	const addr = "192.0.2.9:5000"
+
+	n := hashed(a, func() {
+		d, err := g.DeviceCert(addr, []string{"gateway", "fridge-7"})
+		require.NoError(t, err)
+		require.Equal(t, "fridge-7", d.ID)
+		_, err = g.DeviceCert(addr, []string{"fridge-8"})
+		require.ErrorIs(t, err, ErrUnknown, "revoked")
+		_, err = g.DeviceCert(addr, []string{"", "stranger"})
+		require.ErrorIs(t, err, ErrUnknown)
+	})
+	require.Zero(t, n)
+	require.ErrorIs(t, g.Refuse(addr, ErrMalformed), ErrMalformed)
+	_, err := g.DeviceCert(addr, []string{"fridge-7"})
+	require.ErrorIs(t, err, ErrRateLimited, "three failures spent the budget")
+	require.Equal(t, 2.0, promtest.ToFloat64(m.FailuresFor("http", "unknown")))
+	require.Equal(t, 1.0, promtest.ToFloat64(m.FailuresFor("http", "malformed")))
+
+	_, ok := a.DeviceByID("fridge-8")
+	require.False(t, ok)
+}
