@@ -328,3 +328,30 @@ func TestHTTPSClientCertificateDevice(t *testing.T) {
 	require.Equal(t, before+2, s.nextOffset(t))
 	require.Equal(t, 1.0, s.failures(t, "http", "unknown"))
 }
+
+// TestHTTPAuthRateLimited: one source address that fails 10 times is
+// answered 429 with Retry-After, even with a good token, and counted;
+// another address is not affected.
+func TestHTTPAuthRateLimited(t *testing.T) {
+	s := startSecured(t, "")
+	one := s.client
+	s.client = &http.Client{Timeout: 10 * time.Second} // always from 127.0.0.1
+	for range 10 {
+		code, _, _ := s.do(t, "POST", "/v1/events", "hfd_guess", fridge7Event)
+		require.Equal(t, 401, code)
+	}
+	code, _, hdr := s.do(t, "POST", "/v1/events", s.fridge7, fridge7Event)
+	require.Equal(t, 429, code)
+	require.NotEmpty(t, hdr.Get("Retry-After"))
+	code, _, _ = s.do(t, "GET", "/v1/status", s.read, "")
+	require.Equal(t, 429, code, "the API shares the source's budget")
+
+	s.client = one
+	code, _, _ = s.do(t, "POST", "/v1/events", s.fridge7, fridge7Event)
+	require.Equal(t, 200, code, "another address")
+	code, body, _ := s.do(t, "GET", "/metrics", s.admin, "")
+	require.Equal(t, 200, code)
+	require.Contains(t, body, `holdfast_auth_rate_limited_total{transport="http"} 1`)
+	require.Contains(t, body, `holdfast_auth_rate_limited_total{transport="api"} 1`)
+	require.Equal(t, 10.0, s.failures(t, "http", "malformed"))
+}
