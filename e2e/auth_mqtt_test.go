@@ -28,9 +28,13 @@ func TestMQTTAuthentication(t *testing.T) {
 	require.NoError(t, err)
 	tokB, err := auth.AddDevice(devices, "dev-b", nil)
 	require.NoError(t, err)
+	tokens := filepath.Join(dir, "tokens.yaml")
+	reader, err := auth.AddToken(tokens, "test", auth.RoleRead)
+	require.NoError(t, err)
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	writeFile(t, cfg, fmt.Sprintf("security:\n  devices: %s\n", devices))
+	writeFile(t, cfg, fmt.Sprintf("security:\n  devices: %s\n  tokens: %s\n", devices, tokens))
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
+	p.token = reader // the queries below: HTTP answers reads only to an API token
 
 	connect3 := func(id, user, pass string) (mqtt.Client, error) {
 		c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + p.mqttAddr).SetClientID(id).SetProtocolVersion(4).

@@ -176,7 +176,7 @@ func TestBadInputIsRejectedPrecisely(t *testing.T) {
 
 func get(t *testing.T, p *proc, path string) string {
 	t.Helper()
-	resp, err := http.Get(p.url(path))
+	resp, err := p.getResp(p.url(path))
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)

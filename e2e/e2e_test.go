@@ -47,8 +47,11 @@ type proc struct {
 	httpAddr string
 	mqttAddr string
 	done     chan struct{}
-	logMu    sync.Mutex
-	log      strings.Builder
+	// token, if set, is the API token the query helpers (get, allEvents)
+	// send: a node with security on answers reads only to one.
+	token string
+	logMu sync.Mutex
+	log   strings.Builder
 }
 
 var readyRE = regexp.MustCompile(`msg="node ready".* http_addr=(\S+) mqtt_addr=(\S+)`)
@@ -125,6 +128,18 @@ func (p *proc) stop(t *testing.T) {
 
 func (p *proc) url(path string) string { return "http://" + p.httpAddr + path }
 
+// getResp GETs u with p's API token, if it has one.
+func (p *proc) getResp(u string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
+	return http.DefaultClient.Do(req)
+}
+
 // storedEvent is one element of GET /v1/events.
 type storedEvent struct {
 	Offset   uint64  `json:"offset"`
@@ -145,7 +160,7 @@ func allEvents(t *testing.T, p *proc, filter string) []storedEvent {
 		if cursor != "" {
 			u += "&cursor=" + cursor
 		}
-		resp, err := http.Get(u)
+		resp, err := p.getResp(u)
 		if err != nil {
 			t.Fatal(err)
 		}

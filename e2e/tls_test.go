@@ -32,8 +32,11 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	ca := tlstest.NewCA(t, "site CA")
 	cert, key := ca.Server(t, "first").Write(t, dir, "server")
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	writeFile(t, cfg, fmt.Sprintf("security:\n  tls: {cert: %s, key: %s, client_ca: %s}\n",
-		cert, key, ca.WriteCA(t, dir, "client-ca.pem")))
+	// client_ca turns authentication on: `holdfast status` needs a token.
+	tokens := filepath.Join(dir, "tokens.yaml")
+	readToken, _ := holdfastIn(t, dir, "token", "add", "status", "--role", "read", "--tokens", tokens)
+	writeFile(t, cfg, fmt.Sprintf("security:\n  tokens: %s\n  tls: {cert: %s, key: %s, client_ca: %s}\n",
+		tokens, cert, key, ca.WriteCA(t, dir, "client-ca.pem")))
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg)
 
 	// served GETs /healthz on c and returns the certificate's common name and
@@ -92,7 +95,8 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	require.Equal(t, "second", conn.ConnectionState().PeerCertificates[0].Subject.CommonName, "MQTT: the new certificate")
 	conn.Close()
 
-	out, err := exec.Command(binary, "status", "--addr", p.httpAddr, "--ca", filepath.Join(dir, "client-ca.pem")).CombinedOutput()
+	out, err := exec.Command(binary, "status", "--addr", p.httpAddr, "--ca", filepath.Join(dir, "client-ca.pem"),
+		"--token", strings.TrimSpace(readToken)).CombinedOutput()
 	require.NoError(t, err, "holdfast status over HTTPS: %s", out)
 
 	p.stop(t)

@@ -23,6 +23,7 @@ func benchIngestCmd() *cobra.Command {
 	var (
 		o                          bench.Options
 		asJSON, quiet, allowErrors bool
+		token                      func() (string, error)
 	)
 	c := &cobra.Command{
 		Use:   "ingest",
@@ -34,9 +35,18 @@ throughput, ack latency percentiles, the node's memory and a throughput chart.
 
 Without --target it starts a node of its own (this binary's "run") on
 127.0.0.1 with a temporary data directory, and stops it at the end.
-It exits non-zero if any event was not acknowledged, unless --allow-errors.`,
+It exits non-zero if any event was not acknowledged, unless --allow-errors.
+
+A --target with security on: --token (or $HOLDFAST_TOKEN, or --token-file)
+gives the API token that reads its /metrics. The simulated devices send no
+device tokens, so load a node without security.devices (as the node bench
+starts itself is).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			var err error
+			if o.Token, err = token(); err != nil {
+				return err
+			}
 			if c.Flags().Changed("count") && !c.Flags().Changed("duration") {
 				o.Duration = 0 // --count alone bounds the run
 			}
@@ -94,6 +104,7 @@ It exits non-zero if any event was not acknowledged, unless --allow-errors.`,
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar or notices on stderr")
 	f.BoolVar(&allowErrors, "allow-errors", false, "exit 0 even if some events were not acknowledged")
+	token = tokenFlags(c)
 	return c
 }
 

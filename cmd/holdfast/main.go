@@ -34,6 +34,7 @@ func main() {
 func runCmd() *cobra.Command {
 	var (
 		file                                                            string
+		insecure                                                        bool
 		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
 	)
 	c := &cobra.Command{
@@ -59,6 +60,9 @@ func runCmd() *cobra.Command {
 			set("mqtt-mode", &cfg.MQTT.Mode, mqttMode)
 			set("buffer-engine", &cfg.Buffer.Engine, engine)
 			set("cloud-url", &cfg.Cloud.URL, cloudURL)
+			if insecure {
+				cfg.Security.Insecure = true
+			}
 			return run(cfg)
 		},
 	}
@@ -71,6 +75,7 @@ func runCmd() *cobra.Command {
 	f.StringVar(&mqttMode, "mqtt-mode", "", "MQTT ingest: embedded, external or off (default embedded)")
 	f.StringVar(&engine, "buffer-engine", "", "buffer engine: log (default), sqlite or pebble")
 	f.StringVar(&cloudURL, "cloud-url", "", "cloud ingest to sync to, e.g. nats://127.0.0.1:4222 (default: none)")
+	f.BoolVar(&insecure, "insecure", false, "accept listening beyond this host without authentication (security.insecure); logs a warning")
 	return c
 }
 

@@ -20,6 +20,7 @@ import (
 func statusCmd() *cobra.Command {
 	var addr, caFile string
 	var raw bool
+	var token func() (string, error)
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show a running node's health, buffer, processing and sync state",
@@ -39,7 +40,18 @@ func statusCmd() *cobra.Command {
 				}
 				client.Transport = &http.Transport{TLSClientConfig: tc}
 			}
-			resp, err := client.Get(base + "/v1/status")
+			tok, err := token()
+			if err != nil {
+				return err
+			}
+			req, err := http.NewRequest(http.MethodGet, base+"/v1/status", nil)
+			if err != nil {
+				return err
+			}
+			if tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			resp, err := client.Do(req)
 			if err != nil {
 				return fmt.Errorf("no node answering at %s: %w", addr, err)
 			}
@@ -47,6 +59,13 @@ func statusCmd() *cobra.Command {
 			body, err := io.ReadAll(resp.Body)
 			if err != nil {
 				return err
+			}
+			switch resp.StatusCode {
+			case http.StatusUnauthorized, http.StatusForbidden:
+				return fmt.Errorf("%s refused the request (%s): the node has security on; give an API token with --token, $%s or --token-file (holdfast token add NAME --role read)",
+					addr, resp.Status, tokenEnv)
+			case http.StatusTooManyRequests:
+				return fmt.Errorf("%s refused the request (%s): too many failures from this address; wait and retry", addr, resp.Status)
 			}
 			if raw {
 				_, err := c.OutOrStdout().Write(body)
@@ -174,5 +193,6 @@ func statusCmd() *cobra.Command {
 	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "the node's HTTP address (https://host:port for a node with security.tls)")
 	c.Flags().StringVar(&caFile, "ca", "", "PEM CAs to trust for a node serving HTTPS (implies https://)")
 	c.Flags().BoolVar(&raw, "json", false, "print /v1/status as JSON")
+	token = tokenFlags(c)
 	return c
 }

@@ -1,6 +1,8 @@
 // Package api is holdfast's HTTP surface apart from ingest itself: local event
 // queries, status, health, Prometheus metrics and the status page. Routes and
-// response shapes follow DESIGN §10 and are a public interface.
+// response shapes follow DESIGN §10 and are a public interface. With
+// Options.Auth every route but /healthz and ingest needs an API token (auth.go);
+// LimitPerSource bounds the requests one address has in progress.
 //
 // prometheus/client_golang's promhttp serves /metrics.
 package api
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -90,16 +93,22 @@ type Options struct {
 	OpenWindows func(stream, device string, size time.Duration, from, to int64) []window.Result
 	// Alerts gives alerts for GET /v1/alerts, filtered by state and severity.
 	Alerts func(state, severity string) []alert.Alert
+	// Auth, if set, requires an API token on every route but /healthz and
+	// POST /v1/events (which authenticates devices itself): role read for
+	// the queries, status, /metrics and the status page. No route needs
+	// admin yet; admin allows all that read does.
+	Auth *auth.Guard
 }
 
 // New returns the node's HTTP handler.
 func New(o Options) http.Handler {
 	mux := http.NewServeMux()
+	read := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, needRole(o.Auth, auth.RoleRead, h)) }
 	mux.Handle("POST /v1/events", o.Ingest)
-	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) })
-	mux.HandleFunc("GET /v1/windows", func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) })
-	mux.HandleFunc("GET /v1/alerts", func(w http.ResponseWriter, r *http.Request) { queryAlerts(w, r, o) })
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	read("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) })
+	read("GET /v1/windows", func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) })
+	read("GET /v1/alerts", func(w http.ResponseWriter, r *http.Request) { queryAlerts(w, r, o) })
+	read("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -110,8 +119,8 @@ func New(o Options) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	read("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+	read("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, o.Status())
 	})

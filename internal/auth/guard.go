@@ -1,6 +1,8 @@
 package auth
 
-import "fmt"
+import (
+	"fmt"
+)
 
 // Guard is what a listener calls: it refuses a source that has failed too
 // often, verifies the credentials, and counts each refusal by reason, for
@@ -66,4 +68,14 @@ func (g Guard) done(addr string, err error) error {
 		g.Limiter.Failure(addr)
 	}
 	return err
+}
+
+// Refuse counts err, a refusal the listener found before asking the
+// Authenticator (a malformed Authorization header, say), as Device would:
+// ErrRateLimited if the source is already over its budget.
+func (g Guard) Refuse(addr string, err error) error {
+	if lerr := g.allow(addr); lerr != nil {
+		return lerr
+	}
+	return g.done(addr, err)
 }

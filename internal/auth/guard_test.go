@@ -47,3 +47,19 @@ func TestGuard(t *testing.T) {
 	_, err = Guard{Auth: a}.Device(addr, dev)
 	require.NoError(t, err)
 }
+
+// TestGuardRefuse: Refuse counts what the listener found itself, and spends
+// the source's budget like a wrong token.
+func TestGuardRefuse(t *testing.T) {
+	f := newFixture(t)
+	f.addDevice(t, "fridge-7")
+	a := f.open(t)
+	m := NewMetrics(prometheus.NewRegistry())
+	lim, _ := newTestLimiter(LimiterOptions{Burst: 2})
+	g := Guard{Auth: a, Limiter: lim, Metrics: m, Transport: TransportHTTP}
+	const addr = "192.0.2.9:5000"
+	require.ErrorIs(t, g.Refuse(addr, ErrMalformed), ErrMalformed)
+	require.ErrorIs(t, g.Refuse(addr, ErrMalformed), ErrMalformed)
+	require.ErrorIs(t, g.Refuse(addr, ErrMalformed), ErrRateLimited, "two failures spent the budget")
+	require.Equal(t, 2.0, promtest.ToFloat64(m.FailuresFor("http", "malformed")))
+}

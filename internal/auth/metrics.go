@@ -49,3 +49,9 @@ func (m *Metrics) RateLimited(transport string) {
 		m.limited.WithLabelValues(transport).Inc()
 	}
 }
+
+// FailuresFor returns the failure counter of transport and reason (tests, and
+// a listener that shows its own count).
+func (m *Metrics) FailuresFor(transport, reason string) prometheus.Counter {
+	return m.failures.WithLabelValues(transport, reason)
+}

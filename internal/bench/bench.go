@@ -45,6 +45,10 @@ type Options struct {
 	// HTTPTarget is where the node's /metrics is scraped when Target is an
 	// MQTT broker (default: Target's host, port 8080).
 	HTTPTarget string
+	// Token is an API token (role read) for the target's /metrics when it
+	// has security on. Device authentication is not driven: the load goes
+	// to a node without security.devices (its own started node is one).
+	Token string
 
 	Devices     int           // simulated devices (default 100)
 	Rate        float64       // events/s over all devices; 0: flat out
@@ -266,7 +270,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}
 	rep.Target = loadAddr
 
-	sc := newScraper(metricsAddr)
+	sc := newScraper(metricsAddr, o.Token)
 	defer sc.close()
 	before, beforeErr := sc.scrape(ctx)
 	if beforeErr != nil {

@@ -31,11 +31,12 @@ type scraper struct {
 	url       string
 	transport *http.Transport // its own: a scrape must not queue behind the load
 	client    *http.Client
+	token     string // API token (role read) for a node with security on
 }
 
-func newScraper(addr string) *scraper {
+func newScraper(addr, token string) *scraper {
 	t := &http.Transport{MaxIdleConnsPerHost: 1}
-	return &scraper{url: "http://" + addr + "/metrics", transport: t, client: &http.Client{Timeout: scrapeTimeout, Transport: t}}
+	return &scraper{url: "http://" + addr + "/metrics", transport: t, client: &http.Client{Timeout: scrapeTimeout, Transport: t}, token: token}
 }
 
 func (s *scraper) close() { s.transport.CloseIdleConnections() }
@@ -47,6 +48,9 @@ func (s *scraper) scrape(ctx context.Context) (nodeMetrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if err != nil {
 		return nodeMetrics{}, err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {

@@ -190,6 +190,9 @@ type Notify struct {
 type HTTP struct {
 	Addr         string   `yaml:"addr"`
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"` // after decompression
+	// MaxConcurrentPerSource bounds the requests one source address (IPv6:
+	// its /64) has in progress at once; over it the node answers 429.
+	MaxConcurrentPerSource int `yaml:"max_concurrent_per_source"`
 }
 
 // MQTT configures MQTT ingest.
@@ -250,7 +253,7 @@ func Default() Config {
 	return Config{
 		NodeID:  host,
 		DataDir: "./holdfast-data",
-		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 16 << 20},
+		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 16 << 20, MaxConcurrentPerSource: 64},
 		MQTT: MQTT{
 			Mode:       "embedded",
 			Addr:       "127.0.0.1:1883",
@@ -323,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if err := checkAddr(c.HTTP.Addr); err != nil {
 		bad("http.addr", "%v", err)
+	}
+	if c.HTTP.MaxConcurrentPerSource < 1 {
+		bad("http.max_concurrent_per_source", "%d must be at least 1", c.HTTP.MaxConcurrentPerSource)
 	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes", "%d is below the minimum of 1KiB", c.HTTP.MaxBodyBytes)

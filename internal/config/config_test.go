@@ -77,9 +77,11 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg.Buffer.MaxBytes = cfg.Buffer.SegmentBytes
 	cfg.Log.Level = "loud"
 	cfg.MQTT.MaxConnectionsPerSource = -1
+	cfg.HTTP.MaxConcurrentPerSource = 0
 	err := cfg.Validate()
 	for _, want := range []string{
 		`http.addr: "localhost" is not host:port`,
+		"http.max_concurrent_per_source: 0 must be at least 1",
 		`mqtt.mode: "bridge" must be embedded, external or off`,
 		`buffer.engine: "rocksdb" must be log, sqlite or pebble`,
 		"buffer.max_bytes:",

@@ -20,6 +20,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
+	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/backup"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
@@ -63,13 +64,21 @@ type Node struct {
 	gate     *pressure.Gate // what the buffer's pressure level lets in
 
 	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
-	stopHUP    func()            // stops reloading them on SIGHUP
+	stopHUP    func()            // stops reloading them and the credentials on SIGHUP
 	tlsReloads *prometheus.CounterVec
 	httpLn     net.Listener
 	httpSrv    *http.Server
 	broker     *mqttin.Broker
 	sub        *mqttin.Subscriber
 	stopSub    context.CancelFunc
+
+	// auth holds the devices and tokens (nil: no security configured);
+	// authLimiter and authMetrics are the node's one failure limiter and
+	// counters, shared by every listener (auth.go).
+	auth        *auth.Authenticator
+	authLimiter *auth.Limiter
+	authMetrics *auth.Metrics
+	stopAuth    context.CancelFunc // stops watching the files
 }
 
 // Start opens the data directory and starts every component. On error,
@@ -140,6 +149,10 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err := n.loadTLS(); err != nil {
 		return nil, err
 	}
+	if err := n.newAuth(); err != nil {
+		return nil, err
+	}
+	n.handleHUP()
 	im := ingest.NewMetrics(n.reg)
 	limits := event.Limits{MaxFuture: cfg.Ingest.MaxFuture}
 	if err := n.startMQTT(im, limits); err != nil {
@@ -432,7 +445,9 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	opts := api.Options{
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger, Admit: n.admit,
+			Auth: n.guard(auth.TransportHTTP),
 		}, n.store, im),
+		Auth:     n.guard(auth.TransportAPI),
 		Store:    n.store,
 		Status:   n.Status,
 		Gatherer: n.reg,
@@ -440,7 +455,7 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	if n.proc != nil {
 		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
 	}
-	h := api.New(opts)
+	h := api.LimitPerSource(api.New(opts), n.cfg.HTTP.MaxConcurrentPerSource)
 	n.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -535,6 +550,9 @@ func (n *Node) Close() error {
 	var errs []error
 	if n.stopHUP != nil {
 		n.stopHUP()
+	}
+	if n.stopAuth != nil {
+		n.stopAuth()
 	}
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -3,9 +3,6 @@ package node
 import (
 	"crypto/tls"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,9 +11,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
 )
 
-// loadTLS loads the listeners' certificates (security.tls) and reloads them on
-// SIGHUP: new connections get the new files, connections up keep theirs.
-// Without security.tls it does nothing, and SIGHUP keeps its default action.
+// loadTLS loads the listeners' certificates (security.tls); handleHUP reloads
+// them on SIGHUP: new connections get the new files, connections up keep
+// theirs. Without security.tls it does nothing.
 func (n *Node) loadTLS() error {
 	t := n.cfg.Security.TLS
 	if t.Cert == "" {
@@ -36,23 +33,6 @@ func (n *Node) loadTLS() error {
 		Help: "When the listeners' certificate in force expires (Unix time).",
 	}, func() float64 { return float64(r.Certificate().NotAfter.Unix()) }))
 	n.log.Info("TLS on the listeners", "cert", t.Cert, "not_after", r.Certificate().NotAfter, "client_ca", t.ClientCA)
-	hup := make(chan os.Signal, 1)
-	done := make(chan struct{})
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for {
-			select {
-			case <-hup:
-				_ = n.ReloadTLS()
-			case <-done:
-				return
-			}
-		}
-	}()
-	n.stopHUP = func() {
-		signal.Stop(hup)
-		close(done)
-	}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,13 +21,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf/tlstest"
 )
 
+// deviceTokens are the tokens of device d1 on the nodes tlsNode started:
+// client_ca turns authentication on, so ingest needs a device.
+var deviceTokens sync.Map // *Node → string
+
 // tlsNode starts a node with HTTPS and MQTT over TLS, client certificates
-// from ca verified if given.
+// from ca verified if given, and device d1 in its devices file.
 func tlsNode(t *testing.T, ca *tlstest.CA, server tlstest.Leaf) (*Node, string) {
 	t.Helper()
 	dir := t.TempDir()
@@ -37,8 +43,12 @@ func tlsNode(t *testing.T, ca *tlstest.CA, server tlstest.Leaf) (*Node, string) 
 	cfg.Windows.Enabled = false
 	cfg.Security.TLS.Cert, cfg.Security.TLS.Key = server.Write(t, dir, "server")
 	cfg.Security.TLS.ClientCA = ca.WriteCA(t, dir, "client-ca.pem")
+	cfg.Security.Devices = filepath.Join(dir, "devices.yaml")
+	token, err := auth.AddDevice(cfg.Security.Devices, "d1", nil)
+	require.NoError(t, err)
 	n, err := Start(cfg, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
+	deviceTokens.Store(n, token)
 	t.Cleanup(func() { n.Close() })
 	return n, dir
 }
@@ -48,8 +58,16 @@ func postEvent(n *Node, tc *tls.Config) (int, error) {
 	tr := &http.Transport{TLSClientConfig: tc}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	resp, err := c.Post("https://"+n.HTTPAddr()+"/v1/events", "application/json",
+	req, err := http.NewRequest("POST", "https://"+n.HTTPAddr()+"/v1/events",
 		strings.NewReader(`{"device_id":"d1","stream":"temp","value":21.5}`))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if tok, ok := deviceTokens.Load(n); ok {
+		req.Header.Set("Authorization", "Bearer "+tok.(string))
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}

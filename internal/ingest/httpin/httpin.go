@@ -2,6 +2,9 @@
 // array or NDJSON, optionally gzip- or zstd-compressed. It decodes and validates,
 // hands the valid events to an ingest.Appender, and answers only once they are
 // durable. Invalid events are reported by index and never affect valid ones.
+// With Options.Auth the request must come from a device (a bearer device
+// token or a client certificate, auth.go), and an event of another device or
+// of a stream it may not send is one more invalid event.
 //
 // klauspost/compress provides the zstd decoder; gzip is the standard library's.
 package httpin
@@ -22,6 +25,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 )
@@ -35,7 +39,13 @@ type Options struct {
 	// Admit, if set, decides per event whether the buffer's pressure lets
 	// it in: "" admits, anything else is the reason it is kept out (the
 	// buffer's pressure level refuses or samples its stream).
-	Admit  func(stream string) string
+	Admit func(stream string) string
+	// Auth, if set, requires every request to come from a device: a bearer
+	// device token, or a verified client certificate naming an active
+	// device (see authenticate). Each event must then be that device's and
+	// of a stream it may send (auth.Device.CanSend); the others are
+	// rejected by index.
+	Auth   *auth.Guard
 	Logger *slog.Logger
 	Now    func() time.Time
 }
@@ -84,6 +94,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, http.StatusMethodNotAllowed, "", "method %s not allowed; use POST", r.Method)
 		return
 	}
+	var dev *deviceID
+	if h.opts.Auth != nil {
+		d, err := h.authenticate(r)
+		if err != nil {
+			h.refuse(w, err)
+			return
+		}
+		dev = &d
+	}
 	buf := h.getBuf()
 	defer h.bufs.Put(buf)
 	if status, err := h.readBody(r, buf); err != nil {
@@ -108,8 +127,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.m.Rejected.WithLabelValues(transport, reasonOf(rj.Err)).Inc()
 	}
 	kept := 0
-	if h.opts.Admit != nil {
-		evs, kept = h.admit(evs, rejections, &resp)
+	if h.opts.Admit != nil || dev != nil {
+		evs, kept = h.screen(evs, rejections, dev, &resp)
 	}
 	if len(evs) > 0 {
 		res, err := h.app.Append(r.Context(), evs)
@@ -141,17 +160,31 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, resp)
 }
 
-// admit applies Options.Admit to the valid events: it returns those let in and
-// how many were kept out, each added to resp with its index in the body.
-func (h *Handler) admit(evs []event.Event, rejections []event.Rejection, resp *Response) ([]event.Event, int) {
+// screen checks the valid events against the device that sent them (dev,
+// nil without auth) and applies Options.Admit: it returns those let in and how
+// many the buffer's pressure kept out; each refused event is added to resp
+// with its index in the body.
+func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *deviceID, resp *Response) ([]event.Event, int) {
 	// Rejections come in body order: walking them alongside the events gives
 	// each event its index in the body, with nothing allocated.
-	in, kept, index, next := evs[:0], 0, 0, 0
+	in, kept, index, next, refused := evs[:0], 0, 0, 0, 0
 	for _, ev := range evs {
 		for next < len(rejections) && rejections[next].Index == index {
 			next, index = next+1, index+1
 		}
-		if why := h.opts.Admit(ev.Stream); why != "" {
+		if dev != nil {
+			if err := dev.CanSend(ev.DeviceID, ev.Stream); err != nil {
+				resp.Rejected = append(resp.Rejected, Rejected{Index: index, Error: dev.explain(ev, err)})
+				h.m.Rejected.WithLabelValues(transport, auth.Reason(err)).Inc()
+				h.opts.Auth.Metrics.Failure(auth.TransportHTTP, err)
+				refused++
+				index++
+				continue
+			}
+		}
+		if h.opts.Admit == nil {
+			in = append(in, ev)
+		} else if why := h.opts.Admit(ev.Stream); why != "" {
 			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
 				Error: fmt.Sprintf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)})
 			h.m.Rejected.WithLabelValues(transport, why).Inc()
@@ -161,7 +194,7 @@ func (h *Handler) admit(evs []event.Event, rejections []event.Rejection, resp *R
 		}
 		index++
 	}
-	if kept > 0 && len(rejections) > 0 {
+	if kept+refused > 0 && len(rejections) > 0 {
 		slices.SortFunc(resp.Rejected, func(a, b Rejected) int { return a.Index - b.Index })
 	}
 	return in, kept
