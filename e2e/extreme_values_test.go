@@ -19,29 +19,10 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/event"
 )
 
-// extremeWindow is one element of GET /v1/windows, overflow included.
-type extremeWindow struct {
-	ID       string  `json:"id"`
-	Stream   string  `json:"stream"`
-	DeviceID string  `json:"device_id"`
-	Size     string  `json:"size"`
-	Count    uint64  `json:"count"`
-	Sum      float64 `json:"sum"`
-	Overflow bool    `json:"overflow"`
-	Min      float64 `json:"min"`
-	Max      float64 `json:"max"`
-	Mean     float64 `json:"mean"`
-	Last     float64 `json:"last"`
-	P50      float64 `json:"p50"`
-	P95      float64 `json:"p95"`
-	P99      float64 `json:"p99"`
-	Final    bool    `json:"final"`
-}
-
 // getWindows answers GET /v1/windows?query, requiring a whole JSON 200 answer
 // whose every window is sane: finite aggregates, quantiles and mean within
 // [min, max], a saturated sum exactly when overflow is set.
-func getWindows(t *testing.T, p *proc, query string) []extremeWindow {
+func getWindows(t *testing.T, p *proc, query string) []windowJSON {
 	t.Helper()
 	resp, err := http.Get(p.url("/v1/windows?limit=10000&" + query))
 	require.NoError(t, err)
@@ -50,7 +31,7 @@ func getWindows(t *testing.T, p *proc, query string) []extremeWindow {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /v1/windows?%s: %s", query, body)
 	var page struct {
-		Windows []extremeWindow `json:"windows"`
+		Windows []windowJSON `json:"windows"`
 	}
 	require.NoError(t, json.Unmarshal(body, &page), "GET /v1/windows?%s answered %q", query, body)
 	for _, w := range page.Windows {
@@ -125,7 +106,7 @@ cloud:
 	require.InEpsilon(t, 3*1.7e308/5, huge5.Mean, 1e-15)
 	require.Equal(t, -1.7e308, huge5.Min)
 	require.Equal(t, 1.7e308, huge5.Max)
-	checkHuge1m := func(ws []extremeWindow, final bool) {
+	checkHuge1m := func(ws []windowJSON, final bool) {
 		t.Helper()
 		require.Len(t, ws, 2)
 		for _, w := range ws {

@@ -36,6 +36,7 @@ alerts:
     - {name: hot-avg, stream: temp, source: window, window: 1s, aggregate: mean, op: ">", threshold: 60}
 `
 
+// windowJSON is one element of GET /v1/windows.
 type windowJSON struct {
 	ID       string  `json:"id"`
 	Stream   string  `json:"stream"`
@@ -44,6 +45,7 @@ type windowJSON struct {
 	Start    string  `json:"start"`
 	Count    uint64  `json:"count"`
 	Sum      float64 `json:"sum"`
+	Overflow bool    `json:"overflow"`
 	Min      float64 `json:"min"`
 	Max      float64 `json:"max"`
 	Mean     float64 `json:"mean"`

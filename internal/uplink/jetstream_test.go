@@ -274,11 +274,7 @@ func TestFoundRecordsStayFoundAcrossLanes(t *testing.T) {
 	url, js := testCloud(t)
 	ctx := context.Background()
 
-	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
-	var b cloud.Batch
-	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
-	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
-	require.NoError(t, err)
+	storedUnacked(t, js, 5) // record 5 (critical) reached the cloud, its PubAck did not reach the node
 
 	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
@@ -348,11 +344,7 @@ func TestDuplicateAckKeepsFoundRecordsFound(t *testing.T) {
 	ctx := context.Background()
 	ids := map[string]uint64{}
 
-	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
-	var b cloud.Batch
-	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
-	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
-	require.NoError(t, err)
+	storedUnacked(t, js, 5) // record 5 (critical) reached the cloud, its PubAck did not reach the node
 
 	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneNormal: 0}, nil))
@@ -413,11 +405,7 @@ func TestDuplicateAckInFailedBatch(t *testing.T) {
 	ctx := context.Background()
 	ids := map[string]uint64{}
 
-	// Record 5 (critical) reached the cloud, its PubAck did not reach the node.
-	var b cloud.Batch
-	b.Append(5, eventRecord(5, "door", LaneCritical).Payload)
-	_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
-	require.NoError(t, err)
+	storedUnacked(t, js, 5) // record 5 (critical) reached the cloud, its PubAck did not reach the node
 
 	a := NewJetStreamSink(JetStreamOptions{URL: url, NodeID: "n1"})
 	require.NoError(t, a.Resume(ctx, map[Lane]uint64{LaneCritical: 0, LaneHigh: 9, LaneNormal: 0}, nil))
@@ -445,4 +433,14 @@ func TestDuplicateAckInFailedBatch(t *testing.T) {
 		eventRecord(10, "door", LaneCritical)}))
 
 	require.Equal(t, map[uint64]int{0: 1, 1: 1, 5: 1, 6: 1, 7: 1, 9: 1, 10: 1}, storedCounts(ctx, t, js))
+}
+
+// storedUnacked stores critical event record off on n1's door subject, as a
+// publish whose PubAck never reached the node.
+func storedUnacked(t *testing.T, js jetstream.JetStream, off uint64) {
+	t.Helper()
+	var b cloud.Batch
+	b.Append(off, eventRecord(off, "door", LaneCritical).Payload)
+	_, err := js.PublishMsg(context.Background(), cloud.BatchMsg("n1", cloud.KindEvents, "door", "critical", &b, true))
+	require.NoError(t, err)
 }
