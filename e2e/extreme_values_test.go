@@ -17,12 +17,13 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // getWindows answers GET /v1/windows?query, requiring a whole JSON 200 answer
 // whose every window is sane: finite aggregates, quantiles and mean within
 // [min, max], a saturated sum exactly when overflow is set.
-func getWindows(t *testing.T, p *proc, query string) []windowJSON {
+func getWindows(t *testing.T, p *proc, query string) []testutil.WindowJSON {
 	t.Helper()
 	resp, err := http.Get(p.url("/v1/windows?limit=10000&" + query))
 	require.NoError(t, err)
@@ -31,7 +32,7 @@ func getWindows(t *testing.T, p *proc, query string) []windowJSON {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /v1/windows?%s: %s", query, body)
 	var page struct {
-		Windows []windowJSON `json:"windows"`
+		Windows []testutil.WindowJSON `json:"windows"`
 	}
 	require.NoError(t, json.Unmarshal(body, &page), "GET /v1/windows?%s answered %q", query, body)
 	for _, w := range page.Windows {
@@ -106,7 +107,7 @@ cloud:
 	require.InEpsilon(t, 3*1.7e308/5, huge5.Mean, 1e-15)
 	require.Equal(t, -1.7e308, huge5.Min)
 	require.Equal(t, 1.7e308, huge5.Max)
-	checkHuge1m := func(ws []windowJSON, final bool) {
+	checkHuge1m := func(ws []testutil.WindowJSON, final bool) {
 		t.Helper()
 		require.Len(t, ws, 2)
 		for _, w := range ws {

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -36,30 +35,10 @@ alerts:
     - {name: hot-avg, stream: temp, source: window, window: 1s, aggregate: mean, op: ">", threshold: 60}
 `
 
-// windowJSON is one element of GET /v1/windows.
-type windowJSON struct {
-	ID       string  `json:"id"`
-	Stream   string  `json:"stream"`
-	DeviceID string  `json:"device_id"`
-	Size     string  `json:"size"`
-	Start    string  `json:"start"`
-	Count    uint64  `json:"count"`
-	Sum      float64 `json:"sum"`
-	Overflow bool    `json:"overflow"`
-	Min      float64 `json:"min"`
-	Max      float64 `json:"max"`
-	Mean     float64 `json:"mean"`
-	Last     float64 `json:"last"`
-	P50      float64 `json:"p50"`
-	P95      float64 `json:"p95"`
-	P99      float64 `json:"p99"`
-	Final    bool    `json:"final"`
-}
-
 // finalWindows pages through every closed window in the log.
-func finalWindows(t *testing.T, p *proc) []windowJSON {
+func finalWindows(t *testing.T, p *proc) []testutil.WindowJSON {
 	t.Helper()
-	var out []windowJSON
+	var out []testutil.WindowJSON
 	cursor := ""
 	for {
 		u := p.url("/v1/windows?device_id=*&limit=10000")
@@ -69,8 +48,8 @@ func finalWindows(t *testing.T, p *proc) []windowJSON {
 		resp, err := http.Get(u)
 		require.NoError(t, err)
 		var page struct {
-			Windows []windowJSON `json:"windows"`
-			Next    string       `json:"next"`
+			Windows []testutil.WindowJSON `json:"windows"`
+			Next    string                `json:"next"`
 		}
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
 		resp.Body.Close()
@@ -84,15 +63,6 @@ func finalWindows(t *testing.T, p *proc) []windowJSON {
 		}
 		cursor = page.Next
 	}
-}
-
-type rawEvent struct {
-	Offset   uint64  `json:"offset"`
-	DeviceID string  `json:"device_id"`
-	Stream   string  `json:"stream"`
-	TS       string  `json:"ts"`
-	Value    float64 `json:"value"`
-	Late     bool    `json:"late"`
 }
 
 // TestWindowsSurviveCrashes SIGKILLs the node while events stream in,
@@ -214,15 +184,15 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	})
 	time.Sleep(200 * time.Millisecond) // the writer's flush interval is 20 ms
 	events := allEvents(t, p, "")
-	raw := make([]rawEvent, 0, len(events))
+	raw := make([]testutil.RawEvent, 0, len(events))
 	for _, e := range events {
-		raw = append(raw, rawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
+		raw = append(raw, testutil.RawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
 	}
 	got := finalWindows(t, p)
 	p.stop(t)
 	alerts := logAlertRecords(t, data)
 
-	want := recomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
+	want := testutil.RecomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
 	ids := map[string]int{}
 	for _, w := range got {
 		ids[w.ID]++
@@ -233,21 +203,7 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	for k, n := range alerts {
 		require.Equal(t, 1, n, "alert record %s written %d times", k, n)
 	}
-	require.Equal(t, len(want), len(got), "closed windows: recompute has %d, the log has %d", len(want), len(got))
-	for _, w := range got {
-		r, ok := want[w.ID]
-		require.True(t, ok, "window %s in the log but not in the recompute", w.ID)
-		require.Equal(t, r.count, w.Count, w.ID)
-		require.Equal(t, r.sum, w.Sum, w.ID)
-		require.Equal(t, r.min, w.Min, w.ID)
-		require.Equal(t, r.max, w.Max, w.ID)
-		require.Equal(t, r.last, w.Last, w.ID)
-		require.InDelta(t, r.sum/float64(r.count), w.Mean, 1e-9, w.ID)
-		for q, got := range map[float64]float64{0.5: w.P50, 0.95: w.P95, 0.99: w.P99} {
-			exact := r.quantile(q)
-			require.LessOrEqual(t, math.Abs(got-exact), 0.01*math.Abs(exact)+1e-9, "%s p%v: got %v, exact %v", w.ID, q*100, got, exact)
-		}
-	}
+	testutil.RequireWindowsEqual(t, want, got)
 	t.Logf("%d crashes, %d events acknowledged, %d stored, %d windows closed, all equal to the recompute; %d alert records",
 		rounds, acked, len(raw), len(got), len(alerts))
 	require.Greater(t, len(got), 100, "too few windows closed to prove anything")
@@ -274,85 +230,4 @@ func logAlertRecords(t *testing.T, dataDir string) map[string]int {
 			out[alertKey(a.ID(), a.Firing)]++
 		}
 	}
-}
-
-type recomputed struct {
-	count         uint64
-	sum, min, max float64
-	last          float64
-	lastTS        int64
-	values        []float64
-}
-
-func (r *recomputed) quantile(q float64) float64 {
-	v := slices.Clone(r.values)
-	sort.Float64s(v)
-	return v[int(q*float64(len(v)-1))]
-}
-
-// recomputeWindows applies holdfast's window rule to the stored events in log
-// order, naively: per stream the watermark is the highest event time seen
-// minus the lateness; an event whose window has ended at or before the
-// watermark is late for that size; a window closes once the watermark reaches
-// its end. It returns the closed windows by id.
-func recomputeWindows(t *testing.T, events []rawEvent, sizes []time.Duration, lateness time.Duration) map[string]*recomputed {
-	t.Helper()
-	sort.Slice(events, func(i, j int) bool { return events[i].Offset < events[j].Offset })
-	open := map[string]*recomputed{}
-	ends := map[string]int64{}
-	closed := map[string]*recomputed{}
-	maxTS := map[string]int64{}
-	wm := map[string]int64{}
-	for _, e := range events {
-		tt, err := time.Parse(time.RFC3339Nano, e.TS)
-		require.NoError(t, err)
-		ts := tt.UnixMilli()
-		w, seen := wm[e.Stream]
-		for _, size := range sizes {
-			sz := size.Milliseconds()
-			start := ts - ((ts%sz)+sz)%sz
-			if seen && start+sz <= w {
-				continue // late for this size
-			}
-			for _, dev := range []string{e.DeviceID, "*"} {
-				id := fmt.Sprintf("%s/%s/%d/%d", e.Stream, dev, sz, start)
-				r := open[id]
-				if r == nil {
-					r = &recomputed{min: math.Inf(1), max: math.Inf(-1), lastTS: math.MinInt64}
-					open[id] = r
-					ends[id] = start + sz
-				}
-				r.count++
-				r.sum += e.Value
-				r.min, r.max = math.Min(r.min, e.Value), math.Max(r.max, e.Value)
-				if ts >= r.lastTS {
-					r.last, r.lastTS = e.Value, ts
-				}
-				r.values = append(r.values, e.Value)
-			}
-		}
-		if !seen || ts > maxTS[e.Stream] {
-			maxTS[e.Stream] = ts
-		}
-		if nw := maxTS[e.Stream] - lateness.Milliseconds(); !seen || nw > w {
-			wm[e.Stream] = nw
-		}
-		for id, end := range ends {
-			if streamOf(id) == e.Stream && end <= wm[e.Stream] {
-				closed[id] = open[id]
-				delete(open, id)
-				delete(ends, id)
-			}
-		}
-	}
-	return closed
-}
-
-func streamOf(id string) string {
-	for i := range id {
-		if id[i] == '/' {
-			return id[:i]
-		}
-	}
-	return id
 }
