@@ -50,6 +50,36 @@ type Status struct {
 	// decode and skipped (store.SkipNonFinite, store.SkipCorrupt) since
 	// the node started; also holdfast_query_skipped_records_total.
 	QuerySkipped map[string]uint64 `json:"query_skipped_records"`
+	// HA is this node's place in an HA pair; absent outside one.
+	HA *HAStatus `json:"ha,omitempty"`
+}
+
+// HAStatus is a pair member's state: its role (primary, standby, or
+// candidate while it knows of no primary it may follow or be), the current
+// term, the replication mode and lag, and the primary.
+type HAStatus struct {
+	Role        string     `json:"role"`
+	Term        uint64     `json:"term"`
+	Replication string     `json:"replication"`
+	LagRecords  uint64     `json:"lag_records"`
+	Primary     *HAPrimary `json:"primary"`
+	Member      string     `json:"member"`
+	// Standby is the member that may take over ("" while the primary is
+	// alone); StandbyState the primary's view: alone, joining or paired.
+	Standby      string `json:"standby"`
+	StandbyState string `json:"standby_state,omitempty"`
+	// PrimaryNext is, on a standby, the primary's next offset as last seen;
+	// LastContact when the two last spoke.
+	PrimaryNext uint64 `json:"primary_next,omitempty"`
+	LastContact string `json:"last_contact,omitempty"`
+}
+
+// HAPrimary is where the pair's primary takes devices.
+type HAPrimary struct {
+	NodeID string `json:"node_id"`
+	HTTP   string `json:"http"`
+	MQTT   string `json:"mqtt,omitempty"`
+	Member string `json:"member"`
 }
 
 // BufferStatus describes the durable buffer.

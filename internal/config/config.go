@@ -45,6 +45,7 @@ type Config struct {
 	Log         Log         `yaml:"log"`
 	Checkpoints Checkpoints `yaml:"checkpoints"`
 	Security    Security    `yaml:"security"`
+	HA          HA          `yaml:"ha"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -275,6 +276,7 @@ func Default() Config {
 		Cloud:       Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond},
 		Log:         Log{Level: "info", Format: "text"},
 		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
+		HA:          HADefaults(),
 	}
 }
 
@@ -457,6 +459,7 @@ func (c Config) Validate() error {
 		bad("cloud.max_delay", "must be positive")
 	}
 	c.Security.validate(bad)
+	c.HA.validate(c, bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

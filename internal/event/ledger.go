@@ -13,10 +13,11 @@ const (
 	LossDownsampled     byte = 3
 	LossDropped         byte = 4
 	LossEvictedUnsynced byte = 5
+	LossUnreplicated    byte = 6
 )
 
 var lossNames = [...]string{LossSampled: "sampled", LossRefused: "refused", LossDownsampled: "downsampled",
-	LossDropped: "dropped", LossEvictedUnsynced: "evicted_unsynced"}
+	LossDropped: "dropped", LossEvictedUnsynced: "evicted_unsynced", LossUnreplicated: "unreplicated"}
 
 // LossName is a reason's name, "" for an unknown one.
 func LossName(r byte) string {
@@ -38,7 +39,7 @@ type LedgerRecord struct {
 	Stream   string
 	From, To int64
 	Count    uint64
-	Ranges   []OffsetRange // ascending, disjoint; none for sampled and refused
+	Ranges   []OffsetRange // ascending, disjoint; none for sampled, refused and unreplicated
 }
 
 // AppendBinary appends the record's payload.
@@ -75,7 +76,7 @@ func DecodeLedger(b []byte) (LedgerRecord, error) {
 	l.From, l.To = d.varint(), d.varint()
 	l.Count = d.uvarint()
 	n := d.uvarint()
-	unranged := l.Reason == LossSampled || l.Reason == LossRefused
+	unranged := l.Reason == LossSampled || l.Reason == LossRefused || l.Reason == LossUnreplicated
 	if d.err == nil && (l.From > l.To || l.Count == 0 || n > uint64(len(d.b))/2 || (unranged && n > 0)) {
 		d.fail("ledger times, count or range count out of range")
 	}

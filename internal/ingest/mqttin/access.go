@@ -54,7 +54,7 @@ func NewAccessMetrics(reg prometheus.Registerer) *AccessMetrics {
 	return &AccessMetrics{
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_mqtt_connections_refused_total",
-			Help: "MQTT connections refused other than for their credentials, by reason (source_limit: mqtt.max_connections_per_source; client_id_in_use: another device's session).",
+			Help: "MQTT connections refused other than for their credentials, by reason (source_limit: mqtt.max_connections_per_source; client_id_in_use: another device's session; redirect: a standby sending the device to its primary).",
 		}, []string{"reason"}),
 		denied: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "holdfast_mqtt_acl_denied_total",
@@ -174,6 +174,7 @@ type accessHook struct {
 	conns         *connTable
 	m             *AccessMetrics
 	log           *slog.Logger
+	redirect      func() (ref string, ok bool) // BrokerOptions.Redirect
 }
 
 func (h *accessHook) ID() string { return "holdfast-access" }
@@ -187,6 +188,12 @@ func (h *accessHook) Provides(b byte) bool {
 // MQTT 5's 0x86 for every case, and 0x05 for it in 3.1.1) and returns an
 // error, on which mochi closes the connection.
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	if h.redirect != nil {
+		if ref, ok := h.redirect(); ok {
+			h.m.refuse("redirect")
+			return h.refuseRedirect(cl, ref)
+		}
+	}
 	if h.maxSource > 0 && (h.limitLoopback || !isLoopback(cl.Net.Conn)) && h.conns.sourceConns(cl.Net.Conn) > h.maxSource {
 		h.m.refuse("source_limit")
 		h.log.Debug("connection refused: too many from its source", "remote", cl.Net.Remote, "limit", h.maxSource)
@@ -262,6 +269,21 @@ func (h *accessHook) refuse(cl *mqtt.Client, r refusal) error {
 		h.log.Debug("write CONNACK refusal", "remote", cl.Net.Remote, "error", err)
 	}
 	return r.v5
+}
+
+// refuseRedirect refuses a client this node does not serve: MQTT 5 with
+// 0x9C "use another server" naming ref, MQTT 3.1.1 with 0x03.
+func (h *accessHook) refuseRedirect(cl *mqtt.Client, ref string) error {
+	var err error
+	if cl.Properties.ProtocolVersion == 5 {
+		err = h.srv.SendConnack(cl, packets.ErrUseAnotherServer, false, &packets.Properties{ServerReference: ref})
+	} else {
+		err = cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ReasonCode: 0x03})
+	}
+	if err != nil {
+		h.log.Debug("write CONNACK redirect", "remote", cl.Net.Remote, "error", err)
+	}
+	return packets.ErrUseAnotherServer
 }
 
 // OnConnectAuthenticate accepts: OnConnect refused whoever it had to.

@@ -70,6 +70,13 @@ type BrokerOptions struct {
 	MaxConnectionsPerSource int
 	// limitLoopback limits loopback sources too (tests).
 	limitLoopback bool
+	// Redirect, if set, is asked at every CONNECT whether this node takes
+	// devices at all (a standby of an HA pair does not): ok false admits the
+	// client; otherwise it is refused, MQTT 5 with reason 0x9C "use another
+	// server" and ref as the Server Reference property (none if ref is ""),
+	// MQTT 3.1.1 with return code 0x03 "server unavailable", so the device
+	// moves on to the next server it is configured with.
+	Redirect func() (ref string, ok bool)
 	// AccessMetrics counts the connections and ACL checks refused; nil: not counted.
 	AccessMetrics *AccessMetrics
 	// Auth, if set, replaces the access control above (the per-source
@@ -163,7 +170,8 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	access := opts.Auth
 	if access == nil {
 		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
-			maxSource: opts.MaxConnectionsPerSource, limitLoopback: opts.limitLoopback, conns: b.conns, m: opts.AccessMetrics, log: log}
+			maxSource: opts.MaxConnectionsPerSource, limitLoopback: opts.limitLoopback, conns: b.conns, m: opts.AccessMetrics, log: log,
+			redirect: opts.Redirect}
 	}
 	b.access = access
 	if err := srv.AddHook(access, nil); err != nil {
