@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -85,6 +87,7 @@ type Follower struct {
 	hole    []byte
 
 	// Owned by Run.
+	prev    *uint32  // CRC-32C of the payload at the log's next offset - 1, if known
 	roots   []string // nil until the first reply names them
 	digests map[string][digestSize]byte
 	cache   map[string]fileStat
@@ -163,7 +166,12 @@ func (f *Follower) Run(ctx context.Context) error {
 // fetch sends one fetch and applies its reply.
 func (f *Follower) fetch(ctx context.Context) error {
 	from := f.buf.NextOffset()
-	req := &fetch{term: f.o.Term(), nodeID: f.o.NodeID, member: f.o.Member, from: from}
+	if f.prev == nil && from > 0 {
+		if err := f.readPrev(from); err != nil {
+			return err
+		}
+	}
+	req := &fetch{term: f.o.Term(), nodeID: f.o.NodeID, member: f.o.Member, from: from, prev: f.prev}
 	if f.roots != nil {
 		req.digests = f.digests
 	}
@@ -229,6 +237,8 @@ func (f *Follower) appendRecords(rep *reply) error {
 		if first != base {
 			return errorf(ErrDiverged, "the standby's log gave offset %d to the primary's record %d", first, base)
 		}
+		crc := crc32.Checksum(batch[len(batch)-1], castagnoli)
+		f.prev = &crc
 		f.m.records.Add(float64(len(batch)))
 		f.m.holes.Add(float64(holes))
 		base += uint64(len(batch))
@@ -330,4 +340,21 @@ func positionsWithin(c map[string]uint64, next uint64) bool {
 		}
 	}
 	return true
+}
+
+// readPrev learns the checksum of this member's record at from-1, if it holds
+// one.
+func (f *Follower) readPrev(from uint64) error {
+	r := f.buf.NewReader(from - 1)
+	defer r.Close()
+	off, p, err := r.Next()
+	if errors.Is(err, io.EOF) || (err == nil && off != from-1) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the standby's log at %d: %w", from-1, err)
+	}
+	crc := crc32.Checksum(p, castagnoli)
+	f.prev = &crc
+	return nil
 }

@@ -180,9 +180,9 @@ func records(tb testing.TB, l buffer.Engine) map[uint64][]byte {
 	return out
 }
 
-// sameLog checks that the standby holds at each offset what the primary
-// holds, and a hole at each offset from the primary's FirstOffset... (below
-// its next offset) where the primary holds nothing.
+// sameLog checks that the standby has the primary's next offset and holds at
+// each offset below it what the primary holds there, or a hole where the
+// primary holds nothing.
 func sameLog(t *testing.T, primary, standby buffer.Engine) {
 	t.Helper()
 	if pn, sn := primary.NextOffset(), standby.NextOffset(); pn != sn {

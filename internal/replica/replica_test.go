@@ -307,3 +307,29 @@ func TestStandbyAheadDiverged(t *testing.T) {
 		t.Fatal("the follower went on past a diverged log")
 	}
 }
+
+// A standby whose last record is not the primary's (an old primary's tail
+// that the new primary overwrote) is refused.
+func TestStandbyTailDiverged(t *testing.T) {
+	p := newPair(t, SourceOptions{}, buffer.Options{})
+	appendN(t, p.plog, 10, 10)
+	p.startFollower(t, FollowerOptions{})
+	p.caughtUp(t)
+	if err := p.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// Both write offset 10, differently.
+	appendN(t, p.plog, 3, 12)
+	appendN(t, p.slog, 1, 11)
+	p.startFollower(t, FollowerOptions{})
+	select {
+	case err := <-p.done:
+		p.cancel = nil
+		if !errors.Is(err, ErrDiverged) {
+			t.Fatalf("Run = %v, want ErrDiverged", err)
+		}
+		t.Log(err)
+	case <-time.After(testutil.WaitFor):
+		t.Fatal("the follower went on past a diverged log")
+	}
+}

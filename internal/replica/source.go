@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -266,6 +267,11 @@ func (s *Source) handle(data []byte) ([]byte, error) {
 			return nil, fmt.Errorf("%w: mirrored files: %w", ErrSource, err)
 		}
 	}
+	if f.prev != nil && f.from > 0 && (s.r == nil || s.rNext != f.from) {
+		if err := s.checkPrev(f.from, *f.prev); err != nil {
+			return nil, err
+		}
+	}
 	count, last, err := s.readRecords(f.from, s.budget-fileBytes, len(rep.files)+len(rep.deletes) > 0)
 	if err != nil {
 		return nil, err
@@ -416,3 +422,23 @@ func (s *Source) changedFiles(theirs map[string][digestSize]byte, rep *reply) (i
 	}
 	return used, nil
 }
+
+// checkPrev checks that the standby's record below from, of checksum crc, is
+// the primary's; where the primary holds none there is nothing to check.
+func (s *Source) checkPrev(from uint64, crc uint32) error {
+	r := s.buf.NewReader(from - 1)
+	defer r.Close()
+	off, p, err := r.Next()
+	if errors.Is(err, io.EOF) || (err == nil && off != from-1) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: read the log at %d: %w", ErrSource, from-1, err)
+	}
+	if crc32.Checksum(p, castagnoli) != crc {
+		return errorf(ErrDiverged, "the standby's record at offset %d is not this primary's: its log holds records this primary never wrote", from-1)
+	}
+	return nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -14,6 +14,7 @@ const (
 	wireVersion  = 1
 	digestSize   = 32 // SHA-256
 	flagDigests  = 1  // fetch: digests follow
+	flagPrev     = 2  // fetch: prev_crc follows
 	flagAccepted = 1  // reply: the report was accepted
 )
 
@@ -23,6 +24,7 @@ type fetch struct {
 	nodeID  string
 	member  string
 	from    uint64
+	prev    *uint32                     // CRC-32C of the standby's record at from-1; nil: none sent
 	digests map[string][digestSize]byte // nil: the standby sent none
 	report  []byte
 }
@@ -69,10 +71,18 @@ func (f *fetch) encode() []byte {
 	b = appendString(b, f.nodeID)
 	b = appendString(b, f.member)
 	b = binary.AppendUvarint(b, f.from)
-	if f.digests == nil {
-		b = append(b, 0)
-	} else {
-		b = append(b, flagDigests)
+	var flags byte
+	if f.digests != nil {
+		flags |= flagDigests
+	}
+	if f.prev != nil {
+		flags |= flagPrev
+	}
+	b = append(b, flags)
+	if f.prev != nil {
+		b = binary.LittleEndian.AppendUint32(b, *f.prev)
+	}
+	if f.digests != nil {
 		b = binary.AppendUvarint(b, uint64(len(f.digests)))
 		for _, name := range sortedKeys(f.digests) {
 			d := f.digests[name]
@@ -236,8 +246,17 @@ func decodeFetch(b []byte) (*fetch, error) {
 	f.member = d.string("member")
 	f.from = d.uvarint("from")
 	flags := d.byte1("flags")
-	if flags&^flagDigests != 0 {
+	if flags&^(flagDigests|flagPrev) != 0 {
 		d.fail("unknown flags")
+	}
+	if flags&flagPrev != 0 {
+		if d.err == nil && len(d.b) < 4 {
+			d.fail("prev_crc")
+		}
+		if d.err == nil {
+			v := binary.LittleEndian.Uint32(d.b)
+			f.prev, d.b = &v, d.b[4:]
+		}
 	}
 	if flags&flagDigests != 0 {
 		n := d.count("digest count", 1+digestSize)

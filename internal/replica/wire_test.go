@@ -8,18 +8,19 @@ import (
 )
 
 func TestFetchRoundTrip(t *testing.T) {
-	f := &fetch{term: 7, nodeID: "site-a", member: "b", from: 1 << 40,
+	crc := uint32(0xdeadbeef)
+	f := &fetch{term: 7, nodeID: "site-a", member: "b", from: 1 << 40, prev: &crc,
 		digests: map[string][digestSize]byte{"lanes": {1}, "checkpoints/x.ckpt": {2}}, report: []byte("r")}
 	got, err := decodeFetch(f.encode())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.term != 7 || got.nodeID != "site-a" || got.member != "b" || got.from != 1<<40 ||
-		len(got.digests) != 2 || got.digests["lanes"] != [digestSize]byte{1} || string(got.report) != "r" {
+		len(got.digests) != 2 || *got.prev != crc || got.digests["lanes"] != [digestSize]byte{1} || string(got.report) != "r" {
 		t.Fatalf("%+v", got)
 	}
-	f.digests, f.report = nil, nil
-	if got, err = decodeFetch(f.encode()); err != nil || got.digests != nil || got.report != nil {
+	f.digests, f.report, f.prev = nil, nil, nil
+	if got, err = decodeFetch(f.encode()); err != nil || got.digests != nil || got.report != nil || got.prev != nil {
 		t.Fatalf("%+v, %v", got, err)
 	}
 }
