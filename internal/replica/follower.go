@@ -133,7 +133,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		InitialInterval:     100 * time.Millisecond,
 		RandomizationFactor: 0.2,
 		Multiplier:          2,
-		MaxInterval:         5 * time.Second,
+		MaxInterval:         2 * time.Second,
 	}
 	b.Reset()
 	for {

@@ -104,15 +104,16 @@ type Source struct {
 	cancel context.CancelFunc
 
 	// mu serves one fetch at a time and guards the fields below.
-	mu     sync.Mutex
-	closed bool
-	r      buffer.RecordReader // continues where the last reply ended
-	rNext  uint64              // the end of the last reply, where r continues
-	held   *heldRecord         // read by r but left out of the last reply
-	atEnd  bool                // the last reply reached the durable end
-	cache  map[string]fileStat // digests of the mirrored files
-	warned map[string][digestSize]byte
-	body   []byte
+	mu         sync.Mutex
+	closed     bool
+	lastMember string              // the standby r was opened for
+	r          buffer.RecordReader // continues where the last reply ended
+	rNext      uint64              // the end of the last reply, where r continues
+	held       *heldRecord         // read by r but left out of the last reply
+	atEnd      bool                // the last reply reached the durable end
+	cache      map[string]fileStat // digests of the mirrored files
+	warned     map[string][digestSize]byte
+	body       []byte
 
 	// stateMu guards the standby's progress.
 	stateMu     sync.Mutex
@@ -166,10 +167,7 @@ func (s *Source) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if s.r != nil {
-		s.r.Close()
-		s.r = nil
-	}
+	s.r = closeReader(s.r)
 	return err
 }
 
@@ -241,6 +239,20 @@ func (s *Source) handle(data []byte) ([]byte, error) {
 	if next := s.buf.NextOffset(); f.from > next {
 		return nil, errorf(ErrDiverged, "the standby %s holds offsets up to %d, beyond this primary's next offset %d", f.member, f.from, next)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errorf(ErrNotPrimary, "replication source closed")
+	}
+	if f.member != s.lastMember {
+		s.r, s.lastMember, s.atEnd = closeReader(s.r), f.member, false
+	}
+	if f.prev != nil && f.from > 0 && (s.r == nil || s.rNext != f.from) {
+		if err := s.checkPrev(f.from, *f.prev); err != nil {
+			return nil, err
+		}
+	}
+	// From here the standby holds every offset below from durably.
 	s.m.fetches.Inc()
 	s.noteReplicated(f.member, f.from)
 	accepted := false
@@ -251,12 +263,6 @@ func (s *Source) handle(data []byte) ([]byte, error) {
 			accepted = true
 		}
 	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, errorf(ErrNotPrimary, "replication source closed")
-	}
 	rep := &reply{term: term, nodeID: s.o.NodeID, accepted: accepted, start: f.from, roots: s.roots}
 	// The cursors before the records: every position in them is then at or
 	// below the reply's end once the reply reaches the durable end.
@@ -265,11 +271,6 @@ func (s *Source) handle(data []byte) ([]byte, error) {
 	if f.digests != nil && s.atEnd {
 		if fileBytes, err = s.changedFiles(f.digests, rep); err != nil {
 			return nil, fmt.Errorf("%w: mirrored files: %w", ErrSource, err)
-		}
-	}
-	if f.prev != nil && f.from > 0 && (s.r == nil || s.rNext != f.from) {
-		if err := s.checkPrev(f.from, *f.prev); err != nil {
-			return nil, err
 		}
 	}
 	count, last, err := s.readRecords(f.from, s.budget-fileBytes, len(rep.files)+len(rep.deletes) > 0)
@@ -301,9 +302,7 @@ func (s *Source) handle(data []byte) ([]byte, error) {
 // next fetch when that continues where this one ends.
 func (s *Source) readRecords(from uint64, budget int, haveFiles bool) (count int, last uint64, err error) {
 	if s.r == nil || s.rNext != from {
-		if s.r != nil {
-			s.r.Close()
-		}
+		closeReader(s.r)
 		s.r, s.held = s.buf.NewReader(from), nil
 	}
 	s.body = s.body[:0]
@@ -442,3 +441,11 @@ func (s *Source) checkPrev(from uint64, crc uint32) error {
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// closeReader closes r if it is not nil and returns nil.
+func closeReader(r buffer.RecordReader) buffer.RecordReader {
+	if r != nil {
+		r.Close()
+	}
+	return nil
+}
