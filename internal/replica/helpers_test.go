@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
@@ -69,7 +70,8 @@ func openLog(tb testing.TB, dir string, o buffer.Options) *buffer.Log {
 // pair is a primary with its Source and a standby with its Follower.
 type pair struct {
 	pdir, sdir string
-	plog, slog *buffer.Log
+	plog       buffer.Engine
+	slog       *buffer.Log
 	src        *Source
 	fol        *Follower
 	term       atomic.Uint64 // the primary's term
@@ -83,11 +85,23 @@ type pair struct {
 
 func newPair(t testing.TB, so SourceOptions, po buffer.Options) *pair {
 	t.Helper()
+	return newPairOn(t, "log", so, po)
+}
+
+// newPairOn is newPair with the primary's buffer of engine name.
+func newPairOn(t testing.TB, name string, so SourceOptions, po buffer.Options) *pair {
+	t.Helper()
 	p := &pair{pdir: t.TempDir(), sdir: t.TempDir(), reg: prometheus.NewRegistry()}
 	p.term.Store(3)
 	p.followTerm.Store(3)
 	p.pnc, p.snc = startNATS(t)
-	p.plog = openLog(t, p.pdir, po)
+	po.Dir = filepath.Join(p.pdir, name)
+	primary, err := engines.Open(name, po)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { primary.Close() })
+	p.plog = primary
 	p.slog = openLog(t, p.sdir, buffer.Options{})
 	if so.NodeID == "" {
 		so.NodeID = "site-a"
@@ -106,12 +120,18 @@ func newPair(t testing.TB, so SourceOptions, po buffer.Options) *pair {
 // startFollower starts a follower on the standby's log; stop ends it.
 func (p *pair) startFollower(t testing.TB, o FollowerOptions) {
 	t.Helper()
+	p.startFollowerOn(t, p.slog, o)
+}
+
+// startFollowerOn starts a follower on buf.
+func (p *pair) startFollowerOn(t testing.TB, buf buffer.Engine, o FollowerOptions) {
+	t.Helper()
 	if o.NodeID == "" {
 		o.NodeID = "site-a"
 	}
 	o.Member, o.DataDir, o.Registerer = "b", p.sdir, p.reg
 	o.Term = func() uint64 { return p.followTerm.Load() }
-	p.fol = NewFollower(p.snc, subject, p.slog, o)
+	p.fol = NewFollower(p.snc, subject, buf, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel, p.done = cancel, make(chan error, 1)
 	go func() { p.done <- p.fol.Run(ctx) }()
@@ -138,7 +158,7 @@ func (p *pair) stop(t testing.TB) error {
 func (p *pair) caughtUp(t testing.TB) {
 	t.Helper()
 	testutil.Eventually(t, "the standby to catch up", func() bool {
-		return p.slog.NextOffset() == p.plog.NextOffset()
+		return p.slog.DurableOffset() == p.plog.NextOffset()
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
@@ -28,7 +29,7 @@ func TestFollowerCopiesLogCursorsAndFiles(t *testing.T) {
 	// Records removed by the pressure levels: a gap inside the log, and
 	// one at the start.
 	removed := []uint64{0, 1, 40, 41, 42, 100}
-	if got, err := p.plog.Remove(removed, func(h []uint64) []uint64 { return h }); err != nil || len(got) != len(removed) {
+	if got, err := p.plog.(buffer.Remover).Remove(removed, func(h []uint64) []uint64 { return h }); err != nil || len(got) != len(removed) {
 		t.Fatalf("Remove = %v, %v", got, err)
 	}
 	if err := p.plog.CommitCursors(map[string]uint64{"sync:cloud:normal": 120, "=sync:cloud:temp": 77}); err != nil {
@@ -331,5 +332,37 @@ func TestStandbyTailDiverged(t *testing.T) {
 		t.Log(err)
 	case <-time.After(testutil.WaitFor):
 		t.Fatal("the follower went on past a diverged log")
+	}
+}
+
+// The buffers may be of any engine, each its own: the copy is by offset, not
+// by file.
+func TestEveryEnginePair(t *testing.T) {
+	for _, pname := range engines.Names {
+		for _, sname := range engines.Names {
+			t.Run(pname+"-to-"+sname, func(t *testing.T) {
+				p := newPairOn(t, pname, SourceOptions{}, buffer.Options{SegmentBytes: 4096, MaxBytes: 1 << 30})
+				for range 20 {
+					appendN(t, p.plog, 50, 40)
+				}
+				if r, ok := p.plog.(buffer.Remover); ok {
+					if _, err := r.Remove([]uint64{3, 4, 500}, func(h []uint64) []uint64 { return h }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := p.plog.CommitCursors(map[string]uint64{"sync:cloud:high": 900, "=sync:cloud:s": 4}); err != nil {
+					t.Fatal(err)
+				}
+				standby, err := engines.Open(sname, buffer.Options{Dir: filepath.Join(t.TempDir(), sname)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { standby.Close() })
+				p.startFollowerOn(t, standby, FollowerOptions{})
+				testutil.Eventually(t, "the standby to catch up", func() bool { return standby.DurableOffset() == p.plog.NextOffset() })
+				sameLog(t, p.plog, standby)
+				testutil.Eventually(t, "cursors", func() bool { return standby.Cursors()["sync:cloud:high"] == 900 })
+			})
+		}
 	}
 }
