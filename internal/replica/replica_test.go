@@ -366,3 +366,87 @@ func TestEveryEnginePair(t *testing.T) {
 		}
 	}
 }
+
+// Files travel only with a reply that reaches the primary's durable end, so
+// a checkpoint never reaches the standby before the records it refers to; a
+// file larger than the reply bound is left out, and records still flow.
+func TestFilesTravelAtTheDurableEnd(t *testing.T) {
+	const bound = 64 << 10
+	p := newPair(t, SourceOptions{MaxBytes: bound, Files: []string{"lanes", "checkpoints"}}, buffer.Options{})
+	writeFile(t, filepath.Join(p.pdir, "lanes"), "lanes")
+	writeFile(t, filepath.Join(p.pdir, "checkpoints", "big.ckpt"), string(make([]byte, bound+1)))
+	appendN(t, p.plog, 300, 1000)
+	from, sawFiles := uint64(0), false
+	for range 20 {
+		req := (&fetch{term: 3, nodeID: "site-a", member: "t", from: from, digests: map[string][digestSize]byte{}}).encode()
+		msg, err := p.snc.Request(subject, req, testutil.WaitFor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := decodeReply(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.files) > 0 {
+			if rep.end != p.plog.NextOffset() {
+				t.Fatalf("files sent with a reply ending at %d, before the durable end %d", rep.end, p.plog.NextOffset())
+			}
+			if len(rep.files) != 1 || rep.files[0].name != "lanes" {
+				t.Fatalf("files %v, want lanes only", rep.files)
+			}
+			sawFiles = true
+			break
+		}
+		from = rep.end
+	}
+	if !sawFiles {
+		t.Fatal("the lanes file never travelled")
+	}
+	if n := promtest.ToFloat64(p.src.m.skipped); n != 1 {
+		t.Fatalf("skipped files %v, want 1", n)
+	}
+}
+
+// A fetch with nothing to read waits up to Wait, and Close ends the wait.
+func TestLongPoll(t *testing.T) {
+	p := newPair(t, SourceOptions{Wait: 200 * time.Millisecond}, buffer.Options{})
+	appendN(t, p.plog, 3, 10)
+	req := (&fetch{term: 3, nodeID: "site-a", member: "t", from: 3}).encode()
+	start := time.Now()
+	msg, err := p.snc.Request(subject, req, testutil.WaitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := decodeReply(msg.Data); err != nil || len(rep.offs) != 0 {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("an empty fetch came back after %v, before Wait", d)
+	}
+	// A record appended meanwhile ends the wait early.
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		appendN(t, p.plog, 1, 10)
+	}()
+	msg, err = p.snc.Request(subject, req, testutil.WaitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := decodeReply(msg.Data); err != nil || len(rep.offs) != 1 || rep.offs[0] != 3 {
+		t.Fatalf("%+v, %v", rep, err)
+	}
+	// Close ends a waiting fetch.
+	p.src.o.Wait = time.Hour
+	req = (&fetch{term: 3, nodeID: "site-a", member: "t", from: 4}).encode()
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		p.src.Close()
+	}()
+	msg, err = p.snc.Request(subject, req, testutil.WaitFor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeReply(msg.Data); !errors.Is(err, ErrNotPrimary) {
+		t.Fatalf("a fetch waiting when the source closed: %v", err)
+	}
+}
