@@ -324,8 +324,7 @@ func (s *Source) readRecords(from uint64, budget int, haveFiles bool) (count int
 					break
 				}
 				if err != nil {
-					s.r.Close()
-					s.r, s.held = nil, nil
+					s.r, s.held = closeReader(s.r), nil
 					return 0, 0, fmt.Errorf("%w: read the log at %d: %w", ErrSource, prev, err)
 				}
 			}
@@ -337,6 +336,7 @@ func (s *Source) readRecords(from uint64, budget int, haveFiles bool) (count int
 				break
 			}
 			if size > s.hardMax {
+				s.r, s.held = closeReader(s.r), nil // read again by the next fetch
 				return 0, 0, errorf(ErrSource, "the record at offset %d is %d bytes, over the NATS max_payload", off, len(p))
 			}
 			s.body = appendRecord(s.body, prev, off, p)
