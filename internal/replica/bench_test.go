@@ -37,3 +37,24 @@ func BenchmarkCatchUp(b *testing.B) {
 	b.ReportMetric(n/secs, "records/s")
 	b.ReportMetric(n*size/secs/1e6, "MB/s")
 }
+
+// BenchmarkSyncAck measures one append acknowledged the sync way, one at a
+// time: the primary's Append (its fsync), then WaitReplicated (the standby
+// got the record, appended it with its own fsync, and fetched again).
+func BenchmarkSyncAck(b *testing.B) {
+	p := newPair(b, SourceOptions{}, buffer.Options{})
+	p.startFollower(b, FollowerOptions{})
+	payload := make([]byte, 100)
+	payload[0] = 0x01
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		first, err := p.plog.Append(payload)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.src.WaitReplicated(ctx, first+1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
