@@ -305,3 +305,10 @@ func (e *Engine) OpenPartials(streamName, deviceID string, size time.Duration, f
 	})
 	return out
 }
+
+// SumOfMean returns the Sum and Over of a partial of count values whose mean
+// is mean: for a window result that holds its sum saturated and its exact
+// mean, exact to rounding.
+func SumOfMean(count uint64, mean float64) (sum, over float64) {
+	return 0, math.Ldexp(mean, -spillScale) * float64(count)
+}
