@@ -11,6 +11,7 @@
 package peerwindows
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -103,6 +104,15 @@ type candidate struct {
 	open   *window.Partial
 }
 
+// rank orders a window's candidates: its closed result before its open
+// window.
+func (c candidate) rank() int {
+	if c.closed != nil {
+		return 0
+	}
+	return 1
+}
+
 // Partials implements Source. It reads every closed window result matching
 // q's filters from the log and keeps the first q.Limit after q.After.
 // Results that cannot be merged (no sketch, which no binary writes) are left
@@ -116,7 +126,9 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 	// over the processor) and all but the first q.Limit+1: one more tells
 	// whether more follow.
 	keep := func() {
-		slices.SortStableFunc(cands, func(a, b candidate) int { return window.CompareKeys(a.key, b.key) })
+		slices.SortStableFunc(cands, func(a, b candidate) int {
+			return cmp.Or(window.CompareKeys(a.key, b.key), cmp.Compare(a.rank(), b.rank()))
+		})
 		cands = slices.CompactFunc(cands, func(a, b candidate) bool { return a.key == b.key })
 		cands = cands[:min(len(cands), q.Limit+1)]
 	}
@@ -126,6 +138,16 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 	}
 	if q.To != math.MaxInt64 {
 		wq.To = time.UnixMilli(q.To)
+	}
+	// Open windows first: one that closes meanwhile is then in the log or
+	// still here, unless its result is on its way to the log.
+	if l.Open != nil {
+		open := l.Open(q.Stream, q.DeviceID, q.Size, q.From, q.To)
+		for i := range open {
+			if q.after(open[i].Key) {
+				cands = append(cands, candidate{key: open[i].Key, open: &open[i]})
+			}
+		}
 	}
 	var err error
 	if l.Store != nil {
@@ -150,14 +172,6 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 	}
 	if err != nil {
 		return Page{}, err
-	}
-	if l.Open != nil {
-		open := l.Open(q.Stream, q.DeviceID, q.Size, q.From, q.To)
-		for i := range open {
-			if q.after(open[i].Key) {
-				cands = append(cands, candidate{key: open[i].Key, open: &open[i]})
-			}
-		}
 	}
 	keep()
 	page := Page{More: len(cands) > q.Limit}

@@ -8,7 +8,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
@@ -183,4 +186,51 @@ func FuzzDecodeReply(f *testing.F) {
 			t.Fatalf("reply %x re-encodes to %x", b, out)
 		}
 	})
+}
+
+// TestLocal: a node's page holds its open and closed windows in page order,
+// a window both in the log and open (a restart replaying) once, as logged;
+// limit, cursor and More page through them.
+func TestLocal(t *testing.T) {
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer l.Close()
+	st, err := store.Open(l, store.Options{})
+	require.NoError(t, err)
+	var outs []store.Output
+	for _, i := range []int{1, 3, 4} {
+		p := partialAt(i, float64(i), true)
+		skb, _ := p.Sketch.MarshalBinary()
+		outs = append(outs, store.Output{Window: &event.WindowRecord{Stream: "temp", SizeMS: 1000, Start: p.Start, Count: 1,
+			Sum: p.Sum, Min: p.Min, Max: p.Max, Last: p.Last, LastTS: p.LastTS, P50: p.Min, P95: p.Min, P99: p.Min, Sketch: skb}})
+	}
+	_, err = st.AppendOutputs(outs)
+	require.NoError(t, err)
+	src := Local{Store: st, Open: func(string, string, time.Duration, int64, int64) []window.Partial {
+		return []window.Partial{partialAt(4, 9, false), partialAt(0, 0, false), partialAt(2, 2, false)}
+	}}
+	q := Query{Stream: "temp", From: math.MinInt64, To: math.MaxInt64, Limit: 10}
+	pg, err := src.Partials(t.Context(), q)
+	require.NoError(t, err)
+	require.Equal(t, []int64{99, 98, 97, 96, 95}, starts(pg))
+	require.False(t, pg.More)
+	require.True(t, pg.Partials[4].Final, "the logged result, not the replaying open window")
+	require.Equal(t, 4.0, pg.Partials[4].Sum)
+	require.False(t, pg.Partials[0].Final)
+
+	q.Limit = 2
+	pg, err = src.Partials(t.Context(), q)
+	require.NoError(t, err)
+	require.Equal(t, []int64{99, 98}, starts(pg))
+	require.True(t, pg.More)
+	q.After = &pg.Partials[1].Key
+	pg, err = src.Partials(t.Context(), q)
+	require.NoError(t, err)
+	require.Equal(t, []int64{97, 96}, starts(pg))
+	require.True(t, pg.More)
+	q.After = &pg.Partials[1].Key
+	pg, err = src.Partials(t.Context(), q)
+	require.NoError(t, err)
+	require.Equal(t, []int64{95}, starts(pg))
+	require.False(t, pg.More)
 }
