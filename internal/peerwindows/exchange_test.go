@@ -323,19 +323,23 @@ func TestSiteWindowsAcrossThePair(t *testing.T) {
 	fromB := allPages(t, b.http, "device_id=*&limit=500")
 	require.Equal(t, fromA, fromB, "both nodes answer the same")
 
-	// Filters: one stream's site-wide 5 s windows in a time range.
+	// Filters: one stream's windows; its site-wide 5 s windows in a time range.
 	from, to := t0+4000, t0+12_000
-	sub := map[string]*truth{}
+	temp, sub := map[string]*truth{}, map[string]*truth{}
 	for id, w := range want {
 		var stream, dev string
 		var sz, start int64
 		_, err = fmt.Sscanf(replaceSlashes(id), "%s %s %d %d", &stream, &dev, &sz, &start)
 		require.NoError(t, err)
+		if stream == "temp" {
+			temp[id] = w
+		}
 		if stream == "temp" && dev == "*" && sz == 5000 && start < to && start+sz > from {
 			sub[id] = w
 		}
 	}
 	require.NotEmpty(t, sub)
+	requireSite(t, temp, allPages(t, b.http, "stream=temp&device_id=*&limit=9"))
 	requireSite(t, sub, allPages(t, a.http, fmt.Sprintf("stream=temp&size=5s&from=%d&to=%d&limit=1", from, to)))
 
 	// scope=node is the node's own answer, as without a pair.

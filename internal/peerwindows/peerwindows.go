@@ -122,6 +122,7 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 		return Page{}, err
 	}
 	var cands []candidate
+	cutoff := int64(math.MinInt64) // a window ending before it cannot make the page
 	// keep sorts, drops repeated windows (the log's newest record, or the log
 	// over the processor) and all but the first q.Limit+1: one more tells
 	// whether more follow.
@@ -131,6 +132,9 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 		})
 		cands = slices.CompactFunc(cands, func(a, b candidate) bool { return a.key == b.key })
 		cands = cands[:min(len(cands), q.Limit+1)]
+		if len(cands) == q.Limit+1 {
+			cutoff = cands[q.Limit].key.End()
+		}
 	}
 	wq := store.WindowQuery{Stream: q.Stream, DeviceID: q.DeviceID, Size: q.Size}
 	if q.From != math.MinInt64 {
@@ -156,12 +160,19 @@ func (l Local) Partials(ctx context.Context, q Query) (Page, error) {
 			if n++; n%1024 == 0 && ctx.Err() != nil {
 				return false
 			}
+			// One stream's results are in the log in the order its windows
+			// closed, by end: read from the newest, once a result ends
+			// before the last window the page can hold, so do all older
+			// ones.
+			if q.Stream != "" && w.Start+w.SizeMS < cutoff {
+				return false
+			}
 			k := window.Key{Stream: w.Stream, DeviceID: w.DeviceID, Size: time.Duration(w.SizeMS) * time.Millisecond, Start: w.Start}
 			if !q.after(k) || len(w.Sketch) == 0 {
 				return true
 			}
 			cands = append(cands, candidate{key: k, closed: &w.WindowRecord})
-			if len(cands) > 2*q.Limit+1024 {
+			if len(cands) > 2*q.Limit+1024 || q.Stream != "" && len(cands) >= 2*(q.Limit+1) {
 				keep()
 			}
 			return true

@@ -198,7 +198,7 @@ func TestLocal(t *testing.T) {
 	st, err := store.Open(l, store.Options{})
 	require.NoError(t, err)
 	var outs []store.Output
-	for _, i := range []int{1, 3, 4} {
+	for _, i := range []int{4, 3, 1} { // in the order they closed
 		p := partialAt(i, float64(i), true)
 		skb, _ := p.Sketch.MarshalBinary()
 		outs = append(outs, store.Output{Window: &event.WindowRecord{Stream: "temp", SizeMS: 1000, Start: p.Start, Count: 1,
