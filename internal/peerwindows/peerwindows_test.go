@@ -2,6 +2,7 @@ package peerwindows
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -233,4 +234,48 @@ func TestLocal(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []int64{95}, starts(pg))
 	require.False(t, pg.More)
+}
+
+// TestLocalStopsReadingAtTheCutoff: a one-stream query stops reading the log
+// early, but not before every result that ends with the page's last window:
+// those with the same end come in the log in device order, and the page
+// wants the first devices, read last.
+func TestLocalStopsReadingAtTheCutoff(t *testing.T) {
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer l.Close()
+	st, err := store.Open(l, store.Options{})
+	require.NoError(t, err)
+	var outs []store.Output
+	for _, i := range []int{3, 2, 1} { // in the order they closed
+		for d := range 10 {
+			p := partialAt(i, 1, true)
+			skb, _ := p.Sketch.MarshalBinary()
+			outs = append(outs, store.Output{Window: &event.WindowRecord{Stream: "temp", DeviceID: fmt.Sprintf("d%d", d), SizeMS: 1000,
+				Start: p.Start, Count: 1, Sum: 1, Min: 1, Max: 1, Last: 1, LastTS: p.LastTS, P50: 1, P95: 1, P99: 1, Sketch: skb}})
+		}
+	}
+	_, err = st.AppendOutputs(outs)
+	require.NoError(t, err)
+	src := Local{Store: st}
+	q := Query{Stream: "temp", DeviceID: "*", From: math.MinInt64, To: math.MaxInt64, Limit: 3}
+	var got []string
+	for {
+		pg, err := src.Partials(t.Context(), q)
+		require.NoError(t, err)
+		for _, p := range pg.Partials {
+			got = append(got, fmt.Sprintf("%d/%s", (p.Start-t0)/1000, p.DeviceID))
+		}
+		if !pg.More {
+			break
+		}
+		q.After = &pg.Partials[len(pg.Partials)-1].Key
+	}
+	var want []string
+	for _, s := range []int{98, 97, 96} {
+		for d := range 10 {
+			want = append(want, fmt.Sprintf("%d/d%d", s, d))
+		}
+	}
+	require.Equal(t, want, got)
 }
