@@ -8,6 +8,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/auth"
+	"github.com/holdfast-edge/holdfast/internal/peerwindows"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -123,6 +125,15 @@ type Options struct {
 	OpenWindows func(stream, device string, size time.Duration, from, to int64) []window.Result
 	// Alerts gives alerts for GET /v1/alerts, filtered by state and severity.
 	Alerts func(state, severity string) []alert.Alert
+	// Peer, if set, gives the other node's window partials in an
+	// active-active pair (peerwindows.Fetch): GET /v1/windows then answers
+	// the site's windows, this node's and the peer's merged, unless
+	// scope=node. OpenPartials gives this node's open windows' partials.
+	Peer         func(ctx context.Context, q peerwindows.Query) (peerwindows.Page, error)
+	OpenPartials func(stream, device string, size time.Duration, from, to int64) []window.Partial
+	// PeerTimeout bounds the wait for the peer; default 1 s. Past it, or
+	// on the peer's error, the answer is this node's alone, marked partial.
+	PeerTimeout time.Duration
 	// Auth, if set, requires an API token on every route but /healthz and
 	// POST /v1/events (which authenticates devices itself): role read for
 	// the queries, status, /metrics and the status page. No route needs

@@ -9,6 +9,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
 // windowJSON is one element of GET /v1/windows.
@@ -36,15 +37,22 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 func msTime(ms int64) string { return time.UnixMilli(ms).UTC().Format(timeLayout) }
 
-// queryWindows serves GET /v1/windows?stream=&device_id=&size=&from=&to=&limit=&cursor=.
+// queryWindows serves GET /v1/windows?stream=&device_id=&size=&from=&to=&limit=&cursor=&scope=.
 // Without device_id it answers site-wide windows; device_id=* means every
 // device's and the site-wide ones. The first page starts with the open
 // windows' partial results (final=false), then closed ones, most recent first.
+// In an active-active pair (Options.Peer) it answers the windows of both
+// nodes merged (siteWindows) unless scope=node.
 func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 	v := r.URL.Query()
 	q := store.WindowQuery{Stream: v.Get("stream"), DeviceID: v.Get("device_id")}
 	var err error
 	fail := func(err error) { writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()}) }
+	scope := v.Get("scope")
+	if scope != "" && scope != "node" && scope != "site" {
+		fail(fmt.Errorf("scope: %q must be node or site", scope))
+		return
+	}
 	if s := v.Get("size"); s != "" {
 		if q.Size, err = time.ParseDuration(s); err != nil || q.Size <= 0 {
 			fail(fmt.Errorf("size: %q is not a duration like 1m or 5m", s))
@@ -57,6 +65,10 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 	}
 	if q.To, err = parseTime("to", v.Get("to")); err != nil {
 		fail(err)
+		return
+	}
+	if o.Peer != nil && scope != "node" {
+		siteWindows(w, r, o, q)
 		return
 	}
 	if q.Limit, q.Before, err = paging(v.Get("limit"), v.Get("cursor")); err != nil {
@@ -76,12 +88,7 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 			to = q.To.UnixMilli()
 		}
 		for _, res := range o.OpenWindows(q.Stream, q.DeviceID, q.Size, from, to) {
-			out.Windows = append(out.Windows, windowJSON{
-				Stream: res.Stream, DeviceID: res.DeviceID, Size: res.Size.String(), Start: msTime(res.Start),
-				End: msTime(res.End), Count: res.Count, Sum: res.Sum, Overflow: res.Overflow, Min: res.Min, Max: res.Max, Mean: res.Mean,
-				Last: res.Last, P50: res.P50, P95: res.P95, P99: res.P99, Final: false,
-				ID: windowID(res.Stream, res.DeviceID, res.Size, res.Start),
-			})
+			out.Windows = append(out.Windows, resultJSON(&res))
 		}
 	}
 	page, err := o.Store.QueryWindows(q)
@@ -102,6 +109,16 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 		out.Next = strconv.FormatUint(page.Next, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// resultJSON shows a window's result.
+func resultJSON(res *window.Result) windowJSON {
+	return windowJSON{
+		Stream: res.Stream, DeviceID: res.DeviceID, Size: res.Size.String(), Start: msTime(res.Start),
+		End: msTime(res.End), Count: res.Count, Sum: res.Sum, Overflow: res.Overflow, Min: res.Min, Max: res.Max, Mean: res.Mean,
+		Last: res.Last, P50: res.P50, P95: res.P95, P99: res.P99, Final: res.Final,
+		ID: windowID(res.Stream, res.DeviceID, res.Size, res.Start),
+	}
 }
 
 func windowID(stream, device string, size time.Duration, start int64) string {

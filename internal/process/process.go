@@ -561,6 +561,23 @@ func (p *Processor) Open(stream, device string, size time.Duration, from, to int
 	return out
 }
 
+// OpenPartials returns the mergeable partials of open windows, selected as
+// Open selects them, in no particular order; see window.Engine.OpenPartials.
+func (p *Processor) OpenPartials(stream, device string, size time.Duration, from, to int64) []window.Partial {
+	var out []window.Partial
+	for _, w := range p.work {
+		if stream != "" && w != p.workerFor(stream) {
+			continue
+		}
+		w.mu.Lock()
+		for _, s := range w.streamList(stream) {
+			out = append(out, w.win.OpenPartials(s, device, size, from, to)...)
+		}
+		w.mu.Unlock()
+	}
+	return out
+}
+
 // Status describes the processor for /v1/status.
 type Status struct {
 	Replaying   bool              `json:"replaying"`

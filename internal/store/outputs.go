@@ -125,21 +125,44 @@ const maxWindowSize = 24 * time.Hour
 // QueryWindows returns closed window results matching q, most recently closed first.
 func (s *Store) QueryWindows(q WindowQuery) (WindowPage, error) {
 	b := s.bounds(q.Limit, q.Before, q.From, q.To)
-	var ranges [][2]uint64
-	if q.Stream != "" {
-		startFrom := b.fromTS
-		if startFrom > math.MinInt64+maxWindowSize.Milliseconds() {
-			startFrom -= maxWindowSize.Milliseconds()
-		}
-		runs, _ := s.idx.windowRuns(q.Stream, startFrom, b.toTS)
-		ranges = disjoint(runs, b.lower, b.upper)
-	} else {
-		ranges = spans(b.lower, b.upper)
-	}
-	windows, next, err := newestFirst(ranges, b.limit,
+	windows, next, err := newestFirst(s.windowRanges(q.Stream, b), b.limit,
 		func(rg [2]uint64) ([]StoredWindow, error) { return s.scanWindows(rg, q, b.fromTS, b.toTS) },
 		func(w StoredWindow) uint64 { return w.Offset })
 	return WindowPage{Windows: windows, Next: next}, err
+}
+
+// EachWindow calls f with every closed window result matching q's filters,
+// most recently closed first, until f returns false; q's Limit and Before do
+// not apply. Records that do not decode are skipped and counted, as in
+// QueryWindows. It reads the same stretches of the log as QueryWindows.
+func (s *Store) EachWindow(q WindowQuery, f func(StoredWindow) bool) error {
+	b := s.bounds(0, 0, q.From, q.To)
+	for _, rg := range s.windowRanges(q.Stream, b) {
+		matched, err := s.scanWindows(rg, q, b.fromTS, b.toTS)
+		if err != nil {
+			return err
+		}
+		for i := len(matched) - 1; i >= 0; i-- {
+			if !f(matched[i]) {
+				return nil
+			}
+		}
+	}
+	return nil
+}
+
+// windowRanges returns the offset ranges, newest first, that may hold window
+// results of the stream ("" every stream) within b.
+func (s *Store) windowRanges(stream string, b bounds) [][2]uint64 {
+	if stream == "" {
+		return spans(b.lower, b.upper)
+	}
+	startFrom := b.fromTS
+	if startFrom > math.MinInt64+maxWindowSize.Milliseconds() {
+		startFrom -= maxWindowSize.Milliseconds()
+	}
+	runs, _ := s.idx.windowRuns(stream, startFrom, b.toTS)
+	return disjoint(runs, b.lower, b.upper)
 }
 
 func (s *Store) scanWindows(rg [2]uint64, q WindowQuery, fromTS, toTS int64) ([]StoredWindow, error) {

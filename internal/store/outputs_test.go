@@ -59,6 +59,18 @@ func TestWindowQueriesAndLateFlags(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, p.Windows, 91)
 
+		// EachWindow sees every match, past any limit, newest first, and stops when told.
+		var starts []int64
+		require.NoError(t, f.s.EachWindow(WindowQuery{Stream: "temp", Size: time.Minute, Limit: 1}, func(w StoredWindow) bool {
+			starts = append(starts, w.Start)
+			return true
+		}))
+		require.Len(t, starts, 30)
+		require.Equal(t, t0.Add(29*time.Minute).UnixMilli(), starts[0])
+		n := 0
+		require.NoError(t, f.s.EachWindow(WindowQuery{DeviceID: "*"}, func(StoredWindow) bool { n++; return n < 7 }))
+		require.Equal(t, 7, n)
+
 		evs, err := f.s.Query(Query{DeviceID: "d1"})
 		require.NoError(t, err)
 		require.Len(t, evs.Events, 2)

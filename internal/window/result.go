@@ -78,23 +78,32 @@ func (e *Engine) result(streamName, device string, w *window, sk *Sketch, final 
 // end, size, device id, start. Open changes no result and may be called from
 // OnClose.
 func (e *Engine) Open(streamName, deviceID string, size time.Duration, from, to int64) []Result {
+	var out []Result
+	e.eachOpen(streamName, deviceID, size, from, to, func(s *stream, k *key, w *window) {
+		p := e.partial(k, w)
+		out = append(out, e.result(s.name, k.device, &p, &Sketch{m: e.m, sketchData: p.sk}, false))
+	})
+	slices.SortFunc(out, compareResults)
+	return out
+}
+
+// eachOpen calls f for each of the stream's open windows that Open selects.
+func (e *Engine) eachOpen(streamName, deviceID string, size time.Duration, from, to int64, f func(*stream, *key, *window)) {
 	s := e.streams[streamName]
 	if s == nil {
-		return nil
+		return
 	}
 	e.flush()
 	si := -1
 	if size != 0 {
 		if si = slices.Index(e.durs, size); si < 0 {
-			return nil
+			return
 		}
 	}
-	var out []Result
 	collect := func(k *key) {
 		k.windows(func(w *window) {
 			if (si < 0 || w.size == si) && w.start < to && w.start+e.sizes[w.size] > from {
-				p := e.partial(k, w)
-				out = append(out, e.result(s.name, k.device, &p, &Sketch{m: e.m, sketchData: p.sk}, false))
+				f(s, k, w)
 			}
 		})
 	}
@@ -109,8 +118,6 @@ func (e *Engine) Open(streamName, deviceID string, size time.Duration, from, to 
 			collect(k)
 		}
 	}
-	slices.SortFunc(out, compareResults)
-	return out
 }
 
 // compareResults orders results by End, Size, DeviceID, Start: the close order.

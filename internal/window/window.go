@@ -4,7 +4,9 @@
 // last value (the one with the latest event time; of equal times, the one added
 // later) and a quantile sketch of the values, and emits one final Result per
 // window, with p50, p95 and p99, when the window closes. Open windows can be
-// read as partial Results. A stream's state can be checkpointed: encoded
+// read as partial Results, and as mergeable Partials: two nodes that each saw
+// some of a window's events merge their Partials into exactly the window of
+// all of them (partial.go). A stream's state can be checkpointed: encoded
 // (AppendStreamState) and restored into another Engine of the same options
 // (RestoreStream), which then continues exactly as the first would have. It is
 // pure: no clock, no I/O, no goroutines.
