@@ -108,6 +108,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the holdfast_ha_* metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+
+	// onFence, for tests, sees every change of the fence (f nil: not
+	// primary) with the times just before and just after it was made.
+	onFence func(f *fence, before, after time.Time)
 }
 
 func (o Options) withDefaults() Options {

@@ -37,7 +37,7 @@ type loop struct {
 func (l *Leader) run(ctx context.Context) {
 	defer close(l.done)
 	defer l.ch.close()
-	defer l.fence.Store(nil)
+	defer l.setFence(nil)
 
 	s := &loop{role: Standby}
 	s.emitted.role = Standby
@@ -110,12 +110,12 @@ func (l *Leader) becomePrimary(s *loop, r Record, rev uint64, sent time.Time) {
 	s.rec, s.rev, s.role = r, rev, Primary
 	s.leaseUntil = sent.Add(l.o.Lease)
 	s.failures, s.ineligible = 0, false
-	l.fence.Store(&fence{term: r.Term, until: s.leaseUntil})
+	l.setFence(&fence{term: r.Term, until: s.leaseUntil})
 }
 
 // becomeStandby follows r, read at rev.
 func (l *Leader) becomeStandby(s *loop, r Record, rev uint64) {
-	l.fence.Store(nil)
+	l.setFence(nil)
 	s.role, s.leaseUntil = Standby, time.Time{}
 	l.saw(s, r, rev)
 }
@@ -163,7 +163,7 @@ func (l *Leader) renewFailed(s *loop, err error) {
 	if s.role == Primary && !time.Now().Before(s.leaseUntil) {
 		l.log.Warn("lease ran out without a renewal: not writing", "term", s.rec.Term, "err", err)
 		s.role = Candidate
-		l.fence.Store(nil)
+		l.setFence(nil)
 		return
 	}
 	l.log.Debug("renewal failed", "term", s.rec.Term, "err", err)
@@ -291,7 +291,7 @@ func (l *Leader) command(s *loop, c command) error {
 			return ErrNoStandby
 		}
 		// Stop writing before the record says so.
-		l.fence.Store(nil)
+		l.setFence(nil)
 		s.role, s.leaseUntil, s.resigned = Standby, time.Time{}, s.rec.Term
 		r := s.rec
 		r.Released, r.RenewedMs = true, time.Now().UnixMilli()
@@ -325,4 +325,15 @@ func (l *Leader) publish(s *loop) {
 	l.m.setRole(s.role)
 	l.m.term.Set(float64(s.rec.Term))
 	l.ch.push(st)
+}
+
+// setFence publishes f (nil: not primary) to Fence.
+func (l *Leader) setFence(f *fence) {
+	if l.o.onFence == nil {
+		l.fence.Store(f)
+		return
+	}
+	before := time.Now()
+	l.fence.Store(f)
+	l.o.onFence(f, before, time.Now())
 }
