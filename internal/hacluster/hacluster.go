@@ -362,3 +362,22 @@ func (m *Member) Close() {
 		m.ns.WaitForShutdown()
 	})
 }
+
+// Unauthenticated reports whether o would accept routes from anyone who can
+// reach a listener beyond this host: no secret, and Listen not on loopback
+// ("localhost" or a loopback IP; an empty host is every interface). Callers
+// refuse to start so unless told to accept the risk.
+func (o Options) Unauthenticated() bool {
+	if o.Secret != "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		host = o.Listen
+	}
+	if strings.EqualFold(host, "localhost") {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
+}

@@ -172,3 +172,23 @@ func TestCloseIsFinal(t *testing.T) {
 		t.Fatalf("KV after Close: %v", err)
 	}
 }
+
+func TestUnauthenticated(t *testing.T) {
+	for _, tc := range []struct {
+		listen, secret string
+		want           bool
+	}{
+		{"127.0.0.1:7420", "", false},
+		{"localhost:7420", "", false},
+		{"[::1]:7420", "", false},
+		{":7420", "", true},
+		{"0.0.0.0:7420", "", true},
+		{"10.0.0.5:7420", "", true},
+		{"edge-a:7420", "", true},
+		{"0.0.0.0:7420", "s", false},
+	} {
+		if got := (hacluster.Options{Listen: tc.listen, Secret: tc.secret}).Unauthenticated(); got != tc.want {
+			t.Errorf("%s secret %q: %v, want %v", tc.listen, tc.secret, got, tc.want)
+		}
+	}
+}
