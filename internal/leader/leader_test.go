@@ -464,3 +464,30 @@ func TestHistoryKeepsTheNewest(t *testing.T) {
 		t.Fatal("decoded a record without a term")
 	}
 }
+
+func TestCandidateRegainsItsTerm(t *testing.T) {
+	p := startPair(t)
+	i := p.waitPrimary(t, 1, 10*time.Second)
+	j := 1 - i
+	// The standby is not eligible: nobody takes over while the primary is
+	// cut off.
+	p.c.Cut(i, j)
+	p.c.Cut(i, 2)
+	waitFor(t, "the cut-off primary to become candidate", 10*time.Second, func() bool {
+		_, ok := p.l[i].Fence()
+		return !ok && p.l[i].State().Role == Candidate
+	})
+	p.c.Heal(t, i, j)
+	p.c.Heal(t, i, 2)
+	waitFor(t, "the candidate to be primary again", 20*time.Second, func() bool {
+		s := p.l[i].State()
+		_, ok := p.l[i].Fence()
+		return ok && s.Role == Primary && s.Term == 1
+	})
+	if s := p.l[j].State(); s.Role != Standby || s.Term != 1 {
+		t.Fatalf("the standby: %+v", s)
+	}
+	if n := promtest.ToFloat64(p.l[i].m.renewFailures); n == 0 {
+		t.Fatal("no renewal failure counted")
+	}
+}

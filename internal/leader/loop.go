@@ -57,6 +57,22 @@ func (l *Leader) run(ctx context.Context) {
 	}
 }
 
+// sleep serves commands for d; false if ctx ends first.
+func (l *Leader) sleep(ctx context.Context, s *loop, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case c := <-l.cmds:
+			c.reply <- l.command(s, c)
+		}
+	}
+}
+
 // nextTick serves commands until the next heartbeat; false once ctx ends.
 func (l *Leader) nextTick(ctx context.Context, s *loop, tick *time.Ticker) bool {
 	for {
@@ -231,12 +247,8 @@ func (l *Leader) tryTakeover(ctx context.Context, s *loop) {
 	if d := time.Until(earliest); d > wait {
 		wait = d
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if !l.sleep(ctx, s, wait) {
 		return
-	case <-t.C:
 	}
 	r, rev, err := l.read(ctx)
 	if err != nil {
