@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -313,6 +314,42 @@ func (m *Member) KV(ctx context.Context) (jetstream.KeyValue, error) {
 		select {
 		case <-ctx.Done():
 			return nil, fmt.Errorf("hacluster: bucket %s: %w (last: %w)", Bucket, ctx.Err(), last)
+		case <-time.After(kvRetry):
+		}
+	}
+}
+
+// LeadBucket moves the leadership of the bucket's stream to this member, if
+// another member has it, and returns once this member leads it or ctx ends.
+// Every write to the bucket goes through the stream's leader, so a primary
+// that leads it keeps writing when only the standby is cut off from it; a
+// primary calls it after taking over.
+func (m *Member) LeadBucket(ctx context.Context) error {
+	stream := "KV_" + Bucket
+	req, err := json.Marshal(map[string]any{"placement": map[string]string{"preferred": m.Name()}})
+	if err != nil {
+		return err
+	}
+	var asked time.Time // when the leader was last asked to step down
+	for {
+		actx, cancel := context.WithTimeout(ctx, kvAttempt)
+		st, err := m.js.Stream(actx, stream)
+		if err == nil {
+			if c := st.CachedInfo().Cluster; c != nil && c.Leader == m.Name() {
+				cancel()
+				return nil
+			}
+			// A step-down takes an election; ask again only if that
+			// one is long over.
+			if time.Since(asked) > time.Second {
+				asked = time.Now()
+				_, err = m.nc.RequestWithContext(actx, "$JS.API.STREAM.LEADER.STEPDOWN."+stream, req)
+			}
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("hacluster: lead bucket %s: %w (last: %v)", Bucket, ctx.Err(), err)
 		case <-time.After(kvRetry):
 		}
 	}

@@ -192,3 +192,21 @@ func TestUnauthenticated(t *testing.T) {
 		}
 	}
 }
+
+func TestLeadBucket(t *testing.T) {
+	ctx := testCtx(t, 20*time.Second)
+	c := hatest.Start(t, nil)
+	c.KV(ctx, t, 0)
+	for _, i := range []int{1, 2, 0} {
+		if err := c.M[i].LeadBucket(ctx); err != nil {
+			t.Fatalf("m%d: %v", i, err)
+		}
+		st, err := c.M[i].JetStream().Stream(ctx, "KV_"+hacluster.Bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l := st.CachedInfo().Cluster.Leader; l != c.Opts[i].Name {
+			t.Fatalf("leader %s, want m%d", l, i)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package leader
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
-	"github.com/holdfast-edge/holdfast/internal/hacluster"
 	"github.com/holdfast-edge/holdfast/internal/hacluster/hatest"
 )
 
@@ -329,7 +327,9 @@ func TestPrimaryCutFromStandbyOnlyStaysPrimary(t *testing.T) {
 	p.markStandby(t, i)
 	// Writes go to the bucket's stream leader; on the standby's side of the
 	// cut it would take the primary's writes away.
-	moveStreamLeader(t, p.c.M[i], p.o[i].Self.Member)
+	if err := p.c.M[i].LeadBucket(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
 	p.c.Cut(i, j)
 	// Long enough for the standby to have tried to take over three times.
 	end := time.Now().Add(3*earliest + 200*time.Millisecond)
@@ -346,27 +346,6 @@ func TestPrimaryCutFromStandbyOnlyStaysPrimary(t *testing.T) {
 		t.Fatalf("takeovers %v", n)
 	}
 	p.c.Heal(t, i, j)
-}
-
-// moveStreamLeader makes member the leader of the bucket's stream.
-func moveStreamLeader(t *testing.T, m *hacluster.Member, member string) {
-	t.Helper()
-	stream := "KV_" + hacluster.Bucket
-	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": member}})
-	waitFor(t, "the stream leader to move to "+member, 15*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		st, err := m.JetStream().Stream(ctx, stream)
-		if err != nil {
-			return false
-		}
-		if c := st.CachedInfo().Cluster; c != nil && c.Leader == member {
-			return true
-		}
-		m.Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, time.Second)
-		time.Sleep(200 * time.Millisecond)
-		return false
-	})
 }
 
 func TestIneligibleStandbyNeverTakesOver(t *testing.T) {
