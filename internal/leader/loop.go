@@ -161,7 +161,7 @@ func (l *Leader) renew(ctx context.Context, s *loop) {
 			l.renewFailed(s, rerr)
 			return
 		}
-		if l.mine(s, cur) {
+		if l.mine(s, cur) && cur.Term == s.rec.Term {
 			// An earlier renewal that timed out did land: carry on from it.
 			// The lease is not extended: when it was sent is unknown.
 			s.rec, s.rev = cur, crev
