@@ -72,9 +72,11 @@ func TestThreeMembersShareTheBucket(t *testing.T) {
 	if _, err := kv0.Put(ctx, "k", []byte("w")); err != nil {
 		t.Fatalf("put with two of three: %v", err)
 	}
-	if ps := c.M[0].Peers(); len(ps) != 2 {
-		t.Fatalf("peers of m0 %v", ps)
-	}
+	testutil.Eventually(t, "m0 to see m2 gone", func() bool {
+		ps := c.M[0].Peers()
+		return len(ps) == 2 && ps[0] == (hacluster.PeerState{Name: "m1", Connected: true}) &&
+			ps[1] == (hacluster.PeerState{Name: "m2", Connected: false})
+	})
 }
 
 func TestMemberWithoutSecretCannotJoin(t *testing.T) {

@@ -18,7 +18,11 @@
 // it saw R; the primary's Fence ended Lease after it sent R, and Validate
 // requires Lease < Failures×Heartbeat+TakeoverDelay. The argument needs the
 // members' clocks to run at the same rate (one machine, or NTP-disciplined
-// clocks), not to agree on the time.
+// clocks), not to agree on the time. A record released by StepDown is taken
+// over at once: its primary stopped writing before it wrote the release. A
+// member renews a record naming itself (after a restart); member names are
+// unique because nats-server refuses a route from a second server of the same
+// name.
 //
 // The witness is a member of the cluster but runs no Leader: it never becomes
 // primary.
