@@ -197,6 +197,10 @@ func (l *Leader) follow(ctx context.Context, s *loop) {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		l.create(ctx, s)
 		return
+	case errors.Is(err, ErrBadRecord):
+		// Nobody can take over from a record nobody can read: say so.
+		s.failures++
+		l.log.Error("the leader record does not decode", "err", err)
 	case err != nil:
 		s.failures++
 		l.log.Debug("reading the record failed", "err", err, "failures", s.failures)

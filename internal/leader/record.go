@@ -2,6 +2,7 @@ package leader
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -67,13 +68,16 @@ func (r Record) encode() []byte {
 	return b
 }
 
+// ErrBadRecord is a leader record that does not decode.
+var ErrBadRecord = errors.New("leader: bad record")
+
 func decode(b []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return Record{}, fmt.Errorf("leader: decode record: %w", err)
+		return Record{}, fmt.Errorf("%w: %w", ErrBadRecord, err)
 	}
 	if r.Term == 0 || r.Member == "" {
-		return Record{}, fmt.Errorf("leader: record without term or member: %s", b)
+		return Record{}, fmt.Errorf("%w: no term or member: %s", ErrBadRecord, b)
 	}
 	return r, nil
 }
