@@ -8,10 +8,13 @@
 // 127.0.0.1 at a random port and requires a random token that only the
 // member's in-process connection knows. (It cannot go without one: nats-server
 // v2.15.2 with DontListen never opens its route listener, since Server.Start
-// starts routing only once the client accept loop is ready.) The other members
-// dial the route listener. Routes authenticate with the shared member secret and, when
-// configured, TLS with certificates verified both ways. A member is dialled
-// only at the addresses in its peers' Peers.
+// starts routing only once the client accept loop is ready.)
+//
+// Members dial each other's route listeners at the addresses in Peers; one
+// that learns of a member it has no route to from a third one (nats-server's
+// gossip) dials it where that one advertises (Options.Advertise). Routes
+// authenticate with the shared member secret and, when configured, TLS with
+// certificates verified both ways.
 package hacluster
 
 import (
