@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd())
+	root.AddCommand(runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(1)

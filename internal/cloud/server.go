@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/holdfast-edge/holdfast/internal/natslog"
 )
 
 // DefaultListen is where `holdfast cloud` listens unless told otherwise.
@@ -119,8 +121,7 @@ func Start(o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
-	log := o.Logger.With("component", "nats")
-	ns.SetLoggerV2(natsLogger{log}, log.Enabled(context.Background(), slog.LevelDebug), false, false)
+	natslog.Attach(ns, o.Logger)
 	ns.Start() // does not block
 	s := &Server{ns: ns}
 	if !ns.ReadyForConnections(startTimeout) {
@@ -196,13 +197,3 @@ func (s *Server) Close() error {
 	})
 	return nil
 }
-
-// natsLogger adapts slog to nats-server's Logger.
-type natsLogger struct{ l *slog.Logger }
-
-func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
