@@ -36,6 +36,8 @@ func runCmd() *cobra.Command {
 		file                                                            string
 		insecure                                                        bool
 		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
+		haListen, haReplication                                         string
+		haPeers                                                         []string
 	)
 	c := &cobra.Command{
 		Use:   "run",
@@ -60,6 +62,11 @@ func runCmd() *cobra.Command {
 			set("mqtt-mode", &cfg.MQTT.Mode, mqttMode)
 			set("buffer-engine", &cfg.Buffer.Engine, engine)
 			set("cloud-url", &cfg.Cloud.URL, cloudURL)
+			set("ha-listen", &cfg.HA.Listen, haListen)
+			set("ha-replication", &cfg.HA.Replication, haReplication)
+			if c.Flags().Changed("ha-peers") {
+				cfg.HA.Peers = haPeers
+			}
 			if insecure {
 				cfg.Security.Insecure = true
 			}
@@ -75,6 +82,9 @@ func runCmd() *cobra.Command {
 	f.StringVar(&mqttMode, "mqtt-mode", "", "MQTT ingest: embedded, external or off (default embedded)")
 	f.StringVar(&engine, "buffer-engine", "", "buffer engine: log (default), sqlite or pebble")
 	f.StringVar(&cloudURL, "cloud-url", "", "cloud ingest to sync to, e.g. nats://127.0.0.1:4222 (default: none)")
+	f.StringVar(&haListen, "ha-listen", "", "HA pair: this member's link address (ha.listen); with it the node runs as one of a pair")
+	f.StringSliceVar(&haPeers, "ha-peers", nil, "HA pair: the other node's and the witness's link addresses, ADDR,ADDR (ha.peers)")
+	f.StringVar(&haReplication, "ha-replication", "", "HA pair: sync (ack after the standby's fsync too, the default) or async (ha.replication)")
 	f.BoolVar(&insecure, "insecure", false, "accept listening beyond this host without authentication (security.insecure); logs a warning")
 	return c
 }
@@ -86,6 +96,19 @@ func run(cfg config.Config) error {
 	logger := newLogger(cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if cfg.HA.Enabled() {
+		p, err := node.StartPair(ctx, cfg, logger)
+		if err != nil {
+			return err
+		}
+		<-ctx.Done()
+		logger.Info("shutting down")
+		if err := p.Close(); err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		logger.Info("stopped cleanly")
+		return nil
+	}
 	n, err := node.Start(cfg, logger)
 	if err != nil {
 		return err

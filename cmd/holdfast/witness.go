@@ -18,7 +18,7 @@ import (
 )
 
 // secretEnv holds the member secret when no --secret-file is given.
-const secretEnv = "HOLDFAST_HA_SECRET"
+const secretEnv = config.SecretEnv
 
 // witnessFlags are the flags of `holdfast witness`.
 type witnessFlags struct {

@@ -28,8 +28,8 @@ type HA struct {
 	Replication string `yaml:"replication"`
 	// Secret authenticates the members to each other (every member of the
 	// pair and the witness hold the same one); SecretFile reads it from a
-	// file instead. Required unless the link listens on loopback only or
-	// security.insecure is set.
+	// file instead; with neither, $HOLDFAST_HA_SECRET. Required unless the
+	// link listens on loopback only or security.insecure is set.
 	Secret     string `yaml:"secret,omitempty" secret:"true"`
 	SecretFile string `yaml:"secret_file,omitempty"`
 	// TLS on the member link: Cert and Key this member's certificate, CA the
@@ -100,9 +100,17 @@ func (h HA) MemberName(nodeID string) string {
 	}, name)
 }
 
-// SecretValue returns the member secret, reading SecretFile if set.
+// SecretEnv holds the member secret when neither ha.secret nor
+// ha.secret_file is set (the witness reads it too).
+const SecretEnv = "HOLDFAST_HA_SECRET"
+
+// SecretValue returns the member secret: Secret, the content of SecretFile,
+// or else $HOLDFAST_HA_SECRET.
 func (h HA) SecretValue() (string, error) {
 	if h.SecretFile == "" {
+		if h.Secret == "" {
+			return os.Getenv(SecretEnv), nil
+		}
 		return h.Secret, nil
 	}
 	b, err := os.ReadFile(h.SecretFile)

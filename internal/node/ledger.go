@@ -412,6 +412,20 @@ func (g *lossLedger) flush(buf buffer.Engine) {
 	}
 }
 
+// add queues ledger records to be written with the next flush.
+func (g *lossLedger) add(recs ...event.LedgerRecord) {
+	g.mu.Lock()
+	for _, l := range recs {
+		g.queue = append(g.queue, queued{rec: l})
+		g.count(&l)
+	}
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (g *lossLedger) close() {
 	close(g.stop)
 	<-g.done

@@ -32,6 +32,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/process"
+	"github.com/holdfast-edge/holdfast/internal/replica"
 	"github.com/holdfast-edge/holdfast/internal/secret"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
@@ -79,15 +80,40 @@ type Node struct {
 	authLimiter *auth.Limiter
 	authMetrics *auth.Metrics
 	stopAuth    context.CancelFunc // stops watching the files
+
+	// In an HA pair (ha.go): pairOf is the member this node is a mode of;
+	// pair the primary's hooks, nil in standby mode. wbuf is the buffer
+	// every writer (store, processor, ledger) appends through: fenced by the
+	// term on a primary, n.buf otherwise.
+	pairOf *Pair
+	pair   *pairHooks
+	wbuf   buffer.Engine
+}
+
+// pairHooks make a node the primary of a pair in term.
+type pairHooks struct {
+	pair *Pair
+	term uint64
+	src  *replica.Source
+	gate *pairGate
+	stop context.CancelFunc
 }
 
 // Start opens the data directory and starts every component. On error,
 // whatever was started is stopped again.
-func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
+func Start(cfg config.Config, logger *slog.Logger) (*Node, error) {
+	return startNode(cfg, logger, nil)
+}
+
+// startNode starts a node; with ph, the primary of a pair in ph.term.
+func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry()}
+	n := &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry(), pair: ph}
+	if ph != nil {
+		n.pairOf = ph.pair
+	}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -118,7 +144,13 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open buffer: %w", err)
 	}
-	go n.ledger.run(n.buf)
+	n.wbuf = n.buf
+	if ph != nil {
+		if err := n.startPrimary(); err != nil {
+			return nil, err
+		}
+	}
+	go n.ledger.run(n.wbuf)
 	if err := n.finishRemovals(); err != nil {
 		// The records stay; the next start tries again. Logged, not fatal:
 		// a node that cannot compact its buffer still takes data.
@@ -127,7 +159,7 @@ func Start(cfg config.Config, logger *slog.Logger) (_ *Node, err error) {
 	if cfg.Windows.Enabled {
 		n.prepareProcessing() // the checkpoint loads while the store rebuilds its index
 	}
-	n.store, err = store.Open(n.buf, store.Options{
+	n.store, err = store.Open(n.wbuf, store.Options{
 		DedupWindow:     cfg.Ingest.DedupWindow,
 		DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
 		Logger:          logger.With("component", "store"),
@@ -196,7 +228,8 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 			TLSConfig: n.serverTLS(), Guard: guard, AlertPrefix: n.cfg.Alerts.Notify.MQTTTopicPrefix,
 			MaxConnectionsPerSource: mc.MaxConnectionsPerSource, AccessMetrics: mqttin.NewAccessMetrics(n.reg),
-		}, n.store, im)
+			Redirect: n.brokerRedirect(),
+		}, n.appender(), im)
 		if err != nil {
 			return err
 		}
@@ -213,7 +246,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID, TLSConfig: tc,
 			Username: mc.External.Username, Password: mc.External.Password,
 			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
-		}, n.store, im)
+		}, n.appender(), im)
 		if err != nil {
 			return err
 		}
@@ -291,7 +324,7 @@ func (n *Node) prepareProcessing() {
 	opts.Logger, opts.Metrics = n.log.With("component", "process"), process.NewMetrics(n.reg)
 	n.prep = make(chan prepared, 1)
 	go func() {
-		p, err := process.Prepare(n.buf, opts)
+		p, err := process.Prepare(n.wbuf, opts)
 		if err == nil {
 			p.Restore()
 		}
@@ -414,7 +447,7 @@ func (n *Node) startSync() error {
 	}
 	metrics := uplink.NewMetrics(n.reg)
 	for _, sink := range sinks {
-		s := uplink.NewSyncer(n.buf, sink, uplink.SyncOptions{
+		s := uplink.NewSyncer(n.syncLog(), sink, uplink.SyncOptions{
 			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
 			Logger: logger, Metrics: metrics,
 		})
@@ -446,16 +479,26 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger, Admit: n.admit,
 			Auth: n.guard(auth.TransportHTTP),
-		}, n.store, im),
+		}, n.appender(), im),
 		Auth:     n.guard(auth.TransportAPI),
 		Store:    n.store,
 		Status:   n.Status,
-		Gatherer: n.reg,
+		Gatherer: n.gatherer(),
 	}
 	if n.proc != nil {
 		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
 	}
-	h := api.LimitPerSource(api.New(opts), n.cfg.HTTP.MaxConcurrentPerSource)
+	var h http.Handler = api.New(opts)
+	if n.pair != nil {
+		h = n.pairRedirect(h)
+	}
+	return n.serveHTTP(api.LimitPerSource(h, n.cfg.HTTP.MaxConcurrentPerSource))
+}
+
+// serveHTTP serves h on n.httpLn, with TLS when configured.
+func (n *Node) serveHTTP(h http.Handler) error {
+	ln := n.httpLn
+	logger := n.log.With("component", "http")
 	n.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -533,6 +576,9 @@ func (n *Node) Status() api.Status {
 		s.Buffer.Error = err.Error()
 		s.Problems = append(s.Problems, "buffer failed, nothing is being acknowledged: "+err.Error())
 	}
+	if n.pairOf != nil {
+		s.HA = n.pairOf.status(n)
+	}
 	if n.sub != nil {
 		c := n.sub.Connected()
 		s.MQTT.Connected = &c
@@ -576,6 +622,12 @@ func (n *Node) Close() error {
 	}
 	if n.proc != nil {
 		errs = append(errs, n.proc.Close())
+	}
+	if n.pair != nil && n.pair.stop != nil {
+		n.pair.stop()
+		if n.pair.src != nil {
+			errs = append(errs, n.pair.src.Close())
+		}
 	}
 	if n.backup != nil {
 		errs = append(errs, n.backup.Close())

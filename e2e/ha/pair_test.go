@@ -1,0 +1,653 @@
+// Package ha drives HA pairs of the real holdfast binary: two nodes and a
+// witness on 127.0.0.1, every member link through an in-process toxiproxy
+// so that tests can cut and slow it, nodes killed with SIGKILL. It is its own
+// package so that `go test ./...` runs it beside the other end-to-end tests.
+package ha
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "holdfast-ha-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "holdfast")
+	build := exec.Command("go", "build", "-o", binary, "../../cmd/holdfast")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build holdfast: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// nodeID is the pair's one node id.
+const nodeID = "site-1"
+
+// secret is the pair's member secret in these tests.
+const secret = "pair-secret-of-the-tests"
+
+// member is one process of a pair: a node or the witness.
+type member struct {
+	name          string // "a", "b" or "w"
+	dir           string
+	http, mqtt    string // fixed: the pair advertises them
+	link          string // ha.listen
+	peers         []string
+	args          []string
+	witness       bool
+	cmd           *exec.Cmd
+	done          chan struct{}
+	logMu         sync.Mutex
+	log           strings.Builder
+	restarts      int
+	memberNameSet string
+}
+
+func (m *member) logs() string {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	return m.log.String()
+}
+
+func (m *member) running() bool {
+	if m.cmd == nil {
+		return false
+	}
+	select {
+	case <-m.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// start runs the member's process; a node is waited for until its HTTP
+// listener answers.
+func (m *member) start(t *testing.T) {
+	t.Helper()
+	var args []string
+	if m.witness {
+		args = []string{"witness", "--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ","), "--data-dir", m.dir}
+	} else {
+		args = append([]string{"run", "--data-dir", m.dir, "--node-id", nodeID, "--http-addr", m.http, "--mqtt-addr", m.mqtt,
+			"--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ",")}, m.args...)
+	}
+	m.cmd = exec.Command(binary, args...)
+	m.cmd.Env = append(os.Environ(), "HOLDFAST_HA_SECRET="+secret)
+	m.done = make(chan struct{})
+	m.logMu.Lock()
+	fmt.Fprintf(&m.log, "=== start %d\n", m.restarts)
+	m.logMu.Unlock()
+	m.restarts++
+	stderr, err := m.cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, m.cmd.Start())
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			m.logMu.Lock()
+			m.log.WriteString(sc.Text() + "\n")
+			m.logMu.Unlock()
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	done := m.done
+	cmd := m.cmd
+	go func() { <-read; cmd.Wait(); close(done) }()
+	t.Cleanup(m.kill)
+	if m.witness {
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if !m.running() {
+			t.Fatalf("member %s exited:\n%s", m.name, m.logs())
+		}
+		resp, err := http.Get("http://" + m.http + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("member %s not answering after 60s:\n%s", m.name, m.logs())
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (m *member) kill() {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return
+	}
+	_ = m.cmd.Process.Signal(syscall.SIGKILL)
+	<-m.done
+}
+
+// haStatus is the ha section of /v1/status and what the tests read beside it.
+type haStatus struct {
+	Role         string `json:"role"`
+	Term         uint64 `json:"term"`
+	Replication  string `json:"replication"`
+	LagRecords   uint64 `json:"lag_records"`
+	Member       string `json:"member"`
+	Standby      string `json:"standby"`
+	StandbyState string `json:"standby_state"`
+	Primary      *struct {
+		NodeID string `json:"node_id"`
+		HTTP   string `json:"http"`
+		MQTT   string `json:"mqtt"`
+		Member string `json:"member"`
+	} `json:"primary"`
+}
+
+type nodeStatus struct {
+	HA         *haStatus                    `json:"ha"`
+	Losses     map[string]map[string]uint64 `json:"losses"`
+	Processing struct {
+		Replaying bool   `json:"replaying"`
+		Lag       uint64 `json:"lag_records"`
+	} `json:"processing"`
+	Buffer struct {
+		NextOffset uint64 `json:"next_offset"`
+	} `json:"buffer"`
+}
+
+var quick = &http.Client{Timeout: 2 * time.Second}
+
+func (m *member) status() (nodeStatus, error) {
+	var s nodeStatus
+	resp, err := quick.Get("http://" + m.http + "/v1/status")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return s, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		return s, err
+	}
+	if s.HA == nil {
+		return s, fmt.Errorf("no ha section")
+	}
+	return s, nil
+}
+
+// pair is two nodes, a witness, the proxies between them and a cloud.
+type pair struct {
+	a, b, w *member
+	proxies map[string]*toxiproxy.Proxy // "a>b": a's link to b
+	cloud   *cloud.Server
+	dir     string
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// pairConfig is the nodes' config: small windows that close within the
+// test, checkpoints every second, the cloud, the member secret.
+const pairConfig = `
+windows:
+  sizes: [1s, 5s]
+  allowed_lateness: 500ms
+  idle_timeout: 1h
+checkpoints:
+  interval: 1s
+cloud:
+  max_delay: 20ms
+`
+
+// newPair starts a witness and two nodes with extra config appended to
+// pairConfig and args for `holdfast run`.
+func newPair(t *testing.T, extra string, args ...string) *pair {
+	t.Helper()
+	dir := t.TempDir()
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	p := &pair{dir: dir, cloud: srv, proxies: map[string]*toxiproxy.Proxy{}}
+	mk := func(name string, witness bool) *member {
+		return &member{name: name, dir: filepath.Join(dir, name), http: freeAddr(t), mqtt: freeAddr(t), link: freeAddr(t), witness: witness}
+	}
+	p.a, p.b, p.w = mk("a", false), mk("b", false), mk("w", true)
+	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
+	all := []*member{p.a, p.b, p.w}
+	for _, from := range all {
+		for _, to := range all {
+			if from == to {
+				continue
+			}
+			key := from.name + ">" + to.name
+			px := toxiproxy.NewProxy(api, key, "127.0.0.1:0", to.link)
+			require.NoError(t, px.Start())
+			t.Cleanup(px.Stop)
+			p.proxies[key] = px
+			from.peers = append(from.peers, px.Listen)
+		}
+	}
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(pairConfig+"  url: "+srv.URL()+"\n"+extra), 0o600))
+	for _, m := range []*member{p.a, p.b} {
+		m.args = append([]string{"--config", cfg}, args...)
+	}
+	p.w.start(t)
+	p.a.start(t)
+	p.b.start(t)
+	return p
+}
+
+func (p *pair) nodes() []*member { return []*member{p.a, p.b} }
+
+func (p *pair) other(m *member) *member {
+	if m == p.a {
+		return p.b
+	}
+	return p.a
+}
+
+func (p *pair) byHTTP(host string) *member {
+	for _, m := range p.nodes() {
+		if m.http == host {
+			return m
+		}
+	}
+	return nil
+}
+
+// primary waits until one node is primary and the other its eligible
+// standby, and returns the primary and its term.
+func (p *pair) paired(t *testing.T, timeout time.Duration) (*member, uint64) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, m := range p.nodes() {
+			if !m.running() {
+				continue
+			}
+			s, err := m.status()
+			if err == nil && s.HA.Role == "primary" && s.HA.StandbyState == "paired" && s.HA.Standby != "" {
+				o, err := p.other(m).status()
+				if err == nil && o.HA.Role == "standby" && o.HA.Term == s.HA.Term && o.HA.Member == s.HA.Standby {
+					return m, s.HA.Term
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, m := range []*member{p.a, p.b, p.w} {
+		t.Logf("--- %s:\n%s", m.name, tail(m.logs(), 60))
+	}
+	t.Fatalf("no primary with an eligible standby after %v", timeout)
+	return nil, 0
+}
+
+// primaryOf waits until some node is primary (whatever its standby).
+func (p *pair) primaryOf(t *testing.T, timeout time.Duration) (*member, uint64) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, m := range p.nodes() {
+			if s, err := m.status(); err == nil && m.running() && s.HA.Role == "primary" {
+				return m, s.HA.Term
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no primary after %v", timeout)
+	return nil, 0
+}
+
+func tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// cut stops the proxies of the named links ("a>b"), so the link is down both
+// ways when both directions are named; heal starts them again.
+func (p *pair) cut(links ...string) {
+	for _, l := range links {
+		p.proxies[l].Stop()
+	}
+}
+
+func (p *pair) heal(t *testing.T, links ...string) {
+	t.Helper()
+	for _, l := range links {
+		if err := p.proxies[l].Start(); err != nil && !strings.Contains(err.Error(), "already") {
+			require.NoError(t, err)
+		}
+	}
+}
+
+// isolate lists both directions of every link of m.
+func isolate(m *member, others ...*member) []string {
+	var out []string
+	for _, o := range others {
+		out = append(out, m.name+">"+o.name, o.name+">"+m.name)
+	}
+	return out
+}
+
+// ackLog records every acknowledgement: which node gave it, in which term,
+// and when the client had it.
+type ackLog struct {
+	mu    sync.Mutex
+	sent  map[string]bool
+	acked map[string]ackRec
+}
+
+type ackRec struct {
+	node string
+	term uint64
+	at   time.Time
+}
+
+func newAckLog() *ackLog { return &ackLog{sent: map[string]bool{}, acked: map[string]ackRec{}} }
+
+func (l *ackLog) send(id string) {
+	l.mu.Lock()
+	l.sent[id] = true
+	l.mu.Unlock()
+}
+
+func (l *ackLog) ack(id string, r ackRec) {
+	l.mu.Lock()
+	if _, ok := l.acked[id]; !ok {
+		l.acked[id] = r
+	}
+	l.mu.Unlock()
+}
+
+func (l *ackLog) snapshot() map[string]ackRec {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]ackRec, len(l.acked))
+	for k, v := range l.acked {
+		out[k] = v
+	}
+	return out
+}
+
+// firstAckAfter is the earliest acknowledgement in a term above term, zero
+// if none yet.
+func (l *ackLog) firstAckAfter(term uint64) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var first time.Time
+	for _, r := range l.acked {
+		if r.term > term && (first.IsZero() || r.at.Before(first)) {
+			first = r.at
+		}
+	}
+	return first
+}
+
+// event is one JSON event a load generator sends.
+func eventJSON(id, device string, seq int) []byte {
+	v := float64(seq%1000) / 10
+	return []byte(fmt.Sprintf(`{"id":%q,"device_id":%q,"stream":"temp","ts":%d,"value":%g}`, id, device, time.Now().UnixMilli(), v))
+}
+
+// post sends body to m without following redirects and says what came back.
+func post(client *http.Client, m *member, body []byte) (status int, term uint64, loc string, err error) {
+	resp, err := client.Post("http://"+m.http+"/v1/events", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return 0, 0, "", err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	term, _ = strconv.ParseUint(resp.Header.Get("Holdfast-Term"), 10, 64)
+	return resp.StatusCode, term, resp.Header.Get("Location"), nil
+}
+
+var noRedirect = &http.Client{
+	Timeout:       10 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// httpDevice sends events one at a time, each until acknowledged, to
+// whichever node takes it: on a 307 it follows Location itself (recording
+// which node acknowledged), on an error or a 503 it tries the other node.
+func httpDevice(p *pair, led *ackLog, name string, stop chan struct{}) {
+	target := p.a
+	for seq := 0; ; seq++ {
+		id := fmt.Sprintf("%s-%d", name, seq)
+		body := eventJSON(id, name, seq)
+		led.send(id)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			status, term, loc, err := post(noRedirect, target, body)
+			switch {
+			case err == nil && status == 200:
+				led.ack(id, ackRec{node: target.name, term: term, at: time.Now()})
+			case err == nil && status == http.StatusTemporaryRedirect:
+				if m := p.byHTTP(strings.TrimSuffix(strings.TrimPrefix(loc, "http://"), "/v1/events")); m != nil {
+					target = m
+				}
+				continue
+			default:
+				target = p.other(target)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// storedEvent is one element of GET /v1/events.
+type storedEvent struct {
+	Offset   uint64  `json:"offset"`
+	ID       string  `json:"id"`
+	DeviceID string  `json:"device_id"`
+	Stream   string  `json:"stream"`
+	Value    float64 `json:"value"`
+	TS       string  `json:"ts"`
+}
+
+func getJSON(t *testing.T, u string, into any) {
+	t.Helper()
+	resp, err := http.Get(u)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode, u)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(into))
+}
+
+func allEvents(t *testing.T, m *member) []storedEvent {
+	t.Helper()
+	var out []storedEvent
+	cursor := ""
+	for {
+		u := "http://" + m.http + "/v1/events?limit=10000"
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		var page struct {
+			Events []storedEvent `json:"events"`
+			Next   string        `json:"next"`
+		}
+		getJSON(t, u, &page)
+		out = append(out, page.Events...)
+		if page.Next == "" {
+			return out
+		}
+		cursor = page.Next
+	}
+}
+
+func finalWindows(t *testing.T, m *member) []testutil.WindowJSON {
+	t.Helper()
+	var out []testutil.WindowJSON
+	cursor := ""
+	for {
+		u := "http://" + m.http + "/v1/windows?device_id=*&limit=10000"
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		var page struct {
+			Windows []testutil.WindowJSON `json:"windows"`
+			Next    string                `json:"next"`
+		}
+		getJSON(t, u, &page)
+		for _, w := range page.Windows {
+			if w.Final {
+				out = append(out, w)
+			}
+		}
+		if page.Next == "" {
+			return out
+		}
+		cursor = page.Next
+	}
+}
+
+// requireExactlyOnce checks that every acknowledged event is stored once and
+// nothing is stored that was never sent; it returns the stored events by id.
+func requireExactlyOnce(t *testing.T, led *ackLog, events []storedEvent) map[string]storedEvent {
+	t.Helper()
+	byID := map[string]storedEvent{}
+	for _, e := range events {
+		_, dup := byID[e.ID]
+		require.False(t, dup, "event %s stored twice (offsets %d and %d)", e.ID, byID[e.ID].Offset, e.Offset)
+		byID[e.ID] = e
+	}
+	led.mu.Lock()
+	defer led.mu.Unlock()
+	for id := range led.acked {
+		_, ok := byID[id]
+		require.True(t, ok, "acknowledged event %s (by %s, term %d) is missing", id, led.acked[id].node, led.acked[id].term)
+	}
+	for id := range byID {
+		require.True(t, led.sent[id], "stored event %s was never sent", id)
+	}
+	return byID
+}
+
+// requireCloudOnce waits until the cloud holds every event the primary
+// holds, and checks it holds each once.
+func requireCloudOnce(t *testing.T, p *pair, events []storedEvent) {
+	t.Helper()
+	want := map[uint64]bool{}
+	for _, e := range events {
+		want[e.Offset] = true
+	}
+	nc, err := nats.Connect(p.cloud.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var stored []cloud.Stored
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		stored, err = cloud.StoredOffsets(context.Background(), js, nodeID, cloud.StreamEvents, 0)
+		require.NoError(t, err)
+		have := map[uint64]bool{}
+		for _, s := range stored {
+			have[s.Offset] = true
+		}
+		missing := 0
+		for off := range want {
+			if !have[off] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the cloud still lacks %d of %d events", missing, len(want))
+		time.Sleep(200 * time.Millisecond)
+	}
+	seen := map[uint64]bool{}
+	for _, s := range stored {
+		require.False(t, seen[s.Offset], "offset %d stored twice in the cloud", s.Offset)
+		seen[s.Offset] = true
+		require.True(t, want[s.Offset], "the cloud holds offset %d, which is no event of the primary's", s.Offset)
+	}
+}
+
+// requireWindowsRecompute waits for processing to catch up on m and checks
+// its closed windows against a brute-force recompute over its events.
+func requireWindowsRecompute(t *testing.T, m *member, events []storedEvent) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		s, err := m.status()
+		if err == nil && !s.Processing.Replaying && s.Processing.Lag == 0 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "processing did not catch up")
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
+	raw := make([]testutil.RawEvent, 0, len(events))
+	for _, e := range events {
+		raw = append(raw, testutil.RawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
+	}
+	got := finalWindows(t, m)
+	want := testutil.RecomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
+	ids := map[string]int{}
+	for _, w := range got {
+		ids[w.ID]++
+	}
+	for id, n := range ids {
+		require.Equal(t, 1, n, "window %s written %d times", id, n)
+	}
+	testutil.RequireWindowsEqual(t, want, got)
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"context"
+
+	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/replica"
+)
+
+// startPrimary makes n the pair's primary in its term, once the buffer is
+// open: the replication source serves the standby, the gate follows it, and
+// every writer appends through the fence.
+func (n *Node) startPrimary() error {
+	ph, p := n.pair, n.pair.pair
+	fence := p.lead.Load()
+	src, err := replica.NewSource(p.member.Conn(), replicationSubject, n.buf, replica.SourceOptions{
+		NodeID: n.cfg.NodeID,
+		Term: func() (uint64, bool) {
+			t, ok := fence.Fence()
+			return t, ok && t == ph.term
+		},
+		DataDir: n.cfg.DataDir, Files: replicatedFiles, OnReport: n.reportToLedger,
+		Logger: n.log.With("component", "replica"), Registerer: n.reg,
+	})
+	if err != nil {
+		return err
+	}
+	ph.src = src
+	h := n.cfg.HA
+	ph.gate = &pairGate{
+		buf: n.buf, src: src, fence: fence, term: ph.term,
+		setSB:   fence.SetStandby,
+		sync:    h.Replication == "sync",
+		timeout: h.SyncTimeout, maxLag: h.MaxLag,
+		log:     n.log.With("component", "ha"),
+		alerts:  func() *alert.Dispatcher { return n.disp },
+		metrics: p.m,
+	}
+	n.wbuf = &fencedEngine{Engine: n.buf, fence: fence, term: ph.term}
+	ctx, cancel := context.WithCancel(context.Background())
+	ph.stop = cancel
+	every := h.Heartbeat / 4
+	go ph.gate.run(ctx, every)
+	return nil
+}
+
+// appender is what ingest stores through: the store, fenced on a primary.
+func (n *Node) appender() ingest.Appender {
+	if n.pair == nil {
+		return n.store
+	}
+	return &fencedAppender{inner: n.store, buf: n.buf, fence: n.pair.pair.lead.Load(), term: n.pair.term, gate: n.pair.gate}
+}
+
+// brokerRedirect is the embedded broker's Redirect on a primary (nil
+// outside a pair): devices go to the new primary once the lease is gone.
+func (n *Node) brokerRedirect() func() (string, bool) {
+	if n.pair == nil {
+		return nil
+	}
+	return n.mqttRedirect
+}
+
+// syncLog is the log as the sinks read it: bounded by the standby on a
+// primary.
+func (n *Node) syncLog() buffer.Engine {
+	if n.pair == nil {
+		return n.buf
+	}
+	return &boundedEngine{Engine: n.buf, limit: n.pair.gate.limit, wait: n.pair.gate.waitLimit}
+}
