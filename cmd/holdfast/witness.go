@@ -22,7 +22,7 @@ const secretEnv = config.SecretEnv
 
 // witnessFlags are the flags of `holdfast witness`.
 type witnessFlags struct {
-	name, listen, dataDir, secretFile string
+	name, listen, advertise, dataDir, secretFile string
 	peers                             []string
 	tlsCert, tlsKey, tlsCA            string
 	insecure                          bool
@@ -48,6 +48,7 @@ func witnessCmd() *cobra.Command {
 	f := c.Flags()
 	f.StringVar(&w.listen, "ha-listen", "", "route listen address, host:port (required)")
 	f.StringSliceVar(&w.peers, "ha-peers", nil, "the two nodes' route addresses, host:port,host:port (required)")
+	f.StringVar(&w.advertise, "advertise", "", "route address the other members may learn from one another (default: --ha-listen)")
 	f.StringVar(&w.dataDir, "data-dir", "./holdfast-witness", "directory for the witness's replica of the cluster's data")
 	f.StringVar(&w.name, "name", "witness", "member name: unique in the pair, the same across restarts")
 	f.StringVar(&w.secretFile, "secret-file", "", "file holding the member secret (default: $"+secretEnv+")")
@@ -61,7 +62,7 @@ func witnessCmd() *cobra.Command {
 // options turns the flags into the member's options, reading the secret and
 // the TLS files.
 func (w witnessFlags) options() (hacluster.Options, error) {
-	o := hacluster.Options{Name: w.name, Listen: w.listen, Peers: w.peers, DataDir: w.dataDir}
+	o := hacluster.Options{Name: w.name, Listen: w.listen, Advertise: w.advertise, Peers: w.peers, DataDir: w.dataDir}
 	if w.listen == "" || len(w.peers) == 0 {
 		return o, errors.New("witness: --ha-listen and --ha-peers are required")
 	}

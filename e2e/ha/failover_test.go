@@ -61,7 +61,7 @@ func TestHAFailoverUnderLoad(t *testing.T) {
 	const rounds = 10
 	dir := t.TempDir()
 	promoted := filepath.Join(dir, "promoted")
-	p := newPair(t, "ha:\n  promote_command: echo \"$HOLDFAST_HA_TERM $HOLDFAST_HA_MEMBER\" >> "+promoted+"\n")
+	p := newPair(t, "  promote_command: echo \"$HOLDFAST_HA_TERM $HOLDFAST_HA_MEMBER\" >> "+promoted+"\n")
 	_, term := p.paired(t, 90*time.Second)
 	startTerm := term
 

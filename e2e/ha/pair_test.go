@@ -75,7 +75,6 @@ type member struct {
 	logMu         sync.Mutex
 	log           strings.Builder
 	restarts      int
-	memberNameSet string
 }
 
 func (m *member) logs() string {
@@ -102,7 +101,8 @@ func (m *member) start(t *testing.T) {
 	t.Helper()
 	var args []string
 	if m.witness {
-		args = []string{"witness", "--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ","), "--data-dir", m.dir}
+		args = []string{"witness", "--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ","), "--data-dir", m.dir,
+			"--advertise", noRoute}
 	} else {
 		args = append([]string{"run", "--data-dir", m.dir, "--node-id", nodeID, "--http-addr", m.http, "--mqtt-addr", m.mqtt,
 			"--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ",")}, m.args...)
@@ -132,7 +132,11 @@ func (m *member) start(t *testing.T) {
 	done := m.done
 	cmd := m.cmd
 	go func() { <-read; cmd.Wait(); close(done) }()
-	t.Cleanup(m.kill)
+	if m.restarts == 1 {
+		// Once, on the test that made the pair: a restart inside a subtest
+		// must outlive the subtest.
+		t.Cleanup(m.kill)
+	}
 	if m.witness {
 		return
 	}
@@ -169,7 +173,11 @@ type haStatus struct {
 	Member       string `json:"member"`
 	Standby      string `json:"standby"`
 	StandbyState string `json:"standby_state"`
-	Primary      *struct {
+	Links        []struct {
+		Member    string `json:"member"`
+		Connected bool   `json:"connected"`
+	} `json:"links"`
+	Primary *struct {
 		NodeID string `json:"node_id"`
 		HTTP   string `json:"http"`
 		MQTT   string `json:"mqtt"`
@@ -226,8 +234,15 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// noRoute is where every member says it can be reached, and nothing
+// listens: members then dial only the proxies they are given, never one
+// another directly through what a third member tells them, so that cutting
+// a proxy cuts the link.
+const noRoute = "127.0.0.1:1"
+
 // pairConfig is the nodes' config: small windows that close within the
-// test, checkpoints every second, the cloud, the member secret.
+// test, checkpoints every second, the cloud, the member link's advertised
+// address; haExtra adds keys under ha:.
 const pairConfig = `
 windows:
   sizes: [1s, 5s]
@@ -239,9 +254,9 @@ cloud:
   max_delay: 20ms
 `
 
-// newPair starts a witness and two nodes with extra config appended to
-// pairConfig and args for `holdfast run`.
-func newPair(t *testing.T, extra string, args ...string) *pair {
+// newPair starts a witness and two nodes with haExtra's keys (indented) in
+// their ha: section and args for `holdfast run`.
+func newPair(t *testing.T, haExtra string, args ...string) *pair {
 	t.Helper()
 	dir := t.TempDir()
 	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
@@ -268,7 +283,7 @@ func newPair(t *testing.T, extra string, args ...string) *pair {
 		}
 	}
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(pairConfig+"  url: "+srv.URL()+"\n"+extra), 0o600))
+	require.NoError(t, os.WriteFile(cfg, []byte(pairConfig+"  url: "+srv.URL()+"\nha:\n  advertise: "+noRoute+"\n"+haExtra), 0o600))
 	for _, m := range []*member{p.a, p.b} {
 		m.args = append([]string{"--config", cfg}, args...)
 	}
@@ -335,6 +350,9 @@ func (p *pair) primaryOf(t *testing.T, timeout time.Duration) (*member, uint64) 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	for _, m := range []*member{p.a, p.b, p.w} {
+		t.Logf("--- %s:\n%s", m.name, tail(m.logs(), 60))
+	}
 	t.Fatalf("no primary after %v", timeout)
 	return nil, 0
 }
@@ -345,6 +363,28 @@ func tail(s string, lines int) string {
 		l = l[len(l)-lines:]
 	}
 	return strings.Join(l, "\n")
+}
+
+// settled waits until every member's links are up, then lets the link's
+// replicated state catch up for a few seconds: a member that just came back
+// must hold the pair's state before the pair can lose another.
+func (p *pair) settled(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		up := 0
+		for _, m := range p.nodes() {
+			if s, err := m.status(); err == nil && len(s.HA.Links) == 2 && s.HA.Links[0].Connected && s.HA.Links[1].Connected {
+				up++
+			}
+		}
+		if up == 2 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the members' links did not all come up")
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
 }
 
 // cut stops the proxies of the named links ("a>b"), so the link is down both
@@ -427,10 +467,11 @@ func (l *ackLog) firstAckAfter(term uint64) time.Time {
 	return first
 }
 
-// event is one JSON event a load generator sends.
+// eventJSON is one event a load generator sends. Values are whole numbers,
+// so that a window's sum is exact in any order of addition: the engine adds
+// a closed 1s window into its 5s window, the recompute event by event.
 func eventJSON(id, device string, seq int) []byte {
-	v := float64(seq%1000) / 10
-	return []byte(fmt.Sprintf(`{"id":%q,"device_id":%q,"stream":"temp","ts":%d,"value":%g}`, id, device, time.Now().UnixMilli(), v))
+	return []byte(fmt.Sprintf(`{"id":%q,"device_id":%q,"stream":"temp","ts":%d,"value":%d}`, id, device, time.Now().UnixMilli(), seq%100))
 }
 
 // post sends body to m without following redirects and says what came back.

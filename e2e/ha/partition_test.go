@@ -147,6 +147,7 @@ func TestHAPartitions(t *testing.T) {
 		require.Greater(t, ackedBy(prim.name, downAt.Add(2*time.Second)), 0, "the primary stopped acknowledging without the witness")
 		p.w.start(t)
 		prim, term = p.paired(t, 60*time.Second)
+		p.settled(t)
 	})
 
 	t.Run("primary isolated", func(t *testing.T) {

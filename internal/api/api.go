@@ -74,6 +74,15 @@ type HAStatus struct {
 	// LastContact when the two last spoke.
 	PrimaryNext uint64 `json:"primary_next,omitempty"`
 	LastContact string `json:"last_contact,omitempty"`
+	// Links are the other members of the pair and whether this member's
+	// link to each is up.
+	Links []HALink `json:"links"`
+}
+
+// HALink is one other member as the member link sees it.
+type HALink struct {
+	Member    string `json:"member"`
+	Connected bool   `json:"connected"`
 }
 
 // HAPrimary is where the pair's primary takes devices.

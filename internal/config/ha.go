@@ -20,6 +20,10 @@ type HA struct {
 	// two members' (--ha-peers).
 	Listen string   `yaml:"listen"`
 	Peers  []string `yaml:"peers,omitempty"`
+	// Advertise is the link address the other members may learn from one
+	// another and dial besides Peers (the member link gossips it); default
+	// Listen. Set it when Listen is a wildcard.
+	Advertise string `yaml:"advertise"`
 	// Member names this node in the pair; default: node_id, the host name
 	// and the link port ("node-host-7301"). Stable across restarts.
 	Member string `yaml:"member"`
@@ -132,6 +136,11 @@ func (h HA) validate(c Config, bad func(key, format string, args ...any)) {
 	}
 	if len(h.Peers) != 2 {
 		bad("ha.peers", "%d addresses: a pair has exactly two other members, the other node and the witness (--ha-peers ADDR,ADDR)", len(h.Peers))
+	}
+	if h.Advertise != "" {
+		if err := checkAddr(h.Advertise); err != nil {
+			bad("ha.advertise", "%v", err)
+		}
 	}
 	for i, p := range h.Peers {
 		if err := checkAddr(p); err != nil {

@@ -79,6 +79,7 @@ type Pair struct {
 	term     uint64 // primary: its term; 0 in standby mode
 	follower *followerRun
 	started  time.Time
+	followed uint64          // the term the standby mode last followed
 	reported map[string]bool // quarantine reports written to the ledger
 	diverged bool            // the follower found the log diverged: quarantine it whole
 }
@@ -142,7 +143,7 @@ func StartPair(ctx context.Context, cfg config.Config, logger *slog.Logger) (_ *
 	}
 	name := h.MemberName(cfg.NodeID)
 	p.member, err = hacluster.Start(hacluster.Options{
-		Name: name, Listen: h.Listen, Peers: h.Peers, Secret: secret, TLS: tc,
+		Name: name, Listen: h.Listen, Advertise: h.Advertise, Peers: h.Peers, Secret: secret, TLS: tc,
 		DataDir: filepath.Join(cfg.DataDir, "ha", "nats"), Logger: logger.With("component", "ha-link"),
 	})
 	if err != nil {
@@ -223,7 +224,7 @@ func (p *Pair) reconcile() {
 	st := lead.State()
 	term, primary := lead.Fence()
 	p.mu.Lock()
-	running, node, follower := p.term, p.node, p.follower
+	running, node, follower, followed := p.term, p.node, p.follower, p.followed
 	p.mu.Unlock()
 	switch {
 	case primary && running == term:
@@ -249,6 +250,10 @@ func (p *Pair) reconcile() {
 		if err := p.startStandby(st); err != nil {
 			p.log.Error("cannot start as standby; trying again", "err", err)
 		}
+	case follower == nil && followed == st.Term && st.Primary.Member != "" && st.Primary.Member != p.self.Member:
+		// A takeover that did not happen stopped the follower: the log is
+		// as it was, follow on.
+		p.follow(node, st.Term)
 	case st.Primary.Member != "" && st.Primary.Member != p.self.Member && (follower == nil || follower.term != st.Term || follower.failed() != nil):
 		// A primary to follow, or a new term: check the log against the
 		// term history, then follow.
@@ -321,7 +326,7 @@ func (p *Pair) promote(term uint64) {
 func (p *Pair) stopMode() {
 	p.mu.Lock()
 	n, f := p.node, p.follower
-	p.node, p.follower, p.term = nil, nil, 0
+	p.node, p.follower, p.term, p.followed = nil, nil, 0, 0
 	p.mu.Unlock()
 	if f != nil {
 		f.stop()
@@ -381,6 +386,9 @@ func (p *Pair) status(n *Node) *api.HAStatus {
 			s.Primary = &api.HAPrimary{NodeID: st.Primary.NodeID, HTTP: st.Primary.HTTP, MQTT: st.Primary.MQTT, Member: st.Primary.Member}
 		}
 		s.Standby = st.Record.Standby
+	}
+	for _, ps := range p.member.Peers() {
+		s.Links = append(s.Links, api.HALink{Member: ps.Name, Connected: ps.Connected})
 	}
 	p.mu.Lock()
 	f := p.follower

@@ -167,7 +167,7 @@ func (p *Pair) follow(n *Node, term uint64) {
 		}
 	}()
 	p.mu.Lock()
-	p.follower = r
+	p.follower, p.followed = r, term
 	p.mu.Unlock()
 }
 
