@@ -23,9 +23,9 @@ const secretEnv = config.SecretEnv
 // witnessFlags are the flags of `holdfast witness`.
 type witnessFlags struct {
 	name, listen, advertise, dataDir, secretFile string
-	peers                             []string
-	tlsCert, tlsKey, tlsCA            string
-	insecure                          bool
+	peers                                        []string
+	tlsCert, tlsKey, tlsCA                       string
+	insecure                                     bool
 }
 
 func witnessCmd() *cobra.Command {

@@ -63,18 +63,18 @@ const secret = "pair-secret-of-the-tests"
 
 // member is one process of a pair: a node or the witness.
 type member struct {
-	name          string // "a", "b" or "w"
-	dir           string
-	http, mqtt    string // fixed: the pair advertises them
-	link          string // ha.listen
-	peers         []string
-	args          []string
-	witness       bool
-	cmd           *exec.Cmd
-	done          chan struct{}
-	logMu         sync.Mutex
-	log           strings.Builder
-	restarts      int
+	name       string // "a", "b" or "w"
+	dir        string
+	http, mqtt string // fixed: the pair advertises them
+	link       string // ha.listen
+	peers      []string
+	args       []string
+	witness    bool
+	cmd        *exec.Cmd
+	done       chan struct{}
+	logMu      sync.Mutex
+	log        strings.Builder
+	restarts   int
 }
 
 func (m *member) logs() string {
