@@ -96,7 +96,7 @@ func run(cfg config.Config) error {
 	logger := newLogger(cfg.Log)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if cfg.HA.Enabled() {
+	if cfg.HA.ActivePassive() {
 		p, err := node.StartPair(ctx, cfg, logger)
 		if err != nil {
 			return err

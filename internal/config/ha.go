@@ -16,6 +16,11 @@ import (
 // offset-for-offset copy of the primary's, so the cloud's record identity
 // (node_id, offset) holds across a takeover. Listen == "" runs no pair.
 type HA struct {
+	// Mode is active-passive (the default: a primary, a standby, a
+	// witness) or active-active: both nodes take devices, each with its own
+	// log and node id, and exchange window partials so that either answers
+	// /v1/windows for both; no witness, Peers is the other node alone.
+	Mode string `yaml:"mode"`
 	// Listen is this member's link address (--ha-listen), Peers the other
 	// two members' (--ha-peers).
 	Listen string   `yaml:"listen"`
@@ -74,6 +79,7 @@ type HATLS struct {
 // HADefaults are the seed's numbers.
 func HADefaults() HA {
 	return HA{
+		Mode:          "active-passive",
 		Replication:   "sync",
 		Heartbeat:     time.Second,
 		Failures:      3,
@@ -86,6 +92,12 @@ func HADefaults() HA {
 
 // Enabled says whether this node runs in a pair.
 func (h HA) Enabled() bool { return h.Listen != "" }
+
+// ActivePassive says whether this node runs in an active-passive pair.
+func (h HA) ActivePassive() bool { return h.Enabled() && h.Mode != "active-active" }
+
+// ActiveActive says whether this node runs in an active-active pair.
+func (h HA) ActiveActive() bool { return h.Enabled() && h.Mode == "active-active" }
 
 // MemberName returns Member or the default derived from the node id, the
 // host name and the link port.
@@ -134,8 +146,17 @@ func (h HA) validate(c Config, bad func(key, format string, args ...any)) {
 	if err := checkAddr(h.Listen); err != nil {
 		bad("ha.listen", "%v", err)
 	}
-	if len(h.Peers) != 2 {
-		bad("ha.peers", "%d addresses: a pair has exactly two other members, the other node and the witness (--ha-peers ADDR,ADDR)", len(h.Peers))
+	switch h.Mode {
+	case "active-passive":
+		if len(h.Peers) != 2 {
+			bad("ha.peers", "%d addresses: an active-passive pair has exactly two other members, the other node and the witness (--ha-peers ADDR,ADDR)", len(h.Peers))
+		}
+	case "active-active":
+		if len(h.Peers) != 1 {
+			bad("ha.peers", "%d addresses: an active-active pair has one other member, the other node (--ha-peers ADDR)", len(h.Peers))
+		}
+	default:
+		bad("ha.mode", "%q must be active-passive or active-active", h.Mode)
 	}
 	if h.Advertise != "" {
 		if err := checkAddr(h.Advertise); err != nil {

@@ -96,6 +96,9 @@ type Options struct {
 	TLS *tls.Config
 	// DataDir holds JetStream's files. Required.
 	DataDir string
+	// NoJetStream runs the link without JetStream: no KV bucket, only
+	// request and reply between members (an active-active pair).
+	NoJetStream bool
 	// Logger receives nats-server's log lines (natslog). Default: discard.
 	Logger *slog.Logger
 }
@@ -152,9 +155,11 @@ func splitHostPort(addr string) (string, int, error) {
 
 // Member is a running member of the cluster.
 type Member struct {
-	ns *server.Server
-	nc *nats.Conn
-	js jetstream.JetStream
+	ns    *server.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream // nil with Options.NoJetStream
+	token string              // the client listener's, for in-process connections
+	name  string
 
 	closeOnce sync.Once
 }
@@ -188,15 +193,18 @@ func Start(o Options) (*Member, error) {
 		m.Close()
 		return nil, errors.New("hacluster: nats-server not ready in time (see log)")
 	}
-	if !ns.JetStreamEnabled() {
+	if !o.NoJetStream && !ns.JetStreamEnabled() {
 		m.Close()
 		return nil, errors.New("hacluster: JetStream failed to start (see log)")
 	}
-	m.nc, err = nats.Connect("", nats.InProcessServer(ns), nats.Token(token), nats.Name("holdfast-ha-"+o.Name),
-		nats.MaxReconnects(-1))
+	m.token, m.name = token, o.Name
+	m.nc, err = m.Connect()
 	if err != nil {
 		m.Close()
 		return nil, fmt.Errorf("hacluster: connect in-process: %w", err)
+	}
+	if o.NoJetStream {
+		return m, nil
 	}
 	if m.js, err = jetstream.New(m.nc); err != nil {
 		m.Close()
@@ -224,7 +232,7 @@ func serverOptions(o Options, token string) (*server.Options, error) {
 		Port:          server.RANDOM_PORT,
 		Authorization: token,
 		NoSigs:        true,
-		JetStream:     true,
+		JetStream:     !o.NoJetStream,
 		StoreDir:      o.DataDir,
 		MaxPayload:    MaxPayload,
 		Cluster: server.ClusterOpts{
@@ -271,6 +279,18 @@ func (m *Member) ClusterAddr() string {
 
 // Conn is the member's in-process connection to its own server.
 func (m *Member) Conn() *nats.Conn { return m.nc }
+
+// Connect opens another in-process connection to the member's server, with
+// opts besides its own (nats.NoEcho, say). The caller closes it.
+func (m *Member) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.InProcessServer(m.ns), nats.Token(m.token), nats.Name("holdfast-ha-" + m.name),
+		nats.MaxReconnects(-1)}, opts...)
+	nc, err := nats.Connect("", all...)
+	if err != nil {
+		return nil, fmt.Errorf("hacluster: connect in-process: %w", err)
+	}
+	return nc, nil
+}
 
 // JetStream is JetStream over Conn.
 func (m *Member) JetStream() jetstream.JetStream { return m.js }

@@ -88,6 +88,8 @@ type Node struct {
 	pairOf *Pair
 	pair   *pairHooks
 	wbuf   buffer.Engine
+	// active is the member link of an active-active pair (ha_active.go).
+	active *activePair
 }
 
 // pairHooks make a node the primary of a pair in term.
@@ -205,6 +207,11 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	}
 	if err := n.startPressure(); err != nil {
 		return nil, err
+	}
+	if cfg.HA.ActiveActive() {
+		if err := n.startActive(); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
@@ -488,6 +495,12 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	if n.proc != nil {
 		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
 	}
+	if n.active != nil {
+		opts.Peer = n.active.peer
+		if n.proc != nil {
+			opts.OpenPartials = n.proc.OpenPartials
+		}
+	}
 	var h http.Handler = api.New(opts)
 	if n.pair != nil {
 		h = n.pairRedirect(h)
@@ -579,6 +592,9 @@ func (n *Node) Status() api.Status {
 	if n.pairOf != nil {
 		s.HA = n.pairOf.status(n)
 	}
+	if n.active != nil {
+		s.HA = n.active.status()
+	}
 	if n.sub != nil {
 		c := n.sub.Connected()
 		s.MQTT.Connected = &c
@@ -606,6 +622,9 @@ func (n *Node) Close() error {
 		cancel()
 	} else if n.httpLn != nil {
 		errs = append(errs, n.httpLn.Close())
+	}
+	if n.active != nil {
+		n.active.close()
 	}
 	if n.broker != nil {
 		errs = append(errs, n.broker.Close())

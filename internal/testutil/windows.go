@@ -148,3 +148,30 @@ func RequireWindowsEqual(t testing.TB, want map[string]*Recomputed, got []Window
 		}
 	}
 }
+
+// MergeRecomputed merges the windows of two nodes by id, as an active-active
+// pair's site-wide answer does: counts, sums and values add up, min and max
+// of both, last the value with the later event time (the larger value on a
+// tie). a and b are not changed.
+func MergeRecomputed(a, b map[string]*Recomputed) map[string]*Recomputed {
+	out := map[string]*Recomputed{}
+	for _, m := range []map[string]*Recomputed{a, b} {
+		for id, r := range m {
+			o := out[id]
+			if o == nil {
+				c := *r
+				c.values = slices.Clone(r.values)
+				out[id] = &c
+				continue
+			}
+			o.count += r.count
+			o.sum += r.sum
+			o.min, o.max = math.Min(o.min, r.min), math.Max(o.max, r.max)
+			if r.lastTS > o.lastTS || (r.lastTS == o.lastTS && r.last > o.last) {
+				o.last, o.lastTS = r.last, r.lastTS
+			}
+			o.values = append(o.values, r.values...)
+		}
+	}
+	return out
+}
