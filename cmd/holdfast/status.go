@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
 )
@@ -119,6 +120,7 @@ func statusCmd() *cobra.Command {
 					} `json:"lanes"`
 				} `json:"sinks"`
 				Notifiers []alert.NotifierStats `json:"notifiers"`
+				HA        *api.HAStatus          `json:"ha"`
 			}
 			if err := json.Unmarshal(body, &s); err != nil {
 				return fmt.Errorf("unexpected answer from %s: %w", addr, err)
@@ -142,6 +144,9 @@ func statusCmd() *cobra.Command {
 			fmt.Fprintf(w, "  pressure  level %s since %s: %.1f MiB pending of %.1f MiB capacity (%.0f %%, %s)\n",
 				b.Level, b.LevelSince, float64(b.Pending)/(1<<20), float64(b.Capacity)/(1<<20), 100*b.Utilisation, capacity)
 			fmt.Fprintf(w, "mqtt        %s %s\n", s.MQTT.Mode, s.MQTT.Addr)
+			if h := s.HA; h != nil {
+				printHA(w, h)
+			}
 			if nf, c := s.Skipped[store.SkipNonFinite], s.Skipped[store.SkipCorrupt]; nf+c > 0 {
 				fmt.Fprintf(w, "queries     skipped %d records they cannot decode (%d non-finite, %d corrupt)\n", nf+c, nf, c)
 			}
@@ -195,4 +200,35 @@ func statusCmd() *cobra.Command {
 	c.Flags().BoolVar(&raw, "json", false, "print /v1/status as JSON")
 	token = tokenFlags(c)
 	return c
+}
+
+// printHA prints the ha section: the member's role and term, the primary,
+// replication, and the member links.
+func printHA(w io.Writer, h *api.HAStatus) {
+	fmt.Fprintf(w, "ha          %s (member %s)", h.Role, h.Member)
+	if h.Term > 0 {
+		fmt.Fprintf(w, ", term %d", h.Term)
+	}
+	if h.Replication != "none" {
+		fmt.Fprintf(w, ", %s replication, %d records behind", h.Replication, h.LagRecords)
+	}
+	fmt.Fprintln(w)
+	if h.Primary != nil && h.Role != "primary" {
+		fmt.Fprintf(w, "  primary   %s at %s\n", h.Primary.Member, h.Primary.HTTP)
+	}
+	if h.Role == "primary" {
+		switch {
+		case h.StandbyState == "paired":
+			fmt.Fprintf(w, "  standby   %s holds every acknowledged record and may take over\n", h.Standby)
+		case h.StandbyState != "":
+			fmt.Fprintf(w, "  standby   none may take over (%s)\n", h.StandbyState)
+		}
+	}
+	for _, l := range h.Links {
+		state := "up"
+		if !l.Connected {
+			state = "DOWN"
+		}
+		fmt.Fprintf(w, "  link      %s %s\n", l.Member, state)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os/exec"
 	"sort"
 	"sync"
 	"testing"
@@ -236,6 +237,25 @@ func TestHARedirects(t *testing.T) {
 	require.True(t, pub.WaitTimeout(5*time.Second))
 	require.NoError(t, pub.Error())
 	both.Disconnect(0)
+
+	// holdfast status shows the pair.
+	out, err := exec.Command(binary, "status", "--addr", sb.http).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "ha          standby")
+	require.Contains(t, string(out), "primary   ")
+	require.Contains(t, string(out), "http://"+prim.http)
+
+	// A planned switchover: the primary steps down, the standby takes over
+	// at once, the old primary follows it.
+	resp, err = http.Post("http://"+prim.http+"/v1/ha/step-down", "application/json", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	asked := time.Now()
+	newPrim, _ := p.paired(t, 60*time.Second)
+	require.Equal(t, sb, newPrim, "the standby did not take over on step-down")
+	t.Logf("planned switchover: paired again with the roles swapped %v after the step-down", time.Since(asked).Round(time.Millisecond))
+	prim = newPrim
 
 	ids := map[string]bool{}
 	for _, e := range allEvents(t, prim) {

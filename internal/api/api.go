@@ -271,6 +271,9 @@ offsets {{.Buffer.FirstOffset}}–{{.Buffer.NextOffset}}, {{.Buffer.QuarantinedR
 <tr><td>pressure</td><td>{{.Buffer.Level}} since {{.Buffer.LevelSince}}: {{.Buffer.PendingBytes}} bytes pending of
 {{.Buffer.CapacityBytes}}{{if .Buffer.DiskLimited}} (the disk's room){{end}}</td></tr>
 <tr><td>mqtt</td><td>{{.MQTT.Mode}} {{.MQTT.Addr}}</td></tr>
+{{with .HA}}<tr><td>ha</td><td>{{.Role}} (member {{.Member}}){{if .Term}}, term {{.Term}}{{end}}{{if ne .Replication "none"}}, {{.Replication}} replication, {{.LagRecords}} records behind{{end}}
+{{with .Primary}}<br>primary {{.Member}} at {{.HTTP}}{{end}}{{if .StandbyState}}<br>standby: {{if .Standby}}{{.Standby}} ({{.StandbyState}}){{else}}none may take over ({{.StandbyState}}){{end}}{{end}}
+{{range .Links}}<br>link {{.Member}} {{if .Connected}}up{{else}}<span class="bad">down</span>{{end}}{{end}}</td></tr>{{end}}
 </table>
 <p><a href="/v1/status">/v1/status</a> · <a href="/v1/events?limit=20">/v1/events</a> · <a href="/metrics">/metrics</a></p>
 </body></html>

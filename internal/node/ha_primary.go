@@ -2,10 +2,15 @@ package node
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/leader"
 	"github.com/holdfast-edge/holdfast/internal/replica"
 )
 
@@ -70,4 +75,26 @@ func (n *Node) syncLog() buffer.Engine {
 		return n.buf
 	}
 	return &boundedEngine{Engine: n.buf, limit: n.pair.gate.limit, wait: n.pair.gate.waitLimit}
+}
+
+// stepDown serves POST /v1/ha/step-down, a planned switchover: this primary
+// stops taking writes and hands the term to its standby at once (the
+// standby must be the one that may take over: 409 otherwise). Admin role.
+func (n *Node) stepDown(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	lead := n.pair.pair.lead.Load()
+	err := lead.StepDown(ctx)
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case err == nil:
+		n.log.Warn("stepped down on request: the standby takes over", "term", n.pair.term)
+		_ = json.NewEncoder(w).Encode(map[string]any{"stepped_down": true, "term": n.pair.term})
+	case errors.Is(err, leader.ErrNoStandby):
+		w.WriteHeader(http.StatusConflict)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "no standby may take over yet (it is catching up, or gone): not stepping down"})
+	default:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "step-down failed: " + err.Error()})
+	}
 }

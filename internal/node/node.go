@@ -503,7 +503,10 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	}
 	var h http.Handler = api.New(opts)
 	if n.pair != nil {
-		h = n.pairRedirect(h)
+		mux := http.NewServeMux()
+		mux.Handle("POST /v1/ha/step-down", api.RequireRole(n.guard(auth.TransportAPI), auth.RoleAdmin, http.HandlerFunc(n.stepDown)))
+		mux.Handle("/", h)
+		h = n.pairRedirect(mux)
 	}
 	return n.serveHTTP(api.LimitPerSource(h, n.cfg.HTTP.MaxConcurrentPerSource))
 }
@@ -594,6 +597,16 @@ func (n *Node) Status() api.Status {
 	}
 	if n.active != nil {
 		s.HA = n.active.status()
+	}
+	if h := s.HA; h != nil {
+		if h.Role == "primary" && h.StandbyState != "paired" {
+			s.Problems = append(s.Problems, "ha: no standby may take over: a loss of this node stops the pair until it returns")
+		}
+		for _, l := range h.Links {
+			if !l.Connected {
+				s.Problems = append(s.Problems, "ha: the link to "+l.Member+" is down")
+			}
+		}
 	}
 	if n.sub != nil {
 		c := n.sub.Connected()
