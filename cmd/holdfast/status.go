@@ -120,7 +120,7 @@ func statusCmd() *cobra.Command {
 					} `json:"lanes"`
 				} `json:"sinks"`
 				Notifiers []alert.NotifierStats `json:"notifiers"`
-				HA        *api.HAStatus          `json:"ha"`
+				HA        *api.HAStatus         `json:"ha"`
 			}
 			if err := json.Unmarshal(body, &s); err != nil {
 				return fmt.Errorf("unexpected answer from %s: %w", addr, err)

@@ -9,7 +9,9 @@ import (
 
 // RequireRole is needRole for routes the node adds beside the API's own
 // (an HA primary's step-down).
-func RequireRole(g *auth.Guard, need auth.Role, h http.Handler) http.Handler { return needRole(g, need, h) }
+func RequireRole(g *auth.Guard, need auth.Role, h http.Handler) http.Handler {
+	return needRole(g, need, h)
+}
 
 // needRole wraps h so that it answers only requests with an API token whose
 // role allows need; with no Guard (auth off) it is h.
