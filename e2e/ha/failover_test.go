@@ -111,6 +111,8 @@ func TestHAFailoverUnderLoad(t *testing.T) {
 	t.Logf("%d kills: failover (kill → first acknowledged write in the new term) median %v, max %v; %d events acknowledged, %d stored",
 		rounds, median(failovers).Round(time.Millisecond), max.Round(time.Millisecond), len(led.snapshot()), len(byID))
 
+	p.alerts.waitAlert(t, "ha-takeover", "firing", 10*time.Second)
+
 	// The promotion hook ran once per takeover, with the new term.
 	b, err := os.ReadFile(promoted)
 	require.NoError(t, err)

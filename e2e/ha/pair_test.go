@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,12 +219,53 @@ func (m *member) status() (nodeStatus, error) {
 	return s, nil
 }
 
-// pair is two nodes, a witness, the proxies between them and a cloud.
+// pair is two nodes, a witness, the proxies between them, a cloud and a
+// webhook receiving the nodes' alerts.
 type pair struct {
 	a, b, w *member
 	proxies map[string]*toxiproxy.Proxy // "a>b": a's link to b
 	cloud   *cloud.Server
 	dir     string
+	alerts  *alertLog
+}
+
+// alertLog is a webhook receiver: the alerts the nodes sent, by rule and
+// state.
+type alertLog struct {
+	mu  sync.Mutex
+	got map[string]int // "rule state"
+}
+
+func newAlertLog(t *testing.T) (*alertLog, string) {
+	l := &alertLog{got: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a struct{ Rule, State string }
+		if err := json.NewDecoder(r.Body).Decode(&a); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		l.mu.Lock()
+		l.got[a.Rule+" "+a.State]++
+		l.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return l, srv.URL
+}
+
+// waitAlert waits until an alert of rule in state has arrived.
+func (l *alertLog) waitAlert(t *testing.T, rule, state string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		l.mu.Lock()
+		n := l.got[rule+" "+state]
+		l.mu.Unlock()
+		if n > 0 {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "no %s alert %s within %v; got %v", rule, state, timeout, l.got)
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -263,6 +305,8 @@ func newPair(t *testing.T, haExtra string, args ...string) *pair {
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close() })
 	p := &pair{dir: dir, cloud: srv, proxies: map[string]*toxiproxy.Proxy{}}
+	alerts, hook := newAlertLog(t)
+	p.alerts = alerts
 	mk := func(name string, witness bool) *member {
 		return &member{name: name, dir: filepath.Join(dir, name), http: freeAddr(t), mqtt: freeAddr(t), link: freeAddr(t), witness: witness}
 	}
@@ -283,7 +327,9 @@ func newPair(t *testing.T, haExtra string, args ...string) *pair {
 		}
 	}
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte(pairConfig+"  url: "+srv.URL()+"\nha:\n  advertise: "+noRoute+"\n"+haExtra), 0o600))
+	require.NoError(t, os.WriteFile(cfg, []byte(pairConfig+"  url: "+srv.URL()+"\n"+
+		"alerts:\n  notify:\n    webhooks:\n      - url: "+hook+"\n"+
+		"ha:\n  advertise: "+noRoute+"\n"+haExtra), 0o600))
 	for _, m := range []*member{p.a, p.b} {
 		m.args = append([]string{"--config", cfg}, args...)
 	}

@@ -137,8 +137,10 @@ func TestHAPartitions(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "alone", s.HA.StandbyState)
 		require.Equal(t, "", s.HA.Standby)
+		p.alerts.waitAlert(t, "ha-standby-lost", "firing", 10*time.Second)
 		p.heal(t, links...)
 		prim, term = p.paired(t, 60*time.Second)
+		p.alerts.waitAlert(t, "ha-standby-lost", "resolved", 10*time.Second)
 	})
 
 	t.Run("witness down", func(t *testing.T) {
