@@ -102,8 +102,8 @@ func (m *member) start(t *testing.T) {
 	t.Helper()
 	var args []string
 	if m.witness {
-		args = []string{"witness", "--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ","), "--data-dir", m.dir,
-			"--advertise", noRoute}
+		args = append([]string{"witness", "--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ","), "--data-dir", m.dir,
+			"--advertise", noRoute}, m.args...)
 	} else {
 		args = append([]string{"run", "--data-dir", m.dir, "--node-id", nodeID, "--http-addr", m.http, "--mqtt-addr", m.mqtt,
 			"--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ",")}, m.args...)
@@ -300,6 +300,20 @@ cloud:
 // their ha: section and args for `holdfast run`.
 func newPair(t *testing.T, haExtra string, args ...string) *pair {
 	t.Helper()
+	return newPairWith(t, pairOptions{haExtra: haExtra, nodeArgs: args})
+}
+
+// pairOptions shape a pair: keys under the nodes' ha: section, arguments
+// for `holdfast run` and for `holdfast witness`.
+type pairOptions struct {
+	haExtra     string
+	nodeArgs    []string
+	witnessArgs []string
+}
+
+func newPairWith(t *testing.T, o pairOptions) *pair {
+	t.Helper()
+	haExtra, args := o.haExtra, o.nodeArgs
 	dir := t.TempDir()
 	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
@@ -333,6 +347,7 @@ func newPair(t *testing.T, haExtra string, args ...string) *pair {
 	for _, m := range []*member{p.a, p.b} {
 		m.args = append([]string{"--config", cfg}, args...)
 	}
+	p.w.args = o.witnessArgs
 	p.w.start(t)
 	p.a.start(t)
 	p.b.start(t)

@@ -119,7 +119,15 @@ func (ca *CA) Client(t testing.TB, cn string) Leaf {
 	return ca.issue(t, cn, nil, nil, x509.ExtKeyUsageClientAuth, time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
 }
 
-func (ca *CA) issue(t testing.TB, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage, from, to time.Time) Leaf {
+// Member issues a certificate for a member of an HA pair's link: 127.0.0.1,
+// ::1 and localhost, for both server and client use (a member accepts routes
+// and dials them with the same certificate).
+func (ca *CA) Member(t testing.TB, cn string) Leaf {
+	return ca.issue(t, cn, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, x509.ExtKeyUsageServerAuth,
+		time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), x509.ExtKeyUsageClientAuth)
+}
+
+func (ca *CA) issue(t testing.TB, cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage, from, to time.Time, more ...x509.ExtKeyUsage) Leaf {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{
@@ -130,7 +138,7 @@ func (ca *CA) issue(t testing.TB, cn string, dns []string, ips []net.IP, usage x
 		DNSNames:     dns,
 		IPAddresses:  ips,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  append([]x509.ExtKeyUsage{usage}, more...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {
