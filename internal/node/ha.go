@@ -200,6 +200,14 @@ func (p *Pair) run(ctx context.Context) {
 	}
 }
 
+// poke makes run look at the leader's state now.
+func (p *Pair) poke() {
+	select {
+	case p.changes <- struct{}{}:
+	default:
+	}
+}
+
 // startOffset is where a term this member takes starts: its log's end, with
 // the follower stopped so that nothing more arrives from the old primary.
 func (p *Pair) startOffset() uint64 {
@@ -226,6 +234,14 @@ func (p *Pair) reconcile() {
 	p.mu.Lock()
 	running, node, follower, followed := p.term, p.node, p.follower, p.followed
 	p.mu.Unlock()
+	if running != 0 && node != nil && node.pair != nil && node.pair.lapsed.Load() {
+		// A write was refused while the lease was gone: the processor
+		// dropped what it could not write. Start the mode again, from the
+		// checkpoint, whatever the term is now.
+		p.log.Warn("the lease lapsed while primary: starting the mode again so that processing replays what it could not write", "term", running)
+		p.stopMode()
+		running, node, follower, followed = 0, nil, nil, 0
+	}
 	switch {
 	case primary && running == term:
 		return

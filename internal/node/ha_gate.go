@@ -48,10 +48,17 @@ type fencedEngine struct {
 	buffer.Engine
 	fence fence
 	term  uint64
+	// refused is called when an append is refused: the processor drops
+	// outputs it cannot write (a restart replays them), so a primary that
+	// lost its lease even for a moment starts its mode again.
+	refused func()
 }
 
 func (e *fencedEngine) Append(payloads ...[]byte) (uint64, error) {
 	if t, ok := e.fence.Fence(); !ok || t != e.term {
+		if e.refused != nil {
+			e.refused()
+		}
 		return 0, errNotPrimary
 	}
 	return e.Engine.Append(payloads...)
@@ -133,7 +140,8 @@ func (r *boundedReader) SetMark(m *atomic.Uint64) {
 // then it joins: sinks and, in sync mode, acks wait for the standby, and once
 // the standby holds everything durable when joining started, the leader
 // record names it as the member that may take over. A standby silent for
-// sync_timeout, or a wait longer than that, makes it alone again, after the
+// sync_timeout, or one that holds acks waiting without moving for that long,
+// makes it alone again, after the
 // leader record says so. So the standby a takeover may promote holds every
 // acknowledged record (sync) and every record any sink has seen (both modes).
 type pairGate struct {
@@ -155,10 +163,16 @@ type pairGate struct {
 	member   string    // the standby joining or eligible
 	joinAt   uint64    // joining: the durable offset when it began
 	joinedAt time.Time // joining: when it began
-	stuck    time.Time // when an ack wait began that has not ended
-	lostID   string    // firing "standby lost" alert
-	lagID    string    // firing "replication lag" alert
-	waiters  atomic.Int64
+	lastNext uint64    // the standby's position at the last step
+	// dropped is where the standby stood when it was last dropped; it may
+	// join again only once it has moved past it, so a standby that answers
+	// but cannot write does not hold acks up again and again.
+	dropped    uint64
+	wasDropped bool
+	stalled    time.Time // since when acks wait and the standby has not moved
+	lostID     string    // firing "standby lost" alert
+	lagID      string    // firing "replication lag" alert
+	waiters    atomic.Int64
 }
 
 type gateState int32
@@ -217,18 +231,8 @@ func (g *pairGate) waitAck(ctx context.Context, off uint64) error {
 	if !g.sync {
 		return nil
 	}
-	if g.waiters.Add(1) == 1 {
-		g.mu.Lock()
-		g.stuck = time.Now()
-		g.mu.Unlock()
-	}
-	defer func() {
-		if g.waiters.Add(-1) == 0 {
-			g.mu.Lock()
-			g.stuck = time.Time{}
-			g.mu.Unlock()
-		}
-	}()
+	g.waiters.Add(1)
+	defer g.waiters.Add(-1)
 	for {
 		if g.limit() >= off {
 			return nil
@@ -270,7 +274,16 @@ func (g *pairGate) step(ctx context.Context) {
 	now := time.Now()
 	silent := member == "" || now.Sub(contact) > g.timeout
 	g.mu.Lock()
-	state, joinAt, joinedAt, stuck := g.state, g.joinAt, g.joinedAt, g.stuck
+	// Stalled: acks wait and the standby holds no more than a step ago.
+	if g.waiters.Load() > 0 && next < durable && next == g.lastNext {
+		if g.stalled.IsZero() {
+			g.stalled = now
+		}
+	} else {
+		g.stalled = time.Time{}
+	}
+	g.lastNext = next
+	state, joinAt, joinedAt, stalled := g.state, g.joinAt, g.joinedAt, g.stalled
 	g.mu.Unlock()
 	switch state {
 	case gateAlone:
@@ -278,7 +291,10 @@ func (g *pairGate) step(ctx context.Context) {
 		if joinLag == 0 {
 			joinLag = defaultJoinLag
 		}
-		if !silent && lag <= joinLag {
+		g.mu.Lock()
+		moved := !g.wasDropped || next > g.dropped
+		g.mu.Unlock()
+		if !silent && lag <= joinLag && moved {
 			g.mu.Lock()
 			g.state, g.member, g.joinAt, g.joinedAt = gateJoining, member, g.buf.DurableOffset(), now
 			g.mu.Unlock()
@@ -287,7 +303,7 @@ func (g *pairGate) step(ctx context.Context) {
 	case gateJoining:
 		switch {
 		case silent || now.Sub(joinedAt) > g.timeout:
-			g.setState(gateAlone, "")
+			g.drop(next, !silent)
 		case next >= joinAt:
 			if err := g.setSB(ctx, member); err != nil {
 				g.log.Warn("cannot record the standby in the leader record; trying again", "standby", member, "err", err)
@@ -298,11 +314,11 @@ func (g *pairGate) step(ctx context.Context) {
 			g.resolveLost()
 		}
 	case gatePaired:
-		stuckFor := time.Duration(0)
-		if !stuck.IsZero() {
-			stuckFor = now.Sub(stuck)
+		stalledFor := time.Duration(0)
+		if !stalled.IsZero() {
+			stalledFor = now.Sub(stalled)
 		}
-		if silent || stuckFor > g.timeout {
+		if silent || stalledFor > g.timeout {
 			// Alone only once the leader record says the standby may not
 			// take over: until then acks keep waiting (and the lease runs
 			// out if the quorum is gone too).
@@ -310,13 +326,23 @@ func (g *pairGate) step(ctx context.Context) {
 				g.log.Warn("standby lost, and the leader record cannot say so yet: acknowledgements wait", "err", err)
 				return
 			}
-			g.setState(gateAlone, "")
+			g.drop(next, !silent)
 			g.log.Warn("standby lost: acknowledging without it; it may not take over until it has caught up again",
 				"standby", member, "silent_for", now.Sub(contact).Round(time.Millisecond), "replication", map[bool]string{true: "sync", false: "async"}[g.sync])
 			g.fireLost(member, now)
 		}
 	}
 	g.checkLag(lag, now)
+}
+
+// drop makes the primary alone, the standby having stood at next. A standby
+// dropped while it still answered (stalled) must move before it may join
+// again; one dropped for silence may as soon as it answers.
+func (g *pairGate) drop(next uint64, stalled bool) {
+	g.mu.Lock()
+	g.dropped, g.wasDropped = next, stalled
+	g.mu.Unlock()
+	g.setState(gateAlone, "")
 }
 
 func (g *pairGate) setState(s gateState, member string) {

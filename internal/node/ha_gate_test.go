@@ -221,3 +221,66 @@ func TestFencedEngineRefusesOtherTerms(t *testing.T) {
 	require.ErrorIs(t, err, errNotPrimary)
 	require.EqualValues(t, 1, l.NextOffset())
 }
+
+// TestPairGateDropsAStalledStandbyOnly: a standby that answers but does not
+// move while acks wait is dropped after the timeout; one that keeps moving
+// under constant load is not, however long acks keep waiting in turn.
+func TestPairGateDropsAStalledStandbyOnly(t *testing.T) {
+	l := openTestLog(t)
+	src := &fakeRepl{}
+	f := &fakeFence{}
+	f.term.Store(7)
+	f.ok.Store(true)
+	g, recorded := newTestGate(t, l, src, f, true)
+	ctx := context.Background()
+	src.set("b", 0)
+	g.step(ctx) // joining at 0
+	g.step(ctx) // paired
+	st, _ := g.status()
+	require.Equal(t, gatePaired, st)
+
+	// Constant load: always a waiter, the standby always a little behind
+	// but moving.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			first, err := l.Append([]byte{1})
+			if err != nil {
+				return
+			}
+			go func() { _ = g.waitAck(ctx, first+1) }()
+			time.Sleep(5 * time.Millisecond)
+			src.set("b", first+1)
+		}
+	}()
+	for i := 0; i < 30; i++ {
+		time.Sleep(20 * time.Millisecond)
+		g.step(ctx)
+	}
+	st, _ = g.status()
+	require.Equal(t, gatePaired, st, "a standby keeping up under load was dropped")
+	close(stop)
+	wg.Wait()
+
+	// Stalled: it answers (contact fresh) but holds nothing new.
+	first, err := l.Append([]byte{1})
+	require.NoError(t, err)
+	_, held, _ := src.Replicated()
+	go func() { _ = g.waitAck(ctx, first+1) }()
+	for i := 0; i < 20; i++ {
+		time.Sleep(20 * time.Millisecond)
+		src.set("b", held)
+		g.step(ctx)
+	}
+	st, _ = g.status()
+	require.Equal(t, gateAlone, st)
+	require.Equal(t, []string{"b", ""}, *recorded)
+}

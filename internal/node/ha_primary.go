@@ -43,7 +43,11 @@ func (n *Node) startPrimary() error {
 		alerts:  func() *alert.Dispatcher { return n.disp },
 		metrics: p.m,
 	}
-	n.wbuf = &fencedEngine{Engine: n.buf, fence: fence, term: ph.term}
+	n.wbuf = &fencedEngine{Engine: n.buf, fence: fence, term: ph.term, refused: func() {
+		if ph.lapsed.CompareAndSwap(false, true) {
+			p.poke()
+		}
+	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	ph.stop = cancel
 	every := h.Heartbeat / 4

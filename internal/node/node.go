@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,6 +100,9 @@ type pairHooks struct {
 	src  *replica.Source
 	gate *pairGate
 	stop context.CancelFunc
+	// lapsed is set once a write was refused for want of the lease: the
+	// mode starts again even if the term comes back (ha.go, reconcile).
+	lapsed atomic.Bool
 }
 
 // Start opens the data directory and starts every component. On error,
