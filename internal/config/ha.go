@@ -56,7 +56,10 @@ type HA struct {
 	// goes on alone (sync mode then acks without it, with an alert; the
 	// standby can no longer take over until it has caught up again).
 	SyncTimeout time.Duration `yaml:"sync_timeout"`
-	// MaxLag is the replication lag in records that raises an alert.
+	// MaxLag bounds the replication lag in async mode, in records: an ack
+	// waits while the standby is further behind (so a takeover loses at
+	// most that many); beyond it the alert ha-replication-lag fires. 0: no
+	// bound, no alert.
 	MaxLag uint64 `yaml:"max_lag"`
 	// AdvertiseHTTP and AdvertiseMQTT are where devices reach this node when
 	// it is primary (the standby's redirects); default: the listen

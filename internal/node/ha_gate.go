@@ -226,22 +226,28 @@ func (g *pairGate) waitLimit(ctx context.Context, off uint64) error {
 }
 
 // waitAck holds an acknowledgement until the standby has every record below
-// off (sync mode, standby joining or paired).
+// off (sync mode), or in async mode until it is no more than maxLag records
+// behind off: that bounds the lag, and what a takeover can lose, by
+// ha.max_lag. Alone, nothing waits.
 func (g *pairGate) waitAck(ctx context.Context, off uint64) error {
+	target := off
 	if !g.sync {
-		return nil
+		if g.maxLag == 0 || off <= g.maxLag {
+			return nil
+		}
+		target = off - g.maxLag
 	}
 	g.waiters.Add(1)
 	defer g.waiters.Add(-1)
 	for {
-		if g.limit() >= off {
+		if g.limit() >= target {
 			return nil
 		}
 		if t, ok := g.fence.Fence(); !ok || t != g.term {
 			return errNotPrimary
 		}
 		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		err := g.src.WaitReplicated(wctx, off)
+		err := g.src.WaitReplicated(wctx, target)
 		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()

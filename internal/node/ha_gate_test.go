@@ -284,3 +284,28 @@ func TestPairGateDropsAStalledStandbyOnly(t *testing.T) {
 	require.Equal(t, gateAlone, st)
 	require.Equal(t, []string{"b", ""}, *recorded)
 }
+
+// TestPairGateAsyncBoundsTheLag: in async mode an ack waits only while the
+// standby is more than maxLag records behind it.
+func TestPairGateAsyncBoundsTheLag(t *testing.T) {
+	l := openTestLog(t)
+	src := &fakeRepl{}
+	f := &fakeFence{}
+	f.term.Store(7)
+	f.ok.Store(true)
+	g, _ := newTestGate(t, l, src, f, false)
+	g.maxLag = 10
+	ctx := context.Background()
+	require.NoError(t, g.waitAck(ctx, 1000), "alone: nothing waits")
+	src.set("b", 0)
+	g.step(ctx)
+	g.step(ctx)
+	st, _ := g.status()
+	require.Equal(t, gatePaired, st)
+	require.NoError(t, g.waitAck(ctx, 10), "within the bound")
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	require.ErrorIs(t, g.waitAck(wctx, 50), context.DeadlineExceeded, "40 records past the bound")
+	cancel()
+	src.set("b", 40)
+	require.NoError(t, g.waitAck(ctx, 50))
+}
