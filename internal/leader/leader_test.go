@@ -388,10 +388,11 @@ func TestStepDownHandsOverAtOnce(t *testing.T) {
 		s := p.l[j].State()
 		return s.Role == Primary && s.Term == 2
 	})
-	took := time.Since(start)
-	t.Logf("handover took %v", took)
-	if took >= earliest {
-		t.Fatalf("handover took %v, as long as a failover", took)
+	t.Logf("handover took %v", time.Since(start))
+	// The handover path, not the failover after missed renewals: told by
+	// what the standby did, not by a clock.
+	if !strings.Contains(p.logs[j].String(), "the primary handed over") {
+		t.Fatalf("the standby took over without the handover:\n%s", p.logs[j].String())
 	}
 	waitFor(t, "the old primary to follow", 5*time.Second, func() bool {
 		s := p.l[i].State()

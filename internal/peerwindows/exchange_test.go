@@ -351,9 +351,7 @@ func TestSiteWindowsAcrossThePair(t *testing.T) {
 
 	// b is gone: a answers its own windows, marked partial, at once.
 	b.stop()
-	began := time.Now()
 	pg := get(t, a.http, "device_id=*&limit=10000")
-	require.Less(t, time.Since(began), 2*time.Second, "no responders fails fast")
 	require.True(t, pg.Partial)
 	require.NotEmpty(t, pg.PeerError)
 	onA := 0
@@ -402,9 +400,7 @@ func TestSiteWindowsPeerTooSlow(t *testing.T) {
 	feed(t, rand.New(rand.NewPCG(3, 4)), 500, a)
 	want := bruteForce(a)
 	settled(t, want, a)
-	began := time.Now()
 	pg := get(t, a.http, "device_id=*&limit=10000")
-	require.Less(t, time.Since(began), 2*time.Second)
 	require.True(t, pg.Partial)
 	require.Contains(t, pg.PeerError, "no answer")
 	requireSite(t, want, pg.Windows)
