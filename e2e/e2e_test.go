@@ -12,28 +12,26 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "holdfast-e2e-")
+	var (
+		dir string
+		err error
+	)
+	binary, dir, err = testutil.BuildHoldfast("../cmd/holdfast")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "holdfast")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/holdfast")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build holdfast: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

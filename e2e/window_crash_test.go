@@ -38,31 +38,7 @@ alerts:
 // finalWindows pages through every closed window in the log.
 func finalWindows(t *testing.T, p *proc) []testutil.WindowJSON {
 	t.Helper()
-	var out []testutil.WindowJSON
-	cursor := ""
-	for {
-		u := p.url("/v1/windows?device_id=*&limit=10000")
-		if cursor != "" {
-			u += "&cursor=" + cursor
-		}
-		resp, err := http.Get(u)
-		require.NoError(t, err)
-		var page struct {
-			Windows []testutil.WindowJSON `json:"windows"`
-			Next    string                `json:"next"`
-		}
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
-		resp.Body.Close()
-		for _, w := range page.Windows {
-			if w.Final {
-				out = append(out, w)
-			}
-		}
-		if page.Next == "" {
-			return out
-		}
-		cursor = page.Next
-	}
+	return testutil.FinalWindows(t, "http://"+p.httpAddr)
 }
 
 // TestWindowsSurviveCrashes SIGKILLs the node while events stream in,

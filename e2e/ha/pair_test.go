@@ -39,16 +39,13 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "holdfast-ha-")
+	var (
+		dir string
+		err error
+	)
+	binary, dir, err = testutil.BuildHoldfast("../../cmd/holdfast")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "holdfast")
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/holdfast")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build holdfast: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -630,28 +627,7 @@ func allEvents(t *testing.T, m *member) []storedEvent {
 
 func finalWindows(t *testing.T, m *member) []testutil.WindowJSON {
 	t.Helper()
-	var out []testutil.WindowJSON
-	cursor := ""
-	for {
-		u := "http://" + m.http + "/v1/windows?device_id=*&limit=10000"
-		if cursor != "" {
-			u += "&cursor=" + cursor
-		}
-		var page struct {
-			Windows []testutil.WindowJSON `json:"windows"`
-			Next    string                `json:"next"`
-		}
-		getJSON(t, u, &page)
-		for _, w := range page.Windows {
-			if w.Final {
-				out = append(out, w)
-			}
-		}
-		if page.Next == "" {
-			return out
-		}
-		cursor = page.Next
-	}
+	return testutil.FinalWindows(t, "http://"+m.http)
 }
 
 // requireExactlyOnce checks that every acknowledged event is stored once and

@@ -1,8 +1,10 @@
 package testutil
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"slices"
 	"sort"
 	"testing"
@@ -174,4 +176,35 @@ func MergeRecomputed(a, b map[string]*Recomputed) map[string]*Recomputed {
 		}
 	}
 	return out
+}
+
+// FinalWindows pages through GET /v1/windows?device_id=* on the node at
+// base (http://host:port) and returns its final windows.
+func FinalWindows(t testing.TB, base string) []WindowJSON {
+	t.Helper()
+	var out []WindowJSON
+	cursor := ""
+	for {
+		u := base + "/v1/windows?device_id=*&limit=10000"
+		if cursor != "" {
+			u += "&cursor=" + cursor
+		}
+		resp, err := http.Get(u)
+		require.NoError(t, err)
+		var page struct {
+			Windows []WindowJSON `json:"windows"`
+			Next    string       `json:"next"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&page))
+		resp.Body.Close()
+		for _, w := range page.Windows {
+			if w.Final {
+				out = append(out, w)
+			}
+		}
+		if page.Next == "" {
+			return out
+		}
+		cursor = page.Next
+	}
 }
