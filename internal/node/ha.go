@@ -80,6 +80,7 @@ type Pair struct {
 	follower *followerRun
 	started  time.Time
 	followed uint64          // the term the standby mode last followed
+	ledTerm  uint64          // the newest term this member took: alerts and the promote command once per term
 	reported map[string]bool // quarantine reports written to the ledger
 	diverged bool            // the follower found the log diverged: quarantine it whole
 }
@@ -101,7 +102,7 @@ func newHAMetrics(reg prometheus.Registerer) *haMetrics {
 		paired: f.NewGauge(prometheus.GaugeOpts{Name: "holdfast_ha_standby_eligible",
 			Help: "On the primary: 1 while the standby holds every acknowledged record and may take over, 0 while the primary is alone."}),
 		standbyLost: f.NewCounter(prometheus.CounterOpts{Name: "holdfast_ha_standby_lost_total",
-			Help: "Times the primary went on alone because its standby fell silent for ha.sync_timeout."}),
+			Help: "Times the primary was left without a standby that may take over: dropped (silent or stalled for ha.sync_timeout), or none for 3 × ha.sync_timeout."}),
 		quarantined: f.NewCounter(prometheus.CounterOpts{Name: "holdfast_ha_quarantined_records_total",
 			Help: "Records a returning primary never replicated, moved to <data_dir>/ha/quarantine and reported to the loss ledger."}),
 		promote: f.NewCounterVec(prometheus.CounterOpts{Name: "holdfast_ha_promote_command_total",
@@ -298,12 +299,20 @@ func (p *Pair) becomePrimary(st leader.State, term uint64) {
 	p.mu.Unlock()
 	p.log.Warn("primary of the pair: taking writes", "term", term, "member", p.self.Member,
 		"next_offset", n.buf.NextOffset(), "took", time.Since(start).Round(time.Millisecond))
-	if n.disp != nil {
+	p.mu.Lock()
+	newTerm := term > p.ledTerm
+	if newTerm {
+		p.ledTerm = term
+	}
+	p.mu.Unlock()
+	if n.disp != nil && newTerm {
 		now := time.Now().UnixMilli()
 		n.disp.Send(alert.Alert{ID: "ha-takeover/" + strconv.FormatUint(term, 10), Rule: "ha-takeover", Severity: alert.Warning,
 			State: alert.Firing, Stream: "*", DeviceID: p.self.Member, Value: float64(term), FiredAt: now})
 	}
-	p.promote(term)
+	if newTerm {
+		p.promote(term)
+	}
 	// Writes go through the KV stream's leader: have it here, so that losing
 	// the standby alone does not cost the quorum's answers.
 	go func() {

@@ -169,6 +169,10 @@ type pairGate struct {
 	// but cannot write does not hold acks up again and again.
 	dropped    uint64
 	wasDropped bool
+	// aloneSince is when the gate last became alone (its start, at first):
+	// alone longer than aloneAlert raises ha-standby-lost too, for a
+	// standby that never came, or a primary that started again without it.
+	aloneSince time.Time
 	stalled    time.Time // since when acks wait and the standby has not moved
 	lostID     string    // firing "standby lost" alert
 	lagID      string    // firing "replication lag" alert
@@ -293,6 +297,15 @@ func (g *pairGate) step(ctx context.Context) {
 	g.mu.Unlock()
 	switch state {
 	case gateAlone:
+		g.mu.Lock()
+		if g.aloneSince.IsZero() {
+			g.aloneSince = now
+		}
+		aloneFor := now.Sub(g.aloneSince)
+		g.mu.Unlock()
+		if aloneFor > 3*g.timeout {
+			g.fireLost(member, now)
+		}
 		joinLag := g.joinLag
 		if joinLag == 0 {
 			joinLag = defaultJoinLag
@@ -353,6 +366,9 @@ func (g *pairGate) drop(next uint64, stalled bool) {
 
 func (g *pairGate) setState(s gateState, member string) {
 	g.mu.Lock()
+	if s == gateAlone && g.state != gateAlone {
+		g.aloneSince = time.Now()
+	}
 	g.state, g.member = s, member
 	g.mu.Unlock()
 	g.metrics.paired.Set(map[bool]float64{true: 1, false: 0}[s == gatePaired])
@@ -365,11 +381,14 @@ func (g *pairGate) status() (state gateState, member string) {
 }
 
 func (g *pairGate) fireLost(member string, now time.Time) {
-	g.metrics.standbyLost.Inc()
 	d := g.alerts()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if d == nil || g.lostID != "" {
+	if g.lostID != "" {
+		return // firing already
+	}
+	g.metrics.standbyLost.Inc()
+	if d == nil {
 		return
 	}
 	g.lostID = fmt.Sprintf("ha-standby-lost/%d", now.UnixMilli())
