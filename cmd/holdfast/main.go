@@ -17,6 +17,13 @@ import (
 )
 
 func main() {
+	if err := rootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "holdfast:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "holdfast",
 		Short:         "holdfast: the edge node that keeps a site's device data safe",
@@ -25,10 +32,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "holdfast:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 func runCmd() *cobra.Command {
@@ -130,25 +134,4 @@ func newLogger(c config.Log) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-func configCmd() *cobra.Command {
-	c := &cobra.Command{Use: "config", Short: "Work with config files"}
-	c.AddCommand(&cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a config file and report every problem",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cfg, err := config.Load(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("%s is invalid:\n%w", args[0], err)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "%s: ok\n", args[0])
-			return nil
-		},
-	})
-	return c
 }
