@@ -80,3 +80,57 @@ func TestConfigPrintShowsDefaultsAndFileRedacted(t *testing.T) {
 	cfg.Streams = nil // printed as {}
 	require.Equal(t, config.Default(), cfg)
 }
+
+func TestVersion(t *testing.T) {
+	stdout, _, err := execute(t, "version")
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	require.Equal(t, "holdfast dev", lines[0])
+	require.Regexp(t, `^commit: \S+`, lines[1])
+	require.Regexp(t, `^built:  \S+`, lines[2])
+
+	stdout, _, err = execute(t, "--version")
+	require.NoError(t, err)
+	require.Equal(t, "holdfast dev\n", stdout)
+
+	commit, buildDate = "0123abc", "2026-12-07T08:00:00Z"
+	defer func() { commit, buildDate = "", "" }()
+	stdout, _, err = execute(t, "version")
+	require.NoError(t, err)
+	require.Contains(t, stdout, "commit: 0123abc\nbuilt:  2026-12-07T08:00:00Z\n")
+}
+
+func TestRunLogFlagsOverrideTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "holdfast.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("log:\n  level: warn\n  format: text\n"), 0o600))
+	var got config.Config
+	start := func(c config.Config) error { got = c; return nil }
+	run := func(args ...string) config.Config {
+		c := runCmdWith(start)
+		c.SetArgs(args)
+		require.NoError(t, c.Execute())
+		return got
+	}
+	require.Equal(t, config.Log{Level: "warn", Format: "text"}, run("--config", path).Log)
+	require.Equal(t, config.Log{Level: "debug", Format: "json"}, run("--config", path, "--log-level", "debug", "--log-format", "json").Log)
+	require.Equal(t, config.Log{Level: "error", Format: "text"}, run("--log-level", "error").Log)
+
+	var buf bytes.Buffer
+	logger := newLogger(config.Log{Level: "debug", Format: "json"}, &buf)
+	logger.Debug("hello")
+	require.True(t, strings.HasPrefix(buf.String(), `{"time":`), buf.String())
+	require.Contains(t, buf.String(), `"level":"DEBUG","msg":"hello"`)
+	buf.Reset()
+	newLogger(config.Log{Level: "warn", Format: "text"}, &buf).Info("quiet")
+	require.Empty(t, buf.String())
+}
+
+func TestNodeIDFromTheHostNameIsLogged(t *testing.T) {
+	var buf bytes.Buffer
+	logger := newLogger(config.Log{Level: "info", Format: "text"}, &buf)
+	logNodeID(logger, "edge01", "edge01")
+	logNodeID(logger, "edge01.example.com", "store-42")
+	require.Empty(t, buf.String(), "nothing to say when the host name is used as it is, or another id is set")
+	logNodeID(logger, "edge01.example.com", "edge01-example-com")
+	require.Contains(t, buf.String(), `msg="node id is the host name made valid; choose another with --node-id or node_id" host=edge01.example.com node_id=edge01-example-com`)
+}
