@@ -7,12 +7,13 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/holdfast-edge/holdfast/internal/suggest"
 )
 
 // Problem is one mistake in a configuration: where it is, which key, and a
@@ -220,7 +221,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) bool {
 			path := join(key, k.Value)
 			ft, ok := fields[k.Value]
 			if !ok {
-				w.bad(k, path, "unknown key %s", suggest(k.Value, fieldNames(t)))
+				w.bad(k, path, "unknown key %s", didYouMean(k.Value, fieldNames(t)))
 				continue
 			}
 			w.lines[path] = k.Line
@@ -323,38 +324,11 @@ func fieldNames(t reflect.Type) []string {
 	return names
 }
 
-// suggest returns "(did you mean K?)" for the known key closest to name by
-// edit distance, or the list of known keys when none is close.
-func suggest(name string, known []string) string {
-	best, bestD := "", -1
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(name), k); bestD < 0 || d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if bestD >= 0 && (bestD <= 2 || bestD <= len(name)/3) {
-		return fmt.Sprintf("(did you mean %s?)", best)
+// didYouMean returns "(did you mean K?)" for the known key closest to name, or
+// the list of known keys when none is close.
+func didYouMean(name string, known []string) string {
+	if k, ok := suggest.Closest(name, known); ok {
+		return fmt.Sprintf("(did you mean %s?)", k)
 	}
 	return fmt.Sprintf("(the keys here are %s)", strings.Join(known, ", "))
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = slices.Min([]int{prev[j] + 1, cur[j-1] + 1, prev[j-1] + cost})
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

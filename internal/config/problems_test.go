@@ -148,14 +148,6 @@ func TestValidNodeID(t *testing.T) {
 		`node_id: "edge01.example.com" must be non-empty and contain no spaces, dots, slashes, '*' or '>': set another with --node-id or node_id (e.g. "edge01-example-com")`)
 }
 
-func TestEditDistance(t *testing.T) {
-	require.Equal(t, 0, editDistance("http", "http"))
-	require.Equal(t, 1, editDistance("htpp", "http"))
-	require.Equal(t, 2, editDistance("devce_id", "device_i"))
-	require.Equal(t, 1, editDistance("intervall", "interval"))
-	require.Equal(t, 3, editDistance("", "abc"))
-}
-
 func TestExampleIsValid(t *testing.T) {
 	path := write(t, string(Example))
 	cfg, err := Check(path)
