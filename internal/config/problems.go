@@ -33,15 +33,13 @@ type Problem struct {
 
 func (p *Problem) Error() string {
 	var b strings.Builder
-	if p.File != "" {
-		b.WriteString(p.File)
-		b.WriteString(":")
-	}
-	if p.Line > 0 {
-		fmt.Fprintf(&b, "%d:", p.Line)
-	}
-	if b.Len() > 0 {
-		b.WriteString(" ")
+	switch {
+	case p.File != "" && p.Line > 0:
+		fmt.Fprintf(&b, "%s:%d: ", p.File, p.Line)
+	case p.File != "":
+		fmt.Fprintf(&b, "%s: ", p.File)
+	case p.Line > 0:
+		fmt.Fprintf(&b, "line %d: ", p.Line)
 	}
 	b.WriteString(p.Key)
 	if p.Msg == "" && p.Err != nil {
@@ -219,6 +217,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) bool {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			path := join(key, k.Value)
+			if w.duplicate(k, path) {
+				continue
+			}
 			ft, ok := fields[k.Value]
 			if !ok {
 				w.bad(k, path, "unknown key %s", didYouMean(k.Value, fieldNames(t)))
@@ -239,6 +240,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) bool {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			path := join(key, k.Value)
+			if w.duplicate(k, path) {
+				continue
+			}
 			w.lines[path] = k.Line
 			if w.walk(v, t.Elem(), path) {
 				keep = append(keep, k, v)
@@ -260,6 +264,16 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) bool {
 		}
 		n.Content = keep
 	}
+	return true
+}
+
+// duplicate reports a key set a second time in the same mapping.
+func (w *walker) duplicate(k *yaml.Node, path string) bool {
+	first, ok := w.lines[path]
+	if !ok {
+		return false
+	}
+	w.bad(k, path, "is set again (first on line %d): set each key once", first)
 	return true
 }
 

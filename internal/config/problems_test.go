@@ -67,12 +67,12 @@ func TestLoadReportsEveryYAMLMistake(t *testing.T) {
 
 func TestUnknownKeyFarFromAnyListsTheKeys(t *testing.T) {
 	_, err := Parse([]byte("log:\n  verbosity: 3\n"))
-	require.EqualError(t, err, "2: log.verbosity: unknown key (the keys here are format, level)")
+	require.EqualError(t, err, "line 2: log.verbosity: unknown key (the keys here are format, level)")
 }
 
 func TestUnknownKeyInAListElement(t *testing.T) {
 	_, err := Parse([]byte("alerts:\n  rules:\n    - name: a\n      stream: s\n      treshold: 3\n"))
-	require.EqualError(t, err, "5: alerts.rules[0].treshold: unknown key (did you mean threshold?)")
+	require.EqualError(t, err, "line 5: alerts.rules[0].treshold: unknown key (did you mean threshold?)")
 }
 
 func TestCrossFieldChecks(t *testing.T) {
@@ -154,4 +154,13 @@ func TestExampleIsValid(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []time.Duration{time.Minute, 5 * time.Minute, time.Hour}, cfg.Windows.Sizes)
 	require.Len(t, cfg.Alerts.Rules, 1)
+}
+
+func TestDurationNeedsAUnitAndKeysAreSetOnce(t *testing.T) {
+	_, err := Parse([]byte("checkpoints:\n  interval: 30\n  keep: 2\n  keep: 3\nstreams:\n  door: {priority: high}\n  door: {priority: low}\n"))
+	require.Equal(t, []string{
+		`line 2: checkpoints.interval: "30" is not a duration: use Go syntax like 5m or 30s`,
+		`line 4: checkpoints.keep: is set again (first on line 3): set each key once`,
+		`line 7: streams.door: is set again (first on line 6): set each key once`,
+	}, problems(t, err))
 }
