@@ -20,7 +20,7 @@ func cloudCmd() *cobra.Command {
 		Short: "Run a local cloud ingest: an embedded NATS JetStream with the holdfast layout",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			logger := newLogger(config.Default().Log)
+			logger := newLogger(config.Default().Log, os.Stderr)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			s, err := cloud.Start(cloud.Options{DataDir: dataDir, Listen: listen, Logger: logger})

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -17,26 +18,34 @@ import (
 )
 
 func main() {
-	root := &cobra.Command{
-		Use:           "holdfast",
-		Short:         "holdfast: the edge node that keeps a site's device data safe",
-		Version:       node.Version,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
-	if err := root.Execute(); err != nil {
+	if err := rootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "holdfast:", err)
 		os.Exit(1)
 	}
 }
 
-func runCmd() *cobra.Command {
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "holdfast",
+		Short:         "holdfast: the edge node that keeps a site's device data safe",
+		Version:       versionLine(),
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(versionCmd(), runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
+	return root
+}
+
+func runCmd() *cobra.Command { return runCmdWith(run) }
+
+// runCmdWith is `holdfast run` handing its config to start.
+func runCmdWith(start func(config.Config) error) *cobra.Command {
 	var (
 		file                                                            string
 		insecure                                                        bool
 		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
-		haListen, haReplication                                         string
+		haListen, haReplication, logLevel, logFormat                    string
 		haPeers                                                         []string
 	)
 	c := &cobra.Command{
@@ -64,13 +73,15 @@ func runCmd() *cobra.Command {
 			set("cloud-url", &cfg.Cloud.URL, cloudURL)
 			set("ha-listen", &cfg.HA.Listen, haListen)
 			set("ha-replication", &cfg.HA.Replication, haReplication)
+			set("log-level", &cfg.Log.Level, logLevel)
+			set("log-format", &cfg.Log.Format, logFormat)
 			if c.Flags().Changed("ha-peers") {
 				cfg.HA.Peers = haPeers
 			}
 			if insecure {
 				cfg.Security.Insecure = true
 			}
-			return run(cfg)
+			return start(cfg)
 		},
 	}
 	f := c.Flags()
@@ -85,6 +96,8 @@ func runCmd() *cobra.Command {
 	f.StringVar(&haListen, "ha-listen", "", "HA pair: this member's link address (ha.listen); with it the node runs as one of a pair")
 	f.StringSliceVar(&haPeers, "ha-peers", nil, "HA pair: the other node's and the witness's link addresses, ADDR,ADDR (ha.peers)")
 	f.StringVar(&haReplication, "ha-replication", "", "HA pair: sync (ack after the standby's fsync too, the default) or async (ha.replication)")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log.level; default info)")
+	f.StringVar(&logFormat, "log-format", "", "text or json (log.format; default text)")
 	f.BoolVar(&insecure, "insecure", false, "accept listening beyond this host without authentication (security.insecure); logs a warning")
 	return c
 }
@@ -93,7 +106,9 @@ func run(cfg config.Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
-	logger := newLogger(cfg.Log)
+	logger := newLogger(cfg.Log, os.Stderr)
+	host, _ := os.Hostname()
+	logNodeID(logger, host, cfg.NodeID)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if cfg.HA.ActivePassive() {
@@ -122,33 +137,20 @@ func run(cfg config.Config) error {
 	return nil
 }
 
-func newLogger(c config.Log) *slog.Logger {
+// logNodeID says so when the node id is the host name made valid rather
+// than the host name itself.
+func logNodeID(logger *slog.Logger, host, nodeID string) {
+	if host != nodeID && config.ValidNodeID(host) == nodeID {
+		logger.Info("node id is the host name made valid; choose another with --node-id or node_id", "host", host, "node_id", nodeID)
+	}
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		return slog.New(slog.NewJSONHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
-}
-
-func configCmd() *cobra.Command {
-	c := &cobra.Command{Use: "config", Short: "Work with config files"}
-	c.AddCommand(&cobra.Command{
-		Use:   "check FILE",
-		Short: "Validate a config file and report every problem",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(c *cobra.Command, args []string) error {
-			cfg, err := config.Load(args[0])
-			if err != nil {
-				return err
-			}
-			if err := cfg.Validate(); err != nil {
-				return fmt.Errorf("%s is invalid:\n%w", args[0], err)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "%s: ok\n", args[0])
-			return nil
-		},
-	})
-	return c
+	return slog.New(slog.NewTextHandler(w, opts))
 }

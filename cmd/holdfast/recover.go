@@ -73,7 +73,7 @@ See docs/OPERATIONS.md for the whole procedure.`,
 					url = cfg.Cloud.URL
 				}
 			}
-			logger := newLogger(config.Log{Level: "warn", Format: "text"})
+			logger := newLogger(config.Log{Level: "warn", Format: "text"}, os.Stderr)
 			rep, err := recovery.Recover(ctx, recovery.Options{
 				CloudURL: url, Access: access, NodeID: nodeID, At: when, DataDir: dataDir, Logger: logger, Progress: cmd.ErrOrStderr(),
 			})

@@ -108,7 +108,7 @@ func checkWitnessExposure(o hacluster.Options, insecure bool) (warn bool, err er
 }
 
 func runWitness(o hacluster.Options, insecure bool) error {
-	logger := newLogger(config.Default().Log)
+	logger := newLogger(config.Default().Log, os.Stderr)
 	warn, err := checkWitnessExposure(o, insecure)
 	if err != nil {
 		return err

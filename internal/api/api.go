@@ -13,7 +13,10 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +26,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/peerwindows"
 	"github.com/holdfast-edge/holdfast/internal/store"
+	"github.com/holdfast-edge/holdfast/internal/suggest"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
 
@@ -143,6 +147,9 @@ type Options struct {
 	// PeerTimeout bounds the wait for the peer; default 1 s. Past it, or
 	// on the peer's error, the answer is this node's alone, marked partial.
 	PeerTimeout time.Duration
+	// WindowSizes, if set, are the configured window sizes (windows.sizes):
+	// GET /v1/windows answers 400 to a size that is not one of them.
+	WindowSizes []time.Duration
 	// Auth, if set, requires an API token on every route but /healthz and
 	// POST /v1/events (which authenticates devices itself): role read for
 	// the queries, status, /metrics and the status page. No route needs
@@ -155,9 +162,9 @@ func New(o Options) http.Handler {
 	mux := http.NewServeMux()
 	read := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, needRole(o.Auth, auth.RoleRead, h)) }
 	mux.Handle("POST /v1/events", o.Ingest)
-	read("GET /v1/events", func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) })
-	read("GET /v1/windows", func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) })
-	read("GET /v1/alerts", func(w http.ResponseWriter, r *http.Request) { queryAlerts(w, r, o) })
+	read("GET /v1/events", knownParams(eventParams, func(w http.ResponseWriter, r *http.Request) { queryEvents(w, r, o.Store) }))
+	read("GET /v1/windows", knownParams(windowParams, func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) }))
+	read("GET /v1/alerts", knownParams(alertParams, func(w http.ResponseWriter, r *http.Request) { queryAlerts(w, r, o) }))
 	read("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, o.Status())
 	})
@@ -175,6 +182,41 @@ func New(o Options) http.Handler {
 		_ = statusPage.Execute(w, o.Status())
 	})
 	return mux
+}
+
+// The parameters each query route takes.
+var (
+	eventParams  = []string{"device_id", "stream", "from", "to", "limit", "cursor"}
+	windowParams = []string{"stream", "device_id", "size", "from", "to", "limit", "cursor", "scope"}
+	alertParams  = []string{"state", "severity"}
+)
+
+// knownParams answers 400 to a request with a query parameter not in known,
+// naming it and the known one it is closest to, so that a typo is not
+// silently ignored.
+func knownParams(known []string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var unknown []string
+		for name := range r.URL.Query() {
+			if !slices.Contains(known, name) {
+				unknown = append(unknown, name)
+			}
+		}
+		if len(unknown) == 0 {
+			h(w, r)
+			return
+		}
+		sort.Strings(unknown)
+		msg := "unknown parameter " + unknown[0]
+		if k, ok := suggest.Closest(unknown[0], known); ok {
+			msg += " (did you mean " + k + "?)"
+		}
+		if len(unknown) > 1 {
+			msg += fmt.Sprintf(" and %d more", len(unknown)-1)
+		}
+		msg += "; " + r.URL.Path + " takes " + strings.Join(known, ", ")
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": msg})
+	}
 }
 
 // queryEvents serves GET /v1/events?device_id=&stream=&from=&to=&limit=&cursor=.

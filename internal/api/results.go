@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
@@ -56,6 +58,14 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 	if s := v.Get("size"); s != "" {
 		if q.Size, err = time.ParseDuration(s); err != nil || q.Size <= 0 {
 			fail(fmt.Errorf("size: %q is not a duration like 1m or 5m", s))
+			return
+		}
+		if len(o.WindowSizes) > 0 && !slices.Contains(o.WindowSizes, q.Size) {
+			sizes := make([]string, len(o.WindowSizes))
+			for i, sz := range o.WindowSizes {
+				sizes[i] = sz.String()
+			}
+			fail(fmt.Errorf("size: %q is not a configured window size; the sizes are %s (windows.sizes)", s, strings.Join(sizes, ", ")))
 			return
 		}
 	}

@@ -5,13 +5,12 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -252,7 +251,7 @@ func Default() Config {
 		host = "holdfast"
 	}
 	return Config{
-		NodeID:  host,
+		NodeID:  ValidNodeID(host),
 		DataDir: "./holdfast-data",
 		HTTP:    HTTP{Addr: "127.0.0.1:8080", MaxBodyBytes: 16 << 20, MaxConcurrentPerSource: 64},
 		MQTT: MQTT{
@@ -280,18 +279,27 @@ func Default() Config {
 	}
 }
 
-// Load reads a YAML file over the defaults. Unknown keys are errors.
+// Load reads a YAML file over the defaults. Unknown keys and values of the
+// wrong type are errors: the error joins one *Problem per mistake, each with
+// the file and line. An empty file means all defaults.
 func Load(path string) (Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Default(), err
 	}
-	// An empty file means all defaults.
-	cfg, err := Parse(data)
-	if err != nil {
+	cfg, _, err := parse(data)
+	if err == nil {
+		return cfg, nil
+	}
+	if !hasProblems(err) {
 		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
-	return cfg, nil
+	for _, e := range problemsOf(err) {
+		if p, ok := e.(*Problem); ok {
+			p.File = path
+		}
+	}
+	return cfg, err
 }
 
 // RedactedMarker replaces a secret's value in a redacted config.
@@ -315,13 +323,14 @@ var ErrRedacted = errors.New("is redacted: supply the secret again")
 func (c Config) Validate() error {
 	var errs []error
 	for _, key := range RedactedKeys(c) {
-		errs = append(errs, fmt.Errorf("%s %w", key, ErrRedacted))
+		errs = append(errs, &Problem{Key: key, Err: ErrRedacted})
 	}
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	if c.NodeID == "" || strings.ContainsAny(c.NodeID, " ./*>") {
-		bad("node_id", "%q must be non-empty and contain no spaces, dots, slashes, '*' or '>'", c.NodeID)
+	if c.NodeID == "" || strings.ContainsAny(c.NodeID, nodeIDForbidden) {
+		bad("node_id", "%q must be non-empty and contain no spaces, dots, slashes, '*' or '>': set another with --node-id or node_id (e.g. %q)",
+			c.NodeID, ValidNodeID(c.NodeID))
 	}
 	if c.DataDir == "" {
 		bad("data_dir", "must be set")
@@ -379,7 +388,12 @@ func (c Config) Validate() error {
 	if len(c.Windows.Sizes) == 0 {
 		bad("windows.sizes", "at least one size is required")
 	}
+	seen := map[time.Duration]int{}
 	for i, sz := range c.Windows.Sizes {
+		if j, ok := seen[sz]; ok {
+			bad(fmt.Sprintf("windows.sizes[%d]", i), "%s is already windows.sizes[%d]: list each size once", sz, j)
+		}
+		seen[sz] = i
 		if sz < time.Second || sz%time.Millisecond != 0 {
 			bad(fmt.Sprintf("windows.sizes[%d]", i), "%s must be at least 1s, in whole milliseconds", sz)
 		}
@@ -399,6 +413,12 @@ func (c Config) Validate() error {
 	if err := alert.ValidateRules(c.Alerts.Rules); err != nil {
 		bad("alerts.rules", "%v", err)
 	}
+	for i, r := range c.Alerts.Rules {
+		if r.WithDefaults().Source == alert.SourceWindow && r.Window > 0 && !slices.Contains(c.Windows.Sizes, r.Window) {
+			bad(fmt.Sprintf("alerts.rules[%d].window", i), "%s is not in windows.sizes (%s): add it there or use one of those",
+				r.Window, durations(c.Windows.Sizes))
+		}
+	}
 	for i, w := range c.Alerts.Notify.Webhooks {
 		if err := w.WithDefaults().Validate(); err != nil {
 			bad(fmt.Sprintf("alerts.notify.webhooks[%d]", i), "%v", err)
@@ -410,6 +430,8 @@ func (c Config) Validate() error {
 	if b := c.Alerts.Notify.Backup; b != nil {
 		if err := b.WithDefaults().Validate(); err != nil {
 			bad("alerts.notify.backup", "%v", err)
+		} else if _, err := exec.LookPath(b.Path); err != nil {
+			bad("alerts.notify.backup.path", "%q is not an executable file: give the full path of a program that exists (chmod +x it)", b.Path)
 		}
 	}
 	if c.Cloud.URL != "" {
@@ -458,6 +480,7 @@ func (c Config) Validate() error {
 	if c.Cloud.MaxDelay <= 0 {
 		bad("cloud.max_delay", "must be positive")
 	}
+	errs = append(errs, c.checkListeners()...)
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
 	switch c.Log.Level {
@@ -488,6 +511,70 @@ func (s Security) validate(bad func(key, format string, args ...any)) {
 	// The TLS files themselves are checked with the uplinks' (tls.go).
 }
 
+// checkListeners reports two listeners of this node on the same port.
+func (c Config) checkListeners() []error {
+	var errs []error
+	type listener struct{ key, addr string }
+	ls := []listener{{"http.addr", c.HTTP.Addr}}
+	if c.MQTT.Mode == "embedded" {
+		ls = append(ls, listener{"mqtt.addr", c.MQTT.Addr})
+	}
+	if c.HA.Enabled() {
+		ls = append(ls, listener{"ha.listen", c.HA.Listen})
+	}
+	for i, a := range ls {
+		for _, b := range ls[:i] {
+			if sameListener(a.addr, b.addr) {
+				errs = append(errs, &Problem{Key: a.key, Also: []string{b.key},
+					Msg: fmt.Sprintf("%q is also %s: give each listener its own port", a.addr, b.key)})
+			}
+		}
+	}
+	return errs
+}
+
+// sameListener says whether two listen addresses would take the same port:
+// the same port on the same host, or on a wildcard. Port 0 (any free port)
+// never clashes.
+func sameListener(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	wild := func(h string) bool { ip := net.ParseIP(h); return h == "" || ip != nil && ip.IsUnspecified() }
+	return ha == hb || wild(ha) || wild(hb)
+}
+
+func durations(ds []time.Duration) string {
+	s := make([]string, len(ds))
+	for i, d := range ds {
+		s[i] = d.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// nodeIDForbidden are the characters a node id may not hold: it is a token
+// of NATS subjects and MQTT topics.
+const nodeIDForbidden = " ./*>"
+
+// ValidNodeID returns id with each character a node id may not hold (space,
+// dot, slash, '*', '>', control characters) replaced by a dash:
+// edge01.example.com becomes edge01-example-com. The default node id is
+// the host name made valid this way.
+func ValidNodeID(id string) string {
+	id = strings.Map(func(r rune) rune {
+		if strings.ContainsRune(nodeIDForbidden, r) || r < 0x20 || r == 0x7f {
+			return '-'
+		}
+		return r
+	}, id)
+	if id == "" {
+		return "holdfast"
+	}
+	return id
+}
+
 func checkAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -510,7 +597,7 @@ type ByteSize int64
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return err
 	}
 	*b = v
 	return nil
@@ -545,11 +632,6 @@ func Marshal(c Config) ([]byte, error) { return yaml.Marshal(c) }
 
 // Parse reads YAML over the defaults, like Load, from bytes.
 func Parse(data []byte) (Config, error) {
-	cfg := Default()
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, err
-	}
-	return cfg, nil
+	cfg, _, err := parse(data)
+	return cfg, err
 }

@@ -58,8 +58,8 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 
 func TestLoadErrorsNameTheKey(t *testing.T) {
 	for name, c := range map[string]struct{ body, want string }{
-		"unknown key":  {"htpp:\n  addr: x\n", "field htpp not found"},
-		"bad size":     {"buffer:\n  max_bytes: lots\n", `line 2: "lots" is not a size`},
+		"unknown key":  {"htpp:\n  addr: x\n", "holdfast.yaml:1: htpp: unknown key (did you mean http?)"},
+		"bad size":     {"buffer:\n  max_bytes: lots\n", `holdfast.yaml:2: buffer.max_bytes: "lots" is not a size`},
 		"bad duration": {"ingest:\n  dedup_window: soon\n", "soon"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -110,13 +110,7 @@ func (h HA) MemberName(nodeID string) string {
 	}
 	host, _ := os.Hostname()
 	_, port, _ := net.SplitHostPort(h.Listen)
-	name := nodeID + "-" + host + "-" + port
-	return strings.Map(func(r rune) rune {
-		if r == '.' || r == ' ' || r == '*' || r == '>' || r == '/' {
-			return '-'
-		}
-		return r
-	}, name)
+	return ValidNodeID(nodeID + "-" + host + "-" + port)
 }
 
 // SecretEnv holds the member secret when neither ha.secret nor

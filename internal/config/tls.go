@@ -12,7 +12,7 @@ import (
 func (c Config) validateTLS() []error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	readable := func(key, file string) {
 		if file == "" {

@@ -496,6 +496,7 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		Status:   n.Status,
 		Gatherer: n.gatherer(),
 	}
+	opts.WindowSizes = n.cfg.Windows.Sizes
 	if n.proc != nil {
 		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
 	}
