@@ -80,6 +80,7 @@ type Pair struct {
 	follower *followerRun
 	started  time.Time
 	followed uint64          // the term the standby mode last followed
+	firing   haFiring        // the pair's firing alerts, across modes
 	ledTerm  uint64          // the newest term this member took: alerts and the promote command once per term
 	reported map[string]bool // quarantine reports written to the ledger
 	diverged bool            // the follower found the log diverged: quarantine it whole

@@ -174,8 +174,7 @@ type pairGate struct {
 	// standby that never came, or a primary that started again without it.
 	aloneSince time.Time
 	stalled    time.Time // since when acks wait and the standby has not moved
-	lostID     string    // firing "standby lost" alert
-	lagID      string    // firing "replication lag" alert
+	firing     *haFiring // the pair's firing alerts, kept across modes
 	waiters    atomic.Int64
 }
 
@@ -382,31 +381,31 @@ func (g *pairGate) status() (state gateState, member string) {
 
 func (g *pairGate) fireLost(member string, now time.Time) {
 	d := g.alerts()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.lostID != "" {
+	g.firing.mu.Lock()
+	defer g.firing.mu.Unlock()
+	if g.firing.lost != "" {
 		return // firing already
 	}
 	g.metrics.standbyLost.Inc()
 	if d == nil {
 		return
 	}
-	g.lostID = fmt.Sprintf("ha-standby-lost/%d", now.UnixMilli())
-	d.Send(alert.Alert{ID: g.lostID, Rule: "ha-standby-lost", Severity: alert.Critical, State: alert.Firing,
+	g.firing.lost = fmt.Sprintf("ha-standby-lost/%d", now.UnixMilli())
+	d.Send(alert.Alert{ID: g.firing.lost, Rule: "ha-standby-lost", Severity: alert.Critical, State: alert.Firing,
 		Stream: "*", DeviceID: member, FiredAt: now.UnixMilli()})
 }
 
 func (g *pairGate) resolveLost() {
 	d := g.alerts()
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if d == nil || g.lostID == "" {
+	g.firing.mu.Lock()
+	defer g.firing.mu.Unlock()
+	if d == nil || g.firing.lost == "" {
 		return
 	}
 	now := time.Now().UnixMilli()
-	d.Send(alert.Alert{ID: g.lostID, Rule: "ha-standby-lost", Severity: alert.Critical, State: alert.Resolved,
+	d.Send(alert.Alert{ID: g.firing.lost, Rule: "ha-standby-lost", Severity: alert.Critical, State: alert.Resolved,
 		Stream: "*", FiredAt: now, ResolvedAt: now})
-	g.lostID = ""
+	g.firing.lost = ""
 }
 
 func (g *pairGate) checkLag(lag uint64, now time.Time) {
@@ -414,18 +413,27 @@ func (g *pairGate) checkLag(lag uint64, now time.Time) {
 	if d == nil || g.maxLag == 0 {
 		return
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	g.firing.mu.Lock()
+	defer g.firing.mu.Unlock()
 	switch {
-	case lag > g.maxLag && g.lagID == "":
-		g.lagID = fmt.Sprintf("ha-replication-lag/%d", now.UnixMilli())
-		d.Send(alert.Alert{ID: g.lagID, Rule: "ha-replication-lag", Severity: alert.Warning, State: alert.Firing,
+	case lag > g.maxLag && g.firing.lag == "":
+		g.firing.lag = fmt.Sprintf("ha-replication-lag/%d", now.UnixMilli())
+		d.Send(alert.Alert{ID: g.firing.lag, Rule: "ha-replication-lag", Severity: alert.Warning, State: alert.Firing,
 			Stream: "*", Value: float64(lag), Threshold: float64(g.maxLag), FiredAt: now.UnixMilli()})
-	case lag <= g.maxLag/2 && g.lagID != "":
-		d.Send(alert.Alert{ID: g.lagID, Rule: "ha-replication-lag", Severity: alert.Warning, State: alert.Resolved,
+	case lag <= g.maxLag/2 && g.firing.lag != "":
+		d.Send(alert.Alert{ID: g.firing.lag, Rule: "ha-replication-lag", Severity: alert.Warning, State: alert.Resolved,
 			Stream: "*", Value: float64(lag), Threshold: float64(g.maxLag), FiredAt: now.UnixMilli(), ResolvedAt: now.UnixMilli()})
-		g.lagID = ""
+		g.firing.lag = ""
 	}
+}
+
+// haFiring holds the ids of the pair's firing alerts. It belongs to the
+// Pair, not to one primary mode, so that a mode started again (a lapsed
+// lease) resolves what the one before it fired.
+type haFiring struct {
+	mu   sync.Mutex
+	lost string // "ha-standby-lost"
+	lag  string // "ha-replication-lag"
 }
 
 // fencedAppender is ingest's store on a primary: it stores only in its term,

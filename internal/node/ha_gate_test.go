@@ -116,6 +116,7 @@ func newTestGate(t *testing.T, l *buffer.Log, src *fakeRepl, f *fakeFence, syncM
 		alerts:  func() *alert.Dispatcher { return nil },
 		metrics: newHAMetrics(prometheus.NewRegistry()),
 		joinLag: 10,
+		firing:  &haFiring{},
 	}
 	return g, &recorded
 }

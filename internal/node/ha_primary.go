@@ -42,6 +42,7 @@ func (n *Node) startPrimary() error {
 		log:     n.log.With("component", "ha"),
 		alerts:  func() *alert.Dispatcher { return n.disp },
 		metrics: p.m,
+		firing:  &p.firing,
 	}
 	n.wbuf = &fencedEngine{Engine: n.buf, fence: fence, term: ph.term, refused: func() {
 		if ph.lapsed.CompareAndSwap(false, true) {
