@@ -175,6 +175,7 @@ type pairGate struct {
 	aloneSince time.Time
 	stalled    time.Time // since when acks wait and the standby has not moved
 	firing     *haFiring // the pair's firing alerts, kept across modes
+	started    time.Time // when this primary mode began
 	waiters    atomic.Int64
 }
 
@@ -281,6 +282,9 @@ func (g *pairGate) step(ctx context.Context) {
 	lag := durable - min(next, durable)
 	g.metrics.lag.Set(float64(lag))
 	now := time.Now()
+	if contact.Before(g.started) {
+		contact = g.started // a gate just started gives the standby its timeout to call
+	}
 	silent := member == "" || now.Sub(contact) > g.timeout
 	g.mu.Lock()
 	// Stalled: acks wait and the standby holds no more than a step ago.

@@ -44,6 +44,15 @@ func (n *Node) startPrimary() error {
 		metrics: p.m,
 		firing:  &p.firing,
 	}
+	ph.gate.started = time.Now()
+	// A primary that starts again in its own term (a lapsed lease, a quick
+	// restart) may find its standby still named as the one that may take
+	// over: until the leader record says otherwise, acks and sinks wait for
+	// it, or a takeover could promote a standby without what was acked.
+	if rec := fence.State().Record; rec.Standby != "" {
+		ph.gate.state, ph.gate.member = gatePaired, rec.Standby
+		p.m.paired.Set(1)
+	}
 	n.wbuf = &fencedEngine{Engine: n.buf, fence: fence, term: ph.term, refused: func() {
 		if ph.lapsed.CompareAndSwap(false, true) {
 			p.poke()
