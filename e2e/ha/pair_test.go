@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -265,13 +266,35 @@ func (l *alertLog) waitAlert(t *testing.T, rule, state string, timeout time.Dura
 	}
 }
 
+// freeAddr picks a free port below the kernel's ephemeral range (32768 on
+// Linux): the members' addresses are fixed before the processes start, and a
+// port the kernel hands out meanwhile (a member's own nats-server picks one)
+// could otherwise be one of them. Each port is handed out once per run.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsUsed[port] = true
+		return l.Addr().String()
+	}
+	t.Fatal("no free port below 32000")
+	return ""
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 // noRoute is where every member says it can be reached, and nothing
 // listens: members then dial only the proxies they are given, never one
