@@ -172,6 +172,20 @@ func TestBadInputIsRejectedPrecisely(t *testing.T) {
 	} {
 		require.Contains(t, metrics, want)
 	}
+
+	// A query's mistakes are refused, naming the parameter.
+	for path, want := range map[string]string{
+		"/v1/events?devce_id=good-1": "unknown parameter devce_id (did you mean device_id?)",
+		"/v1/windows?size=2m":        "size",
+		"/v1/alerts?sate=firing":     "unknown parameter sate",
+	} {
+		resp, err := p.getResp(p.url(path))
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, path)
+		require.Contains(t, string(body), want, path)
+	}
 }
 
 func get(t *testing.T, p *proc, path string) string {

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -24,20 +23,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	var (
-		dir string
-		err error
-	)
-	binary, dir, err = testutil.BuildHoldfast("../cmd/holdfast")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testutil.MainWithHoldfast(m, "../cmd/holdfast", &binary)) }
 
 // proc is a running holdfast node.
 type proc struct {

@@ -66,6 +66,29 @@ func TestConfigCheck(t *testing.T) {
 	require.Contains(t, string(out), "testdata/good.yaml: ok")
 }
 
+// TestConfigInitPrintVersion runs the config and version commands of the
+// real binary: the example `config init` writes passes `config check` and
+// is not overwritten, `config print` shows the effective config with its
+// secrets redacted, `version` names the version.
+func TestConfigInitPrintVersion(t *testing.T) {
+	dir := t.TempDir()
+	holdfastIn(t, dir, "config", "init", "example.yaml")
+	out, _ := holdfastIn(t, dir, "config", "check", "example.yaml")
+	require.Contains(t, out, "example.yaml: ok")
+	again, err := exec.Command(binary, "config", "init", filepath.Join(dir, "example.yaml")).CombinedOutput()
+	require.Error(t, err, "config init overwrote a file:\n%s", again)
+
+	writeFile(t, filepath.Join(dir, "secret.yaml"), "node_id: edge-5\ncloud:\n  url: nats://user:hunter2@cloud.example:4222\n")
+	out, _ = holdfastIn(t, dir, "config", "print", "--config", "secret.yaml")
+	require.Contains(t, out, "node_id: edge-5")
+	require.Contains(t, out, "segment_bytes:", "defaults shown")
+	require.NotContains(t, out, "hunter2")
+	require.Contains(t, out, "redacted", "the password's place is marked")
+
+	out, _ = holdfastIn(t, dir, "version")
+	require.Regexp(t, `^holdfast \S+`, out)
+}
+
 // TestREADMEConfigIsValid keeps the configuration reference in README.md true:
 // its YAML example must pass `holdfast config check`.
 func TestREADMEConfigIsValid(t *testing.T) {

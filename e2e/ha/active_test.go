@@ -103,10 +103,5 @@ func TestHAActiveActive(t *testing.T) {
 // recomputeNode recomputes the closed windows of one node's own events.
 func recomputeNode(t *testing.T, m *member) map[string]*testutil.Recomputed {
 	t.Helper()
-	events := allEvents(t, m)
-	raw := make([]testutil.RawEvent, 0, len(events))
-	for _, e := range events {
-		raw = append(raw, testutil.RawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
-	}
-	return testutil.RecomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
+	return testutil.RecomputeWindows(t, allEvents(t, m), []time.Duration{time.Second, 5 * time.Second}, 500*time.Millisecond)
 }

@@ -110,28 +110,18 @@ func Start(o Options) (*Server, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
-	ns, err := server.NewServer(&server.Options{
+	ns, err := natslog.Start(&server.Options{
 		ServerName: "holdfast-cloud",
 		Host:       host,
 		Port:       port,
 		JetStream:  true,
 		StoreDir:   o.DataDir,
 		NoSigs:     true,
-	})
+	}, o.Logger, startTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
-	natslog.Attach(ns, o.Logger)
-	ns.Start() // does not block
 	s := &Server{ns: ns}
-	if !ns.ReadyForConnections(startTimeout) {
-		s.Close()
-		return nil, errors.New("cloud: nats-server not ready in time")
-	}
-	if !ns.JetStreamEnabled() {
-		s.Close()
-		return nil, errors.New("cloud: JetStream failed to start (see log)")
-	}
 	if err := s.ensureLayout(o.layout()); err != nil {
 		s.Close()
 		return nil, err

@@ -182,21 +182,11 @@ func Start(o Options) (*Member, error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("hacluster: %w", err)
 	}
-	ns, err := server.NewServer(sopts)
+	ns, err := natslog.Start(sopts, o.Logger, startTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("hacluster: %w", err)
 	}
-	natslog.Attach(ns, o.Logger)
-	ns.Start() // does not block
 	m := &Member{ns: ns}
-	if !ns.ReadyForConnections(startTimeout) {
-		m.Close()
-		return nil, errors.New("hacluster: nats-server not ready in time (see log)")
-	}
-	if !o.NoJetStream && !ns.JetStreamEnabled() {
-		m.Close()
-		return nil, errors.New("hacluster: JetStream failed to start (see log)")
-	}
 	m.token, m.name = token, o.Name
 	m.nc, err = m.Connect()
 	if err != nil {

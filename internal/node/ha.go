@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/hacluster"
 	"github.com/holdfast-edge/holdfast/internal/leader"
@@ -465,14 +465,7 @@ func MemberTLS(c config.HATLS) (*tls.Config, error) {
 // checkLinkExposure refuses a member link beyond loopback without a secret,
 // unless security.insecure accepts it.
 func checkLinkExposure(addr, secret string, insecure bool, key string) error {
-	if secret != "" || insecure {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return err
-	}
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if secret != "" || insecure || isLoopback(addr) {
 		return nil
 	}
 	return fmt.Errorf("%s %s is reachable beyond this host and the pair has no secret: set ha.secret (or ha.secret_file) on every member, "+
@@ -517,34 +510,5 @@ func readPairState(dataDir string) (pairState, error) {
 
 func writePairState(dataDir string, s pairState) error {
 	b, _ := json.Marshal(s)
-	return writeFileSync(filepath.Join(dataDir, "ha", "state"), b)
-}
-
-// writeFileSync replaces path atomically and durably.
-func writeFileSync(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return vfs.WriteAtomic(vfs.OS, filepath.Join(dataDir, "ha", "state"), b)
 }

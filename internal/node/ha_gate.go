@@ -64,14 +64,6 @@ func (e *fencedEngine) Append(payloads ...[]byte) (uint64, error) {
 	return e.Engine.Append(payloads...)
 }
 
-// Evictor and Keeper pass through, so the pressure levels see the engine's.
-func (e *fencedEngine) DeleteBefore(off uint64) (uint64, error) {
-	if ev, ok := e.Engine.(buffer.Evictor); ok {
-		return ev.DeleteBefore(off)
-	}
-	return 0, nil
-}
-
 // boundedEngine is the log as the sinks see it while the pair has a standby:
 // only records the standby holds, so nothing reaches the cloud that a
 // takeover could lose (and its offsets be written again, with other records,
@@ -95,8 +87,9 @@ func (e *boundedEngine) NewReader(from uint64) buffer.RecordReader {
 	return &boundedReader{RecordReader: e.Engine.NewReader(from), limit: e.limit}
 }
 
-// boundedReader ends (io.EOF) at the limit; the record it read past it is
-// returned first on the next call that the limit allows.
+// boundedReader ends (io.EOF) at the limit. The record it read past the
+// limit is kept (copied: the inner reader reuses its buffer) and returned
+// first once the limit allows; every other record goes through uncopied.
 type boundedReader struct {
 	buffer.RecordReader
 	limit   func() uint64
@@ -106,18 +99,22 @@ type boundedReader struct {
 }
 
 func (r *boundedReader) Next() (uint64, []byte, error) {
-	if !r.held {
-		off, p, err := r.RecordReader.Next()
-		if err != nil {
-			return off, p, err
+	if r.held {
+		if r.off >= r.limit() {
+			return 0, nil, io.EOF
 		}
-		r.off, r.payload, r.held = off, append(r.payload[:0], p...), true
+		r.held = false
+		return r.off, r.payload, nil
 	}
-	if r.off >= r.limit() {
+	off, p, err := r.RecordReader.Next()
+	if err != nil {
+		return off, p, err
+	}
+	if off >= r.limit() {
+		r.off, r.payload, r.held = off, append(r.payload[:0], p...), true
 		return 0, nil, io.EOF
 	}
-	r.held = false
-	return r.off, r.payload, nil
+	return off, p, nil
 }
 
 func (r *boundedReader) Position() uint64 {
@@ -213,20 +210,7 @@ func (g *pairGate) limit() uint64 {
 
 // waitLimit waits until the sinks may read off-1.
 func (g *pairGate) waitLimit(ctx context.Context, off uint64) error {
-	for {
-		if g.limit() >= off {
-			return nil
-		}
-		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		err := g.src.WaitReplicated(wctx, off)
-		cancel()
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err == nil {
-			return nil
-		}
-	}
+	return g.waitFor(ctx, off, false)
 }
 
 // waitAck holds an acknowledgement until the standby has every record below
@@ -243,15 +227,21 @@ func (g *pairGate) waitAck(ctx context.Context, off uint64) error {
 	}
 	g.waiters.Add(1)
 	defer g.waiters.Add(-1)
+	return g.waitFor(ctx, target, true)
+}
+
+// waitFor waits until limit reaches off; fenced, it gives up as soon as this
+// member no longer holds its term.
+func (g *pairGate) waitFor(ctx context.Context, off uint64, fenced bool) error {
 	for {
-		if g.limit() >= target {
+		if g.limit() >= off {
 			return nil
 		}
-		if t, ok := g.fence.Fence(); !ok || t != g.term {
+		if t, ok := g.fence.Fence(); fenced && (!ok || t != g.term) {
 			return errNotPrimary
 		}
 		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		err := g.src.WaitReplicated(wctx, target)
+		err := g.src.WaitReplicated(wctx, off)
 		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -440,9 +430,10 @@ type haFiring struct {
 	lag  string // "ha-replication-lag"
 }
 
-// fencedAppender is ingest's store on a primary: it stores only in its term,
-// holds the ack for the standby (sync mode), and acknowledges only if the
-// term still holds when the events are durable on both.
+// fencedAppender is ingest's store on a primary (which writes through the
+// fenced engine, so only in the term): it holds the ack for the standby, and
+// acknowledges only if the term still holds once the events are durable on
+// both.
 type fencedAppender struct {
 	inner ingest.Appender
 	buf   buffer.Engine
@@ -452,9 +443,8 @@ type fencedAppender struct {
 }
 
 func (a *fencedAppender) Append(ctx context.Context, evs []event.Event) (ingest.Result, error) {
-	if t, ok := a.fence.Fence(); !ok || t != a.term {
-		return ingest.Result{}, errNotPrimary
-	}
+	// The store appends through the fenced engine: nothing is written
+	// outside the term. What is left is to hold the ack.
 	res, err := a.inner.Append(ctx, evs)
 	if err != nil {
 		return res, err

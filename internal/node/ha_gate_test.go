@@ -99,16 +99,22 @@ func TestBoundedReaderStopsAtTheStandby(t *testing.T) {
 	require.Equal(t, byte(4), p[0])
 }
 
-func newTestGate(t *testing.T, l *buffer.Log, src *fakeRepl, f *fakeFence, syncMode bool) (*pairGate, *[]string) {
+// newTestGate is a gate of a primary in term 7 with its lease, over l, with
+// a standby not heard of yet; recorded lists what it wrote as the eligible
+// standby.
+func newTestGate(t *testing.T, l *buffer.Log, syncMode bool) (g *pairGate, src *fakeRepl, f *fakeFence, recorded *[]string) {
+	src, f = &fakeRepl{}, &fakeFence{}
+	f.term.Store(7)
+	f.ok.Store(true)
 	var (
-		mu       sync.Mutex
-		recorded []string
+		mu      sync.Mutex
+		written []string
 	)
-	g := &pairGate{
+	g = &pairGate{
 		buf: l, src: src, fence: f, term: 7,
 		setSB: func(_ context.Context, member string) error {
 			mu.Lock()
-			recorded = append(recorded, member)
+			written = append(written, member)
 			mu.Unlock()
 			return nil
 		},
@@ -118,7 +124,7 @@ func newTestGate(t *testing.T, l *buffer.Log, src *fakeRepl, f *fakeFence, syncM
 		joinLag: 10,
 		firing:  &haFiring{},
 	}
-	return g, &recorded
+	return g, src, f, &written
 }
 
 // TestPairGateJoinsOnlyWhenCaughtUp: a standby is named as the one that may
@@ -132,11 +138,7 @@ func TestPairGateJoinsOnlyWhenCaughtUp(t *testing.T) {
 		_, err := l.Append([]byte{1})
 		require.NoError(t, err)
 	}
-	src := &fakeRepl{}
-	f := &fakeFence{}
-	f.term.Store(7)
-	f.ok.Store(true)
-	g, recorded := newTestGate(t, l, src, f, true)
+	g, src, _, recorded := newTestGate(t, l, true)
 	ctx := context.Background()
 
 	// Alone: nothing waits.
@@ -184,11 +186,7 @@ func TestPairGateAckFailsWithoutTheTerm(t *testing.T) {
 	l := openTestLog(t)
 	_, err := l.Append([]byte{1})
 	require.NoError(t, err)
-	src := &fakeRepl{}
-	f := &fakeFence{}
-	f.term.Store(7)
-	f.ok.Store(true)
-	g, _ := newTestGate(t, l, src, f, true)
+	g, src, f, _ := newTestGate(t, l, true)
 	src.set("b", 0)
 	g.step(context.Background())
 	done := make(chan error, 1)
@@ -228,11 +226,7 @@ func TestFencedEngineRefusesOtherTerms(t *testing.T) {
 // under constant load is not, however long acks keep waiting in turn.
 func TestPairGateDropsAStalledStandbyOnly(t *testing.T) {
 	l := openTestLog(t)
-	src := &fakeRepl{}
-	f := &fakeFence{}
-	f.term.Store(7)
-	f.ok.Store(true)
-	g, recorded := newTestGate(t, l, src, f, true)
+	g, src, _, recorded := newTestGate(t, l, true)
 	ctx := context.Background()
 	src.set("b", 0)
 	g.step(ctx) // joining at 0
@@ -290,11 +284,7 @@ func TestPairGateDropsAStalledStandbyOnly(t *testing.T) {
 // standby is more than maxLag records behind it.
 func TestPairGateAsyncBoundsTheLag(t *testing.T) {
 	l := openTestLog(t)
-	src := &fakeRepl{}
-	f := &fakeFence{}
-	f.term.Store(7)
-	f.ok.Store(true)
-	g, _ := newTestGate(t, l, src, f, false)
+	g, src, _, _ := newTestGate(t, l, false)
 	g.maxLag = 10
 	ctx := context.Background()
 	require.NoError(t, g.waitAck(ctx, 1000), "alone: nothing waits")

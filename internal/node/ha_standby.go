@@ -18,7 +18,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
-	"github.com/holdfast-edge/holdfast/internal/config"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 	"github.com/holdfast-edge/holdfast/internal/ingest/mqttin"
@@ -199,7 +199,7 @@ func (p *Pair) checkHistory(st leader.State) error {
 	if !found && st.Record.Term > ps.Term {
 		diverge = st.Record.Start
 	}
-	dir := filepath.Join(p.cfg.DataDir, engineName(p.cfg))
+	dir := filepath.Join(p.cfg.DataDir, EngineName(p.cfg))
 	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
 		return nil // nothing held
 	}
@@ -243,7 +243,7 @@ func (p *Pair) checkHistory(st leader.State) error {
 	if err := os.MkdirAll(qdir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{engineName(p.cfg), "checkpoints", "lanes", "ledger-intent"} {
+	for _, name := range []string{EngineName(p.cfg), "checkpoints", "lanes", "ledger-intent"} {
 		if err := os.Rename(filepath.Join(p.cfg.DataDir, name), filepath.Join(qdir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("quarantine %s: %w", name, err)
 		}
@@ -256,7 +256,7 @@ func (p *Pair) checkHistory(st leader.State) error {
 	}
 	if len(rep.Entries) > 0 {
 		b, _ := json.Marshal(rep)
-		if err := writeFileSync(filepath.Join(p.cfg.DataDir, "ha", "report"), b); err != nil {
+		if err := vfs.WriteAtomic(vfs.OS, filepath.Join(p.cfg.DataDir, "ha", "report"), b); err != nil {
 			return err
 		}
 	}
@@ -302,13 +302,6 @@ func (p *Pair) firstReport(id string) bool {
 	}
 	p.reported[id] = true
 	return true
-}
-
-func engineName(cfg config.Config) string {
-	if cfg.Buffer.Engine == "" {
-		return "log"
-	}
-	return cfg.Buffer.Engine
 }
 
 // refuseAppender stores nothing: a standby's broker admits no client, and

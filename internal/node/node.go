@@ -348,10 +348,7 @@ func (n *Node) prepareProcessing() {
 // engine's buffer is refused: switching engines would start from an empty
 // buffer and leave the other's records behind.
 func OpenBuffer(cfg config.Config, o buffer.Options) (buffer.Engine, error) {
-	name := cfg.Buffer.Engine
-	if name == "" {
-		name = "log"
-	}
+	name := EngineName(cfg)
 	for _, other := range engines.Names {
 		if other == name {
 			continue
@@ -363,6 +360,15 @@ func OpenBuffer(cfg config.Config, o buffer.Options) (buffer.Engine, error) {
 	}
 	o.Dir = filepath.Join(cfg.DataDir, name)
 	return engines.Open(name, o)
+}
+
+// EngineName is the buffer engine cfg names, "log" when unset: also the
+// buffer's directory in the data dir.
+func EngineName(cfg config.Config) string {
+	if cfg.Buffer.Engine == "" {
+		return "log"
+	}
+	return cfg.Buffer.Engine
 }
 
 // admit applies the buffer's pressure to one event at ingest: "" lets it in;

@@ -39,6 +39,7 @@ type WindowJSON struct {
 // RawEvent is a stored event as GET /v1/events gives it.
 type RawEvent struct {
 	Offset   uint64  `json:"offset"`
+	ID       string  `json:"id"`
 	DeviceID string  `json:"device_id"`
 	Stream   string  `json:"stream"`
 	TS       string  `json:"ts"`
@@ -130,10 +131,17 @@ func streamOf(id string) string {
 }
 
 // RequireWindowsEqual checks the closed windows a node wrote (got) against
-// the recompute (want): the same windows, each with the same count, sum,
+// the recompute (want): each written once, the same windows, each with the same count, sum,
 // min, max, last and mean, and quantiles within the sketch's 1 %.
 func RequireWindowsEqual(t testing.TB, want map[string]*Recomputed, got []WindowJSON) {
 	t.Helper()
+	written := map[string]int{}
+	for _, w := range got {
+		written[w.ID]++
+	}
+	for id, n := range written {
+		require.Equal(t, 1, n, "window %s written %d times", id, n)
+	}
 	require.Equal(t, len(want), len(got), "closed windows: recompute has %d, the log has %d", len(want), len(got))
 	for _, w := range got {
 		r, ok := want[w.ID]
