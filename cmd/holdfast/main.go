@@ -47,6 +47,8 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
 		haListen, haReplication, logLevel, logFormat                    string
 		haPeers                                                         []string
+		siteListen, assign, zone                                        string
+		sitePeers                                                       []string
 	)
 	c := &cobra.Command{
 		Use:   "run",
@@ -78,6 +80,12 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 			if c.Flags().Changed("ha-peers") {
 				cfg.HA.Peers = haPeers
 			}
+			set("site-listen", &cfg.Site.Listen, siteListen)
+			set("assign", &cfg.Site.Assign, assign)
+			set("zone", &cfg.Site.Zone, zone)
+			if c.Flags().Changed("site-peers") {
+				cfg.Site.Peers = sitePeers
+			}
 			if insecure {
 				cfg.Security.Insecure = true
 			}
@@ -96,6 +104,10 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 	f.StringVar(&haListen, "ha-listen", "", "HA pair: this member's link address (ha.listen); with it the node runs as one of a pair")
 	f.StringSliceVar(&haPeers, "ha-peers", nil, "HA pair: the other node's and the witness's link addresses, ADDR,ADDR (ha.peers)")
 	f.StringVar(&haReplication, "ha-replication", "", "HA pair: sync (ack after the standby's fsync too, the default) or async (ha.replication)")
+	f.StringVar(&siteListen, "site-listen", "", "site: this node's gossip address (site.listen); with it the node is one of a site of several")
+	f.StringSliceVar(&sitePeers, "site-peers", nil, "site: other members' gossip addresses, ADDR,... (site.peers); one that answers is enough")
+	f.StringVar(&assign, "assign", "", "site: how devices are spread, sticky (default), geographic, load or semantic (site.assign)")
+	f.StringVar(&zone, "zone", "", "site: this node's zone, for geographic assignment (site.zone)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log.level; default info)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (log.format; default text)")
 	f.BoolVar(&insecure, "insecure", false, "accept listening beyond this host without authentication (security.insecure); logs a warning")

@@ -58,6 +58,9 @@ type Status struct {
 	QuerySkipped map[string]uint64 `json:"query_skipped_records"`
 	// HA is this node's place in an HA pair; absent outside one.
 	HA *HAStatus `json:"ha,omitempty"`
+	// Site is this node's site: its members and the assignment strategy;
+	// absent outside one.
+	Site any `json:"site,omitempty"`
 }
 
 // HAStatus is a pair member's state: its role (primary, standby, or

@@ -45,6 +45,7 @@ type Config struct {
 	Checkpoints Checkpoints `yaml:"checkpoints"`
 	Security    Security    `yaml:"security"`
 	HA          HA          `yaml:"ha"`
+	Site        Site        `yaml:"site"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -276,6 +277,7 @@ func Default() Config {
 		Log:         Log{Level: "info", Format: "text"},
 		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
 		HA:          HADefaults(),
+		Site:        SiteDefaults(),
 	}
 }
 
@@ -483,6 +485,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.checkListeners()...)
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
+	c.Site.validate(c, bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -67,6 +67,9 @@ func (n *Node) startPrimary() error {
 
 // appender is what ingest stores through: the store, fenced on a primary.
 func (n *Node) appender() ingest.Appender {
+	if n.cfg.Site.Enabled() {
+		return &siteAppender{inner: n.store, n: n}
+	}
 	if n.pair == nil {
 		return n.store
 	}
@@ -80,6 +83,14 @@ func (n *Node) brokerRedirect() func() (string, bool) {
 		return nil
 	}
 	return n.mqttRedirect
+}
+
+// brokerOwner is the embedded broker's Owner in a site (nil outside one).
+func (n *Node) brokerOwner() func(string) (string, bool) {
+	if !n.cfg.Site.Enabled() {
+		return nil
+	}
+	return n.mqttOwner
 }
 
 // syncLog is the log as the sinks read it: bounded by the standby on a

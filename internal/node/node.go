@@ -91,6 +91,9 @@ type Node struct {
 	wbuf   buffer.Engine
 	// active is the member link of an active-active pair (ha_active.go).
 	active *activePair
+	// site is this node's place in a site of several nodes (site.go); nil
+	// outside one and until the listeners are up.
+	site atomic.Pointer[siteMember]
 }
 
 // pairHooks make a node the primary of a pair in term.
@@ -220,6 +223,11 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	if err := n.startHTTP(im, limits); err != nil {
 		return nil, err
 	}
+	if cfg.Site.Enabled() {
+		if err := n.startSite(); err != nil {
+			return nil, err
+		}
+	}
 	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
 		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
 		"took", time.Since(n.started).Round(time.Millisecond))
@@ -239,7 +247,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 			TLSConfig: n.serverTLS(), Guard: guard, AlertPrefix: n.cfg.Alerts.Notify.MQTTTopicPrefix,
 			MaxConnectionsPerSource: mc.MaxConnectionsPerSource, AccessMetrics: mqttin.NewAccessMetrics(n.reg),
-			Redirect: n.brokerRedirect(),
+			Redirect: n.brokerRedirect(), Owner: n.brokerOwner(),
 		}, n.appender(), im)
 		if err != nil {
 			return err
@@ -495,7 +503,7 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	opts := api.Options{
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger, Admit: n.admit,
-			Auth: n.guard(auth.TransportHTTP),
+			Auth: n.guard(auth.TransportHTTP), Redirect: n.redirectEvents, Trusted: fromMember,
 		}, n.appender(), im),
 		Auth:     n.guard(auth.TransportAPI),
 		Store:    n.store,
@@ -513,6 +521,12 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		}
 	}
 	var h http.Handler = api.New(opts)
+	if n.cfg.Site.Enabled() {
+		mux := http.NewServeMux()
+		mux.Handle("GET /v1/assign", api.RequireRole(n.guard(auth.TransportAPI), auth.RoleRead, http.HandlerFunc(n.assign)))
+		mux.Handle("/", h)
+		h = n.siteHTTP(mux)
+	}
 	if n.pair != nil {
 		mux := http.NewServeMux()
 		mux.Handle("POST /v1/ha/step-down", api.RequireRole(n.guard(auth.TransportAPI), auth.RoleAdmin, http.HandlerFunc(n.stepDown)))
@@ -609,6 +623,9 @@ func (n *Node) Status() api.Status {
 	if n.active != nil {
 		s.HA = n.active.status()
 	}
+	if sm := n.site.Load(); sm != nil {
+		s.Site = sm.status()
+	}
 	if h := s.HA; h != nil {
 		if h.Role == "primary" && h.StandbyState != "paired" {
 			s.Problems = append(s.Problems, "ha: no standby may take over: a loss of this node stops the pair until it returns")
@@ -639,6 +656,9 @@ func (n *Node) Close() error {
 	}
 	if n.stopAuth != nil {
 		n.stopAuth()
+	}
+	if s := n.site.Swap(nil); s != nil {
+		s.close()
 	}
 	if n.httpSrv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -45,9 +45,16 @@ type Options struct {
 	// device (see authenticate). Each event must then be that device's and
 	// of a stream it may send (auth.Device.CanSend); the others are
 	// rejected by index.
-	Auth   *auth.Guard
-	Logger *slog.Logger
-	Now    func() time.Time
+	Auth *auth.Guard
+	// Trusted, if set, says a request needs no device authentication: a
+	// site member forwarding events it took from an authenticated device.
+	Trusted func(r *http.Request) bool
+	// Redirect, if set, may send a request's events elsewhere: a non-empty
+	// URL answers 307 with it in Location, and nothing is stored (a site
+	// node that does not own the device).
+	Redirect func(r *http.Request, evs []event.Event) string
+	Logger   *slog.Logger
+	Now      func() time.Time
 }
 
 // Handler serves POST /v1/events.
@@ -95,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var dev *deviceID
-	if h.opts.Auth != nil {
+	if h.opts.Auth != nil && (h.opts.Trusted == nil || !h.opts.Trusted(r)) {
 		d, err := h.authenticate(r)
 		if err != nil {
 			h.refuse(w, err)
@@ -120,6 +127,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, http.StatusBadRequest, string(event.ReasonMalformed), "%v", err)
 		return
+	}
+	if h.opts.Redirect != nil {
+		if loc := h.opts.Redirect(r, evs); loc != "" {
+			w.Header().Set("Location", loc)
+			h.fail(w, http.StatusTemporaryRedirect, "", "this node does not serve these devices: send them to %s", loc)
+			return
+		}
 	}
 	resp := Response{Rejected: make([]Rejected, 0, len(rejections))}
 	for _, rj := range rejections {

@@ -174,7 +174,8 @@ type accessHook struct {
 	conns         *connTable
 	m             *AccessMetrics
 	log           *slog.Logger
-	redirect      func() (ref string, ok bool) // BrokerOptions.Redirect
+	redirect      func() (ref string, ok bool)              // BrokerOptions.Redirect
+	owner         func(device string) (ref string, ok bool) // BrokerOptions.Owner
 }
 
 func (h *accessHook) ID() string { return "holdfast-access" }
@@ -190,6 +191,16 @@ func (h *accessHook) Provides(b byte) bool {
 func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if h.redirect != nil {
 		if ref, ok := h.redirect(); ok {
+			h.m.refuse("redirect")
+			return h.refuseRedirect(cl, ref)
+		}
+	}
+	if h.owner != nil && cl.Properties.ProtocolVersion == 5 {
+		dev := string(pk.Connect.Username)
+		if dev == "" {
+			dev = pk.Connect.ClientIdentifier
+		}
+		if ref, ok := h.owner(dev); ok {
 			h.m.refuse("redirect")
 			return h.refuseRedirect(cl, ref)
 		}

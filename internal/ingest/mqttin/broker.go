@@ -77,6 +77,12 @@ type BrokerOptions struct {
 	// MQTT 3.1.1 with return code 0x03 "server unavailable", so the device
 	// moves on to the next server it is configured with.
 	Redirect func() (ref string, ok bool)
+	// Owner, if set, is asked at every MQTT 5 CONNECT where the device (its
+	// username, else its client id) belongs: ok sends it there with
+	// CONNACK 0x9C and ref as the server reference (a site node that does
+	// not own it). MQTT 3.1.1 has no redirect: such a device is served
+	// where it lands, and the appender forwards its events.
+	Owner func(device string) (ref string, ok bool)
 	// AccessMetrics counts the connections and ACL checks refused; nil: not counted.
 	AccessMetrics *AccessMetrics
 	// Auth, if set, replaces the access control above (the per-source
@@ -171,7 +177,7 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	if access == nil {
 		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
 			maxSource: opts.MaxConnectionsPerSource, limitLoopback: opts.limitLoopback, conns: b.conns, m: opts.AccessMetrics, log: log,
-			redirect: opts.Redirect}
+			redirect: opts.Redirect, owner: opts.Owner}
 	}
 	b.access = access
 	if err := srv.AddHook(access, nil); err != nil {
