@@ -1,0 +1,225 @@
+package site
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestSiteScaleOut runs three nodes, an aggregator and a cloud, with 1 000
+// simulated devices (one in four over MQTT 5, the rest over HTTP), each
+// starting at a random node and sent to its owner by 307 or CONNACK 0x9C.
+// It checks, in turn:
+//   - the nodes agree on every device's owner;
+//   - a fourth node joining moves at most 1/4 + 5 % of the devices;
+//   - a node killed with SIGKILL leaves the membership within the failure
+//     detection time (with slack for a loaded machine), and its devices go
+//     to the others;
+//   - once it is back, every acknowledged event is in exactly one node's
+//     buffer and in the cloud exactly once, and the aggregator's site-wide
+//     windows equal a brute-force recompute over all nodes' events.
+func TestSiteScaleOut(t *testing.T) {
+	if testing.Short() {
+		t.Skip("site test skipped in -short mode")
+	}
+	s := newSite(t, siteOptions{aggregator: true})
+	for range 3 {
+		s.addNode(t)
+	}
+	s.converged(t, 30*time.Second)
+
+	devs := s.devices(1000, 4)
+	names := make([]string, len(devs))
+	for i, d := range devs {
+		names[i] = d.name
+	}
+	// Every node names the same owner for every device.
+	before := s.nodes[0].owners(t, names)
+	perNode := map[string]int{}
+	for _, o := range before {
+		perNode[o]++
+	}
+	for _, n := range s.nodes[1:] {
+		require.Equal(t, before, n.owners(t, names), "%s disagrees with %s on owners", n.name, s.nodes[0].name)
+	}
+	t.Logf("3 nodes agree on the owners of %d devices: %v", len(names), perNode)
+
+	l := newLedger()
+	s.play(t, l, devs, 0, 3, 64)
+	sent, acked, redirects := l.counts()
+	require.Equal(t, sent, acked)
+	require.Positive(t, redirects, "no device was ever redirected: every one started at its owner?")
+	t.Logf("phase 1: %d events acknowledged, %d redirects", acked, redirects)
+
+	// A fourth node joins: about a quarter of the devices move to it.
+	n4 := s.addNode(t)
+	s.converged(t, 30*time.Second)
+	after := s.nodes[0].owners(t, names)
+	require.Equal(t, after, n4.owners(t, names), "the new node disagrees on owners")
+	moved := 0
+	for d, o := range after {
+		if o != before[d] {
+			moved++
+		}
+	}
+	share := float64(moved) / float64(len(names))
+	t.Logf("join: %d of %d devices moved (%.1f %%; bound 1/4 + 5 %% = 30 %%)", moved, len(names), 100*share)
+	require.LessOrEqual(t, share, 0.25+0.05)
+	require.Positive(t, moved)
+	s.play(t, l, devs, 3, 3, 64)
+
+	// A node dies: its devices go to the others within the failure detection.
+	victim := s.nodes[1]
+	mine := 0
+	for _, o := range after {
+		if o == victim.name {
+			mine++
+		}
+	}
+	killed := time.Now()
+	victim.kill()
+	survivor := s.nodes[0]
+	for {
+		ids, err := survivor.alive()
+		if err == nil && !strings.Contains(","+strings.Join(ids, ",")+",", ","+victim.name+",") {
+			break
+		}
+		require.Less(t, time.Since(killed), 5*failureDetection+10*time.Second, "%s still in the membership", victim.name)
+		time.Sleep(50 * time.Millisecond)
+	}
+	detected := time.Since(killed)
+	t.Logf("kill -9 of %s (%d devices): out of the membership after %v (site.failure_detection %v)", victim.name, mine, detected.Round(10*time.Millisecond), failureDetection)
+	s.converged(t, 30*time.Second)
+	left := survivor.owners(t, names)
+	others := 0
+	for d, o := range left {
+		require.NotEqual(t, victim.name, o, "device %s still assigned to the dead node", d)
+		if after[d] != victim.name && after[d] != o {
+			others++
+		}
+	}
+	t.Logf("leave: %d devices of the dead node reassigned; %d of the live nodes' moved too", mine, others)
+	s.play(t, l, devs, 6, 2, 64)
+
+	// It returns: its unsynced records reach the cloud.
+	victim.start(t)
+	s.converged(t, 30*time.Second)
+	s.play(t, l, devs, 8, 1, 64)
+	s.closeWindows(t)
+	s.caughtUp(t, 90*time.Second)
+	byNode := s.requireAcked(t, l)
+	sent, acked, redirects = l.counts()
+	require.Equal(t, sent, acked)
+	t.Logf("%d events acknowledged (%d redirects), each in exactly one node's buffer", acked, redirects)
+	s.requireCloudOnce(t, byNode, 90*time.Second)
+	s.requireSiteWindows(t, byNode, 60*time.Second)
+}
+
+// TestSiteAggregatorDown kills the aggregator with SIGKILL while devices
+// write: the nodes sync straight to the cloud, and once it is back the
+// cloud holds each record once and the aggregator's site-wide windows are
+// complete.
+func TestSiteAggregatorDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("site test skipped in -short mode")
+	}
+	s := newSite(t, siteOptions{aggregator: true})
+	for range 2 {
+		s.addNode(t)
+	}
+	s.converged(t, 30*time.Second)
+	devs := s.devices(200, 4)
+	l := newLedger()
+	s.play(t, l, devs, 0, 2, 32)
+
+	s.agg.kill()
+	s.play(t, l, devs, 2, 3, 32)
+	// The nodes reach the cloud without the aggregator: their direct sink
+	// drains while the aggregator's is offline.
+	s.caughtUpDirect(t, 60*time.Second)
+
+	s.agg.start(t)
+	s.play(t, l, devs, 5, 2, 32)
+	s.closeWindows(t)
+	s.caughtUp(t, 90*time.Second)
+	byNode := s.requireAcked(t, l)
+	s.requireCloudOnce(t, byNode, 90*time.Second)
+	s.requireSiteWindows(t, byNode, 60*time.Second)
+}
+
+// caughtUpDirect waits until every live node's "cloud" sink has nothing
+// left to send while its "aggregator" sink is not connected.
+func (s *siteT) caughtUpDirect(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, n := range s.live() {
+		for {
+			st, err := n.status()
+			var direct, agg string
+			var lag uint64 = 1
+			for _, sk := range st.Sinks {
+				switch sk.Sink {
+				case "cloud":
+					direct, lag = sk.State, sk.LagRecords
+				case "aggregator":
+					agg = sk.State
+				}
+			}
+			if err == nil && lag == 0 && agg != "connected" {
+				t.Logf("%s: aggregator sink %s, cloud sink %s and drained", n.name, agg, direct)
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "%s: the cloud sink did not drain without the aggregator: %+v %v", n.name, st.Sinks, err)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// TestSiteGeographic runs two nodes in zone a and one in zone b with
+// geographic assignment: zone-a devices go to zone-a nodes while one
+// lives, and anywhere once none does; a zone-a device posting at the
+// zone-b node is redirected to a zone-a node.
+func TestSiteGeographic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("site test skipped in -short mode")
+	}
+	s := newSite(t, siteOptions{extra: []string{"--assign", "geographic"}})
+	a1 := s.addNode(t, "--zone", "a")
+	a2 := s.addNode(t, "--zone", "a")
+	b1 := s.addNode(t, "--zone", "b")
+	s.converged(t, 30*time.Second)
+
+	for i := range 200 {
+		dev := fmt.Sprintf("geo%03d", i)
+		for _, n := range s.nodes {
+			o, err := n.owner(dev, "a")
+			require.NoError(t, err)
+			require.Contains(t, []string{a1.name, a2.name}, o, "%s (zone a) assigned to %s by %s", dev, o, n.name)
+			o, err = n.owner(dev, "b")
+			require.NoError(t, err)
+			require.Equal(t, b1.name, o, "%s (zone b) assigned by %s", dev, n.name)
+		}
+	}
+	// A zone-a device at the zone-b node is sent to a zone-a node.
+	resp, err := noRedirect.Post("http://"+b1.http+"/v1/events?zone=a", "application/json",
+		strings.NewReader(`{"device_id":"geo-x","stream":"temp","ts":1700000000000,"value":1}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
+	loc := resp.Header.Get("Location")
+	require.True(t, strings.HasPrefix(loc, "http://"+a1.http+"/") || strings.HasPrefix(loc, "http://"+a2.http+"/"), "Location %s", loc)
+
+	// No zone-a node left: zone-a devices go anywhere (to b1).
+	a1.kill()
+	a2.kill()
+	s.converged(t, 30*time.Second)
+	for i := range 50 {
+		o, err := b1.owner(fmt.Sprintf("geo%03d", i), "a")
+		require.NoError(t, err)
+		require.Equal(t, b1.name, o)
+	}
+}
