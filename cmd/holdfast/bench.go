@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,62 @@ func benchCmd() *cobra.Command {
 	c := &cobra.Command{Use: "bench", Short: "Generate device load and measure the node"}
 	c.AddCommand(benchIngestCmd())
 	c.AddCommand(benchEnginesCmd())
+	c.AddCommand(benchSiteCmd())
+	return c
+}
+
+func benchSiteCmd() *cobra.Command {
+	var (
+		o      bench.SiteOptions
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "site",
+		Short: "Start sites of 1, 2, 3… nodes (and an aggregator) here, play devices against them by assignment, and report per-node and total throughput",
+		Long: `For each size in --nodes, starts that many nodes of this binary on 127.0.0.1
+as one site (gossip, --assign), and an aggregator they sync to unless
+--aggregator=false; asks /v1/assign where each of --devices devices belongs
+and has every device send NDJSON batches to its owner for --duration. It
+reports each node's events/s and share of the load, the total, and the share
+of devices the last node moved when it joined, with a chart of the totals.
+
+All nodes share this machine's cores: the total shows what the assignment
+spreads, not what N machines would take (there, each node's share times N).`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the holdfast binary to start nodes: %w", err)
+			}
+			o.Binary = exe
+			o.Notices = os.Stderr
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := bench.RunSite(ctx, o)
+			if rep != nil && len(rep.Runs) > 0 {
+				out := c.OutOrStdout()
+				if asJSON {
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					if werr := enc.Encode(rep); werr != nil {
+						return werr
+					}
+				} else if werr := rep.WriteText(out); werr != nil {
+					return werr
+				}
+			}
+			return err
+		},
+	}
+	f := c.Flags()
+	f.IntSliceVar(&o.Nodes, "nodes", []int{1, 2, 3}, "site sizes to measure, e.g. 1,2,3")
+	f.IntVar(&o.Devices, "devices", 300, "simulated devices")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "load per site size")
+	f.IntVar(&o.Batch, "batch", 100, "events per request")
+	f.IntVar(&o.Connections, "connections", 4, "concurrent requests per node")
+	f.StringVar(&o.Assign, "assign", "sticky", "assignment strategy: sticky, geographic, load or semantic")
+	f.BoolVar(&o.Aggregator, "aggregator", true, "run an aggregator the nodes sync to")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }
 
