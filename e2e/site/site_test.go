@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/stretchr/testify/require"
 )
 
@@ -212,6 +213,49 @@ func TestSiteGeographic(t *testing.T) {
 	require.Equal(t, http.StatusTemporaryRedirect, resp.StatusCode)
 	loc := resp.Header.Get("Location")
 	require.True(t, strings.HasPrefix(loc, "http://"+a1.http+"/") || strings.HasPrefix(loc, "http://"+a2.http+"/"), "Location %s", loc)
+
+	// A request claiming to be forwarded by a member without the site's
+	// signature is refused.
+	resp, err = noRedirect.Post("http://"+b1.http+"/v1/events?forwarded=n1", "application/json",
+		strings.NewReader(`{"device_id":"geo-y","stream":"temp","ts":1700000000000,"value":1}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+
+	// An MQTT 3.1.1 device at a node that does not own it is served there,
+	// and its events are stored by the owner alone.
+	var dev, owner string
+	for i := 0; owner == "" || owner == b1.name; i++ {
+		dev = fmt.Sprintf("mqtt3-%d", i)
+		owner, err = b1.owner(dev, "")
+		require.NoError(t, err)
+	}
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + b1.mqtt).SetClientID(dev).SetConnectTimeout(3 * time.Second))
+	tok := c.Connect()
+	require.True(t, tok.WaitTimeout(10*time.Second))
+	require.NoError(t, tok.Error())
+	for i := range 5 {
+		pub := c.Publish("devices/"+dev+"/temp", 1, false, event(fmt.Sprintf("%s-%d", dev, i), dev, i))
+		require.True(t, pub.WaitTimeout(10*time.Second))
+		require.NoError(t, pub.Error())
+	}
+	c.Disconnect(100)
+	count := func(p *proc) int {
+		k := 0
+		for _, e := range p.events(t) {
+			if e.DeviceID == dev {
+				k++
+			}
+		}
+		return k
+	}
+	for _, n := range s.nodes {
+		want := 0
+		if n.name == owner {
+			want = 5
+		}
+		require.Equal(t, want, count(n), "events of MQTT 3.1.1 device %s (owner %s) on %s", dev, owner, n.name)
+	}
 
 	// No zone-a node left: zone-a devices go anywhere (to b1).
 	a1.kill()
