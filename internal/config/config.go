@@ -45,6 +45,7 @@ type Config struct {
 	Checkpoints Checkpoints `yaml:"checkpoints"`
 	Security    Security    `yaml:"security"`
 	HA          HA          `yaml:"ha"`
+	Site        Site        `yaml:"site"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -483,6 +484,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.checkListeners()...)
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
+	c.Site.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
