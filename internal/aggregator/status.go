@@ -161,7 +161,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string { return time.Since(t).Round(100 * time.Millisecond).String() + " ago" },
+	"ago": func(t time.Time) string { return time.Since(t).Round(100*time.Millisecond).String() + " ago" },
 	"pct": func(f float64) string { return fmt.Sprintf("%.0f %%", f*100) },
 	"rate": func(f float64) string {
 		if f >= 1000 {
