@@ -19,6 +19,8 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
+	"github.com/holdfast-edge/holdfast/internal/tlsconf"
+	"github.com/holdfast-edge/holdfast/internal/tlsconf/tlstest"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -358,4 +360,31 @@ func TestSecureByDefault(t *testing.T) {
 	nc, err := nats.Connect(a.NATSURL(), cloud.Access{Token: "s3cret"}.Options()...)
 	require.NoError(t, err)
 	nc.Close()
+}
+
+// TestTLSListener: with site.tls the aggregator's NATS listener is TLS; a
+// node trusting its CA and holding the secret syncs, and the records are
+// forwarded; a client trusting another CA is refused.
+func TestTLSListener(t *testing.T) {
+	cl := startCloud(t)
+	ca, other := tlstest.NewCA(t, "site CA"), tlstest.NewCA(t, "other CA")
+	dir := t.TempDir()
+	cert, key := ca.Server(t, "aggregator").Write(t, dir, "aggregator")
+	r, err := tlsconf.Load(cert, key, "")
+	require.NoError(t, err)
+	a, err := Start(Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", CloudURL: cl.URL(),
+		Secret: "s3cret", TLS: r.ServerConfig(), retry: fastRetry})
+	require.NoError(t, err)
+	defer a.Close()
+	access := cloud.Access{Token: "s3cret", CA: ca.WriteCA(t, dir, "ca.pem")}
+
+	sink := uplink.NewJetStreamSink(uplink.JetStreamOptions{URL: a.NATSURL(), NodeID: "n1", Name: "aggregator", Access: access})
+	defer sink.Close()
+	require.NoError(t, sink.Resume(context.Background(), map[uplink.Lane]uint64{}, nil))
+	require.NoError(t, sink.Send(context.Background(), []uplink.Record{eventRec(0, "temp", uplink.LaneNormal), eventRec(1, "temp", uplink.LaneNormal)}))
+	storedOnce(t, cl.URL(), cloud.StreamEvents, map[string][]uint64{"n1": {0, 1}})
+
+	_, err = nats.Connect(a.NATSURL(), append(cloud.Access{Token: "s3cret", CA: other.WriteCA(t, dir, "other.pem")}.Options(),
+		nats.MaxReconnects(0))...)
+	require.Error(t, err, "a certificate of another CA")
 }
