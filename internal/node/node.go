@@ -503,9 +503,14 @@ func (n *Node) startSync() error {
 }
 
 // cloudOffline reports whether a sink is offline: then critical alerts take
-// the backup channel at once as well (DESIGN §5).
+// the backup channel at once as well (DESIGN §5). The aggregator sink
+// offline does not count while the cloud fallback stands in for it (the
+// "cloud" sink then says whether the cloud is reachable).
 func (n *Node) cloudOffline() bool {
 	for _, s := range n.syncs {
+		if s == n.siteSync && n.cfg.Cloud.URL != "" {
+			continue
+		}
 		if s.Offline() {
 			return true
 		}
