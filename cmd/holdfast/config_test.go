@@ -134,3 +134,22 @@ func TestNodeIDFromTheHostNameIsLogged(t *testing.T) {
 	logNodeID(logger, "edge01.example.com", "edge01-example-com")
 	require.Contains(t, buf.String(), `msg="node id is the host name made valid; choose another with --node-id or node_id" host=edge01.example.com node_id=edge01-example-com`)
 }
+
+// TestAggregateFlags: `holdfast aggregate --help` shows the pinned flags,
+// and `holdfast run --aggregator URL` sets site.aggregator.
+func TestAggregateFlags(t *testing.T) {
+	c := rootCmd()
+	var out bytes.Buffer
+	c.SetOut(&out)
+	c.SetArgs([]string{"aggregate", "--help"})
+	require.NoError(t, c.Execute())
+	for _, f := range []string{"--data-dir", "--listen", "--http-addr", "--cloud-url"} {
+		require.Contains(t, out.String(), f)
+	}
+
+	var got config.Config
+	r := runCmdWith(func(cfg config.Config) error { got = cfg; return nil })
+	r.SetArgs([]string{"--aggregator", "nats://127.0.0.1:4223"})
+	require.NoError(t, r.Execute())
+	require.Equal(t, "nats://127.0.0.1:4223", got.Site.Aggregator)
+}

@@ -33,7 +33,7 @@ func rootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
-	root.AddCommand(versionCmd(), runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
+	root.AddCommand(versionCmd(), runCmd(), statusCmd(), configCmd(), benchCmd(), cloudCmd(), aggregateCmd(), recoverCmd(), deviceCmd(), tokenCmd(), witnessCmd())
 	return root
 }
 
@@ -45,7 +45,7 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 		file                                                            string
 		insecure                                                        bool
 		dataDir, nodeID, httpAddr, mqttAddr, engine, mqttMode, cloudURL string
-		haListen, haReplication, logLevel, logFormat                    string
+		haListen, haReplication, logLevel, logFormat, aggregatorURL     string
 		haPeers                                                         []string
 		siteListen, assign, zone                                        string
 		sitePeers                                                       []string
@@ -75,6 +75,7 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 			set("cloud-url", &cfg.Cloud.URL, cloudURL)
 			set("ha-listen", &cfg.HA.Listen, haListen)
 			set("ha-replication", &cfg.HA.Replication, haReplication)
+			set("aggregator", &cfg.Site.Aggregator, aggregatorURL)
 			set("log-level", &cfg.Log.Level, logLevel)
 			set("log-format", &cfg.Log.Format, logFormat)
 			if c.Flags().Changed("ha-peers") {
@@ -108,6 +109,7 @@ func runCmdWith(start func(config.Config) error) *cobra.Command {
 	f.StringSliceVar(&sitePeers, "site-peers", nil, "site: other members' gossip addresses, ADDR,... (site.peers); one that answers is enough")
 	f.StringVar(&assign, "assign", "", "site: how devices are spread, sticky (default), geographic, load or semantic (site.assign)")
 	f.StringVar(&zone, "zone", "", "site: this node's zone, for geographic assignment (site.zone)")
+	f.StringVar(&aggregatorURL, "aggregator", "", "site aggregator to sync to first, nats://HOST:PORT (site.aggregator); cloud.url then only while it is down")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (log.level; default info)")
 	f.StringVar(&logFormat, "log-format", "", "text or json (log.format; default text)")
 	f.BoolVar(&insecure, "insecure", false, "accept listening beyond this host without authentication (security.insecure); logs a warning")

@@ -147,6 +147,10 @@ type Options struct {
 	// scope=node. OpenPartials gives this node's open windows' partials.
 	Peer         func(ctx context.Context, q peerwindows.Query) (peerwindows.Page, error)
 	OpenPartials func(stream, device string, size time.Duration, from, to int64) []window.Partial
+	// Windows, if set, answers GET /v1/windows alone, site-wide, as the
+	// windows of several nodes already merged (the site aggregator); Store,
+	// OpenWindows and Peer are then not used for it.
+	Windows peerwindows.Source
 	// PeerTimeout bounds the wait for the peer; default 1 s. Past it, or
 	// on the peer's error, the answer is this node's alone, marked partial.
 	PeerTimeout time.Duration
@@ -185,6 +189,13 @@ func New(o Options) http.Handler {
 		_ = statusPage.Execute(w, o.Status())
 	})
 	return mux
+}
+
+// WindowsHandler serves GET /v1/windows from o as New does: the same
+// parameters, validation and JSON. The site aggregator serves it with
+// Options.Windows set.
+func WindowsHandler(o Options) http.Handler {
+	return needRole(o.Auth, auth.RoleRead, knownParams(windowParams, func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) }))
 }
 
 // The parameters each query route takes.

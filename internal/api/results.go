@@ -77,7 +77,7 @@ func queryWindows(w http.ResponseWriter, r *http.Request, o Options) {
 		fail(err)
 		return
 	}
-	if o.Peer != nil && scope != "node" {
+	if o.Windows != nil || o.Peer != nil && scope != "node" {
 		siteWindows(w, r, o, q)
 		return
 	}

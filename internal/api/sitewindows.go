@@ -74,24 +74,32 @@ func siteWindows(w http.ResponseWriter, r *http.Request, o Options, wq store.Win
 	peerc := make(chan peerAnswer, 1)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	go func() {
-		pg, err := o.Peer(ctx, q)
-		peerc <- peerAnswer{pg, err}
-	}()
-	local, err := peerwindows.Local{Store: o.Store, Open: o.OpenPartials}.Partials(r.Context(), q)
+	if o.Peer != nil {
+		go func() {
+			pg, err := o.Peer(ctx, q)
+			peerc <- peerAnswer{pg, err}
+		}()
+	}
+	var src peerwindows.Source = peerwindows.Local{Store: o.Store, Open: o.OpenPartials}
+	if o.Windows != nil {
+		src = o.Windows
+	}
+	local, err := src.Partials(r.Context(), q)
 	if err != nil {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
 	out := siteWindowsJSON{Windows: []windowJSON{}, Scope: "site"}
-	var merged peerwindows.Page
-	peer := <-peerc
-	if peer.err == nil {
-		merged, peer.err = peerwindows.Merge(q.Limit, local, peer.page)
-	}
-	if peer.err != nil {
-		out.Partial, out.PeerError = true, peer.err.Error()
-		merged = local
+	merged := local
+	if o.Peer != nil {
+		peer := <-peerc
+		if peer.err == nil {
+			merged, peer.err = peerwindows.Merge(q.Limit, local, peer.page)
+		}
+		if peer.err != nil {
+			out.Partial, out.PeerError = true, peer.err.Error()
+			merged = local
+		}
 	}
 	for i := range merged.Partials {
 		res := merged.Partials[i].Result()

@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,11 @@ type Options struct {
 	MaxAge   time.Duration
 	MaxBytes int64
 	MaxMsgs  int64
+	// Token, if set, is required of every client (nats-server's
+	// authorization token); in-process connections of this package send it.
+	Token string
+	// TLS, if set, makes the client listener TLS (nats-server's TLSConfig).
+	TLS *tls.Config
 	// Logger receives nats-server's log lines with component=nats; its
 	// notices (start-up banner, "Server is ready") at debug level, warnings
 	// and errors as such. Default: discard.
@@ -89,6 +95,7 @@ func splitListen(addr string) (host string, port int, err error) {
 // Server is an in-process nats-server with JetStream and the holdfast layout.
 type Server struct {
 	ns        *server.Server
+	token     string
 	closeOnce sync.Once
 }
 
@@ -111,17 +118,21 @@ func Start(o Options) (*Server, error) {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
 	ns, err := natslog.Start(&server.Options{
-		ServerName: "holdfast-cloud",
-		Host:       host,
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   o.DataDir,
-		NoSigs:     true,
+		ServerName:    "holdfast-cloud",
+		Host:          host,
+		Port:          port,
+		JetStream:     true,
+		StoreDir:      o.DataDir,
+		NoSigs:        true,
+		Authorization: o.Token,
+		TLSConfig:     o.TLS,
+		TLS:           o.TLS != nil,
+		AllowNonTLS:   false,
 	}, o.Logger, startTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
-	s := &Server{ns: ns}
+	s := &Server{ns: ns, token: o.Token}
 	if err := s.ensureLayout(o.layout()); err != nil {
 		s.Close()
 		return nil, err
@@ -130,7 +141,7 @@ func Start(o Options) (*Server, error) {
 }
 
 func (s *Server) ensureLayout(o LayoutOptions) error {
-	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name("holdfast-cloud-layout"))
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name("holdfast-cloud-layout"), nats.Token(s.token))
 	if err != nil {
 		return fmt.Errorf("cloud: connect in-process: %w", err)
 	}
@@ -172,6 +183,11 @@ func waitSourcing(ctx context.Context, js jetstream.JetStream) error {
 
 // URL is the client URL, e.g. nats://127.0.0.1:4222, with the actual port.
 func (s *Server) URL() string { return s.ns.ClientURL() }
+
+// Connect opens an in-process client connection, with the server's token.
+func (s *Server) Connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect("", append([]nats.Option{nats.InProcessServer(s.ns), nats.Name(name), nats.Token(s.token)}, opts...)...)
+}
 
 // NATS is the embedded server, for in-process connections
 // (nats.InProcessServer) and tests.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"strings"
@@ -12,8 +13,14 @@ import (
 // Site makes this node one of a site of several edge nodes
 // (docs/format/site.md): the members learn each other by gossip on
 // Listen, each device belongs to one node by the Assign strategy, and a
-// device at the wrong node is sent to its owner. Listen == "" runs no site.
+// device at the wrong node is sent to its owner. Listen == "" runs no
+// membership. Aggregator, independent of it, is the site aggregator the node
+// syncs to (docs/format/aggregator.md).
 type Site struct {
+	// Aggregator is the site aggregator's NATS URL (--aggregator),
+	// nats://host:port of its --listen: the node syncs there first (sink
+	// "aggregator") and straight to cloud.url only while it is offline.
+	Aggregator string `yaml:"aggregator" secret:"url"`
 	// Listen is this node's gossip address (--site-listen, TCP and UDP),
 	// Peers some other members' (--site-peers): one that answers is enough.
 	Listen    string   `yaml:"listen"`
@@ -50,17 +57,18 @@ type Site struct {
 	// listener is on loopback or security.insecure is set.
 	Secret     string `yaml:"secret,omitempty" secret:"true"`
 	SecretFile string `yaml:"secret_file,omitempty"`
-	// TLS between members: CA verifies the other members' HTTPS listeners
-	// (forwarded events) and the aggregator's; Cert and Key are the
-	// aggregator's own certificate (`holdfast aggregate`).
+	// TLS of the site's links: CA verifies the other members' HTTPS
+	// listeners (forwarded events) and the aggregator's; Cert and Key are
+	// the aggregator's listener certificate (and a node's client
+	// certificate towards it).
 	TLS SiteTLS `yaml:"tls"`
 }
 
 // SiteTLS is the TLS of a site's member links.
 type SiteTLS struct {
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert,omitempty"`
+	Key  string `yaml:"key,omitempty"`
+	CA   string `yaml:"ca,omitempty"`
 }
 
 // SiteSecretEnv holds the site secret when neither site.secret nor
@@ -120,6 +128,18 @@ func (s Site) ZoneOf(device string) string {
 }
 
 func (s Site) validate(c Config, bad func(key, format string, args ...any)) {
+	if s.Aggregator != "" {
+		u, err := url.Parse(s.Aggregator)
+		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+			bad("site.aggregator", "%q must be a NATS URL like nats://aggregator.local:4222 (--aggregator)", s.Aggregator)
+		}
+	}
+	if s.Secret != "" && s.SecretFile != "" {
+		bad("site.secret_file", "set site.secret or site.secret_file, not both")
+	}
+	if (s.TLS.Cert == "") != (s.TLS.Key == "") {
+		bad("site.tls", "cert and key go together")
+	}
 	if !s.Enabled() {
 		if len(s.Peers) > 0 {
 			bad("site.peers", "needs site.listen (--site-listen) too")
@@ -174,9 +194,6 @@ func (s Site) validate(c Config, bad func(key, format string, args ...any)) {
 	}
 	if s.ForwardTimeout <= 0 {
 		bad("site.forward_timeout", "must be positive")
-	}
-	if s.Secret != "" && s.SecretFile != "" {
-		bad("site.secret_file", "set site.secret or site.secret_file, not both")
 	}
 	if c.HA.Enabled() {
 		bad("site.listen", "a site member cannot also be one of an HA pair (ha.listen): run the pair's shapes or the site's, not both")

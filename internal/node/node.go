@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/holdfast-edge/holdfast/internal/aggregator"
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/auth"
@@ -26,6 +27,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
@@ -94,6 +96,11 @@ type Node struct {
 	// site is this node's place in a site of several nodes (site.go); nil
 	// outside one and until the listeners are up.
 	site atomic.Pointer[siteMember]
+	// siteSync is the aggregator sink's syncer (site.aggregator), siteAccess
+	// how the node reaches it; siteReport sends the node's status there.
+	siteSync   *uplink.Syncer
+	siteAccess cloud.Access
+	siteReport *aggregator.Reporter
 }
 
 // pairHooks make a node the primary of a pair in term.
@@ -227,6 +234,9 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 		if err := n.startSite(); err != nil {
 			return nil, err
 		}
+	}
+	if n.siteSync != nil {
+		n.startSiteReport()
 	}
 	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
 		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
@@ -428,16 +438,46 @@ func ProcessOptions(cfg config.Config) process.Options {
 	}
 }
 
-// startSync starts one syncer per configured sink.
+// startSync starts one syncer per configured sink. With a site aggregator
+// (site.aggregator) the node syncs there first, and to cloud.url only while
+// the aggregator is offline (docs/format/aggregator.md, §5).
 func (n *Node) startSync() error {
 	c := n.cfg.Cloud
 	logger := n.log.With("component", "sync")
-	var sinks []uplink.Sink
+	metrics := uplink.NewMetrics(n.reg)
+	start := func(sink uplink.Sink, sendTimeout time.Duration) *uplink.Syncer {
+		s := uplink.NewSyncer(n.syncLog(), sink, uplink.SyncOptions{
+			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
+			Logger: logger, Metrics: metrics, SendTimeout: sendTimeout,
+		})
+		s.Start()
+		n.syncs = append(n.syncs, s)
+		return s
+	}
+	var primary *uplink.Syncer
+	if n.cfg.Site.Aggregator != "" {
+		access, err := SiteAccess(n.cfg.Site)
+		if err != nil {
+			return err
+		}
+		primary = start(uplink.NewJetStreamSink(uplink.JetStreamOptions{
+			URL: n.cfg.Site.Aggregator, NodeID: n.cfg.NodeID, Name: "aggregator", Logger: logger,
+			NoCompress: c.Compress != nil && !*c.Compress, Access: access,
+		}), 0)
+		n.siteSync, n.siteAccess = primary, access
+	}
 	if c.URL != "" {
-		sinks = append(sinks, uplink.NewJetStreamSink(uplink.JetStreamOptions{
+		direct := uplink.NewJetStreamSink(uplink.JetStreamOptions{
 			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
 			NoCompress: c.Compress != nil && !*c.Compress, Access: CloudAccess(c),
-		}))
+		})
+		if primary == nil {
+			start(direct, 0)
+		} else {
+			// Its Send waits for the aggregator as long as that is not
+			// offline: only the direct sends are bounded (FallbackOptions).
+			start(uplink.NewFallbackSink(primary, direct, uplink.FallbackOptions{Name: "cloud", Logger: logger}), 24*time.Hour)
+		}
 	}
 	if h := c.HTTP; h != nil {
 		tc, err := tlsconf.Client{CA: h.CA, Cert: h.Cert, Key: h.Key}.Config()
@@ -451,7 +491,7 @@ func (n *Node) startSync() error {
 		if err != nil {
 			return err
 		}
-		sinks = append(sinks, s)
+		start(s, 0)
 	}
 	if m := c.MQTT; m != nil {
 		tc, err := tlsconf.Client{CA: m.CA, Cert: m.Cert, Key: m.Key}.Config()
@@ -465,27 +505,20 @@ func (n *Node) startSync() error {
 		if err != nil {
 			return err
 		}
-		sinks = append(sinks, s)
-	}
-	if len(sinks) == 0 {
-		return nil
-	}
-	metrics := uplink.NewMetrics(n.reg)
-	for _, sink := range sinks {
-		s := uplink.NewSyncer(n.syncLog(), sink, uplink.SyncOptions{
-			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
-			Logger: logger, Metrics: metrics,
-		})
-		s.Start()
-		n.syncs = append(n.syncs, s)
+		start(s, 0)
 	}
 	return nil
 }
 
 // cloudOffline reports whether a sink is offline: then critical alerts take
-// the backup channel at once as well (DESIGN §5).
+// the backup channel at once as well (DESIGN §5). The aggregator sink
+// offline does not count while the cloud fallback stands in for it (the
+// "cloud" sink then says whether the cloud is reachable).
 func (n *Node) cloudOffline() bool {
 	for _, s := range n.syncs {
+		if s == n.siteSync && n.cfg.Cloud.URL != "" {
+			continue
+		}
 		if s.Offline() {
 			return true
 		}
@@ -694,6 +727,9 @@ func (n *Node) Close() error {
 	}
 	if n.backup != nil {
 		errs = append(errs, n.backup.Close())
+	}
+	if n.siteReport != nil {
+		errs = append(errs, n.siteReport.Close())
 	}
 	for _, sy := range n.syncs {
 		errs = append(errs, sy.Close())

@@ -15,7 +15,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -205,8 +204,9 @@ func (s *siteMember) reportLoad(ctx context.Context) {
 			dt := now.Sub(lastAt).Seconds()
 			l := site.Load{EventsPerSec: float64(acc-lastN) / dt,
 				CPU: min(1, (cpu-lastCPU).Seconds()/dt/float64(runtime.NumCPU()))}
-			st := s.n.Status()
-			l.Buffer = st.Buffer.Utilisation
+			if s.n.pressure != nil {
+				l.Buffer = s.n.pressure.utilisation()
+			}
 			for _, sy := range s.n.syncs {
 				l.LagRecords = max(l.LagRecords, sy.Status().LagRecords)
 			}
@@ -214,15 +214,6 @@ func (s *siteMember) reportLoad(ctx context.Context) {
 			lastAt, lastN, lastCPU = now, acc, cpu
 		}
 	}
-}
-
-// cpuTime is the CPU time this process has used.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // siteAppender stores the events this node owns and forwards the others to

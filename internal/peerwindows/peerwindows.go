@@ -81,6 +81,10 @@ func (q *Query) matches(k window.Key) bool {
 		k.Start < q.To && k.End() > q.From
 }
 
+// Selects reports whether the window k belongs on one of q's pages after
+// q.After: a Source's filter.
+func (q *Query) Selects(k window.Key) bool { return q.matches(k) && q.after(k) }
+
 // after reports whether k comes after q's page cursor.
 func (q *Query) after(k window.Key) bool {
 	return q.After == nil || window.CompareKeys(k, *q.After) > 0
