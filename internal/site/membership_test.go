@@ -208,14 +208,14 @@ func TestWrongSecretCannotJoin(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, m := range ms {
-			if got := ids(m.Members()); got != "node-1:alive,node-2:alive" {
+			if got := idList(m.Members()); got != "node-1,node-2" {
 				t.Fatalf("%s sees %s", m.Self().NodeID, got)
 			}
 		}
-		if got := ids(bad.Members()); got != "intruder:alive" {
+		if got := idList(bad.Members()); got != "intruder" {
 			t.Fatalf("intruder sees %s", got)
 		}
-		if got := ids(open.Members()); got != "open:alive" {
+		if got := idList(open.Members()); got != "open" {
 			t.Fatalf("member without a secret sees %s", got)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -279,4 +279,49 @@ func TestMetaRoundTrip(t *testing.T) {
 	if k, err := GossipKey([]byte("s")); err != nil || len(k) != KeySize {
 		t.Fatalf("key %x, %v", k, err)
 	}
+}
+
+// syncBuffer is a log destination tests read while members write to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDuplicateNodeIDIsLogged(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	first := start(t, Options{NodeID: "node-1", Logger: logger})
+	second := start(t, Options{NodeID: "node-2", Peers: []string{first.Addr()}})
+	eventually(t, "2 members agreeing", func() bool {
+		return idList(first.Members()) == "node-1,node-2" && idList(second.Members()) == "node-1,node-2"
+	})
+	dup := start(t, Options{NodeID: "node-1", Logger: logger, Peers: []string{second.Addr()}})
+	eventually(t, "the duplicate node id logged as an error", func() bool {
+		return strings.Contains(logs.String(), "level=ERROR msg=\"two site members claim one node id")
+	})
+	t.Logf("logged: %s", logs.String())
+	if got := first.Self(); got.NodeID != "node-1" {
+		t.Errorf("first member is %+v", got)
+	}
+	_ = dup
+}
+
+func idList(ms []Member) string {
+	var s []string
+	for _, m := range ms {
+		s = append(s, m.NodeID)
+	}
+	return strings.Join(s, ",")
 }
