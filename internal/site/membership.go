@@ -36,9 +36,6 @@ const (
 // joinRetry is how often Start's background join tries the peers again.
 const joinRetry = time.Second
 
-// ErrClosed is returned by a closed Membership.
-var ErrClosed = errors.New("site: membership closed")
-
 // Options configures a Membership.
 type Options struct {
 	NodeID    string
@@ -416,17 +413,14 @@ func (m *Membership) Leave(timeout time.Duration) error {
 }
 
 // Close shuts this member down without telling the others: they find it
-// dead (FailureDetection).
+// dead within FailureDetection. Closing again does nothing.
 func (m *Membership) Close() error {
-	err := ErrClosed
+	var err error
 	m.closed.Do(func() {
 		close(m.stop)
 		err = m.ml.Shutdown()
 		m.wg.Wait()
 	})
-	if errors.Is(err, ErrClosed) {
-		return nil
-	}
 	return err
 }
 

@@ -174,16 +174,40 @@ func drain(c <-chan struct{}) {
 }
 
 func TestKilledMemberIsDropped(t *testing.T) {
-	ms := startSite(t, 3)
-	eventually(t, "3 members agreeing", agree(ms, "node-1:alive,node-2:alive,node-3:alive"))
-	killed := time.Now()
-	ms[2].Close() // no Leave: a kill
-	eventually(t, "node-3 gone", agree(ms[:2], "node-1:alive,node-2:alive"))
-	t.Logf("a killed member was out of both others' Members() %v after the kill (FailureDetection %v)", time.Since(killed).Round(time.Millisecond), DefaultFailureDetection)
-	for _, m := range ms[:2] {
-		if all := ids(m.All()); all != "node-1:alive,node-2:alive,node-3:dead" {
-			t.Errorf("All() = %s", all)
+	for _, n := range []int{3, 8} {
+		t.Run(fmt.Sprintf("%d members", n), func(t *testing.T) {
+			if n > 3 && testing.Short() {
+				t.Skip("8 members in -short")
+			}
+			ms := startSite(t, n)
+			var all, rest []string
+			for i := 1; i <= n; i++ {
+				all = append(all, fmt.Sprintf("node-%d", i))
+			}
+			rest = all[:n-1]
+			eventually(t, "members agreeing", agreeIDs(ms, strings.Join(all, ",")))
+			killed := time.Now()
+			ms[n-1].Close() // no Leave: a kill
+			eventually(t, "the killed member gone", agreeIDs(ms[:n-1], strings.Join(rest, ",")))
+			t.Logf("%d members: a killed member was out of every other's Members() %v after the kill (FailureDetection %v)",
+				n, time.Since(killed).Round(time.Millisecond), DefaultFailureDetection)
+			for _, m := range ms[:n-1] {
+				if st := m.All()[n-1]; st.NodeID != all[n-1] || st.State != StateDead {
+					t.Errorf("%s: All() has %+v", m.Self().NodeID, st)
+				}
+			}
+		})
+	}
+}
+
+func agreeIDs(ms []*Membership, want string) func() bool {
+	return func() bool {
+		for _, m := range ms {
+			if idList(m.Members()) != want {
+				return false
+			}
 		}
+		return true
 	}
 }
 
