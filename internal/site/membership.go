@@ -76,8 +76,10 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("site: gossip on %s would be unencrypted and unauthenticated: set site.secret (only a loopback listen address may go without)", o.Listen))
 	}
 	if o.Advertise != "" {
-		if _, _, err := splitHostPort(o.Advertise); err != nil {
+		if host, _, err := splitHostPort(o.Advertise); err != nil {
 			errs = append(errs, fmt.Errorf("site: advertise: %w", err))
+		} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("site: advertise %q: want the IP address others reach this node at", o.Advertise))
 		}
 	}
 	for _, p := range o.Peers {
@@ -161,6 +163,7 @@ func Start(ctx context.Context, o Options) (*Membership, error) {
 		return nil, err
 	}
 	o = o.withDefaults()
+	o.Peers, o.Secret = slices.Clone(o.Peers), slices.Clone(o.Secret)
 	m := &Membership{
 		o:       o,
 		log:     o.Logger.With("component", "site"),
@@ -174,6 +177,9 @@ func Start(ctx context.Context, o Options) (*Membership, error) {
 	c := memberlist.DefaultLANConfig()
 	c.Name = o.NodeID
 	c.BindAddr, c.BindPort, _ = splitHostPort(o.Listen)
+	if strings.EqualFold(c.BindAddr, "localhost") {
+		c.BindAddr = "127.0.0.1" // memberlist binds IP addresses only
+	}
 	if o.Advertise != "" {
 		c.AdvertiseAddr, c.AdvertisePort, _ = splitHostPort(o.Advertise)
 	}

@@ -253,11 +253,13 @@ func TestStartRefusesOpenGossipBeyondLoopback(t *testing.T) {
 			t.Errorf("Listen %s without a secret: %v, want an error naming site.secret", listen, err)
 		}
 	}
-	m, err := Start(context.Background(), Options{NodeID: "n", Listen: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatalf("loopback without a secret: %v", err)
+	for _, listen := range []string{"127.0.0.1:0", "localhost:0"} {
+		m, err := Start(context.Background(), Options{NodeID: "n", Listen: listen})
+		if err != nil {
+			t.Fatalf("%s without a secret: %v", listen, err)
+		}
+		m.Close()
 	}
-	m.Close()
 }
 
 func TestOptionsValidate(t *testing.T) {
@@ -268,6 +270,7 @@ func TestOptionsValidate(t *testing.T) {
 		"fast fd":       {NodeID: "n", Listen: "127.0.0.1:0", FailureDetection: time.Millisecond},
 		"long zone":     {NodeID: "n", Listen: "127.0.0.1:0", Zone: strings.Repeat("z", 400)},
 		"bad advertise": {NodeID: "n", Listen: "127.0.0.1:0", Advertise: "x"},
+		"advertise any": {NodeID: "n", Listen: "127.0.0.1:0", Advertise: "0.0.0.0:7946"},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%s: accepted", name)
