@@ -109,12 +109,15 @@ func (o Options) Validate() error {
 //	SuspicionMaxTimeoutMult 1      not lengthened while waiting for confirmations
 //	GossipInterval          fd/25  the "dead" message spreads in a few of these
 //	DeadNodeReclaimTime     fd     a dead member's name may come back at a new address
+//	PushPullInterval        2·fd   full state exchange with one member (anti-entropy)
 //
 // A dead member is probed by one of the others within one or two intervals
 // (0.1–0.2 fd: every survivor probes in its own shuffled order), fails
 // within one more (0.1 fd), is suspected for 0.4 fd and the news spreads in
 // well under 0.1 fd: about 0.7–0.8 fd in all, leaving room for a loaded
-// machine. memberlist's awareness stretches the probe timeout of a member
+// machine. The push/pull exchange (memberlist's LAN default is 30 s) repairs
+// within 2·fd a view that missed a gossiped join or death (UDP, a busy
+// machine). memberlist's awareness stretches the probe timeout of a member
 // that is itself slow to answer, so a busy node is not declared dead for
 // being busy; a member wrongly suspected refutes it within the 0.4 fd.
 func failureDetection(c *memberlist.Config, fd time.Duration) {
@@ -124,6 +127,7 @@ func failureDetection(c *memberlist.Config, fd time.Duration) {
 	c.SuspicionMaxTimeoutMult = 1
 	c.GossipInterval = fd / 25
 	c.DeadNodeReclaimTime = fd
+	c.PushPullInterval = 2 * fd
 }
 
 // Membership is this node's view of its site: memberlist's members with the

@@ -21,12 +21,16 @@ const waitFor = 20 * time.Second
 
 // eventually polls cond until it holds, failing the test after waitFor, and
 // returns how long it took.
-func eventually(t testing.TB, what string, cond func() bool) time.Duration {
+func eventually(t testing.TB, what string, cond func() bool, diag ...func() string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for !cond() {
 		if time.Since(start) > waitFor {
-			t.Fatalf("timed out after %v waiting for %s", waitFor, what)
+			var d string
+			for _, f := range diag {
+				d += f()
+			}
+			t.Fatalf("timed out after %v waiting for %s%s", waitFor, what, d)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -185,7 +189,7 @@ func TestKilledMemberIsDropped(t *testing.T) {
 				all = append(all, fmt.Sprintf("node-%d", i))
 			}
 			rest = all[:n-1]
-			eventually(t, "members agreeing", agreeIDs(ms, strings.Join(all, ",")))
+			eventually(t, "members agreeing", agreeIDs(ms, strings.Join(all, ",")), func() string { return views(ms) })
 			killed := time.Now()
 			ms[n-1].Close() // no Leave: a kill
 			eventually(t, "the killed member gone", agreeIDs(ms[:n-1], strings.Join(rest, ",")))
@@ -209,6 +213,15 @@ func agreeIDs(ms []*Membership, want string) func() bool {
 		}
 		return true
 	}
+}
+
+// views is every member's view, for a failure message.
+func views(ms []*Membership) string {
+	var b strings.Builder
+	for _, m := range ms {
+		fmt.Fprintf(&b, "\n%s at %s sees %s", m.Self().NodeID, m.Addr(), ids(m.All()))
+	}
+	return b.String()
 }
 
 func TestLeftMemberIsLeft(t *testing.T) {
