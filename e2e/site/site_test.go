@@ -137,8 +137,19 @@ func TestSiteAggregatorDown(t *testing.T) {
 	l := newLedger()
 	s.play(t, l, devs, 0, 2, 32)
 
-	s.agg.kill()
-	s.play(t, l, devs, 2, 3, 32)
+	// Killed while the devices write.
+	_, ackedBefore, _ := l.counts()
+	go func() {
+		for {
+			if _, acked, _ := l.counts(); acked >= ackedBefore+300 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		s.agg.kill()
+	}()
+	s.play(t, l, devs, 2, 5, 32)
+	require.False(t, s.agg.running())
 	// The nodes reach the cloud without the aggregator: their direct sink
 	// drains while the aggregator's is offline.
 	s.caughtUpDirect(t, 60*time.Second)
