@@ -28,8 +28,8 @@ type SiteOptions struct {
 	Nodes       []int         // site sizes to measure, e.g. 1, 2, 3
 	Devices     int           // simulated devices (default 300)
 	Duration    time.Duration // load per site size (default 10s)
-	Batch       int           // events per request (default 100)
-	Connections int           // concurrent requests per node (default 4)
+	Batch       int           // devices (one event each) per round (default 100)
+	Connections int           // concurrent requests over the site (default 8)
 	Assign      string        // assignment strategy (default sticky)
 	Aggregator  bool          // run an aggregator the nodes sync to
 	Notices     io.Writer     // progress notices (nil: none)
@@ -53,8 +53,9 @@ type SiteRun struct {
 	EventsPerSec float64    `json:"events_per_s"`
 	PerNode      []SiteNode `json:"per_node"`
 	// Moved is the share of devices whose owner changed when this size's
-	// last node joined (0 for the first size).
-	Moved float64 `json:"moved_on_join"`
+	// last node joined, MovedOnLeave when it left again (0 for one node).
+	Moved        float64 `json:"moved_on_join"`
+	MovedOnLeave float64 `json:"moved_on_leave"`
 }
 
 // SiteReport is the result of a site bench.
@@ -79,7 +80,7 @@ func (o SiteOptions) withDefaults() SiteOptions {
 		o.Batch = 100
 	}
 	if o.Connections == 0 {
-		o.Connections = 4
+		o.Connections = 8
 	}
 	if o.Assign == "" {
 		o.Assign = "sticky"
@@ -189,33 +190,37 @@ func runSite(ctx context.Context, o SiteOptions, size int) (run SiteRun, err err
 	for _, d := range devices {
 		byNode[own[d]] = append(byNode[own[d]], d)
 	}
+	addr := map[string]string{}
+	index := map[string]int{}
+	for i, n := range nodes {
+		addr[n.id], index[n.id] = n.proc.httpAddr, i
+	}
 
-	// Each node gets its own devices' events, Connections requests at a time.
+	// Rounds over all devices, Batch at a time: each round's events go to
+	// their owners, so a node's load follows the devices it owns.
 	acked := make([]atomic.Int64, len(nodes))
 	var errs atomic.Int64
+	var next atomic.Int64
 	lctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.Connections}}
-	for i, n := range nodes {
-		devs := byNode[n.id]
-		if len(devs) == 0 {
-			continue
-		}
-		for c := range o.Connections {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var body []byte
-				for seq := c; lctx.Err() == nil; seq += o.Connections {
-					body = body[:0]
-					ts := time.Now().UnixMilli()
-					for k := range o.Batch {
-						d := devs[(seq*o.Batch+k)%len(devs)]
-						body = fmt.Appendf(body, `{"device_id":%q,"stream":%q,"ts":%d,"value":%d}`+"\n", d, benchStream, ts, k%100)
-					}
-					req, _ := http.NewRequestWithContext(lctx, http.MethodPost, "http://"+n.proc.httpAddr+"/v1/events", bytes.NewReader(body))
+	for range o.Connections {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bodies := map[string][]byte{}
+			for lctx.Err() == nil {
+				first := int(next.Add(int64(o.Batch))) - o.Batch
+				ts := time.Now().UnixMilli()
+				clear(bodies)
+				for k := range o.Batch {
+					d := devices[(first+k)%len(devices)]
+					bodies[own[d]] = fmt.Appendf(bodies[own[d]], `{"device_id":%q,"stream":%q,"ts":%d,"value":%d}`+"\n", d, benchStream, ts, k%100)
+				}
+				for id, body := range bodies {
+					req, _ := http.NewRequestWithContext(lctx, http.MethodPost, "http://"+addr[id]+"/v1/events", bytes.NewReader(body))
 					req.Header.Set("Content-Type", "application/x-ndjson")
 					resp, err := client.Do(req)
 					if err != nil {
@@ -231,10 +236,10 @@ func runSite(ctx context.Context, o SiteOptions, size int) (run SiteRun, err err
 						errs.Add(1)
 						continue
 					}
-					acked[i].Add(r.Accepted)
+					acked[index[id]].Add(r.Accepted)
 				}
-			}()
-		}
+			}
+		}()
 	}
 	wg.Wait()
 	run.Seconds = time.Since(start).Seconds()
@@ -249,6 +254,29 @@ func runSite(ctx context.Context, o SiteOptions, size int) (run SiteRun, err err
 		if run.Acked > 0 {
 			run.PerNode[i].Share = float64(run.PerNode[i].Acked) / float64(run.Acked)
 		}
+	}
+	if size > 1 {
+		// The last node leaves (SIGTERM: a graceful leave): the share of
+		// devices that move.
+		last := nodes[len(nodes)-1]
+		nodes = nodes[:len(nodes)-1]
+		if err := last.proc.stop(); err != nil {
+			return run, err
+		}
+		if err := waitMembers(ctx, nodes, 30*time.Second); err != nil {
+			return run, err
+		}
+		after, err := owners(ctx, nodes[0].proc.httpAddr, devices)
+		if err != nil {
+			return run, err
+		}
+		moved := 0
+		for d, n := range after {
+			if own[d] != n {
+				moved++
+			}
+		}
+		run.MovedOnLeave = float64(moved) / float64(len(devices))
 	}
 	return run, nil
 }
@@ -427,9 +455,10 @@ func (a *aggProcess) stop() error {
 // by site size.
 func (r *SiteReport) WriteText(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "site bench: %d devices, %d events per request, %s assignment, every device sending to its owner\n\n",
+	fmt.Fprintf(&b, "site bench: %d devices, rounds of %d devices' events split by owner, %s assignment\n"+
+		"  moved j / l: the share of devices whose owner changed when the last node joined, and when it left again\n\n",
 		r.Devices, r.Batch, r.Assign)
-	fmt.Fprintf(&b, "  %5s  %14s  %8s  %s\n", "nodes", "total events/s", "moved", "per node: events/s (share of the load, devices)")
+	fmt.Fprintf(&b, "  %5s  %14s  %13s  %s\n", "nodes", "total events/s", "moved j / l", "per node: events/s (share of the load, devices)")
 	top := 0.0
 	for _, run := range r.Runs {
 		top = max(top, run.EventsPerSec)
@@ -439,9 +468,9 @@ func (r *SiteReport) WriteText(w io.Writer) error {
 		}
 		moved := "-"
 		if run.Nodes > 1 {
-			moved = fmt.Sprintf("%.1f %%", 100*run.Moved)
+			moved = fmt.Sprintf("%.1f / %.1f %%", 100*run.Moved, 100*run.MovedOnLeave)
 		}
-		fmt.Fprintf(&b, "  %5d  %14s  %8s  %s\n", run.Nodes, si(run.EventsPerSec), moved, strings.Join(parts, ", "))
+		fmt.Fprintf(&b, "  %5d  %14s  %13s  %s\n", run.Nodes, si(run.EventsPerSec), moved, strings.Join(parts, ", "))
 		if run.Errors > 0 {
 			fmt.Fprintf(&b, "  %5s  %d failed requests\n", "", run.Errors)
 		}
