@@ -27,7 +27,7 @@ type Site struct {
 	Peers     []string `yaml:"peers,omitempty"`
 	Advertise string   `yaml:"advertise"` // the gossip address others dial; default Listen
 	// Assign is how devices are spread over the nodes (--assign): sticky
-	// (consistent hashing with bounded loads), geographic (the device's
+	// (consistent hashing, rendezvous style), geographic (the device's
 	// zone), load (lighter nodes take more) or semantic (Rules).
 	Assign string `yaml:"assign"`
 	// Zone is this node's zone (--zone), for geographic assignment.
