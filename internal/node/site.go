@@ -79,6 +79,11 @@ func (n *Node) startSite() error {
 	if secret == "" && !isLoopback(sc.Listen) && !n.cfg.Security.Insecure {
 		return fmt.Errorf("site.listen %s is reachable beyond this host and the site has no secret: set site.secret (or site.secret_file, $%s) on every member, or --insecure to accept the risk", sc.Listen, "HOLDFAST_SITE_SECRET")
 	}
+	if secret == "" && n.auth != nil {
+		// Forwarded events skip device authentication on the strength of
+		// the member signature, which needs the secret.
+		return fmt.Errorf("site.secret (or site.secret_file, $HOLDFAST_SITE_SECRET) is required with security on: members sign the events they forward with it")
+	}
 	strategy, err := site.ParseStrategy(sc.Assign)
 	if err != nil {
 		return fmt.Errorf("site.assign: %w", err)
