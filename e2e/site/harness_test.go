@@ -74,6 +74,9 @@ type proc struct {
 	gossip   string // nodes: site.listen
 	nats     string // the aggregator: --listen
 	args     []string
+	env      []string     // more environment, after the site secret
+	client   *http.Client // nil: plain HTTP without a token (quick)
+	scheme   string       // "https" with security.tls; default http
 	cmd      *exec.Cmd
 	done     chan struct{}
 	logMu    sync.Mutex
@@ -103,7 +106,7 @@ func (p *proc) running() bool {
 func (p *proc) start(t *testing.T) {
 	t.Helper()
 	p.cmd = exec.Command(binary, p.args...)
-	p.cmd.Env = append(os.Environ(), "HOLDFAST_SITE_SECRET="+secret)
+	p.cmd.Env = append(append(os.Environ(), "HOLDFAST_SITE_SECRET="+secret), p.env...)
 	p.done = make(chan struct{})
 	p.logMu.Lock()
 	fmt.Fprintf(&p.log, "=== start %d\n", p.restarts)
@@ -134,7 +137,7 @@ func (p *proc) start(t *testing.T) {
 		if !p.running() {
 			t.Fatalf("%s exited:\n%s", p.name, p.logs())
 		}
-		resp, err := quick.Get("http://" + p.http + "/healthz")
+		resp, err := p.cl().Get(p.base() + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			return
@@ -154,6 +157,22 @@ func (p *proc) kill() {
 }
 
 var quick = &http.Client{Timeout: 3 * time.Second}
+
+// cl is the client that reaches p: its TLS and API token, if it has them.
+func (p *proc) cl() *http.Client {
+	if p.client != nil {
+		return p.client
+	}
+	return quick
+}
+
+// base is p's HTTP base URL.
+func (p *proc) base() string {
+	if p.scheme != "" {
+		return p.scheme + "://" + p.http
+	}
+	return "http://" + p.http
+}
 
 // freeAddr picks a free port below the kernel's ephemeral range, each once
 // per run: addresses are fixed before the processes start.
@@ -225,8 +244,17 @@ func newSite(t *testing.T, o siteOptions) *siteT {
 // addNode starts one more node, joining through the nodes already there.
 func (s *siteT) addNode(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return s.addNodeWith(t, nil, args...)
+}
+
+// addNodeWith is addNode with shape applied to the node before it starts.
+func (s *siteT) addNodeWith(t *testing.T, shape func(*proc), args ...string) *proc {
+	t.Helper()
 	id := fmt.Sprintf("n%d", len(s.nodes)+1)
 	n := &proc{name: id, dir: filepath.Join(s.dir, id), http: freeAddr(t), mqtt: freeAddr(t), gossip: freeAddr(t)}
+	if shape != nil {
+		shape(n)
+	}
 	var peers []string
 	for _, o := range s.nodes {
 		peers = append(peers, o.gossip)
@@ -304,7 +332,7 @@ type nodeStatus struct {
 
 func (p *proc) status() (nodeStatus, error) {
 	var s nodeStatus
-	resp, err := quick.Get("http://" + p.http + "/v1/status")
+	resp, err := p.cl().Get(p.base() + "/v1/status")
 	if err != nil {
 		return s, err
 	}
@@ -362,11 +390,11 @@ func (s *siteT) converged(t *testing.T, timeout time.Duration) {
 
 // owner asks p where device belongs.
 func (p *proc) owner(device, zone string) (string, error) {
-	u := "http://" + p.http + "/v1/assign?device_id=" + url.QueryEscape(device)
+	u := p.base() + "/v1/assign?device_id=" + url.QueryEscape(device)
 	if zone != "" {
 		u += "&zone=" + url.QueryEscape(zone)
 	}
-	resp, err := quick.Get(u)
+	resp, err := p.cl().Get(u)
 	if err != nil {
 		return "", err
 	}
@@ -618,9 +646,9 @@ func (s *siteT) closeWindows(t *testing.T) {
 
 type storedEvent = testutil.RawEvent
 
-func getJSON(t *testing.T, u string, into any) {
+func (p *proc) getJSON(t *testing.T, u string, into any) {
 	t.Helper()
-	resp, err := quick.Get(u)
+	resp, err := p.cl().Get(u)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, 200, resp.StatusCode, u)
@@ -633,7 +661,7 @@ func (p *proc) events(t *testing.T) []storedEvent {
 	var out []storedEvent
 	cursor := ""
 	for {
-		u := "http://" + p.http + "/v1/events?limit=10000"
+		u := p.base() + "/v1/events?limit=10000"
 		if cursor != "" {
 			u += "&cursor=" + cursor
 		}
@@ -641,7 +669,7 @@ func (p *proc) events(t *testing.T) []storedEvent {
 			Events []storedEvent `json:"events"`
 			Next   string        `json:"next"`
 		}
-		getJSON(t, u, &page)
+		p.getJSON(t, u, &page)
 		out = append(out, page.Events...)
 		if page.Next == "" {
 			return out
