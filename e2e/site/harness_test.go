@@ -802,3 +802,37 @@ func (s *siteT) requireSiteWindows(t *testing.T, byNode map[string][]storedEvent
 	testutil.RequireWindowsEqual(t, want, got)
 	t.Logf("the aggregator's %d site-wide windows equal a brute-force recompute over all nodes' events", len(want))
 }
+
+// connectWatched connects an MQTT 5 client for each device at its owner
+// and returns, per device, a channel that receives the server reference of
+// a DISCONNECT 0x9C from the server ("" for any other disconnect).
+func (s *siteT) connectWatched(t *testing.T, devices []string, owners map[string]string) map[string]chan string {
+	t.Helper()
+	out := map[string]chan string{}
+	for _, d := range devices {
+		var at *proc
+		for _, n := range s.nodes {
+			if n.name == owners[d] {
+				at = n
+			}
+		}
+		require.NotNil(t, at, "owner of %s", d)
+		conn, err := net.DialTimeout("tcp", at.mqtt, 2*time.Second)
+		require.NoError(t, err)
+		ch := make(chan string, 1)
+		cl := paho.NewClient(paho.ClientConfig{Conn: conn, OnServerDisconnect: func(dis *paho.Disconnect) {
+			ref := ""
+			if dis.ReasonCode == 0x9C && dis.Properties != nil {
+				ref = dis.Properties.ServerReference
+			}
+			ch <- ref
+		}})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = cl.Connect(ctx, &paho.Connect{ClientID: d + "-watch", Username: d, UsernameFlag: true, KeepAlive: 30, CleanStart: true})
+		cancel()
+		require.NoError(t, err, "connect %s at its owner %s", d, at.name)
+		t.Cleanup(func() { cl.Disconnect(&paho.Disconnect{}) })
+		out[d] = ch
+	}
+	return out
+}

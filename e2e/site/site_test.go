@@ -56,6 +56,9 @@ func TestSiteScaleOut(t *testing.T) {
 	require.Positive(t, redirects, "no device was ever redirected: every one started at its owner?")
 	t.Logf("phase 1: %d events acknowledged, %d redirects", acked, redirects)
 
+	// MQTT 5 devices stay connected to their owners across the join.
+	watched := s.connectWatched(t, names[:120], before)
+
 	// A fourth node joins: about a quarter of the devices move to it.
 	n4 := s.addNode(t)
 	s.converged(t, 30*time.Second)
@@ -71,6 +74,32 @@ func TestSiteScaleOut(t *testing.T) {
 	t.Logf("join: %d of %d devices moved (%.1f %%; bound 1/4 + 5 %% = 30 %%)", moved, len(names), 100*share)
 	require.LessOrEqual(t, share, 0.25+0.05)
 	require.Positive(t, moved)
+	// Those whose owner changed were sent there: DISCONNECT 0x9C naming the
+	// new owner; the others stay.
+	sentOn := 0
+	for d, w := range watched {
+		if after[d] == before[d] {
+			continue
+		}
+		sentOn++
+		select {
+		case ref := <-w:
+			require.Equal(t, n4.mqtt, ref, "device %s sent to %s, its owner is %s", d, ref, after[d])
+		case <-time.After(10 * time.Second):
+			t.Fatalf("MQTT 5 device %s (moved from %s to %s) was not disconnected with a server reference", d, before[d], after[d])
+		}
+	}
+	for d, w := range watched {
+		if after[d] == before[d] {
+			select {
+			case ref := <-w:
+				t.Fatalf("device %s did not move but was sent to %s", d, ref)
+			default:
+			}
+		}
+	}
+	require.Positive(t, sentOn, "none of the watched devices moved")
+	t.Logf("join: %d connected MQTT 5 devices whose owner changed were sent to it with DISCONNECT 0x9C; %d stayed", sentOn, len(watched)-sentOn)
 	s.play(t, l, devs, 3, 3, 64)
 
 	// A node dies: its devices go to the others within the failure detection.

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,7 +40,7 @@ type siteMember struct {
 	token   string
 	client  *http.Client
 	stop    context.CancelFunc
-	done    chan struct{}
+	wg      sync.WaitGroup // reportLoad and moveDevices
 	metrics siteMetrics
 	// accepted counts the events this node stored, for its gossiped load.
 	accepted atomic.Uint64
@@ -100,7 +101,7 @@ func (n *Node) startSite() error {
 	if err != nil {
 		return fmt.Errorf("site.tls.ca: %w", err)
 	}
-	s := &siteMember{n: n, assign: as, self: n.cfg.NodeID, done: make(chan struct{}),
+	s := &siteMember{n: n, assign: as, self: n.cfg.NodeID,
 		client: &http.Client{Timeout: sc.ForwardTimeout, Transport: &http.Transport{
 			TLSClientConfig: tc, MaxIdleConnsPerHost: 16,
 		}}}
@@ -133,7 +134,9 @@ func (n *Node) startSite() error {
 	n.reg.MustRegister(s.metrics.redirects, s.metrics.forwarded, s.metrics.members)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
+	s.wg.Add(2)
 	go s.reportLoad(ctx)
+	go s.moveDevices(ctx)
 	n.site.Store(s)
 	n.log.Info("site member", "listen", sc.Listen, "peers", sc.Peers, "assign", sc.Assign, "zone", sc.Zone)
 	return nil
@@ -150,7 +153,7 @@ func forwardToken(secret string) string {
 
 func (s *siteMember) close() {
 	s.stop()
-	<-s.done
+	s.wg.Wait()
 	if err := s.ms.Leave(2 * time.Second); err != nil {
 		s.n.log.Debug("leave the site", "err", err)
 	}
@@ -196,7 +199,7 @@ func (s *siteMember) owner(device, zone, stream string) (site.Member, bool) {
 // reportLoad gossips this node's load every second: events stored per
 // second, CPU, buffer level and sync lag.
 func (s *siteMember) reportLoad(ctx context.Context) {
-	defer close(s.done)
+	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	lastAt, lastN, lastCPU := time.Now(), s.accepted.Load(), cpuTime()
@@ -217,6 +220,28 @@ func (s *siteMember) reportLoad(ctx context.Context) {
 			}
 			s.ms.SetLoad(l)
 			lastAt, lastN, lastCPU = now, acc, cpu
+		}
+	}
+}
+
+// moveDevices follows the membership: on every change, the MQTT 5
+// devices connected here that now belong to another node are sent there
+// (DISCONNECT 0x9C with the owner's address). Their events already reaching
+// this node meanwhile are forwarded.
+func (s *siteMember) moveDevices(ctx context.Context) {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.ms.Changes():
+		}
+		b := s.n.broker
+		if b == nil {
+			continue
+		}
+		if moved := b.MoveClients(s.n.mqttOwner); moved > 0 {
+			s.n.log.Info("MQTT 5 devices sent to their new owners after a membership change", "devices", moved)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -273,4 +274,38 @@ func (b *Broker) Close() error {
 	b.cancel()
 	// Server.Close closes our listener, which waits for every connection.
 	return b.srv.Close()
+}
+
+// MoveClients sends every connected MQTT 5 device that owner says belongs
+// elsewhere on its way: DISCONNECT 0x9C "use another server" with the
+// owner's address as server reference, then the connection is closed (a
+// site node after a membership change). MQTT 3.1.1 has no such
+// disconnect: those devices stay, and their events are forwarded. It
+// returns how many it moved.
+func (b *Broker) MoveClients(owner func(device string) (ref string, ok bool)) int {
+	moved := 0
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Inline || cl.Properties.ProtocolVersion != 5 || cl.Closed() {
+			continue
+		}
+		dev := string(cl.Properties.Username)
+		if dev == "" {
+			dev = cl.ID
+		}
+		ref, ok := owner(dev)
+		if !ok {
+			continue
+		}
+		err := cl.WritePacket(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
+			ReasonCode:  packets.ErrUseAnotherServer.Code,
+			Properties:  packets.Properties{ServerReference: ref},
+		})
+		if err != nil {
+			b.opts.Logger.Debug("write DISCONNECT to move a device", "client", cl.ID, "error", err)
+		}
+		cl.Stop(packets.ErrUseAnotherServer)
+		moved++
+	}
+	return moved
 }
