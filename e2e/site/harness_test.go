@@ -215,7 +215,8 @@ type siteT struct {
 	cfg   string // the nodes' config file
 	agg   *proc
 	nodes []*proc
-	extra []string // arguments of every node
+	extra []string   // arguments of every node
+	bg    chan error // playBackground's result
 }
 
 type siteOptions struct {
@@ -597,6 +598,21 @@ func (s *siteT) devices(n, mqttEvery int) []*device {
 // most par devices at once.
 func (s *siteT) play(t *testing.T, l *ledger, devs []*device, from, n, par int) {
 	t.Helper()
+	require.NoError(t, s.playErr(l, devs, from, n, par))
+}
+
+// playBackground is play on another goroutine; waitPlay waits for it.
+func (s *siteT) playBackground(l *ledger, devs []*device, from, n, par int) {
+	s.bg = make(chan error, 1)
+	go func() { s.bg <- s.playErr(l, devs, from, n, par) }()
+}
+
+func (s *siteT) waitPlay(t *testing.T) {
+	t.Helper()
+	require.NoError(t, <-s.bg)
+}
+
+func (s *siteT) playErr(l *ledger, devs []*device, from, n, par int) error {
 	sem := make(chan struct{}, par)
 	var wg sync.WaitGroup
 	errs := make(chan error, len(devs))
@@ -623,9 +639,7 @@ func (s *siteT) play(t *testing.T, l *ledger, devs []*device, from, n, par int) 
 	}
 	wg.Wait()
 	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+	return <-errs // nil when closed empty
 }
 
 // closeWindows stores, on every live node, one event far ahead of the
@@ -835,4 +849,17 @@ func (s *siteT) connectWatched(t *testing.T, devices []string, owners map[string
 		out[d] = ch
 	}
 	return out
+}
+
+// cloudCount is how many events of node the cloud holds.
+func (s *siteT) cloudCount(t *testing.T, node string) int {
+	t.Helper()
+	nc, err := nats.Connect(s.cloud.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	stored, err := cloud.StoredOffsets(context.Background(), js, node, cloud.StreamEvents, 0)
+	require.NoError(t, err)
+	return len(stored)
 }

@@ -106,7 +106,7 @@ security:
 
 	// The same device over MQTT 3.1.1 and TLS at n1: its events are
 	// forwarded to n2 over HTTPS, signed with the site secret.
-	opts := mqtt.NewClientOptions().AddBroker("ssl://"+n1.mqtt).SetClientID(name).
+	opts := mqtt.NewClientOptions().AddBroker("ssl://" + n1.mqtt).SetClientID(name).
 		SetUsername(name).SetPassword(devTokens[dev]).SetTLSConfig(&tls.Config{RootCAs: ca.Pool()}).
 		SetConnectTimeout(5 * time.Second)
 	c := mqtt.NewClient(opts)

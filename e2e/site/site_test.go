@@ -3,6 +3,8 @@ package site
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,9 +30,13 @@ func TestSiteScaleOut(t *testing.T) {
 		t.Skip("site test skipped in -short mode")
 	}
 	s := newSite(t, siteOptions{aggregator: true})
-	for range 3 {
-		s.addNode(t)
-	}
+	// n2, the node killed below, syncs every 5 s: it dies holding records
+	// it has not synced.
+	slow := filepath.Join(s.dir, "slow-sync.yaml")
+	require.NoError(t, os.WriteFile(slow, []byte(strings.Replace(nodeConfig, "max_delay: 20ms", "max_delay: 5s\n  batch_records: 1000000", 1)), 0o600))
+	s.addNode(t)
+	s.addNode(t, "--config", slow)
+	s.addNode(t)
 	s.converged(t, 30*time.Second)
 
 	devs := s.devices(1000, 4)
@@ -100,9 +106,8 @@ func TestSiteScaleOut(t *testing.T) {
 	}
 	require.Positive(t, sentOn, "none of the watched devices moved")
 	t.Logf("join: %d connected MQTT 5 devices whose owner changed were sent to it with DISCONNECT 0x9C; %d stayed", sentOn, len(watched)-sentOn)
-	s.play(t, l, devs, 3, 3, 64)
-
-	// A node dies: its devices go to the others within the failure detection.
+	// A node dies while the devices write: its devices go to the others
+	// within the failure detection, and the devices carry on there.
 	victim := s.nodes[1]
 	mine := 0
 	for _, o := range after {
@@ -110,8 +115,32 @@ func TestSiteScaleOut(t *testing.T) {
 			mine++
 		}
 	}
-	killed := time.Now()
-	victim.kill()
+	byVictim := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		k := 0
+		for _, by := range l.acked {
+			if by == victim.name {
+				k++
+			}
+		}
+		return k
+	}
+	before2 := byVictim()
+	killedc := make(chan time.Time, 1)
+	go func() {
+		for byVictim() < before2+200 {
+			time.Sleep(time.Millisecond)
+		}
+		victim.kill()
+		killedc <- time.Now()
+	}()
+	s.playBackground(l, devs, 3, 3, 64)
+	killed := <-killedc
+	inCloud := s.cloudCount(t, victim.name)
+	acked2 := byVictim()
+	t.Logf("kill -9 of %s under load: it had acknowledged %d events, the cloud holds %d of them", victim.name, acked2, inCloud)
+	require.Less(t, inCloud, acked2, "the killed node had synced everything: the test would not show its unsynced records arriving")
 	survivor := s.nodes[0]
 	for {
 		ids, err := survivor.alive()
@@ -133,6 +162,7 @@ func TestSiteScaleOut(t *testing.T) {
 		}
 	}
 	t.Logf("leave: %d devices of the dead node reassigned; %d of the live nodes' moved too", mine, others)
+	s.waitPlay(t)
 	s.play(t, l, devs, 6, 2, 64)
 
 	// It returns: its unsynced records reach the cloud.
