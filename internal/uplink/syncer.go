@@ -66,7 +66,7 @@ type SyncOptions struct {
 	// probed; default DefaultProbeInterval.
 	ProbeInterval time.Duration
 	Logger        *slog.Logger
-	Metrics      *Metrics
+	Metrics       *Metrics
 }
 
 func (o SyncOptions) withDefaults() SyncOptions {
