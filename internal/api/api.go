@@ -58,6 +58,20 @@ type Status struct {
 	QuerySkipped map[string]uint64 `json:"query_skipped_records"`
 	// HA is this node's place in an HA pair; absent outside one.
 	HA *HAStatus `json:"ha,omitempty"`
+	// Ingest is what ingest acknowledged lately.
+	Ingest *IngestStatus `json:"ingest,omitempty"`
+	// FiringAlerts are the alerts firing now: the node's own (sink-offline,
+	// buffer-pressure) and the rules'.
+	FiringAlerts []alert.Alert `json:"firing_alerts"`
+}
+
+// IngestStatus is ingest's recent throughput: events acknowledged per
+// second and the mean time to acknowledge a batch, over the last
+// HistoryInterval or so; and the events acknowledged since start.
+type IngestStatus struct {
+	RatePerSecond  float64 `json:"rate_per_second"`
+	AckMeanSeconds float64 `json:"ack_mean_seconds"`
+	AcceptedTotal  uint64  `json:"accepted_total"`
 }
 
 // HAStatus is a pair member's state: its role (primary, standby, or
@@ -150,7 +164,10 @@ type Options struct {
 	// WindowSizes, if set, are the configured window sizes (windows.sizes):
 	// GET /v1/windows answers 400 to a size that is not one of them.
 	WindowSizes []time.Duration
-	// Auth, if set, requires an API token on every route but /healthz and
+	// History, if set, gives the last hour's samples for
+	// GET /v1/status/history.
+	History func() []Sample
+	// Auth, if set, requires an API token on every route but /healthz, /readyz and
 	// POST /v1/events (which authenticates devices itself): role read for
 	// the queries, status, /metrics and the status page. No route needs
 	// admin yet; admin allows all that read does.
@@ -176,12 +193,53 @@ func New(o Options) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if reasons := NotReady(o.Status()); len(reasons) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": reasons})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "reasons": []string{}})
+	})
+	read("GET /v1/status/history", func(w http.ResponseWriter, r *http.Request) {
+		samples := []Sample{}
+		if o.History != nil {
+			samples = o.History()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"interval": HistoryInterval.String(), "samples": samples})
+	})
 	read("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	read("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = statusPage.Execute(w, o.Status())
 	})
 	return mux
+}
+
+// NotReady returns why a node in status s should not be sent writes (GET
+// /readyz answers 503 with them), or nothing when it takes them: its buffer
+// failed (nothing is acknowledged), the buffer's pressure is at emergency
+// (only critical streams are taken) or full (nothing is), or it is an HA
+// standby or candidate (writes go to the primary). A sink offline is not a
+// reason: the node buffers and acknowledges while the cloud is away.
+func NotReady(s Status) []string {
+	var reasons []string
+	if s.Buffer.Error != "" {
+		reasons = append(reasons, "buffer failed, nothing is acknowledged: "+s.Buffer.Error)
+	}
+	switch s.Buffer.Level {
+	case "emergency":
+		reasons = append(reasons, "buffer pressure emergency: only critical streams are taken")
+	case "full":
+		reasons = append(reasons, "buffer full: no events are taken")
+	}
+	if h := s.HA; h != nil && h.Role != "primary" && h.Role != "active" {
+		r := "ha " + h.Role + ": writes go to the primary"
+		if h.Primary != nil && h.Primary.HTTP != "" {
+			r += " at " + h.Primary.HTTP
+		}
+		reasons = append(reasons, r)
+	}
+	return reasons
 }
 
 // The parameters each query route takes.
