@@ -9,9 +9,9 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"net/http"
 	"slices"
 	"sort"
@@ -210,7 +210,8 @@ func New(o Options) http.Handler {
 	read("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	read("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = statusPage.Execute(w, o.Status())
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(statusPage)
 	})
 	return mux
 }
@@ -355,26 +356,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>holdfast {{.NodeID}}</title>
-<style>body{font:15px system-ui,sans-serif;margin:2em;max-width:50em}td{padding:.2em 1em .2em 0}
-.ok{color:#1a7f37}.bad{color:#cf222e}</style></head><body>
-<h1>holdfast <small>{{.NodeID}}</small></h1>
-<p class="{{if .Healthy}}ok{{else}}bad{{end}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}}
-{{range .Problems}}<br>{{.}}{{end}}</p>
-<table>
-<tr><td>version</td><td>{{.Version}}</td></tr>
-<tr><td>up since</td><td>{{.Started}} ({{.Uptime}})</td></tr>
-<tr><td>buffer</td><td>{{.Buffer.Engine}}: {{.Buffer.Segments}} segments, {{.Buffer.Bytes}} of {{.Buffer.MaxBytes}} bytes,
-offsets {{.Buffer.FirstOffset}}–{{.Buffer.NextOffset}}, {{.Buffer.QuarantinedRecords}} quarantined</td></tr>
-<tr><td>pressure</td><td>{{.Buffer.Level}} since {{.Buffer.LevelSince}}: {{.Buffer.PendingBytes}} bytes pending of
-{{.Buffer.CapacityBytes}}{{if .Buffer.DiskLimited}} (the disk's room){{end}}</td></tr>
-<tr><td>mqtt</td><td>{{.MQTT.Mode}} {{.MQTT.Addr}}</td></tr>
-{{with .HA}}<tr><td>ha</td><td>{{.Role}} (member {{.Member}}){{if .Term}}, term {{.Term}}{{end}}{{if ne .Replication "none"}}, {{.Replication}} replication, {{.LagRecords}} records behind{{end}}
-{{with .Primary}}<br>primary {{.Member}} at {{.HTTP}}{{end}}{{if .StandbyState}}<br>standby: {{if .Standby}}{{.Standby}} ({{.StandbyState}}){{else}}none may take over ({{.StandbyState}}){{end}}{{end}}
-{{range .Links}}<br>link {{.Member}} {{if .Connected}}up{{else}}<span class="bad">down</span>{{end}}{{end}}</td></tr>{{end}}
-</table>
-<p><a href="/v1/status">/v1/status</a> · <a href="/v1/events?limit=20">/v1/events</a> · <a href="/metrics">/metrics</a></p>
-</body></html>
-`))
+// statusPage is the status page at /: one self-contained file, embedded,
+// that reads /v1/status, /v1/status/history and /v1/windows
+// (docs/OPERATIONS.md, "The status page").
+//
+//go:embed ui/status.html
+var statusPage []byte

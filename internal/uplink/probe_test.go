@@ -85,3 +85,37 @@ func TestSyncResumesWhenTheCloudReturns(t *testing.T) {
 	require.Equal(t, BreakerClosed, st.Breaker)
 	require.Empty(t, st.LastError, "cleared once connected again")
 }
+
+// TestIdleSinkOutageShows: with nothing to send, an outage still shows in
+// the state (the sink is probed), and the return too.
+func TestIdleSinkOutageShows(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	startCloud := func() *cloud.Server {
+		srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: addr})
+		require.NoError(t, err)
+		return srv
+	}
+	srv := startCloud()
+	l, err := buffer.Open(buffer.Options{Dir: filepath.Join(dir, "log")})
+	require.NoError(t, err)
+	defer l.Close()
+	s := NewSyncer(l, NewJetStreamSink(JetStreamOptions{URL: srv.URL(), NodeID: "edge-1"}), SyncOptions{ProbeInterval: 100 * time.Millisecond})
+	s.Start()
+	defer s.Close()
+	appendEvents(t, l, 0, 10)
+	waitSynced(t, s, l)
+	require.NoError(t, srv.Close())
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Status().State != Offline {
+		require.True(t, time.Now().Before(deadline), "an idle sink never went offline: %+v", s.Status())
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv = startCloud()
+	defer srv.Close()
+	deadline = time.Now().Add(10 * time.Second)
+	for s.Status().State != Connected {
+		require.True(t, time.Now().Before(deadline), "an idle sink never came back: %+v", s.Status())
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -307,6 +307,7 @@ func (s *Syncer) synced() uint64 {
 func (s *Syncer) run(ctx context.Context) {
 	bo := NewBackoff(s.opts.Retry)
 	resumed := false
+	var lastProbe time.Time
 	defer func() {
 		for _, ls := range s.lanes {
 			if ls.r != nil {
@@ -317,6 +318,13 @@ func (s *Syncer) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if !resumed {
 			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.laneCursors(), s.savedPositions()) })
+			if p, ok := s.sink.(Prober); ok && err == nil && s.linkDown {
+				// A sink whose Resume asks nothing of the network (HTTP)
+				// is not back until its probe says so.
+				if perr := p.Probe(ctx); perr != nil {
+					err = fmt.Errorf("probe: %w", perr)
+				}
+			}
 			if err != nil {
 				s.failed(ctx, err, bo)
 				continue
@@ -334,6 +342,11 @@ func (s *Syncer) run(ctx context.Context) {
 		if len(batch) == 0 {
 			if err := s.commitIdleLanes(); err != nil {
 				s.resetReaders()
+				s.failed(ctx, err, bo)
+				continue
+			}
+			if err := s.probeIdle(ctx, &lastProbe); err != nil {
+				resumed = false
 				s.failed(ctx, err, bo)
 			}
 			continue
@@ -609,6 +622,31 @@ func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 			}
 		}
 	}
+}
+
+// probeIdle probes a Prober sink every ProbeInterval while nothing waits to
+// be sent, so that an outage shows in the state even on a quiet node: a
+// failed probe is returned as a failure. A probe that succeeds while the
+// state is not connected counts as a sync (there is nothing to sync and the
+// link works).
+func (s *Syncer) probeIdle(ctx context.Context, last *time.Time) error {
+	prober, ok := s.sink.(Prober)
+	if !ok || time.Since(*last) < s.opts.ProbeInterval {
+		return nil
+	}
+	*last = time.Now()
+	if err := prober.Probe(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.linkDown = true
+		return fmt.Errorf("probe: %w", err)
+	}
+	if s.conn.Snapshot().State != Connected {
+		s.conn.SyncSucceeded()
+		s.recovered()
+	}
+	return nil
 }
 
 // reachable is called when the sink can be reached again after it could
