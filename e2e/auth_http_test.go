@@ -187,7 +187,7 @@ func TestHTTPAuthEveryRoute(t *testing.T) {
 	for _, c := range [][]string{{"--token", s.read}, {"--token-file", tokenFile}, {"--token", s.read, "--token-file", "/nonexistent"}} {
 		out, err := exec.Command(binary, append([]string{"status", "--addr", s.httpAddr}, c...)...).CombinedOutput()
 		require.NoError(t, err, "%v: %s", c, out)
-		require.Contains(t, string(out), "healthy")
+		require.Contains(t, string(out), "Buffer  ")
 	}
 	cmd := exec.Command(binary, "status", "--addr", s.httpAddr, "--token-file", "/nonexistent")
 	cmd.Env = append(cmd.Environ(), "HOLDFAST_TOKEN="+s.read)

@@ -47,7 +47,7 @@ func TestCleanShutdownKeepsEverything(t *testing.T) {
 	p = start(t, dir)
 	out, err := exec.Command(binary, "status", "--addr", p.httpAddr).CombinedOutput()
 	require.NoError(t, err, string(out))
-	for _, want := range []string{"healthy", "offsets 0–2", "level normal", "processing  ", "sync        off"} {
+	for _, want := range []string{"  OK\n", "offsets 0–2", "pressure normal", "Processing  live", "Sync: off"} {
 		require.Contains(t, string(out), want)
 	}
 	require.Len(t, allEvents(t, p, ""), 2)

@@ -243,7 +243,7 @@ func TestHARedirects(t *testing.T) {
 	// holdfast status shows the pair.
 	out, err := exec.Command(binary, "status", "--addr", sb.http).CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), "ha          standby")
+	require.Contains(t, string(out), "HA          standby")
 	require.Contains(t, string(out), "primary   ")
 	require.Contains(t, string(out), "http://"+prim.http)
 

@@ -113,6 +113,14 @@ type worker struct {
 	// extra holds alerts given by Send, which are not records of the log.
 	extra                          chan job
 	sent, failed, dropped, skipped atomic.Uint64
+	// lastFail is the last failed delivery; nil until one fails.
+	lastFail atomic.Pointer[failure]
+}
+
+// failure is a failed delivery: when, and the error.
+type failure struct {
+	at  time.Time
+	err string
 }
 
 // job is an alert given by Send.
@@ -297,6 +305,7 @@ func (d *Dispatcher) notify(w *worker, a Alert) (stopped bool) {
 		return true
 	default:
 		w.failed.Add(1)
+		w.lastFail.Store(&failure{at: time.Now(), err: err.Error()})
 		d.log.Error("alert notification failed", "notifier", w.name, "alert", a.ID, "state", a.State,
 			"severity", a.Severity, "err", err)
 		if w.primary && a.Severity == Critical && d.backup != nil {
@@ -427,6 +436,10 @@ type NotifierStats struct {
 	// done. Lag is the number of durable log records from Position on.
 	Position uint64 `json:"position"`
 	Lag      uint64 `json:"lag_records"`
+	// LastError is the last failed delivery's error and LastFailure when it
+	// failed; kept after later successes, which LastFailure dates against.
+	LastError   string    `json:"last_error,omitempty"`
+	LastFailure time.Time `json:"last_failure,omitzero"`
 }
 
 // Stats are a dispatcher's counters since it was created.
@@ -446,6 +459,10 @@ func (d *Dispatcher) Stats() Stats {
 		s.Notifiers = append(s.Notifiers, NotifierStats{Name: w.name, Backup: w == d.backup, Sent: w.sent.Load(),
 			Failed: w.failed.Load(), Dropped: w.dropped.Load(), Skipped: w.skipped.Load(),
 			Position: pos, Lag: durable - min(pos, durable)})
+		if f := w.lastFail.Load(); f != nil {
+			ns := &s.Notifiers[len(s.Notifiers)-1]
+			ns.LastError, ns.LastFailure = f.err, f.at
+		}
 	}
 	return s
 }

@@ -187,6 +187,12 @@ func TestDispatcherBackupOnFailure(t *testing.T) {
 				t.Fatalf("log notifier got %+v", got)
 			}
 			s := d.Stats()
+			// The webhook's failures are in its stats: the error and when.
+			wh := &s.Notifiers[1]
+			if !strings.Contains(wh.LastError, "webhook") || time.Since(wh.LastFailure) > time.Minute {
+				t.Fatalf("webhook's last failure: %q at %v", wh.LastError, wh.LastFailure)
+			}
+			wh.LastError, wh.LastFailure = "", time.Time{}
 			want := Stats{Notifiers: []NotifierStats{
 				{Name: "log", Sent: 2, Position: 4},
 				{Name: "webhook", Failed: 2, Position: 4},

@@ -9,9 +9,9 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"fmt"
-	"html/template"
 	"net/http"
 	"slices"
 	"sort"
@@ -61,6 +61,20 @@ type Status struct {
 	// Site is this node's site: its members and the assignment strategy;
 	// absent outside one.
 	Site any `json:"site,omitempty"`
+	// Ingest is what ingest acknowledged lately.
+	Ingest *IngestStatus `json:"ingest,omitempty"`
+	// FiringAlerts are the alerts firing now: the node's own (sink-offline,
+	// buffer-pressure) and the rules'.
+	FiringAlerts []alert.Alert `json:"firing_alerts"`
+}
+
+// IngestStatus is ingest's recent throughput: events acknowledged per
+// second and the mean time to acknowledge a batch, over the last
+// HistoryInterval or so; and the events acknowledged since start.
+type IngestStatus struct {
+	RatePerSecond  float64 `json:"rate_per_second"`
+	AckMeanSeconds float64 `json:"ack_mean_seconds"`
+	AcceptedTotal  uint64  `json:"accepted_total"`
 }
 
 // HAStatus is a pair member's state: its role (primary, standby, or
@@ -157,7 +171,10 @@ type Options struct {
 	// WindowSizes, if set, are the configured window sizes (windows.sizes):
 	// GET /v1/windows answers 400 to a size that is not one of them.
 	WindowSizes []time.Duration
-	// Auth, if set, requires an API token on every route but /healthz and
+	// History, if set, gives the last hour's samples for
+	// GET /v1/status/history.
+	History func() []Sample
+	// Auth, if set, requires an API token on every route but /healthz, /readyz and
 	// POST /v1/events (which authenticates devices itself): role read for
 	// the queries, status, /metrics and the status page. No route needs
 	// admin yet; admin allows all that read does.
@@ -183,10 +200,25 @@ func New(o Options) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if reasons := NotReady(o.Status()); len(reasons) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reasons": reasons})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "reasons": []string{}})
+	})
+	read("GET /v1/status/history", func(w http.ResponseWriter, r *http.Request) {
+		samples := []Sample{}
+		if o.History != nil {
+			samples = o.History()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"interval": HistoryInterval.String(), "samples": samples})
+	})
 	read("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 	read("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = statusPage.Execute(w, o.Status())
+		w.Header().Set("Cache-Control", "no-cache")
+		_, _ = w.Write(statusPage)
 	})
 	return mux
 }
@@ -196,6 +228,33 @@ func New(o Options) http.Handler {
 // Options.Windows set.
 func WindowsHandler(o Options) http.Handler {
 	return needRole(o.Auth, auth.RoleRead, knownParams(windowParams, func(w http.ResponseWriter, r *http.Request) { queryWindows(w, r, o) }))
+}
+
+// NotReady returns why a node in status s should not be sent writes (GET
+// /readyz answers 503 with them), or nothing when it takes them: its buffer
+// failed (nothing is acknowledged), the buffer's pressure is at emergency
+// (only critical streams are taken) or full (nothing is), or it is an HA
+// standby or candidate (writes go to the primary). A sink offline is not a
+// reason: the node buffers and acknowledges while the cloud is away.
+func NotReady(s Status) []string {
+	var reasons []string
+	if s.Buffer.Error != "" {
+		reasons = append(reasons, "buffer failed, nothing is acknowledged: "+s.Buffer.Error)
+	}
+	switch s.Buffer.Level {
+	case "emergency":
+		reasons = append(reasons, "buffer pressure emergency: only critical streams are taken")
+	case "full":
+		reasons = append(reasons, "buffer full: no events are taken")
+	}
+	if h := s.HA; h != nil && h.Role != "primary" && h.Role != "active" {
+		r := "ha " + h.Role + ": writes go to the primary"
+		if h.Primary != nil && h.Primary.HTTP != "" {
+			r += " at " + h.Primary.HTTP
+		}
+		reasons = append(reasons, r)
+	}
+	return reasons
 }
 
 // The parameters each query route takes.
@@ -311,26 +370,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>holdfast {{.NodeID}}</title>
-<style>body{font:15px system-ui,sans-serif;margin:2em;max-width:50em}td{padding:.2em 1em .2em 0}
-.ok{color:#1a7f37}.bad{color:#cf222e}</style></head><body>
-<h1>holdfast <small>{{.NodeID}}</small></h1>
-<p class="{{if .Healthy}}ok{{else}}bad{{end}}">{{if .Healthy}}healthy{{else}}unhealthy{{end}}
-{{range .Problems}}<br>{{.}}{{end}}</p>
-<table>
-<tr><td>version</td><td>{{.Version}}</td></tr>
-<tr><td>up since</td><td>{{.Started}} ({{.Uptime}})</td></tr>
-<tr><td>buffer</td><td>{{.Buffer.Engine}}: {{.Buffer.Segments}} segments, {{.Buffer.Bytes}} of {{.Buffer.MaxBytes}} bytes,
-offsets {{.Buffer.FirstOffset}}–{{.Buffer.NextOffset}}, {{.Buffer.QuarantinedRecords}} quarantined</td></tr>
-<tr><td>pressure</td><td>{{.Buffer.Level}} since {{.Buffer.LevelSince}}: {{.Buffer.PendingBytes}} bytes pending of
-{{.Buffer.CapacityBytes}}{{if .Buffer.DiskLimited}} (the disk's room){{end}}</td></tr>
-<tr><td>mqtt</td><td>{{.MQTT.Mode}} {{.MQTT.Addr}}</td></tr>
-{{with .HA}}<tr><td>ha</td><td>{{.Role}} (member {{.Member}}){{if .Term}}, term {{.Term}}{{end}}{{if ne .Replication "none"}}, {{.Replication}} replication, {{.LagRecords}} records behind{{end}}
-{{with .Primary}}<br>primary {{.Member}} at {{.HTTP}}{{end}}{{if .StandbyState}}<br>standby: {{if .Standby}}{{.Standby}} ({{.StandbyState}}){{else}}none may take over ({{.StandbyState}}){{end}}{{end}}
-{{range .Links}}<br>link {{.Member}} {{if .Connected}}up{{else}}<span class="bad">down</span>{{end}}{{end}}</td></tr>{{end}}
-</table>
-<p><a href="/v1/status">/v1/status</a> · <a href="/v1/events?limit=20">/v1/events</a> · <a href="/metrics">/metrics</a></p>
-</body></html>
-`))
+// statusPage is the status page at /: one self-contained file, embedded,
+// that reads /v1/status, /v1/status/history and /v1/windows
+// (docs/OPERATIONS.md, "The status page").
+//
+//go:embed ui/status.html
+var statusPage []byte

@@ -108,6 +108,10 @@ type Cloud struct {
 	EnsureLayout bool          `yaml:"ensure_layout"`
 	BatchRecords int           `yaml:"batch_records"`
 	MaxDelay     time.Duration `yaml:"max_delay"`
+	// OfflineAlertAfter is how long a sink may stay offline before the node
+	// raises the sink-offline alert (resolved when the sink reconnects);
+	// default DefaultOfflineAlertAfter.
+	OfflineAlertAfter time.Duration `yaml:"offline_alert_after"`
 	// Compress sends JetStream batches as zstd frames; default true.
 	Compress *bool `yaml:"compress"`
 	// HTTP and MQTT are further sinks, each with its own cursor: a receiver
@@ -273,7 +277,7 @@ func Default() Config {
 			Accuracy:        0.01,
 		},
 		Alerts:      Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
-		Cloud:       Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond},
+		Cloud:       Cloud{BatchRecords: 1000, MaxDelay: 100 * time.Millisecond, OfflineAlertAfter: DefaultOfflineAlertAfter},
 		Log:         Log{Level: "info", Format: "text"},
 		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
 		HA:          HADefaults(),
@@ -306,6 +310,12 @@ func Load(path string) (Config, error) {
 
 // RedactedMarker replaces a secret's value in a redacted config.
 const RedactedMarker = secret.Marker
+
+// DefaultOfflineAlertAfter is cloud.offline_alert_after's default: a minute
+// without a sink is longer than a cloud restart or a flaky link's usual
+// gap, and short enough that an operator hears of an outage before the
+// buffer does.
+const DefaultOfflineAlertAfter = time.Minute
 
 // Redacted returns a copy of c with every secret replaced by RedactedMarker:
 // what the node publishes to the cloud's config registry. c is unchanged.
@@ -481,6 +491,9 @@ func (c Config) Validate() error {
 	}
 	if c.Cloud.MaxDelay <= 0 {
 		bad("cloud.max_delay", "must be positive")
+	}
+	if c.Cloud.OfflineAlertAfter <= 0 {
+		bad("cloud.offline_alert_after", "must be positive, like 1m")
 	}
 	errs = append(errs, c.checkListeners()...)
 	c.Security.validate(bad)

@@ -6,6 +6,8 @@ package ingest
 import (
 	"context"
 	"errors"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,6 +41,28 @@ type Metrics struct {
 	Accepted   *prometheus.CounterVec // by transport
 	Rejected   *prometheus.CounterVec // by transport and reason
 	Duplicates *prometheus.CounterVec // by transport
+	// AckSeconds is the time from handing a batch to the Appender to its
+	// acknowledgement (durable: fsynced, and on an HA primary held by the
+	// standby), by transport: holdfast_ingest_ack_seconds.
+	AckSeconds *prometheus.HistogramVec
+
+	// Totals over every transport since start, for the status page's rates.
+	accepted, acks, ackNanos atomic.Uint64
+}
+
+// ObserveAck records that n events of transport were acknowledged d after
+// they were handed to the Appender.
+func (m *Metrics) ObserveAck(transport string, n int, d time.Duration) {
+	m.AckSeconds.WithLabelValues(transport).Observe(d.Seconds())
+	m.accepted.Add(uint64(n))
+	m.acks.Add(1)
+	m.ackNanos.Add(uint64(max(d, 0)))
+}
+
+// Totals returns, since start and over every transport, the events
+// acknowledged, the acknowledgements (batches), and their summed latency.
+func (m *Metrics) Totals() (events, acks uint64, ackTime time.Duration) {
+	return m.accepted.Load(), m.acks.Load(), time.Duration(m.ackNanos.Load())
 }
 
 // NewMetrics creates the ingest counters and registers them with reg.
@@ -56,9 +80,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "holdfast_events_duplicate_total",
 			Help: "Device retries acknowledged without being stored again, by transport.",
 		}, []string{"transport"}),
+		AckSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "holdfast_ingest_ack_seconds",
+			Help:    "Time from a batch's hand-over to storage to its acknowledgement (durable), by transport.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"transport"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Accepted, m.Rejected, m.Duplicates)
+		reg.MustRegister(m.Accepted, m.Rejected, m.Duplicates, m.AckSeconds)
 	}
 	return m
 }

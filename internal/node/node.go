@@ -66,6 +66,7 @@ type Node struct {
 	pressure *pressureWatch
 	ledger   *lossLedger
 	gate     *pressure.Gate // what the buffer's pressure level lets in
+	op       *operator      // own alerts, sink-offline, status history (operate.go)
 
 	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
 	stopHUP    func()            // stops reloading them and the credentials on SIGHUP
@@ -126,7 +127,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry(), pair: ph}
+	n := &Node{cfg: cfg, log: logger, started: time.Now(), reg: prometheus.NewRegistry(), pair: ph, op: newOperator()}
 	if ph != nil {
 		n.pairOf = ph.pair
 	}
@@ -202,6 +203,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	}
 	n.handleHUP()
 	im := ingest.NewMetrics(n.reg)
+	n.op.ingest = im
 	limits := event.Limits{MaxFuture: cfg.Ingest.MaxFuture}
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
@@ -238,6 +240,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	if n.siteSync != nil {
 		n.startSiteReport()
 	}
+	n.startOperator()
 	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
 		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
 		"took", time.Since(n.started).Round(time.Millisecond))
@@ -544,8 +547,9 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 		Gatherer: n.gatherer(),
 	}
 	opts.WindowSizes = n.cfg.Windows.Sizes
+	opts.Alerts, opts.History = n.alerts, n.op.history.Samples
 	if n.proc != nil {
-		opts.OpenWindows, opts.Alerts = n.proc.Open, n.proc.Alerts
+		opts.OpenWindows = n.proc.Open
 	}
 	if n.active != nil {
 		opts.Peer = n.active.peer
@@ -677,6 +681,7 @@ func (n *Node) Status() api.Status {
 			s.Problems = append(s.Problems, "not connected to MQTT broker "+s.MQTT.Addr)
 		}
 	}
+	n.operatorStatus(&s)
 	return s
 }
 
@@ -684,6 +689,7 @@ func (n *Node) Status() api.Status {
 // buffer, waiting for appends in flight to become durable.
 func (n *Node) Close() error {
 	var errs []error
+	n.stopOperator()
 	if n.stopHUP != nil {
 		n.stopHUP()
 	}

@@ -148,10 +148,6 @@ func (w *pressureWatch) changed(c pressure.Change, u float64) {
 // notify tells the notifiers: a firing alert while the level is above normal
 // (critical severity from the critical level on), resolved back at normal.
 func (w *pressureWatch) notify(c pressure.Change) {
-	d := w.n.disp
-	if d == nil {
-		return
-	}
 	sev := alert.Warning
 	if c.To >= pressure.Critical {
 		sev = alert.Critical
@@ -172,7 +168,7 @@ func (w *pressureWatch) notify(c pressure.Change) {
 		a.ID = fmt.Sprintf("buffer-pressure/%s/%d", c.To, c.At.UnixMilli())
 		w.fired = a.ID
 	}
-	d.Send(a)
+	w.n.raise(a) // also in /v1/alerts
 }
 
 // status is the level part of the buffer's status: the level as of the last

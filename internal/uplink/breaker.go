@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -62,7 +63,10 @@ func (o BreakerOptions) withDefaults() BreakerOptions {
 type Breaker struct {
 	name string
 	opts BreakerOptions // with defaults
-	cb   *gobreaker.CircuitBreaker[struct{}]
+	cb   atomic.Pointer[gobreaker.CircuitBreaker[struct{}]]
+	// probing: HalfOpen let the next call through before the open timeout;
+	// the breaker reports half-open until that call ends.
+	probing atomic.Bool
 
 	hookMu sync.Mutex
 	hooks  []func(from, to string) // Lock hookMu.
@@ -75,12 +79,20 @@ func NewBreaker(name string, o BreakerOptions) *Breaker {
 	if o.OnChange != nil {
 		b.hooks = append(b.hooks, o.OnChange)
 	}
-	failures := o.Failures
-	b.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        name,
+	b.cb.Store(b.newCB())
+	return b
+}
+
+// newCB returns a closed gobreaker with the options' settings.
+func (b *Breaker) newCB() *gobreaker.CircuitBreaker[struct{}] {
+	failures := b.opts.Failures
+	return gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        b.name,
 		MaxRequests: 1,
-		Timeout:     o.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		Timeout:     b.opts.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			return c.ConsecutiveFailures >= failures || b.probing.Load()
+		},
 		IsSuccessful: func(err error) bool {
 			return err == nil || IsPermanent(err)
 		},
@@ -88,15 +100,37 @@ func NewBreaker(name string, o BreakerOptions) *Breaker {
 			return errors.Is(err, context.Canceled)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
-			b.hookMu.Lock()
-			hooks := b.hooks
-			b.hookMu.Unlock()
-			for _, h := range hooks {
-				h(from.String(), to.String())
+			f := from.String()
+			if b.probing.CompareAndSwap(true, false) {
+				f = BreakerHalfOpen // the early probe failed
 			}
+			b.emit(f, to.String())
 		},
 	})
-	return b
+}
+
+func (b *Breaker) emit(from, to string) {
+	b.hookMu.Lock()
+	hooks := b.hooks
+	b.hookMu.Unlock()
+	for _, h := range hooks {
+		h(from, to)
+	}
+}
+
+// HalfOpen turns an open breaker half-open before its timeout, because
+// something cheaper than a send (a reconnected client, a probe) says the
+// sink can be reached again: the next call goes through as the one probe,
+// whose success closes the breaker and whose failure opens it again for a
+// whole OpenTimeout. In other states it does nothing. Only the goroutine
+// that calls Do may call it.
+func (b *Breaker) HalfOpen() {
+	if b.cb.Load().State() != gobreaker.StateOpen {
+		return
+	}
+	b.probing.Store(true)
+	b.cb.Store(b.newCB())
+	b.emit(BreakerOpen, BreakerHalfOpen)
 }
 
 // Name returns the name given to NewBreaker.
@@ -106,7 +140,10 @@ func (b *Breaker) Name() string { return b.name }
 // breaker fails fast it returns an error matching ErrOpen without calling op.
 // A panic in op counts as a failure and is passed on.
 func (b *Breaker) Do(op func() error) error {
-	_, err := b.cb.Execute(func() (struct{}, error) { return struct{}{}, op() })
+	_, err := b.cb.Load().Execute(func() (struct{}, error) { return struct{}{}, op() })
+	if (err == nil || IsPermanent(err)) && b.probing.CompareAndSwap(true, false) {
+		b.emit(BreakerHalfOpen, BreakerClosed)
+	}
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return &openError{name: b.name, cause: err}
 	}
@@ -115,7 +152,13 @@ func (b *Breaker) Do(op func() error) error {
 
 // State returns "closed", "open" or "half-open". An open breaker whose timeout
 // has passed turns half-open when asked.
-func (b *Breaker) State() string { return b.cb.State().String() }
+func (b *Breaker) State() string {
+	st := b.cb.Load().State()
+	if st == gobreaker.StateClosed && b.probing.Load() {
+		return BreakerHalfOpen
+	}
+	return st.String()
+}
 
 // addHook adds a hook for state changes; see BreakerOptions.OnChange.
 func (b *Breaker) addHook(h func(from, to string)) {

@@ -75,7 +75,8 @@ type ConnectivitySnapshot struct {
 	OfflineSince time.Time
 	// ConsecutiveFailures counts failed syncs since the last success or restore.
 	ConsecutiveFailures int
-	// LastError is the text of the last failure's error, kept after a success.
+	// LastError is the text of the last failure's error; cleared when the
+	// state returns to connected, so that a status never shows a stale one.
 	LastError string
 	// LastSuccess is when a sync last succeeded; zero if none has.
 	LastSuccess time.Time
@@ -150,7 +151,8 @@ func (c *Connectivity) SyncFailed(err error) {
 }
 
 // SyncSucceeded records a successful sync: degraded becomes connected, and
-// offline becomes connected by way of degraded (two transitions).
+// offline becomes connected by way of degraded (two transitions). The last
+// error is cleared.
 func (c *Connectivity) SyncSucceeded() {
 	c.event(func(at time.Time, ts []transition) []transition {
 		c.snap.ConsecutiveFailures = 0
@@ -161,6 +163,7 @@ func (c *Connectivity) SyncSucceeded() {
 		if c.snap.State == Degraded {
 			ts = c.move(Connected, at, ts)
 		}
+		c.snap.LastError = ""
 		return ts
 	}, false, nil)
 }

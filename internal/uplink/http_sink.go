@@ -108,6 +108,9 @@ func NewHTTPSink(o HTTPSinkOptions) (*HTTPSink, error) {
 
 func (s *HTTPSink) Name() string { return s.o.Name }
 
+// Probe dials the receiver's host (Prober).
+func (s *HTTPSink) Probe(ctx context.Context) error { return dialProbe(ctx, s.o.URL) }
+
 // Resume returns nil: the receiver is not asked what it holds.
 func (s *HTTPSink) Resume(context.Context, map[Lane]uint64, map[string]uint64) error { return nil }
 

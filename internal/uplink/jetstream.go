@@ -56,6 +56,8 @@ type JetStreamSink struct {
 	js jetstream.JetStream
 
 	harder atomic.Bool // compress harder: the buffer is filling (SetPressure)
+	// reconnected is called when nats.go has reconnected (OnReconnect).
+	reconnected atomic.Pointer[func()]
 
 	// Used by the syncer's goroutine only.
 	last  map[string]uint64   // subject → sequence of its last message accounted for
@@ -102,6 +104,23 @@ func (s *JetStreamSink) compression() cloud.Compression {
 	return cloud.FastCompression
 }
 
+// OnReconnect sets what to call when nats.go has connected again after a
+// disconnect (Reconnecter).
+func (s *JetStreamSink) OnReconnect(f func()) { s.reconnected.Store(&f) }
+
+// Probe reports whether the connection to the cloud is up (Prober); before
+// the first connect, or once the connection is closed, it dials the cloud's
+// host instead.
+func (s *JetStreamSink) Probe(ctx context.Context) error {
+	if nc := s.nc; nc != nil && !nc.IsClosed() {
+		if nc.IsConnected() {
+			return nil
+		}
+		return errors.New("not connected to the cloud")
+	}
+	return dialProbe(ctx, s.o.URL)
+}
+
 // connect dials the cloud once; nats.go reconnects by itself afterwards. The
 // reconnect buffer is off, so a publish while disconnected fails at once
 // instead of being replayed later out of the syncer's sight.
@@ -118,6 +137,11 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.Timeout(5 * time.Second),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			if f := s.reconnected.Load(); f != nil {
+				(*f)()
+			}
+		}),
 	}, s.o.Access.Options()...)...)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.URL), err)

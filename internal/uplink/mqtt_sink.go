@@ -83,6 +83,9 @@ func NewMQTTSink(o MQTTSinkOptions) (*MQTTSink, error) {
 
 func (s *MQTTSink) Name() string { return s.o.Name }
 
+// Probe dials the broker's host (Prober).
+func (s *MQTTSink) Probe(ctx context.Context) error { return dialProbe(ctx, s.o.BrokerURL) }
+
 // connected reports whether the current connection is up.
 func (s *MQTTSink) connected() bool {
 	if s.client == nil {

@@ -62,8 +62,11 @@ type SyncOptions struct {
 	Retry        RetryOptions
 	Breaker      BreakerOptions
 	OfflineAfter int
-	Logger       *slog.Logger
-	Metrics      *Metrics
+	// ProbeInterval is how often a failing sink that is a Prober is
+	// probed; default DefaultProbeInterval.
+	ProbeInterval time.Duration
+	Logger        *slog.Logger
+	Metrics       *Metrics
 }
 
 func (o SyncOptions) withDefaults() SyncOptions {
@@ -81,6 +84,9 @@ func (o SyncOptions) withDefaults() SyncOptions {
 	}
 	if o.Lanes == nil {
 		o.Lanes, _ = FixedLanes(nil)
+	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = DefaultProbeInterval
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -115,6 +121,13 @@ type Syncer struct {
 	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
 	urgent  atomic.Bool   // the buffer is under pressure: sync more often
 	kick    chan struct{} // cuts a retry wait short when pressure starts
+	// reach cuts a retry wait short when the sink's client has reconnected
+	// (Reconnecter).
+	reach chan struct{}
+
+	// Used by the sync goroutine only.
+	linkDown    bool      // a probe failed since the last success
+	outageStart time.Time // the first failure of the current run of them; zero while syncs succeed
 }
 
 // Pressured is implemented by sinks that change how they send while the
@@ -202,8 +215,17 @@ func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 		brk:    NewBreaker(sink.Name(), o.Breaker),
 		done:   make(chan struct{}),
 		kick:   make(chan struct{}, 1),
+		reach:  make(chan struct{}, 1),
 	}
 	s.filter, _ = sink.(TypeFilter)
+	if rc, ok := sink.(Reconnecter); ok {
+		rc.OnReconnect(func() {
+			select {
+			case s.reach <- struct{}{}:
+			default:
+			}
+		})
+	}
 	o.Metrics.Track(sink.Name(), s.conn, s.brk)
 	s.records = o.Metrics.synced.WithLabelValues(sink.Name())
 	o.Metrics.trackLag(sink.Name(), s.Status)
@@ -285,6 +307,7 @@ func (s *Syncer) synced() uint64 {
 func (s *Syncer) run(ctx context.Context) {
 	bo := NewBackoff(s.opts.Retry)
 	resumed := false
+	var lastProbe time.Time
 	defer func() {
 		for _, ls := range s.lanes {
 			if ls.r != nil {
@@ -295,6 +318,13 @@ func (s *Syncer) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		if !resumed {
 			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.laneCursors(), s.savedPositions()) })
+			if p, ok := s.sink.(Prober); ok && err == nil && s.linkDown {
+				// A sink whose Resume asks nothing of the network (HTTP)
+				// is not back until its probe says so.
+				if perr := p.Probe(ctx); perr != nil {
+					err = fmt.Errorf("probe: %w", perr)
+				}
+			}
 			if err != nil {
 				s.failed(ctx, err, bo)
 				continue
@@ -312,6 +342,11 @@ func (s *Syncer) run(ctx context.Context) {
 		if len(batch) == 0 {
 			if err := s.commitIdleLanes(); err != nil {
 				s.resetReaders()
+				s.failed(ctx, err, bo)
+				continue
+			}
+			if err := s.probeIdle(ctx, &lastProbe); err != nil {
+				resumed = false
 				s.failed(ctx, err, bo)
 			}
 			continue
@@ -336,6 +371,7 @@ func (s *Syncer) run(ctx context.Context) {
 		}
 		s.records.Add(float64(len(batch)))
 		s.conn.SyncSucceeded()
+		s.recovered()
 		bo.Reset()
 	}
 }
@@ -544,18 +580,102 @@ func (s *Syncer) failed(ctx context.Context, err error, bo *Backoff) {
 		wait = maxWait
 		s.opts.Logger.Error("sink refuses records; holding them and retrying slowly", "sink", s.sink.Name(),
 			"err", err, "wait", wait)
+	} else if s.outageStart.IsZero() {
+		// Logged once per outage; the retries are at debug level, and the
+		// recovery is logged once too (recovered).
+		s.opts.Logger.Warn("sink connection lost; retrying until it is back", "sink", s.sink.Name(), "err", err)
 	} else {
-		s.opts.Logger.Warn("sync failed; retrying", "sink", s.sink.Name(), "err", err, "wait", wait,
-			"state", s.conn.Snapshot().State)
+		s.opts.Logger.Debug("sync failed; retrying", "sink", s.sink.Name(), "err", err, "wait", wait,
+			"state", s.conn.Snapshot().State, "breaker", s.brk.State())
+	}
+	if s.outageStart.IsZero() {
+		s.outageStart = time.Now()
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	case <-s.kick:
+	var probe <-chan time.Time
+	prober, _ := s.sink.(Prober)
+	if prober != nil && !IsPermanent(err) {
+		tk := time.NewTicker(s.opts.ProbeInterval)
+		defer tk.Stop()
+		probe = tk.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-s.kick:
+			return
+		case <-s.reach:
+			s.reachable()
+			return
+		case <-probe:
+			if perr := prober.Probe(ctx); perr != nil {
+				s.linkDown = true
+				continue
+			}
+			if s.linkDown {
+				s.reachable()
+				return
+			}
+		}
 	}
 }
+
+// probeIdle probes a Prober sink every ProbeInterval while nothing waits to
+// be sent, so that an outage shows in the state even on a quiet node: a
+// failed probe is returned as a failure. A probe that succeeds while the
+// state is not connected counts as a sync (there is nothing to sync and the
+// link works).
+func (s *Syncer) probeIdle(ctx context.Context, last *time.Time) error {
+	prober, ok := s.sink.(Prober)
+	if !ok || time.Since(*last) < s.opts.ProbeInterval {
+		return nil
+	}
+	*last = time.Now()
+	if err := prober.Probe(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.linkDown = true
+		return fmt.Errorf("probe: %w", err)
+	}
+	if s.conn.Snapshot().State != Connected {
+		s.conn.SyncSucceeded()
+		s.recovered()
+	}
+	return nil
+}
+
+// reachable is called when the sink can be reached again after it could
+// not: the retry wait ends, an open breaker lets the next call through at
+// once as its probe, and an offline link becomes degraded.
+func (s *Syncer) reachable() {
+	s.linkDown = false
+	s.brk.HalfOpen()
+	s.conn.Restored()
+	s.opts.Logger.Debug("sink reachable again; retrying now", "sink", s.sink.Name())
+}
+
+// recovered logs, once, that a batch synced after a run of failures.
+func (s *Syncer) recovered() {
+	if s.outageStart.IsZero() {
+		return
+	}
+	s.opts.Logger.Info("sink connection restored; sync resumed", "sink", s.sink.Name(),
+		"outage", time.Since(s.outageStart).Round(time.Millisecond))
+	s.outageStart = time.Time{}
+	s.linkDown = false
+}
+
+// Connectivity returns the sink's connectivity state; cheap, it never
+// touches the log or the sink.
+func (s *Syncer) Connectivity() ConnectivitySnapshot { return s.conn.Snapshot() }
+
+// Name returns the sink's name.
+func (s *Syncer) Name() string { return s.sink.Name() }
 
 // SinkStatus is one sink's part of /v1/status.
 type SinkStatus struct {
@@ -583,7 +703,11 @@ type SinkStatus struct {
 type LaneStatus struct {
 	Lane         string `json:"lane"`
 	SyncedOffset uint64 `json:"synced_offset"`
-	LagRecords   uint64 `json:"lag_records"` // log records after the lane's cursor, of any lane
+	// LagRecords counts the lane's own records after its cursor; when more
+	// than laneScan records of the log would have to be read to count them,
+	// it counts those read and LagAtLeast is set.
+	LagRecords uint64 `json:"lag_records"`
+	LagAtLeast bool   `json:"lag_at_least,omitempty"`
 }
 
 // Offline reports whether the sink is in the offline state. It is cheap and
@@ -602,7 +726,8 @@ func (s *Syncer) Status() SinkStatus {
 	}
 	for _, ls := range s.lanes {
 		n := ls.next.Load()
-		st.Lanes = append(st.Lanes, LaneStatus{Lane: ls.lane.String(), SyncedOffset: n, LagRecords: durable - min(n, durable)})
+		lag, atLeast := s.laneLag(ls.lane, n, durable)
+		st.Lanes = append(st.Lanes, LaneStatus{Lane: ls.lane.String(), SyncedOffset: n, LagRecords: lag, LagAtLeast: atLeast})
 	}
 	if durable > next {
 		st.LagRecords = durable - next
@@ -613,6 +738,32 @@ func (s *Syncer) Status() SinkStatus {
 		}
 	}
 	return st
+}
+
+// laneScan bounds how many log records laneLag reads to count one lane's.
+const laneScan = 4096
+
+// laneLag counts the records of lane from next to durable. With one lane,
+// every record is the lane's; otherwise it reads at most laneScan records.
+func (s *Syncer) laneLag(lane Lane, next, durable uint64) (lag uint64, atLeast bool) {
+	if next >= durable {
+		return 0, false
+	}
+	if len(s.lanes) == 1 {
+		return durable - next, false
+	}
+	r := s.log.NewReader(next)
+	defer r.Close()
+	for range laneScan {
+		off, p, err := r.Next()
+		if err != nil || off >= durable {
+			return lag, false
+		}
+		if l, _, ok := s.opts.Lanes.classify(off, p, lane); ok && l == lane {
+			lag++
+		}
+	}
+	return lag, r.Position() < durable
 }
 
 // oldestScan bounds how many records oldestUnsynced reads looking for an

@@ -145,6 +145,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		evs, kept = h.screen(evs, rejections, dev, &resp)
 	}
 	if len(evs) > 0 {
+		start := time.Now()
 		res, err := h.app.Append(r.Context(), evs)
 		if err != nil {
 			status := http.StatusServiceUnavailable
@@ -156,6 +157,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, status, "unavailable", "events not stored: %v", err)
 			return
 		}
+		h.m.ObserveAck(transport, len(evs), time.Since(start))
 		resp.Accepted = len(evs)
 		resp.Duplicates = res.Duplicates
 		h.m.Accepted.WithLabelValues(transport).Add(float64(len(evs)))

@@ -62,6 +62,8 @@ type ingester struct {
 	now        func() time.Time
 	failing    atomic.Bool // the last Append failed
 
+	metrics    *ingest.Metrics
+	transport  string
 	accepted   prometheus.Counter
 	duplicates prometheus.Counter
 	rejected   *prometheus.CounterVec
@@ -79,6 +81,8 @@ func newIngester(app ingest.Appender, m *ingest.Metrics, maxPayload int, lim eve
 		limits:     lim,
 		log:        log,
 		now:        time.Now,
+		metrics:    m,
+		transport:  transport,
 		accepted:   m.Accepted.WithLabelValues(transport),
 		duplicates: m.Duplicates.WithLabelValues(transport),
 		rejected:   m.Rejected.MustCurryWith(prometheus.Labels{"transport": transport}),
@@ -153,6 +157,7 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte) re
 				err: fmt.Errorf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)}
 		}
 	}
+	start := time.Now()
 	res, err := in.app.Append(ctx, []event.Event{ev})
 	if err != nil {
 		if ctx.Err() != nil {
@@ -167,6 +172,7 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte) re
 	if in.failing.Swap(false) {
 		in.log.Info("storage available again: MQTT messages are acknowledged")
 	}
+	in.metrics.ObserveAck(in.transport, 1, time.Since(start))
 	in.accepted.Add(float64(res.Stored + res.Duplicates))
 	if res.Duplicates > 0 {
 		in.duplicates.Add(float64(res.Duplicates))
