@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/holdfast-edge/holdfast/internal/api"
+	"github.com/holdfast-edge/holdfast/internal/node"
 	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
@@ -178,6 +179,7 @@ type statusDoc struct {
 	Processing *process.Status     `json:"processing"`
 	Sinks      []uplink.SinkStatus `json:"sinks"`
 	Backup     json.RawMessage     `json:"backup"`
+	Site       *node.SiteStatus    `json:"site"`
 }
 
 // assess says whether the node needs attention: "FAILING" (it cannot
@@ -311,6 +313,10 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 		fmt.Fprintln(w)
 		printHA(w, h)
 	}
+	if st := s.Site; st != nil {
+		fmt.Fprintln(w)
+		printSite(w, st)
+	}
 
 	fmt.Fprintln(w)
 	if len(s.Sinks) == 0 {
@@ -420,6 +426,36 @@ func printHA(w io.Writer, h *api.HAStatus) {
 		}
 		fmt.Fprintf(w, "  link      %s %s\n", l.Member, state)
 	}
+}
+
+// printSite prints the site section: the strategy and every member with its
+// state, addresses, zone and load.
+func printSite(w io.Writer, s *node.SiteStatus) {
+	alive := 0
+	for _, m := range s.Members {
+		if m.State == "alive" || m.State == "suspect" {
+			alive++
+		}
+	}
+	fmt.Fprintf(w, "Site        %s assignment, %d of %d members alive", s.Assign, alive, len(s.Members))
+	if s.Zone != "" {
+		fmt.Fprintf(w, ", this node in zone %s", s.Zone)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, m := range s.Members {
+		name := m.NodeID
+		if m.NodeID == s.Self {
+			name += " (this node)"
+		}
+		zone := m.Zone
+		if zone == "" {
+			zone = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\tzone %s\t%s events/s\tcpu %.0f %%\tbuffer %.0f %%\tlag %d\n",
+			name, m.State, m.HTTP, zone, count(m.Load.EventsPerSec), 100*m.Load.CPU, 100*m.Load.Buffer, m.Load.LagRecords)
+	}
+	tw.Flush()
 }
 
 // lateEvents formats late-event counts by stream: "temperature 1, humidity 3",

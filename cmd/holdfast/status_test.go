@@ -110,3 +110,39 @@ func TestNormaliseAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusRenderingSite: a site member's status lists every member with
+// its state, address, zone and load, and marks this node.
+func TestStatusRenderingSite(t *testing.T) {
+	b, err := os.ReadFile("testdata/status-connected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["site"] = map[string]any{"self": "edge-1", "assign": "geographic", "zone": "hall-a", "members": []any{
+		map[string]any{"node_id": "edge-1", "http": "http://10.0.0.11:8080", "zone": "hall-a", "state": "alive",
+			"load": map[string]any{"events_per_s": 1500.0, "cpu": 0.25, "buffer": 0.1, "lag_records": 12}},
+		map[string]any{"node_id": "edge-2", "http": "http://10.0.0.12:8080", "zone": "hall-b", "state": "dead",
+			"load": map[string]any{}},
+	}}
+	b, _ = json.Marshal(doc)
+	var s statusDoc
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	renderStatus(&out, &s, time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	t.Log("\n" + out.String())
+	for _, re := range []string{
+		`Site +geographic assignment, 1 of 2 members alive, this node in zone hall-a`,
+		`edge-1 \(this node\) +alive +http://10\.0\.0\.11:8080 +zone hall-a +1500 events/s +cpu 25 % +buffer 10 % +lag 12`,
+		`edge-2 +dead +http://10\.0\.0\.12:8080 +zone hall-b`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("no line matching %q", re)
+		}
+	}
+}

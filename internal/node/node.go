@@ -37,6 +37,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/process"
 	"github.com/holdfast-edge/holdfast/internal/replica"
 	"github.com/holdfast-edge/holdfast/internal/secret"
+	"github.com/holdfast-edge/holdfast/internal/site"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
@@ -661,7 +662,13 @@ func (n *Node) Status() api.Status {
 		s.HA = n.active.status()
 	}
 	if sm := n.site.Load(); sm != nil {
-		s.Site = sm.status()
+		st := sm.status()
+		s.Site = st
+		for _, m := range st.Members {
+			if m.State == site.StateDead {
+				s.Problems = append(s.Problems, "site: member "+m.NodeID+" is unreachable; its devices went to the others")
+			}
+		}
 	}
 	if h := s.HA; h != nil {
 		if h.Role == "primary" && h.StandbyState != "paired" {
