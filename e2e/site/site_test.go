@@ -220,6 +220,35 @@ func TestSiteAggregatorDown(t *testing.T) {
 	byNode := s.requireAcked(t, l)
 	s.requireCloudOnce(t, byNode, 90*time.Second)
 	s.requireSiteWindows(t, byNode, 60*time.Second)
+
+	// The aggregator's status lists every node, live, with its lag and load.
+	var st struct {
+		Role  string `json:"role"`
+		Nodes []struct {
+			NodeID     string `json:"node_id"`
+			State      string `json:"state"`
+			LagRecords uint64 `json:"lag_records"`
+			Load       *struct {
+				EventsPerS float64 `json:"events_per_s"`
+			} `json:"load"`
+		} `json:"nodes"`
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.agg.getJSON(t, s.agg.base()+"/v1/status", &st)
+		live := 0
+		for _, n := range st.Nodes {
+			if n.State == "live" && n.Load != nil {
+				live++
+			}
+		}
+		if live == len(s.nodes) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the aggregator's status: %+v", st)
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, "aggregator", st.Role)
 }
 
 // caughtUpDirect waits until every live node's "cloud" sink has nothing
