@@ -2,6 +2,7 @@ package node
 
 import (
 	"log/slog"
+	"net"
 	"path/filepath"
 	"testing"
 
@@ -46,4 +47,27 @@ func TestCheckExposure(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "mqtt.addr :1883", "API tokens do not authenticate MQTT devices")
 	require.NotContains(t, err.Error(), "http.addr")
+}
+
+// TestPortClashNamesTheKey: a listen address already taken fails the start
+// with the config key that set it, for HTTP and MQTT alike.
+func TestPortClashNamesTheKey(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	for key, mod := range map[string]func(*config.Config){
+		"http.addr": func(c *config.Config) { c.HTTP.Addr = taken.Addr().String() },
+		"mqtt.addr": func(c *config.Config) { c.MQTT.Addr = taken.Addr().String() },
+	} {
+		cfg := config.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.HTTP.Addr, cfg.MQTT.Addr = "127.0.0.1:0", "127.0.0.1:0"
+		mod(&cfg)
+		n, err := Start(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			n.Close()
+		}
+		require.ErrorContains(t, err, key, "a taken %s", key)
+		require.ErrorContains(t, err, "address already in use")
+	}
 }

@@ -267,7 +267,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			return err
 		}
 		if err := b.Start(); err != nil {
-			return fmt.Errorf("start MQTT broker: %w", err)
+			return fmt.Errorf("start MQTT broker on mqtt.addr %s: %w", mc.Addr, err)
 		}
 		n.broker = b
 	case "external":
