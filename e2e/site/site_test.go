@@ -171,7 +171,7 @@ func TestSiteScaleOut(t *testing.T) {
 	s.play(t, l, devs, 8, 1, 64)
 	s.closeWindows(t)
 	s.caughtUp(t, 90*time.Second)
-	byNode := s.requireAcked(t, l)
+	byNode := s.requireAcked(t, l, []string{victim.name}, 64)
 	sent, acked, redirects = l.counts()
 	require.Equal(t, sent, acked)
 	t.Logf("%d events acknowledged (%d redirects), each in exactly one node's buffer", acked, redirects)
@@ -217,7 +217,7 @@ func TestSiteAggregatorDown(t *testing.T) {
 	s.play(t, l, devs, 5, 2, 32)
 	s.closeWindows(t)
 	s.caughtUp(t, 90*time.Second)
-	byNode := s.requireAcked(t, l)
+	byNode := s.requireAcked(t, l, nil, 0)
 	s.requireCloudOnce(t, byNode, 90*time.Second)
 	s.requireSiteWindows(t, byNode, 60*time.Second)
 

@@ -240,7 +240,7 @@ func (s *siteMember) moveDevices(ctx context.Context) {
 		if b == nil {
 			continue
 		}
-		if moved := b.MoveClients(s.n.mqttOwner); moved > 0 {
+		if moved := b.MoveClients(s.n.mqttOwner, s.n.cfg.Site.ForwardTimeout); moved > 0 {
 			s.n.log.Info("MQTT 5 devices sent to their new owners after a membership change", "devices", moved)
 		}
 	}

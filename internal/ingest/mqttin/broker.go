@@ -11,7 +11,6 @@ import (
 	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -141,6 +140,7 @@ type Broker struct {
 	srv    *mqtt.Server
 	conns  *connTable
 	access mqtt.Hook       // the access control hook
+	moves  *moves          // devices on their way to another node (MoveClients)
 	ctx    context.Context // cancelled by Close, so blocked appends return
 	cancel context.CancelFunc
 
@@ -173,7 +173,7 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &Broker{opts: opts, srv: srv, conns: newConnTable(), ctx: ctx, cancel: cancel}
+	b := &Broker{opts: opts, srv: srv, conns: newConnTable(), ctx: ctx, cancel: cancel, moves: newMoves()}
 	access := opts.Auth
 	if access == nil {
 		access = &accessHook{srv: srv, guard: opts.Guard, alert: opts.AlertPrefix,
@@ -185,7 +185,11 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 		cancel()
 		return nil, fmt.Errorf("mqttin: add auth hook: %w", err)
 	}
-	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit), ctx: ctx, log: log}
+	if err := srv.AddHook(&moveHook{m: b.moves}, nil); err != nil {
+		cancel()
+		return nil, fmt.Errorf("mqttin: add move hook: %w", err)
+	}
+	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit), ctx: ctx, log: log, moves: b.moves}
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add ingest hook: %w", err)
@@ -274,38 +278,4 @@ func (b *Broker) Close() error {
 	b.cancel()
 	// Server.Close closes our listener, which waits for every connection.
 	return b.srv.Close()
-}
-
-// MoveClients sends every connected MQTT 5 device that owner says belongs
-// elsewhere on its way: DISCONNECT 0x9C "use another server" with the
-// owner's address as server reference, then the connection is closed (a
-// site node after a membership change). MQTT 3.1.1 has no such
-// disconnect: those devices stay, and their events are forwarded. It
-// returns how many it moved.
-func (b *Broker) MoveClients(owner func(device string) (ref string, ok bool)) int {
-	moved := 0
-	for _, cl := range b.srv.Clients.GetAll() {
-		if cl.Net.Inline || cl.Properties.ProtocolVersion != 5 || cl.Closed() {
-			continue
-		}
-		dev := string(cl.Properties.Username)
-		if dev == "" {
-			dev = cl.ID
-		}
-		ref, ok := owner(dev)
-		if !ok {
-			continue
-		}
-		err := cl.WritePacket(packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Disconnect},
-			ReasonCode:  packets.ErrUseAnotherServer.Code,
-			Properties:  packets.Properties{ServerReference: ref},
-		})
-		if err != nil {
-			b.opts.Logger.Debug("write DISCONNECT to move a device", "client", cl.ID, "error", err)
-		}
-		cl.Stop(packets.ErrUseAnotherServer)
-		moved++
-	}
-	return moved
 }

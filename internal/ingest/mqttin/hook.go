@@ -23,9 +23,10 @@ var (
 // messages are stored in order and the ack waits for the fsync.
 type ingestHook struct {
 	mqtt.HookBase
-	in  *ingester
-	ctx context.Context // cancelled when the Broker closes
-	log *slog.Logger
+	in    *ingester
+	ctx   context.Context // cancelled when the Broker closes
+	log   *slog.Logger
+	moves *moves
 }
 
 func (h *ingestHook) ID() string { return "holdfast-ingest" }
@@ -40,6 +41,32 @@ func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if !isDeviceTopic(pk.TopicName) {
 		return pk, nil
+	}
+	if pk.FixedHeader.Qos > 0 && h.moves != nil && cl.Properties.ProtocolVersion == 5 {
+		// Counted in flight before the check (MoveClients marks, then
+		// reads the count): either the move waits for this publish's ack,
+		// or this publish sees the move.
+		st := h.moves.of(cl)
+		st.acks.Store(pk.PacketID, struct{}{})
+		st.inflight.Add(1)
+		if st.moving.Load() {
+			// On its way to another node: neither stored nor acknowledged
+			// here; the device sends it again there.
+			if _, ok := st.acks.LoadAndDelete(pk.PacketID); ok {
+				st.inflight.Add(-1)
+			}
+			return pk, packets.ErrRejectPacket
+		}
+		defer func() {
+			// An ack mochi or nack wrote counts down in OnPacketSent; a
+			// publish left unacknowledged counts down here.
+			if !cl.Closed() {
+				return
+			}
+			if _, ok := st.acks.LoadAndDelete(pk.PacketID); ok {
+				st.inflight.Add(-1)
+			}
+		}()
 	}
 	res := h.in.handle(h.ctx, pk.TopicName, pk.Payload)
 	v5 := cl.Properties.ProtocolVersion == 5
