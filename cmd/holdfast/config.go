@@ -13,8 +13,20 @@ import (
 
 func configCmd() *cobra.Command {
 	c := &cobra.Command{Use: "config", Short: "Check, print and start config files"}
-	c.AddCommand(configCheckCmd(), configPrintCmd(), configInitCmd())
+	c.AddCommand(configCheckCmd(), configPrintCmd(), configInitCmd(), configReferenceCmd())
 	return c
+}
+
+func configReferenceCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reference",
+		Short: "Print the reference of every config key (type, default, meaning) as markdown: docs/CONFIG.md",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			_, err := io.WriteString(c.OutOrStdout(), config.Reference())
+			return err
+		},
+	}
 }
 
 func configCheckCmd() *cobra.Command {

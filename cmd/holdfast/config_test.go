@@ -153,3 +153,11 @@ func TestAggregateFlags(t *testing.T) {
 	require.NoError(t, r.Execute())
 	require.Equal(t, "nats://127.0.0.1:4223", got.Site.Aggregator)
 }
+
+func TestConfigReferencePrintsTheReference(t *testing.T) {
+	stdout, _, err := execute(t, "config", "reference")
+	require.NoError(t, err)
+	require.Equal(t, config.Reference(), stdout)
+	require.Contains(t, stdout, config.ReferenceCommand, "the reference says how to regenerate it")
+	require.Contains(t, stdout, "| `site.failure_detection` | duration | `5s` |")
+}

@@ -32,7 +32,11 @@ import (
 // the config the node publishes to the cloud's registry — and the one
 // `holdfast recover` writes back — holds none (internal/secret).
 type Config struct {
-	NodeID      string      `yaml:"node_id"`
+	// NodeID names this node; it is a token of the cloud's NATS subjects
+	// and of MQTT topics (--node-id). Default: the host name made valid
+	// (dots, spaces and slashes become dashes).
+	NodeID string `yaml:"node_id"`
+	// DataDir is the directory of the node's buffer and state (--data-dir).
 	DataDir     string      `yaml:"data_dir"`
 	HTTP        HTTP        `yaml:"http"`
 	MQTT        MQTT        `yaml:"mqtt"`
@@ -106,11 +110,11 @@ type Cloud struct {
 	// EnsureLayout creates the streams if the cloud lacks them (a NATS cluster
 	// no `holdfast cloud` has set up).
 	EnsureLayout bool          `yaml:"ensure_layout"`
-	BatchRecords int           `yaml:"batch_records"`
-	MaxDelay     time.Duration `yaml:"max_delay"`
+	BatchRecords int           `yaml:"batch_records"` // records per batch sent
+	MaxDelay     time.Duration `yaml:"max_delay"`     // wait for a batch to fill at most this long
 	// OfflineAlertAfter is how long a sink may stay offline before the node
 	// raises the sink-offline alert (resolved when the sink reconnects);
-	// default DefaultOfflineAlertAfter.
+	// default 1m (DefaultOfflineAlertAfter).
 	OfflineAlertAfter time.Duration `yaml:"offline_alert_after"`
 	// Compress sends JetStream batches as zstd frames; default true.
 	Compress *bool `yaml:"compress"`
@@ -153,7 +157,8 @@ type MQTTSink struct {
 	Username    string `yaml:"username"`
 	Password    string `yaml:"password" secret:"true"`
 	TopicPrefix string `yaml:"topic_prefix"`
-	// CA, Cert and Key are as in HTTPSink, for ssl:// and tls:// brokers.
+	// CA, Cert and Key are as in HTTPSink (cloud.http), for ssl:// and
+	// tls:// brokers.
 	CA   string `yaml:"ca,omitempty"`
 	Cert string `yaml:"cert,omitempty"`
 	Key  string `yaml:"key,omitempty"`
@@ -163,9 +168,13 @@ type MQTTSink struct {
 type Windows struct {
 	// Enabled turns stream processing (windows and alerts) on; off, the node
 	// only stores and serves raw events. Default true.
-	Enabled         bool            `yaml:"enabled"`
-	Sizes           []time.Duration `yaml:"sizes"`
-	AllowedLateness time.Duration   `yaml:"allowed_lateness"`
+	Enabled bool `yaml:"enabled"`
+	// Sizes are the sizes of the tumbling event-time windows, each
+	// aggregated per device and site-wide.
+	Sizes []time.Duration `yaml:"sizes"`
+	// AllowedLateness is subtracted from the highest event time seen to get
+	// the watermark: how late an event may be and still count in its window.
+	AllowedLateness time.Duration `yaml:"allowed_lateness"`
 	// IdleTimeout closes a quiet stream's windows on wall-clock time.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	Accuracy    float64       `yaml:"accuracy"` // relative error of p50/p95/p99
@@ -193,7 +202,7 @@ type Notify struct {
 
 // HTTP configures the HTTP listener (ingest, queries, metrics).
 type HTTP struct {
-	Addr         string   `yaml:"addr"`
+	Addr         string   `yaml:"addr"`           // host:port to listen on (--http-addr)
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"` // after decompression
 	// MaxConcurrentPerSource bounds the requests one source address (IPv6:
 	// its /64) has in progress at once; over it the node answers 429.
@@ -220,7 +229,8 @@ type External struct {
 	Username string `yaml:"username"`
 	Password string `yaml:"password" secret:"true"`
 	Topic    string `yaml:"topic"`
-	// CA, Cert and Key are as in HTTPSink, for ssl:// and tls:// brokers.
+	// CA, Cert and Key are as in HTTPSink (cloud.http), for ssl:// and
+	// tls:// brokers.
 	CA   string `yaml:"ca,omitempty"`
 	Cert string `yaml:"cert,omitempty"`
 	Key  string `yaml:"key,omitempty"`
@@ -228,16 +238,16 @@ type External struct {
 
 // Ingest configures validation and retry de-duplication.
 type Ingest struct {
-	MaxFuture       time.Duration `yaml:"max_future"`
-	DedupWindow     time.Duration `yaml:"dedup_window"`
-	DedupMaxEntries int           `yaml:"dedup_max_entries"`
+	MaxFuture       time.Duration `yaml:"max_future"`        // an event's ts may be at most this far after now
+	DedupWindow     time.Duration `yaml:"dedup_window"`      // how long an event id is remembered to drop a retry
+	DedupMaxEntries int           `yaml:"dedup_max_entries"` // at most this many ids remembered
 }
 
 // Buffer configures the durable buffer.
 type Buffer struct {
-	Engine       string   `yaml:"engine"`
-	SegmentBytes ByteSize `yaml:"segment_bytes"`
-	MaxBytes     ByteSize `yaml:"max_bytes"`
+	Engine       string   `yaml:"engine"`        // log, sqlite or pebble (--buffer-engine)
+	SegmentBytes ByteSize `yaml:"segment_bytes"` // size of one log segment file
+	MaxBytes     ByteSize `yaml:"max_bytes"`     // the buffer's capacity: pressure levels are fractions of it
 	// Pressure are the utilisations (of max_bytes, 0–1) at which the buffer's
 	// pressure levels start, and the margin by which each clears.
 	Pressure pressure.Thresholds `yaml:"pressure"`
@@ -255,6 +265,11 @@ func Default() Config {
 	if host == "" {
 		host = "holdfast"
 	}
+	return defaultsFor(host)
+}
+
+// defaultsFor is Default on a host named host.
+func defaultsFor(host string) Config {
 	return Config{
 		NodeID:  ValidNodeID(host),
 		DataDir: "./holdfast-data",
