@@ -34,6 +34,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -41,16 +42,21 @@ import (
 
 // Options configure a Processor. Zero fields take the defaults.
 type Options struct {
-	Window      window.Options // OnClose is set by the processor
-	Rules       []alert.Rule
-	Workers     int           // default GOMAXPROCS
-	IdleTimeout time.Duration // a stream quiet this long (wall clock) has its windows closed; default 1m
+	Window  window.Options // OnClose is set by the processor
+	Rules   []alert.Rule
+	Workers int // default GOMAXPROCS
+	// IdleTimeout: a stream quiet this long has its windows closed up to the
+	// wall clock less the allowed lateness; default 1m. Both are read
+	// without jumps (clock.Steady): a step of the wall clock closes no
+	// window early and holds none back.
+	IdleTimeout time.Duration
 	// FlushInterval bounds how long an output waits to be batched; default 20ms.
 	FlushInterval time.Duration
 	Checkpoints   CheckpointOptions
 	Logger        *slog.Logger
 	Metrics       *Metrics
 	now           func() time.Time
+	clock         clock.Clock // default clock.System; now defaults to its wall clock
 }
 
 // CheckpointOptions configure checkpoints; an empty Dir turns them off.
@@ -86,8 +92,11 @@ func (o Options) withDefaults() Options {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
+	if o.clock == nil {
+		o.clock = clock.System
+	}
 	if o.now == nil {
-		o.now = time.Now
+		o.now = o.clock.Now
 	}
 	return o
 }
@@ -109,6 +118,7 @@ type Processor struct {
 	start          uint64        // the offset processing starts from: a checkpoint's, or 0
 	replayEnd      uint64        // records below it were written before this start
 	lateness       time.Duration // the windows' effective allowed lateness
+	steady         *clock.Steady // the wall clock without its jumps, for idle timeouts
 
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
@@ -146,6 +156,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 	p := &Processor{
 		opts:     opts,
 		log:      l,
+		steady:   clock.NewSteady(opts.clock),
 		seed:     maphash.MakeSeed(),
 		out:      make(chan outMsg, 64),
 		ckpt:     make(chan *Checkpoint, 1),

@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -260,13 +261,10 @@ func TestIdleStreamClosesThroughTheLog(t *testing.T) {
 	defer l.Close()
 	st, err := store.Open(l, store.Options{})
 	require.NoError(t, err)
-	now := time.UnixMilli(t0 + 10_000)
-	var mu = make(chan struct{}, 1)
-	mu <- struct{}{}
-	clock := func() time.Time { <-mu; defer func() { mu <- struct{}{} }(); return now }
+	clk := clock.NewFake(time.UnixMilli(t0 + 10_000))
 	p, err := New(st, Options{
 		Window:      window.Options{Sizes: []time.Duration{time.Second}, AllowedLateness: window.NoLateness},
-		IdleTimeout: time.Second, Workers: 1, now: clock,
+		IdleTimeout: time.Second, Workers: 1, clock: clk,
 	})
 	require.NoError(t, err)
 	p.Start()
@@ -278,9 +276,7 @@ func TestIdleStreamClosesThroughTheLog(t *testing.T) {
 	}
 	// Quiet for longer than the idle timeout (the fake clock moves; the
 	// ticker runs in real time).
-	<-mu
-	now = now.Add(5 * time.Second)
-	mu <- struct{}{}
+	clk.Advance(5 * time.Second)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		wp, err := st.QueryWindows(store.WindowQuery{Stream: "s", DeviceID: "d"})

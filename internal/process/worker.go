@@ -66,13 +66,13 @@ type worker struct {
 	pendOuts  []store.Output // replay: outputs not yet matched with a record
 	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
 	late      []uint64       // late offsets not yet written
-	batchNow  time.Time      // wall clock when the current batch started
+	batchMono time.Duration  // monotonic clock when the current batch started
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
 type streamState struct {
-	lastEvent   time.Time // wall clock of the last event processed live
-	requestedWM int64     // highest watermark asked for by an idle timeout
+	lastEvent   time.Duration // monotonic clock at the last event processed live
+	requestedWM int64         // highest watermark asked for by an idle timeout
 }
 
 func newWorker(p *Processor, id int) (*worker, error) {
@@ -100,7 +100,7 @@ func (w *worker) run() {
 				return
 			}
 			w.mu.Lock()
-			w.batchNow = w.p.opts.now() // one clock read a batch, not an event
+			w.batchMono = w.p.steady.Mono() // one clock read a batch, not an event
 			for _, it := range batch {
 				if it.kind == kindCheckpoint {
 					w.mu.Unlock()
@@ -124,7 +124,7 @@ func (w *worker) handle(it item) {
 	case event.TypeEvent:
 		st := w.stream(it.stream)
 		if w.live {
-			st.lastEvent = w.batchNow
+			st.lastEvent = w.batchMono
 		}
 		if w.win.Add(it.stream, it.device, it.ts, it.value) {
 			w.late = append(w.late, it.off)
@@ -258,7 +258,7 @@ func (w *worker) finishReplay() {
 	w.late = late
 	w.pending, w.pendOuts, w.pendKeys = map[string]int{}, nil, nil
 	w.live = true
-	now := w.p.opts.now()
+	now := w.p.steady.Mono()
 	for _, st := range w.streams {
 		st.lastEvent = now // idle time counts from now, not from before the restart
 	}
@@ -293,15 +293,17 @@ func (w *worker) snapshot(off uint64, sent time.Time) *workerSnap {
 }
 
 // checkIdle closes the windows of streams quiet for the idle timeout, through
-// a watermark record, so that replays close them at the same place.
+// a watermark record, so that replays close them at the same place. The quiet
+// time is monotonic and the watermark the steady wall clock's: a jump of the
+// wall clock neither closes a window early nor holds one back.
 func (w *worker) checkIdle() {
-	now := w.p.opts.now()
+	mono, now := w.p.steady.Mono(), w.p.steady.Now()
 	lateness := w.p.lateness
 	var outs []store.Output
 	w.mu.Lock()
 	if w.live {
 		for name, st := range w.streams {
-			if now.Sub(st.lastEvent) < w.p.opts.IdleTimeout {
+			if mono-st.lastEvent < w.p.opts.IdleTimeout {
 				continue
 			}
 			target := now.Add(-lateness).UnixMilli()

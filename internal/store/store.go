@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 )
@@ -64,9 +65,17 @@ type Store struct {
 	late   map[uint64]struct{} // guarded by lateMu; offsets of events marked late
 
 	skipped skipCounts // records queries could not decode
+
+	// stamp hands out received times: never below one stamped before, nor
+	// below the newest in the log, whatever the wall clock does.
+	stamp *clock.Stamper
 }
 
 var _ ingest.Appender = (*Store)(nil)
+
+// maxReceivedHold bounds how far ahead of the wall clock at Open a received
+// time found in the log may be and still hold the new ones back.
+const maxReceivedHold = time.Hour
 
 // Open builds a store over an open log, reading the log once to rebuild the
 // index and the de-duplication set.
@@ -78,6 +87,7 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 		dedup: newDedup(opts.DedupWindow, opts.DedupMaxEntries),
 		idx:   newIndex(),
 		late:  map[uint64]struct{}{},
+		stamp: clock.NewStamper(opts.now),
 	}
 	start := time.Now()
 	n, err := s.rebuild()
@@ -93,6 +103,10 @@ func (s *Store) rebuild() (int, error) {
 	r := s.log.NewReader(0)
 	defer r.Close()
 	since := s.opts.now().Add(-s.opts.DedupWindow).UnixMilli()
+	// Received times in the log are the floor of the new ones, unless one
+	// is further ahead of the wall clock than maxReceivedHold: a clock once
+	// set far ahead must not hold received times for as long.
+	holdUntil := s.opts.now().Add(maxReceivedHold).UnixMilli()
 	n := 0
 	for {
 		off, p, err := r.Next()
@@ -118,6 +132,9 @@ func (s *Store) rebuild() (int, error) {
 			continue
 		}
 		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
+		if v.Received <= holdUntil {
+			s.stamp.Raise(v.Received)
+		}
 		if v.ID != nil && v.Received >= since {
 			s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
 		}
@@ -131,7 +148,7 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 	if len(evs) == 0 {
 		return res, nil
 	}
-	now := s.opts.now().UnixMilli()
+	now := s.stamp.Stamp()
 	bp, _ := s.bufs.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
