@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/secret"
@@ -36,6 +37,9 @@ type JetStreamOptions struct {
 	// Access are the credentials and TLS settings for the cloud.
 	Access cloud.Access
 	Logger *slog.Logger
+	// OnClock, if set, gets an estimate of the node's clock offset from the
+	// cloud's at most every clockInterval, taken after a confirmed batch (clock.go).
+	OnClock func(clock.Sample)
 
 	// settleWait bounds how long a failed Send waits for its other
 	// publishes; default defaultSettleWait. Tests shorten it.
@@ -65,6 +69,7 @@ type JetStreamSink struct {
 	lanes map[Lane]uint64     // the lane cursors as Resume got them
 	skip  map[uint64]storedAt // records found stored, until their lane passes them
 	batch cloud.Batch         // body under construction
+	clock clockProbe          // the message to read the cloud's clock from (clock.go)
 }
 
 // storedAt is where a record was found stored.
@@ -349,11 +354,12 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(exp, 10))
 			first, last := s.batch.First, s.batch.Last
 			s.batch.Reset()
+			at := time.Now()
 			fut, err := s.js.PublishMsgAsync(m)
 			if err != nil {
 				return fail(fmt.Errorf("publish records %d-%d: %w", first, last, err), round)
 			}
-			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut, exp: exp})
+			round = append(round, sent{g: g, subject: g.subject, recs: slices.Clone(g.recs[:n]), fut: fut, exp: exp, at: at})
 		}
 		if len(round) == 0 {
 			break
@@ -362,6 +368,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			select {
 			case ack := <-p.fut.Ok():
 				round[i].fut = nil
+				s.clock.note(round[i].at, ack)
 				s.acked(&round[i], ack)
 				acked = append(acked, round[i])
 				p.g.recs = p.g.recs[len(p.recs):]
@@ -386,6 +393,7 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 	for _, r := range recs {
 		delete(s.skip, r.Offset)
 	}
+	s.measureClock()
 	return nil
 }
 
@@ -416,6 +424,7 @@ type sent struct {
 	fut     jetstream.PubAckFuture // nil once answered
 	exp     uint64                 // the sequence it expected
 	seq     uint64                 // where its records are found (acked)
+	at      time.Time              // when it was published
 }
 
 // acked accounts for the PubAck of message p: p is the subject's last
