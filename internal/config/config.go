@@ -50,6 +50,7 @@ type Config struct {
 	Security    Security    `yaml:"security"`
 	HA          HA          `yaml:"ha"`
 	Site        Site        `yaml:"site"`
+	Clock       Clock       `yaml:"clock"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -175,7 +176,9 @@ type Windows struct {
 	// AllowedLateness is subtracted from the highest event time seen to get
 	// the watermark: how late an event may be and still count in its window.
 	AllowedLateness time.Duration `yaml:"allowed_lateness"`
-	// IdleTimeout closes a quiet stream's windows on wall-clock time.
+	// IdleTimeout closes a quiet stream's windows on wall-clock time; the
+	// quiet time is measured on the monotonic clock, so a clock jump closes
+	// none early or late.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	Accuracy    float64       `yaml:"accuracy"` // relative error of p50/p95/p99
 	Workers     int           `yaml:"workers"`  // 0: one per CPU
@@ -297,6 +300,7 @@ func defaultsFor(host string) Config {
 		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
 		HA:          HADefaults(),
 		Site:        SiteDefaults(),
+		Clock:       ClockDefaults(),
 	}
 }
 
@@ -514,6 +518,7 @@ func (c Config) Validate() error {
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
 	c.Site.validate(c, bad)
+	c.Clock.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
