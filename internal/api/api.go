@@ -66,6 +66,8 @@ type Status struct {
 	// FiringAlerts are the alerts firing now: the node's own (sink-offline,
 	// buffer-pressure) and the rules'.
 	FiringAlerts []alert.Alert `json:"firing_alerts"`
+	// Clock is the node's offset from the cloud's clock and its jumps.
+	Clock *ClockStatus `json:"clock,omitempty"`
 }
 
 // IngestStatus is ingest's recent throughput: events acknowledged per

@@ -27,6 +27,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/engines"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -68,6 +69,7 @@ type Node struct {
 	ledger   *lossLedger
 	gate     *pressure.Gate // what the buffer's pressure level lets in
 	op       *operator      // own alerts, sink-offline, status history (operate.go)
+	clock    *clockWatch    // wall-clock jumps, offset from the cloud (clock.go)
 
 	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
 	stopHUP    func()            // stops reloading them and the credentials on SIGHUP
@@ -209,6 +211,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
+	n.clock = newClockWatch(cfg.Clock, clock.System, n.reg, logger.With("component", "clock"), n.raise)
 	// Before processing: the alert dispatcher reads n.syncs.
 	if err := n.startSync(); err != nil {
 		return nil, err
@@ -242,6 +245,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 		n.startSiteReport()
 	}
 	n.startOperator()
+	n.clock.start()
 	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
 		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
 		"took", time.Since(n.started).Round(time.Millisecond))
@@ -472,7 +476,7 @@ func (n *Node) startSync() error {
 	}
 	if c.URL != "" {
 		direct := uplink.NewJetStreamSink(uplink.JetStreamOptions{
-			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger,
+			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger, OnClock: n.clock.observe,
 			NoCompress: c.Compress != nil && !*c.Compress, Access: CloudAccess(c),
 		})
 		if primary == nil {
@@ -689,6 +693,9 @@ func (n *Node) Status() api.Status {
 		}
 	}
 	n.operatorStatus(&s)
+	if n.clock != nil {
+		n.clock.status(&s)
+	}
 	return s
 }
 
@@ -697,6 +704,7 @@ func (n *Node) Status() api.Status {
 func (n *Node) Close() error {
 	var errs []error
 	n.stopOperator()
+	n.clock.close()
 	if n.stopHUP != nil {
 		n.stopHUP()
 	}
