@@ -308,6 +308,9 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 	} else {
 		row("Losses", "none")
 	}
+	if c := s.Clock; c != nil {
+		row("Clock", clockLine(c, now))
+	}
 	tw.Flush()
 	if h := s.HA; h != nil {
 		fmt.Fprintln(w)
