@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,9 @@ type clockWatch struct {
 	offsetG  prometheus.Gauge
 	stop     chan struct{}
 	done     chan struct{}
+	// adopt makes the processor's idle timeouts take the wall clock again
+	// (process.Processor.AdoptWallClock); nil without processing.
+	adopt atomic.Pointer[func(min time.Duration) time.Duration]
 
 	mu sync.Mutex
 	// The fields below are guarded by mu.
@@ -60,8 +64,12 @@ func newClockWatch(cfg config.Clock, clk clock.Clock, reg prometheus.Registerer,
 	return w
 }
 
-// start checks for jumps every second until close.
-func (w *clockWatch) start() {
+// start checks for jumps every second until close; adopt, if not nil, is
+// called when the cloud's clock vouches for the wall clock.
+func (w *clockWatch) start(adopt func(min time.Duration) time.Duration) {
+	if adopt != nil {
+		w.adopt.Store(&adopt)
+	}
 	w.detector = clock.NewDetector(w.clk, w.cfg.JumpThreshold)
 	w.stop, w.done = make(chan struct{}), make(chan struct{})
 	go func() {
@@ -108,12 +116,19 @@ func (w *clockWatch) check() {
 }
 
 // observe takes a measurement of the offset from the cloud (the cloud
-// sink's OnClock).
+// sink's OnClock). With the wall clock within clock.max_offset of the
+// cloud's, a jump the idle timeouts ignored was a correction: they adopt it.
 func (w *clockWatch) observe(s clock.Sample) {
 	w.mu.Lock()
 	w.measured, w.offset, w.offErr, w.measureAt = true, s.Offset(), s.Error(), s.Sent
 	w.mu.Unlock()
 	w.evaluate()
+	if f := w.adopt.Load(); f != nil && s.Offset().Abs() <= w.cfg.MaxOffset {
+		if d := (*f)(w.cfg.JumpThreshold); d != 0 {
+			w.log.Info("the cloud's clock agrees with the wall clock: window idle timeouts follow it again",
+				"moved_by", d, "offset", s.Offset())
+		}
+	}
 }
 
 // evaluate raises clock-offset when the offset is above clock.max_offset and
@@ -166,4 +181,12 @@ func (w *clockWatch) status(s *api.Status) {
 		s.Problems = append(s.Problems, fmt.Sprintf("clock: %v off the cloud's clock, more than clock.max_offset %v",
 			w.offset.Round(time.Millisecond), w.cfg.MaxOffset))
 	}
+}
+
+// adoptWallClock is the clock watch's adopt: the processor's, if it runs.
+func (n *Node) adoptWallClock() func(min time.Duration) time.Duration {
+	if n.proc == nil {
+		return nil
+	}
+	return n.proc.AdoptWallClock
 }

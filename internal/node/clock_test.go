@@ -22,6 +22,8 @@ type clockFixture struct {
 	w      *clockWatch
 	mu     sync.Mutex
 	alerts []alert.Alert
+	// adopted counts the calls of adopt (the processor's AdoptWallClock).
+	adopted int
 }
 
 func newClockFixture(t *testing.T) *clockFixture {
@@ -32,6 +34,13 @@ func newClockFixture(t *testing.T) *clockFixture {
 		f.mu.Unlock()
 	})
 	f.w.detector = clock.NewDetector(f.clk, f.w.cfg.JumpThreshold) // checked by hand, not every second
+	adopt := func(min time.Duration) time.Duration {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.adopted++
+		return 0
+	}
+	f.w.adopt.Store(&adopt)
 	return f
 }
 
@@ -125,4 +134,5 @@ func TestClockOffsetAlertFromMeasurements(t *testing.T) {
 	require.Equal(t, f.alerts[0].ID, f.alerts[1].ID)
 	require.Equal(t, 2.0, f.alerts[0].Threshold)
 	require.Equal(t, -0.1, testutil.ToFloat64(f.w.offsetG))
+	require.Equal(t, 2, f.adopted, "only offsets within max_offset vouch for the wall clock")
 }

@@ -245,7 +245,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 		n.startSiteReport()
 	}
 	n.startOperator()
-	n.clock.start()
+	n.clock.start(n.adoptWallClock())
 	logger.Info("node ready", "node_id", cfg.NodeID, "http_addr", n.HTTPAddr(), "mqtt_addr", n.MQTTAddr(),
 		"data_dir", cfg.DataDir, "next_offset", n.buf.NextOffset(), "version", Version,
 		"took", time.Since(n.started).Round(time.Millisecond))

@@ -63,3 +63,19 @@ func TestIdleTimeoutIgnoresWallClockJumps(t *testing.T) {
 	}
 	require.Equal(t, 1, closed())
 }
+
+// TestAdoptWallClock: once told the wall clock is good, idle timeouts follow
+// the jump they ignored; a drift under the minimum is left alone.
+func TestAdoptWallClock(t *testing.T) {
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: vfs.NewMem()})
+	require.NoError(t, err)
+	defer l.Close()
+	clk := clock.NewFake(time.UnixMilli(t0))
+	p, err := Prepare(l, Options{clock: clk, Workers: 1})
+	require.NoError(t, err)
+	clk.Jump(500 * time.Millisecond)
+	require.Zero(t, p.AdoptWallClock(time.Second))
+	clk.Jump(time.Hour)
+	require.Equal(t, time.Hour+500*time.Millisecond, p.AdoptWallClock(time.Second))
+	require.Equal(t, clk.Now(), p.steady.Now())
+}

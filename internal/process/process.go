@@ -671,3 +671,16 @@ func (in *interner) get(b []byte) string {
 	in.last = s
 	return s
 }
+
+// AdoptWallClock makes idle timeouts take the wall clock as it reads now,
+// the jumps they ignored since the processor started (or last adopted it)
+// included, if those add up to at least min; it returns how far they moved
+// it. For when the wall clock is known good again: the cloud's clock agrees.
+func (p *Processor) AdoptWallClock(min time.Duration) time.Duration {
+	d := p.steady.Drift()
+	if d.Abs() < min {
+		return 0
+	}
+	p.steady.Rebase()
+	return d
+}
