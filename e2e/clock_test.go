@@ -52,7 +52,7 @@ func TestClockOffsetFromLocalCloud(t *testing.T) {
 	})
 	c := st.Clock
 	t.Logf("offset from the local cloud: %d ms ± %d ms, measured at %s", *c.OffsetMS, *c.OffsetErrorMS, *c.OffsetMeasuredAt)
-	require.Less(t, abs(*c.OffsetMS), int64(100), "the truth is 0 on one machine")
+	require.Less(t, absMS(*c.OffsetMS), int64(100), "the truth is 0 on one machine")
 	require.NotNil(t, c.OffsetErrorMS)
 	require.Less(t, *c.OffsetErrorMS, int64(100))
 	at, err := time.Parse(time.RFC3339Nano, *c.OffsetMeasuredAt)
@@ -67,7 +67,7 @@ func TestClockOffsetFromLocalCloud(t *testing.T) {
 	p.stop(t)
 }
 
-func abs(v int64) int64 {
+func absMS(v int64) int64 {
 	if v < 0 {
 		return -v
 	}
