@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +67,11 @@ type JetStreamSink struct {
 	reconnected atomic.Pointer[func()]
 	inUse       atomic.Int32 // index of the link in use or last used; -1 before the first
 	preferTried time.Time    // when preferBack last tried (syncer goroutine)
+	probing     bool         // a background attempt runs (syncer goroutine)
+	ready       chan dialed  // its result, cap 1
+	bg          sync.WaitGroup
+	bgCtx       context.Context
+	bgCancel    context.CancelFunc
 
 	// Used by the syncer's goroutine only.
 	last  map[string]uint64   // subject → sequence of its last message accounted for
@@ -99,7 +105,9 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 	if o.PreferredProbe <= 0 {
 		o.PreferredProbe = DefaultPreferredProbe
 	}
-	s := &JetStreamSink{o: o, last: map[string]uint64{}, saved: map[string]uint64{}, skip: map[uint64]storedAt{}}
+	s := &JetStreamSink{o: o, last: map[string]uint64{}, saved: map[string]uint64{}, skip: map[uint64]storedAt{},
+		ready: make(chan dialed, 1)}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.inUse.Store(-1)
 	return s
 }
@@ -522,6 +530,7 @@ func (s *JetStreamSink) Positions() map[string]uint64 {
 }
 
 func (s *JetStreamSink) Close() error {
+	s.stopProbe()
 	if s.nc != nil {
 		s.nc.Close()
 	}

@@ -110,7 +110,9 @@ func (s *JetStreamSink) dial(ctx context.Context, i int, timeout time.Duration) 
 	if len(s.o.Links) > 1 {
 		// The link in use is the one the status names: no reconnect to a
 		// server the cluster advertises, possibly over another path.
-		opts = append(opts, nats.IgnoreDiscoveredServers())
+		// A path that goes silent (no reset, no refusal) is noticed within
+		// about 15 s instead of nats.go's default 4 minutes.
+		opts = append(opts, nats.IgnoreDiscoveredServers(), nats.PingInterval(5*time.Second), nats.MaxPingsOutstanding(2))
 	}
 	nc, err := nats.Connect(l.URL, append(opts, l.Access.Options()...)...)
 	if err != nil {
@@ -171,27 +173,68 @@ func (s *JetStreamSink) connectAny(ctx context.Context) error {
 }
 
 // preferBack tries, at most every PreferredProbe, the links more preferred
-// than the one in use, and switches to the first that answers. Called by
-// the syncer's goroutine between batches, so nothing of the sink is in
-// flight on the old link: a publish of it that still lands later is
-// harmless (the expected sequences of docs/format/cloud.md).
+// than the one in use, in the background, and switches to the first that
+// answered once the attempt is over. It runs on the syncer's goroutine
+// between batches, so nothing of the sink is in flight on the old link: a
+// publish of it that still lands later is harmless (the expected sequences
+// of docs/format/cloud.md). A preferred link that does not answer costs the
+// metered one no stall: the attempt runs beside the sync.
 func (s *JetStreamSink) preferBack(ctx context.Context) {
-	cur := int(s.inUse.Load())
-	if cur <= 0 || s.nc == nil || time.Since(s.preferTried) < s.o.PreferredProbe {
-		return
-	}
-	s.preferTried = time.Now()
-	for i := range cur {
-		nc, js, err := s.dial(ctx, i, 2*time.Second)
-		if err != nil {
-			s.o.Logger.Debug("preferred cloud link still down", "sink", s.o.Name, "link", secret.RedactURL(s.o.Links[i].URL), "err", err)
-			continue
+	select {
+	case d := <-s.ready:
+		s.probing = false
+		if d.nc == nil {
+			break
+		}
+		if cur := int(s.inUse.Load()); d.i >= cur || s.nc == nil {
+			d.nc.Close() // the sink moved meanwhile
+			break
 		}
 		s.o.Logger.Info("preferred cloud link answers again; switching back", "sink", s.o.Name,
-			"link", secret.RedactURL(s.o.Links[i].URL))
-		s.use(i, nc, js)
+			"link", secret.RedactURL(s.o.Links[d.i].URL))
+		s.use(d.i, d.nc, d.js)
+		return
+	default:
+	}
+	cur := int(s.inUse.Load())
+	if cur <= 0 || s.nc == nil || s.probing || time.Since(s.preferTried) < s.o.PreferredProbe {
 		return
 	}
+	s.probing, s.preferTried = true, time.Now()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		for i := range cur {
+			nc, js, err := s.dial(s.bgCtx, i, 2*time.Second)
+			if err == nil {
+				s.ready <- dialed{i, nc, js}
+				return
+			}
+			s.o.Logger.Debug("preferred cloud link still down", "sink", s.o.Name, "link", secret.RedactURL(s.o.Links[i].URL), "err", err)
+		}
+		s.ready <- dialed{}
+	}()
+}
+
+// dialed is a background attempt's connection; nc nil when none answered.
+type dialed struct {
+	i  int
+	nc *nats.Conn
+	js jetstream.JetStream
+}
+
+// stopProbe ends a background attempt and closes what it connected.
+func (s *JetStreamSink) stopProbe() {
+	s.bgCancel()
+	s.bg.Wait()
+	select {
+	case d := <-s.ready:
+		if d.nc != nil {
+			d.nc.Close()
+		}
+	default:
+	}
+	s.probing = false
 }
 
 // probeLinks reports whether some link can be reached, dialling each.

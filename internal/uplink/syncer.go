@@ -482,10 +482,15 @@ func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
 			return ls, batch, err
 		}
 	}
-	// Every reader stands at the durable end: wait for more.
+	// Every reader stands at the durable end: wait for more. (Not from a
+	// held record: the reader has passed it.)
 	at := uint64(math.MaxUint64)
 	for _, ls := range s.lanes {
-		at = min(at, ls.position())
+		if ls.r != nil {
+			at = min(at, ls.r.Position())
+		} else {
+			at = min(at, ls.next.Load())
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.maxDelay())
 	defer cancel()
