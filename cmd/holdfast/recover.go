@@ -68,9 +68,10 @@ See docs/OPERATIONS.md for the whole procedure.`,
 				if err != nil {
 					return err
 				}
-				access = node.CloudAccess(cfg.Cloud)
-				if !cmd.Flags().Changed("cloud-url") && cfg.Cloud.URL != "" {
-					url = cfg.Cloud.URL
+				main, mainAccess := node.CloudMain(cfg.Cloud)
+				access = mainAccess
+				if !cmd.Flags().Changed("cloud-url") && main != "" {
+					url = main
 				}
 			}
 			logger := newLogger(config.Log{Level: "warn", Format: "text"}, os.Stderr)

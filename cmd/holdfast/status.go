@@ -348,6 +348,11 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 		}
 		tw.Flush()
 		for _, k := range s.Sinks {
+			if k.Link != nil && k.Link.Metered {
+				fmt.Fprintf(w, "  %s on a metered link (%s): only the critical lane, window results and alerts go; the rest waits\n", k.Sink, k.Link.URL)
+			}
+		}
+		for _, k := range s.Sinks {
 			if len(k.Lanes) < 2 || k.LagRecords == 0 {
 				continue
 			}

@@ -108,6 +108,12 @@ type Cloud struct {
 	// URL of the cloud's NATS server, e.g. nats://cloud.example:4222; "" keeps
 	// everything local.
 	URL string `yaml:"url" secret:"url"`
+	// Links are several ways to the same cloud, in order of preference.
+	// Set, they replace url for sync: the node fails over from a link that
+	// is down to the next and back to a preferred one once it answers; url
+	// (else the first link) serves snapshots, the config registry and
+	// recover.
+	Links []CloudLink `yaml:"links,omitempty"`
 	// EnsureLayout creates the streams if the cloud lacks them (a NATS cluster
 	// no `holdfast cloud` has set up).
 	EnsureLayout bool          `yaml:"ensure_layout"`
@@ -471,6 +477,7 @@ func (c Config) Validate() error {
 			bad("cloud.url", "%q must be a URL like nats://cloud.example:4222", secret.RedactURL(c.Cloud.URL))
 		}
 	}
+	c.Cloud.validateLinks(bad)
 	if h := c.Cloud.HTTP; h != nil {
 		if u, err := url.Parse(h.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("cloud.http.url", "%q must be an http or https URL", secret.RedactURL(h.URL))

@@ -415,8 +415,9 @@ func (n *Node) startBackup() error {
 	if err != nil {
 		return fmt.Errorf("config for the registry: %w", err)
 	}
+	cloudURL, access := CloudMain(n.cfg.Cloud)
 	n.backup = backup.New(backup.Options{
-		NodeID: n.cfg.NodeID, CloudURL: n.cfg.Cloud.URL, Access: CloudAccess(n.cfg.Cloud),
+		NodeID: n.cfg.NodeID, CloudURL: cloudURL, Access: access,
 		CheckpointDir: ProcessOptions(n.cfg).Checkpoints.Dir, SnapshotDir: filepath.Join(n.cfg.DataDir, "snapshots"),
 		Interval: n.cfg.Checkpoints.SnapshotInterval, Keep: n.cfg.Checkpoints.SnapshotKeep,
 		ConfigYAML: yaml, Logger: n.log, Registerer: n.reg,
@@ -474,10 +475,10 @@ func (n *Node) startSync() error {
 		}), 0)
 		n.siteSync, n.siteAccess = primary, access
 	}
-	if c.URL != "" {
+	if c.Synced() {
 		direct := uplink.NewJetStreamSink(uplink.JetStreamOptions{
-			URL: c.URL, NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger, OnClock: n.clock.observe,
-			NoCompress: c.Compress != nil && !*c.Compress, Access: CloudAccess(c),
+			Links: CloudLinks(c), NodeID: n.cfg.NodeID, EnsureLayout: c.EnsureLayout, Logger: logger, OnClock: n.clock.observe,
+			NoCompress: c.Compress != nil && !*c.Compress,
 		})
 		if primary == nil {
 			start(direct, 0)
@@ -524,7 +525,7 @@ func (n *Node) startSync() error {
 // "cloud" sink then says whether the cloud is reachable).
 func (n *Node) cloudOffline() bool {
 	for _, s := range n.syncs {
-		if s == n.siteSync && n.cfg.Cloud.URL != "" {
+		if s == n.siteSync && n.cfg.Cloud.Synced() {
 			continue
 		}
 		if s.Offline() {

@@ -9,6 +9,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/config"
 	"github.com/holdfast-edge/holdfast/internal/tlsconf"
+	"github.com/holdfast-edge/holdfast/internal/uplink"
 )
 
 // loadTLS loads the listeners' certificates (security.tls); handleHUP reloads
@@ -67,4 +68,27 @@ func CloudAccess(c config.Cloud) cloud.Access {
 		User: c.User, Password: c.Password, Token: c.Token, Creds: c.Creds,
 		CA: c.CA, Cert: c.Cert, Key: c.Key,
 	}
+}
+
+// CloudMain is the URL and access for the connections to the cloud other
+// than sync (snapshots, the config registry, `holdfast recover`): cloud.url,
+// else the first of cloud.links; "" when the node has no cloud.
+func CloudMain(c config.Cloud) (string, cloud.Access) {
+	if c.URL != "" || len(c.Links) == 0 {
+		return c.URL, CloudAccess(c)
+	}
+	l := c.SinkLinks()[0]
+	return l.URL, CloudAccess(config.Cloud{User: l.User, Password: l.Password, Token: l.Token, Creds: l.Creds,
+		CA: l.CA, Cert: l.Cert, Key: l.Key})
+}
+
+// CloudLinks are the cloud sink's links (cloud.links, else cloud.url).
+func CloudLinks(c config.Cloud) []uplink.Link {
+	var out []uplink.Link
+	for _, l := range c.SinkLinks() {
+		out = append(out, uplink.Link{URL: l.URL, Metered: l.Metered, Access: CloudAccess(config.Cloud{
+			User: l.User, Password: l.Password, Token: l.Token, Creds: l.Creds, CA: l.CA, Cert: l.Cert, Key: l.Key,
+		})})
+	}
+	return out
 }

@@ -45,10 +45,11 @@ type FallbackSink struct {
 	direct  Sink
 
 	// Used by the syncer's goroutine only.
-	lanes   map[Lane]uint64
-	saved   map[string]uint64
-	resumed bool // direct has been resumed since the last Resume
-	used    bool // direct has been resumed at least once: its positions count
+	lanes      map[Lane]uint64
+	saved      map[string]uint64
+	resumed    bool // direct has been resumed since the last Resume
+	goneDirect bool // the last Send went direct
+	used       bool // direct has been resumed at least once: its positions count
 }
 
 // NewFallbackSink returns a sink that sends recs through direct only while
@@ -97,8 +98,10 @@ func (f *FallbackSink) Send(ctx context.Context, recs []Record) error {
 			return nil
 		}
 		if f.primary.Offline() {
+			f.goneDirect = true
 			return f.sendDirect(ctx, recs)
 		}
+		f.goneDirect = false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -152,6 +155,33 @@ func (f *FallbackSink) Positions() map[string]uint64 {
 		maps.Copy(out, f.direct.Positions())
 	}
 	return out
+}
+
+// Holds passes on what the direct sink holds back (Holder), while records
+// go direct.
+func (f *FallbackSink) Holds(r Record) bool { return f.Holding() && f.direct.(Holder).Holds(r) }
+
+// Holding reports whether records go direct and the direct sink holds some
+// back (Holder).
+func (f *FallbackSink) Holding() bool {
+	h, ok := f.direct.(Holder)
+	return ok && f.goneDirect && h.Holding()
+}
+
+// Links are the direct sink's links (Linked), if it has several.
+func (f *FallbackSink) Links() []LinkStatus {
+	if ln, ok := f.direct.(Linked); ok {
+		return ln.Links()
+	}
+	return nil
+}
+
+// LinkInUse is the direct sink's link in use (Linked).
+func (f *FallbackSink) LinkInUse() int {
+	if ln, ok := f.direct.(Linked); ok {
+		return ln.LinkInUse()
+	}
+	return -1
 }
 
 func (f *FallbackSink) Close() error { return f.direct.Close() }

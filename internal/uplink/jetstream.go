@@ -11,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,14 +21,20 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
-	"github.com/holdfast-edge/holdfast/internal/secret"
 )
 
 // JetStreamOptions configure the JetStream sink.
 type JetStreamOptions struct {
-	URL    string // nats://host:port of the cloud ingest
-	NodeID string
-	Name   string // sink name, default "cloud"
+	URL string // nats://host:port of the cloud ingest
+	// Links, when set, replace URL and Access: the ways to the cloud in
+	// order of preference (links.go). The sink fails over from a link that
+	// is down to the next, and back to a more preferred one once it answers.
+	Links []Link
+	// PreferredProbe is how often a sink on a less preferred link tries the
+	// more preferred ones; default DefaultPreferredProbe.
+	PreferredProbe time.Duration
+	NodeID         string
+	Name           string // sink name, default "cloud"
 	// EnsureLayout creates the cloud layout if it is missing (a NATS cluster
 	// that no `holdfast cloud` has set up). Default false: the layout is the
 	// cloud's.
@@ -62,6 +69,13 @@ type JetStreamSink struct {
 	harder atomic.Bool // compress harder: the buffer is filling (SetPressure)
 	// reconnected is called when nats.go has reconnected (OnReconnect).
 	reconnected atomic.Pointer[func()]
+	inUse       atomic.Int32 // index of the link in use or last used; -1 before the first
+	preferTried time.Time    // when preferBack last tried (syncer goroutine)
+	probing     bool         // a background attempt runs (syncer goroutine)
+	ready       chan dialed  // its result, cap 1
+	bg          sync.WaitGroup
+	bgCtx       context.Context
+	bgCancel    context.CancelFunc
 
 	// Used by the syncer's goroutine only.
 	last  map[string]uint64   // subject → sequence of its last message accounted for
@@ -90,7 +104,17 @@ func NewJetStreamSink(o JetStreamOptions) *JetStreamSink {
 	if o.settleWait == 0 {
 		o.settleWait = defaultSettleWait
 	}
-	return &JetStreamSink{o: o, last: map[string]uint64{}, saved: map[string]uint64{}, skip: map[uint64]storedAt{}}
+	if len(o.Links) == 0 {
+		o.Links = []Link{{URL: o.URL, Access: o.Access}}
+	}
+	if o.PreferredProbe <= 0 {
+		o.PreferredProbe = DefaultPreferredProbe
+	}
+	s := &JetStreamSink{o: o, last: map[string]uint64{}, saved: map[string]uint64{}, skip: map[uint64]storedAt{},
+		ready: make(chan dialed, 1)}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
+	s.inUse.Store(-1)
+	return s
 }
 
 func (s *JetStreamSink) Name() string { return s.o.Name }
@@ -115,54 +139,47 @@ func (s *JetStreamSink) OnReconnect(f func()) { s.reconnected.Store(&f) }
 
 // Probe reports whether the connection to the cloud is up (Prober); before
 // the first connect, or once the connection is closed, it dials the cloud's
-// host instead.
+// host instead (with several links, any link's). Connected over a less
+// preferred link, it first tries the more preferred ones (preferBack).
 func (s *JetStreamSink) Probe(ctx context.Context) error {
 	if nc := s.nc; nc != nil && !nc.IsClosed() {
 		if nc.IsConnected() {
+			s.preferBack(ctx)
 			return nil
 		}
-		return errors.New("not connected to the cloud")
+		if len(s.o.Links) == 1 {
+			return errors.New("not connected to the cloud")
+		}
 	}
-	return dialProbe(ctx, s.o.URL)
+	return s.probeLinks(ctx)
 }
 
 // connect dials the cloud once; nats.go reconnects by itself afterwards. The
 // reconnect buffer is off, so a publish while disconnected fails at once
-// instead of being replayed later out of the syncer's sight.
-func (s *JetStreamSink) connect(ctx context.Context) error {
+// instead of being replayed later out of the syncer's sight. With several
+// links, a disconnected link is given up for the most preferred one that
+// answers — but only when failover is allowed (Resume): a Send must not move
+// to a metered link with a batch read for an unmetered one.
+func (s *JetStreamSink) connect(ctx context.Context, failover bool) error {
 	if s.nc != nil && !s.nc.IsClosed() {
-		if !s.nc.IsConnected() {
+		if s.nc.IsConnected() {
+			return nil
+		}
+		if len(s.o.Links) == 1 || !failover {
 			return errors.New("not connected to the cloud")
 		}
-		return nil
 	}
-	nc, err := nats.Connect(s.o.URL, append([]nats.Option{
-		nats.Name("holdfast " + s.o.NodeID),
-		nats.ReconnectBufSize(-1),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
-		nats.Timeout(5 * time.Second),
-		nats.ReconnectHandler(func(*nats.Conn) {
-			if f := s.reconnected.Load(); f != nil {
-				(*f)()
-			}
-		}),
-	}, s.o.Access.Options()...)...)
-	if err != nil {
-		return fmt.Errorf("connect to %s: %w", secret.RedactURL(s.o.URL), err)
+	if len(s.o.Links) > 1 {
+		if !failover {
+			return errors.New("not connected to the cloud")
+		}
+		return s.connectAny(ctx)
 	}
-	js, err := jetstream.New(nc)
+	nc, js, err := s.dial(ctx, 0, 5*time.Second)
 	if err != nil {
-		nc.Close()
 		return err
 	}
-	if s.o.EnsureLayout {
-		if err := cloud.EnsureLayout(ctx, js, cloud.LayoutOptions{}); err != nil {
-			nc.Close()
-			return err
-		}
-	}
-	s.nc, s.js = nc, js
+	s.use(0, nc, js)
 	return nil
 }
 
@@ -173,7 +190,7 @@ func (s *JetStreamSink) connect(ctx context.Context) error {
 // cloud up front: the next publish on each subject carries the check
 // (docs/format/cloud.md, "Exactly once").
 func (s *JetStreamSink) Resume(ctx context.Context, lanes map[Lane]uint64, saved map[string]uint64) error {
-	if err := s.connect(ctx); err != nil {
+	if err := s.connect(ctx, true); err != nil {
 		return err
 	}
 	s.lanes = maps.Clone(lanes)
@@ -293,8 +310,14 @@ const maxLooks = 3
 // Messages on different subjects go out together, messages on one subject one
 // after another: each expects the sequence of the one before.
 func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
-	if err := s.connect(ctx); err != nil {
+	if err := s.connect(ctx, false); err != nil {
 		return err
+	}
+	s.preferBack(ctx)
+	for _, r := range recs {
+		if s.Holds(r) {
+			return fmt.Errorf("record %d: %w", r.Offset, ErrHeld)
+		}
 	}
 	s.batch.Reset() // a failed Send may have left a body half built
 	var (
@@ -390,12 +413,27 @@ func (s *JetStreamSink) Send(ctx context.Context, recs []Record) error {
 			}
 		}
 	}
+	// Records sent ahead of a held one of their lane stay found until the
+	// lane's cursor passes them; the others are confirmed.
+	for _, m := range acked {
+		for _, r := range m.recs {
+			if r.Ahead {
+				s.skip[r.Offset] = storedAt{m.subject, m.seq, r.Lane}
+			}
+		}
+	}
 	for _, r := range recs {
-		delete(s.skip, r.Offset)
+		if !r.Ahead {
+			delete(s.skip, r.Offset)
+		}
 	}
 	s.measureClock()
 	return nil
 }
+
+// ErrHeld: a record was given to a sink that holds it back (Holder); the
+// syncer retries once the link has changed.
+var ErrHeld = errors.New("uplink: record held for an unmetered link")
 
 // subjectGroup is what one Send has to publish on one subject.
 type subjectGroup struct {
@@ -501,6 +539,7 @@ func (s *JetStreamSink) Positions() map[string]uint64 {
 }
 
 func (s *JetStreamSink) Close() error {
+	s.stopProbe()
 	if s.nc != nil {
 		s.nc.Close()
 	}

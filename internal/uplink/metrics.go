@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,6 +92,27 @@ func (m *Metrics) trackLag(sink string, status func() SinkStatus) {
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_sync_oldest_unsynced_seconds", ConstLabels: labels,
 		Help: "Age of the oldest event the sink has not confirmed; 0 when nothing waits."},
 		func() float64 { return status().OldestUnsyncedSeconds })
+}
+
+// trackLink exports which of a sink's links is in use, read at each scrape:
+// holdfast_sync_link{sink,link} is 1 for the link in use, 0 for the others.
+func (m *Metrics) trackLink(sink string, ln Linked) {
+	if m.reg == nil {
+		return
+	}
+	f := promauto.With(m.reg)
+	seen := map[string]bool{}
+	for i, l := range ln.Links() {
+		name := l.URL
+		if seen[name] { // two links that differ only in a secret
+			name = fmt.Sprintf("%s (%d)", name, i+1)
+		}
+		seen[name] = true
+		f.NewGaugeFunc(prometheus.GaugeOpts{Name: "holdfast_sync_link",
+			ConstLabels: prometheus.Labels{"sink": sink, "link": name},
+			Help:        "1 for the link the sink uses (or last used), 0 for its other links."},
+			func() float64 { return b2f(ln.LinkInUse() == i) })
+	}
 }
 
 func (m *Metrics) setConn(sink string, cur State) {

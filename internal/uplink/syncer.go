@@ -24,6 +24,10 @@ type Record struct {
 	Stream  string // the event stream it belongs to
 	Lane    Lane
 	Payload []byte // exactly as stored
+	// Ahead: a record of its lane before it is held back (Holder), so the
+	// lane's cursor will not pass it when the sink confirms it. The sink
+	// must remember it as stored until its lane comes back to it.
+	Ahead bool
 }
 
 // Sink delivers records to one destination.
@@ -116,6 +120,7 @@ type Syncer struct {
 	done   chan struct{}
 
 	filter  TypeFilter // nil: the sink takes every synced type
+	holder  Holder     // nil: the sink takes every record it is given
 	records prometheus.Counter
 
 	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
@@ -188,6 +193,10 @@ type laneState struct {
 	cursor string
 	next   atomic.Uint64       // every record of the lane below it is confirmed
 	r      buffer.RecordReader // owned by the sync goroutine; nil after a failure
+	// held: the reader has passed a record the sink holds back (Holder),
+	// the first at heldAt; the cursor stays there. Sync goroutine only.
+	held   bool
+	heldAt uint64
 	// mark: the lane's readers in this process have read nothing at or
 	// above it; it never goes down (buffer.Marker). ^0 when the engine's
 	// readers do not publish it.
@@ -200,7 +209,19 @@ func (ls *laneState) position() uint64 {
 	if ls.r == nil {
 		return ls.next.Load()
 	}
+	if ls.held {
+		return min(ls.heldAt, ls.r.Position())
+	}
 	return ls.r.Position()
+}
+
+// reset drops the lane's reader: the next batch reads from the cursor.
+func (ls *laneState) reset() {
+	if ls.r != nil {
+		ls.r.Close()
+		ls.r = nil
+	}
+	ls.held = false
 }
 
 // NewSyncer prepares a syncer of l to sink; Start runs it.
@@ -218,6 +239,10 @@ func NewSyncer(l buffer.Engine, sink Sink, o SyncOptions) *Syncer {
 		reach:  make(chan struct{}, 1),
 	}
 	s.filter, _ = sink.(TypeFilter)
+	s.holder, _ = sink.(Holder)
+	if ln, ok := sink.(Linked); ok {
+		o.Metrics.trackLink(sink.Name(), ln)
+	}
 	if rc, ok := sink.(Reconnecter); ok {
 		rc.OnReconnect(func() {
 			select {
@@ -332,6 +357,7 @@ func (s *Syncer) run(ctx context.Context) {
 			s.conn.Restored()
 			resumed = true
 		}
+		s.releaseHeld()
 		ls, batch, err := s.nextBatch(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -356,8 +382,8 @@ func (s *Syncer) run(ctx context.Context) {
 		cancel()
 		if err != nil {
 			// Read the batch again after the resume: the sink may hold part of it.
-			ls.r.Close()
-			ls.r, resumed = nil, false
+			ls.reset()
+			resumed = false
 			s.failed(ctx, err, bo)
 			continue
 		}
@@ -415,9 +441,21 @@ func (s *Syncer) commit() error {
 // resetReaders puts every lane's reader back at its cursor.
 func (s *Syncer) resetReaders() {
 	for _, ls := range s.lanes {
-		if ls.r != nil {
-			ls.r.Close()
-			ls.r = nil
+		ls.reset()
+	}
+}
+
+// releaseHeld reads the lanes again from their cursors once the sink holds
+// nothing back any more (Holder): the held records follow, and those sent
+// ahead of them are found by the sink, not sent again.
+func (s *Syncer) releaseHeld() {
+	if s.holder == nil || s.holder.Holding() {
+		return
+	}
+	for _, ls := range s.lanes {
+		if ls.held {
+			s.opts.Logger.Info("records held for an unmetered link follow now", "sink", s.sink.Name(), "lane", ls.lane)
+			ls.reset()
 		}
 	}
 }
@@ -444,10 +482,15 @@ func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
 			return ls, batch, err
 		}
 	}
-	// Every reader stands at the durable end: wait for more.
+	// Every reader stands at the durable end: wait for more. (Not from a
+	// held record: the reader has passed it.)
 	at := uint64(math.MaxUint64)
 	for _, ls := range s.lanes {
-		at = min(at, ls.position())
+		if ls.r != nil {
+			at = min(at, ls.r.Position())
+		} else {
+			at = min(at, ls.next.Load())
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.maxDelay())
 	defer cancel()
@@ -546,9 +589,17 @@ func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
 			}
 			continue
 		}
+		rec := Record{Offset: off, Type: event.Type(p), Stream: stream, Lane: lane}
+		if s.holder != nil && s.holder.Holds(rec) {
+			if !ls.held {
+				ls.held, ls.heldAt = true, off
+			}
+			continue
+		}
+		rec.Ahead = ls.held
 		arena = append(arena, p...)
 		ends = append(ends, len(arena))
-		batch = append(batch, Record{Offset: off, Type: event.Type(p), Stream: stream, Lane: lane})
+		batch = append(batch, rec)
 	}
 	start := 0
 	for i := range batch {
@@ -697,6 +748,8 @@ type SinkStatus struct {
 	ConsecutiveFailures   int          `json:"consecutive_failures"`
 	LastError             string       `json:"last_error,omitempty"`
 	LastSuccess           time.Time    `json:"last_success,omitzero"`
+	// Link is the link in use (or last used) of a sink with several.
+	Link *LinkStatus `json:"link,omitempty"`
 }
 
 // LaneStatus is one lane's position.
@@ -723,6 +776,11 @@ func (s *Syncer) Status() SinkStatus {
 		Sink: s.sink.Name(), State: c.State, Since: c.Since, OfflineSince: c.OfflineSince,
 		Breaker: s.brk.State(), SyncedOffset: next, ConsecutiveFailures: c.ConsecutiveFailures,
 		LastError: c.LastError, LastSuccess: c.LastSuccess, Lanes: []LaneStatus{},
+	}
+	if ln, ok := s.sink.(Linked); ok {
+		if i := ln.LinkInUse(); i >= 0 {
+			st.Link = &ln.Links()[i]
+		}
 	}
 	for _, ls := range s.lanes {
 		n := ls.next.Load()
