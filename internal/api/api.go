@@ -24,6 +24,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/auth"
+	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/peerwindows"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/suggest"
@@ -66,6 +67,10 @@ type Status struct {
 	// FiringAlerts are the alerts firing now: the node's own (sink-offline,
 	// buffer-pressure) and the rules'.
 	FiringAlerts []alert.Alert `json:"firing_alerts"`
+	// Degradation is the node's degradation level and Triggers the scaling
+	// triggers (DESIGN §7, internal/degrade).
+	Degradation *degrade.Status         `json:"degradation,omitempty"`
+	Triggers    []degrade.TriggerStatus `json:"triggers,omitempty"`
 }
 
 // IngestStatus is ingest's recent throughput: events acknowledged per

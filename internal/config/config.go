@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/secret"
@@ -50,6 +51,7 @@ type Config struct {
 	Security    Security    `yaml:"security"`
 	HA          HA          `yaml:"ha"`
 	Site        Site        `yaml:"site"`
+	Degradation Degradation `yaml:"degradation"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -297,6 +299,7 @@ func defaultsFor(host string) Config {
 		Checkpoints: Checkpoints{Interval: 30 * time.Second, Keep: 3, SnapshotInterval: time.Hour, SnapshotKeep: 24},
 		HA:          HADefaults(),
 		Site:        SiteDefaults(),
+		Degradation: degrade.DefaultOptions,
 	}
 }
 
@@ -514,6 +517,7 @@ func (c Config) Validate() error {
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
 	c.Site.validate(c, bad)
+	c.validateDegradation(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

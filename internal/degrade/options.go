@@ -73,10 +73,10 @@ type Triggers struct {
 // figure has been above Up for UpFor, down once it has been below Down for
 // DownFor, and stays as it is in between.
 type TriggerOptions struct {
-	Up      float64       `yaml:"up"`
-	Down    float64       `yaml:"down"`
-	UpFor   time.Duration `yaml:"up_for"`
-	DownFor time.Duration `yaml:"down_for"`
+	Up      float64       `yaml:"up"`       // the figure above which the trigger goes up
+	Down    float64       `yaml:"down"`     // the figure below which it goes down
+	UpFor   time.Duration `yaml:"up_for"`   // how long above up before it goes up
+	DownFor time.Duration `yaml:"down_for"` // how long below down before it goes down
 }
 
 // DefaultOptions: the entry thresholds are the seed's (CPU 80 %, p99 100 ms,
