@@ -52,7 +52,7 @@ type degradation struct {
 
 func (n *Node) newDegradation() *degradation {
 	f := promauto.With(n.reg)
-	return &degradation{
+	d := &degradation{
 		gate:     degrade.NewGate(n.streamPriority),
 		meter:    newMeter(),
 		machine:  degrade.NewMachine(n.cfg.Degradation, time.Now()),
@@ -74,6 +74,11 @@ func (n *Node) newDegradation() *degradation {
 			Help: "Each scaling trigger's figure as last measured (cpu, buffer and memory 0–1, queue records, latency seconds).",
 		}, []string{"metric"}),
 	}
+	for _, t := range d.triggers.Status() {
+		d.triggerState.WithLabelValues(t.Metric).Set(0)
+		d.triggerValue.WithLabelValues(t.Metric).Set(0)
+	}
+	return d
 }
 
 // streamPriority is a stream's configured priority, normal if none.
