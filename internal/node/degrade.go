@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -23,12 +24,18 @@ import (
 //	raw ingestion   limited: 50 % sample of non-critical streams;
 //	                minimal, emergency: critical streams only (the gate,
 //	                through admit, every event kept out in the loss ledger)
-//	cloud sync      minimal, emergency: paused, unless the buffer is one of
-//	                the reasons (syncing is what relieves it); resumes on
-//	                the step down, from where it stopped
+//	cloud sync      minimal, emergency: paused; resumes on the step down,
+//	                from where it stopped
 //	local queries   limited: GET /v1/events (it reads the log) refused with
 //	                503 and Retry-After, window results still served;
 //	                minimal, emergency: /v1/events and /v1/windows refused
+//
+// The buffer's pressure enters minimal (critical) and emergency (emergency,
+// full, failed) too, for status and the alert; but what the node does about
+// a filling buffer is the pressure levels' (pressure.go, DESIGN §7: sampling,
+// refusing low priority, evicting, syncing more often), so the actions above
+// follow the level computed without the buffer (load): a full disk does not
+// stop the sync that would empty it, nor refuse more than pressure does.
 //
 // Windowing, alerting and limited's aggregates-only sync are shown as they
 // are in force (not degraded yet). The level is in status, in the metric
@@ -43,7 +50,8 @@ type degradation struct {
 	triggerValue *prometheus.GaugeVec
 
 	mu       sync.Mutex
-	machine  *degrade.Machine
+	machine  *degrade.Machine // the level in force, from every condition
+	load     *degrade.Machine // the level from all but the buffer: what the actions follow
 	triggers *degrade.TriggerSet
 	paused   bool   // cloud sync paused by the level
 	fired    string // id of the firing degradation alert, "" if none
@@ -56,6 +64,7 @@ func (n *Node) newDegradation() *degradation {
 		gate:     degrade.NewGate(n.streamPriority),
 		meter:    newMeter(),
 		machine:  degrade.NewMachine(n.cfg.Degradation, time.Now()),
+		load:     degrade.NewMachine(n.cfg.Degradation, time.Now()),
 		triggers: degrade.NewTriggers(n.cfg.Degradation.Triggers),
 		levelGauge: f.NewGauge(prometheus.GaugeOpts{
 			Name: "holdfast_degradation_level",
@@ -99,20 +108,23 @@ func (n *Node) watchDegradation(now time.Time) {
 	c, tv := n.measure(now)
 	d.mu.Lock()
 	ch, changed := d.machine.Observe(c, now)
+	lc := c
+	lc.Buffer, lc.BufferFailed = pressure.Normal, false
+	d.load.Observe(lc, now)
 	d.triggers.Observe(tv, now)
 	trig := d.triggers.Status()
-	level, _ := d.machine.Level()
+	act, _ := d.load.Level()
 	d.mu.Unlock()
+	d.gate.SetLevel(act)
 	for _, t := range trig {
 		v := map[string]float64{degrade.Up: 1, degrade.Steady: 0, degrade.Down: -1}[t.State]
 		d.triggerState.WithLabelValues(t.Metric).Set(v)
 		d.triggerValue.WithLabelValues(t.Metric).Set(t.Value)
 	}
-	n.applySync(level, c)
+	n.applySync(act)
 	if !changed {
 		return
 	}
-	d.gate.SetLevel(ch.To)
 	d.levelGauge.Set(float64(ch.To))
 	d.changes.WithLabelValues(ch.From.String(), ch.To.String()).Inc()
 	logf := n.log.Info
@@ -123,10 +135,10 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.notifyDegradation(ch)
 }
 
-// applySync pauses cloud sync at minimal and emergency, unless the buffer
-// is a cause: syncing is what lets the buffer go.
-func (n *Node) applySync(level degrade.Level, c degrade.Conditions) {
-	pause := level >= degrade.Minimal && c.Buffer < pressure.Critical && !c.BufferFailed
+// applySync pauses cloud sync at minimal and emergency (without the
+// buffer: syncing is what lets the buffer go).
+func (n *Node) applySync(level degrade.Level) {
+	pause := level >= degrade.Minimal
 	d := n.deg
 	d.mu.Lock()
 	was := d.paused
@@ -190,15 +202,20 @@ func (n *Node) degradationStatus(s *api.Status) {
 	}
 	d.mu.Lock()
 	st := d.machine.Status()
+	act, _ := d.load.Level()
 	s.Triggers = d.triggers.Status()
 	paused := d.paused
 	d.mu.Unlock()
-	// The row in force: the matrix's, less the cells not applied yet.
+	// The row in force: the matrix's for the level the actions follow, less
+	// the cells not applied yet.
 	row := degrade.Row(degrade.Normal)
-	f := st.Features
+	f := degrade.Row(act)
 	row.RawIngestion, row.LocalQueries = f.RawIngestion, f.LocalQueries
-	if st.Level == degrade.Degraded {
-		row.CloudSync = f.CloudSync // queued: the buffer holds what the cloud has not got
+	if row.RawIngestion == "full" && n.gate.Level() >= pressure.Critical {
+		row.RawIngestion = "sample_50" // the buffer's pressure samples (and refuses low priority from emergency)
+	}
+	if st.Level >= degrade.Degraded && slices.ContainsFunc(st.Reasons, func(r string) bool { return strings.HasPrefix(r, "degraded:") }) {
+		row.CloudSync = "queued" // the buffer holds what the cloud has not got
 	}
 	if paused {
 		row.CloudSync = "disabled"
@@ -218,7 +235,7 @@ func (n *Node) degradeQueries(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && n.deg != nil {
 			n.deg.mu.Lock()
-			level, _ := n.deg.machine.Level()
+			level, _ := n.deg.load.Level()
 			n.deg.mu.Unlock()
 			refuse := (level == degrade.Limited && r.URL.Path == "/v1/events") ||
 				(level >= degrade.Minimal && (r.URL.Path == "/v1/events" || r.URL.Path == "/v1/windows"))
