@@ -43,6 +43,17 @@ func (l Level) String() string {
 // MarshalText makes a Level read as its name in JSON.
 func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
+// UnmarshalText reads a Level by its name.
+func (l *Level) UnmarshalText(b []byte) error {
+	for i, n := range names {
+		if n == string(b) {
+			*l = Level(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown degradation level %q", b)
+}
+
 // Conditions are what the level is computed from, measured by the caller.
 type Conditions struct {
 	// SinksOffline names the cloud sinks that are offline.

@@ -257,3 +257,15 @@ func TestValidate(t *testing.T) {
 	o.Limited = LevelOptions{CPU: 0.01, CPUExit: 0.005}
 	require.NoError(t, o.Validate())
 }
+
+func TestLevelText(t *testing.T) {
+	for l := Normal; l <= Emergency; l++ {
+		b, err := l.MarshalText()
+		require.NoError(t, err)
+		var back Level
+		require.NoError(t, back.UnmarshalText(b))
+		require.Equal(t, l, back)
+	}
+	var l Level
+	require.Error(t, l.UnmarshalText([]byte("calm")))
+}
