@@ -290,6 +290,18 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 		mqtt += ", NOT CONNECTED"
 	}
 	row("MQTT", mqtt)
+	if d := s.Degradation; d != nil {
+		f := d.Features
+		row("Level", fmt.Sprintf("degradation %s since %s: ingestion %s, windowing %s, alerting %s, cloud sync %s, queries %s",
+			d.Level, agoRFC3339(d.Since, now), f.RawIngestion, f.Windowing, f.Alerting, f.CloudSync, f.LocalQueries))
+	}
+	if len(s.Triggers) > 0 {
+		var ts []string
+		for _, t := range s.Triggers {
+			ts = append(ts, fmt.Sprintf("%s %.3g %s", t.Metric, t.Value, t.State))
+		}
+		row("Triggers", strings.Join(ts, ", "))
+	}
 	if p := s.Processing; p != nil {
 		st := "live"
 		if p.Replaying {

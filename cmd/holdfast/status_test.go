@@ -70,7 +70,8 @@ func TestStatusRenderingConnected(t *testing.T) {
 	if !strings.HasPrefix(out, "holdfast edge-1  v1.4.0  up 3h0m0s  OK\n") {
 		t.Errorf("headline: %q", strings.SplitN(out, "\n", 2)[0])
 	}
-	for _, want := range []string{"connected since 1 min ago", "Alerts firing: none", "Losses      none", "late events: none"} {
+	for _, want := range []string{"connected since 1 min ago", "Alerts firing: none", "Losses      none", "late events: none",
+		"Level       degradation normal since", "ingestion full, windowing all", "Triggers    cpu 0.12 steady, buffer 0.01 down"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %q", want)
 		}

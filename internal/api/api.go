@@ -24,6 +24,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/auth"
+	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/peerwindows"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/suggest"
@@ -68,6 +69,10 @@ type Status struct {
 	FiringAlerts []alert.Alert `json:"firing_alerts"`
 	// Clock is the node's offset from the cloud's clock and its jumps.
 	Clock *ClockStatus `json:"clock,omitempty"`
+	// Degradation is the node's degradation level and Triggers the scaling
+	// triggers (DESIGN §7, internal/degrade).
+	Degradation *degrade.Status         `json:"degradation,omitempty"`
+	Triggers    []degrade.TriggerStatus `json:"triggers,omitempty"`
 }
 
 // IngestStatus is ingest's recent throughput: events acknowledged per

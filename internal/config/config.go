@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/secret"
@@ -51,6 +52,7 @@ type Config struct {
 	HA          HA          `yaml:"ha"`
 	Site        Site        `yaml:"site"`
 	Clock       Clock       `yaml:"clock"`
+	Degradation Degradation `yaml:"degradation"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -307,6 +309,7 @@ func defaultsFor(host string) Config {
 		HA:          HADefaults(),
 		Site:        SiteDefaults(),
 		Clock:       ClockDefaults(),
+		Degradation: degrade.DefaultOptions,
 	}
 }
 
@@ -526,6 +529,7 @@ func (c Config) Validate() error {
 	c.HA.validate(c, bad)
 	c.Site.validate(c, bad)
 	c.Clock.validate(bad)
+	c.validateDegradation(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

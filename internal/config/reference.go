@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/alert"
+	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
@@ -51,7 +52,7 @@ type refRow struct {
 }
 
 func reference() (string, error) {
-	docs, err := parseDocs(map[string]fs.FS{"config": source, "alert": alert.Source, "pressure": pressure.Source})
+	docs, err := parseDocs(map[string]fs.FS{"config": source, "alert": alert.Source, "pressure": pressure.Source, "degrade": degrade.Source})
 	if err != nil {
 		return "", err
 	}

@@ -68,6 +68,7 @@ type Node struct {
 	pressure *pressureWatch
 	ledger   *lossLedger
 	gate     *pressure.Gate // what the buffer's pressure level lets in
+	deg      *degradation   // the degradation level and triggers (degrade.go)
 	op       *operator      // own alerts, sink-offline, status history (operate.go)
 	clock    *clockWatch    // wall-clock jumps, offset from the cloud (clock.go)
 
@@ -154,6 +155,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 		}
 		return "normal"
 	})
+	n.deg = n.newDegradation()
 	n.buf, err = OpenBuffer(cfg, buffer.Options{
 		SegmentBytes:    int64(cfg.Buffer.SegmentBytes),
 		MaxBytes:        int64(cfg.Buffer.MaxBytes),
@@ -400,7 +402,10 @@ func EngineName(cfg config.Config) string {
 // admit applies the buffer's pressure to one event at ingest: "" lets it in;
 // otherwise it is kept out and accounted for in the loss ledger.
 func (n *Node) admit(stream string) string {
-	why := n.gate.Admit(stream)
+	why := n.deg.gate.Admit(stream) // the degradation level, then the buffer's pressure
+	if why == "" {
+		why = n.gate.Admit(stream)
+	}
 	if why != "" {
 		n.ledger.keptOut(why, stream)
 	}
@@ -563,7 +568,7 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 			opts.OpenPartials = n.proc.OpenPartials
 		}
 	}
-	var h http.Handler = api.New(opts)
+	h := n.degradeQueries(api.New(opts))
 	if n.cfg.Site.Enabled() {
 		mux := http.NewServeMux()
 		mux.Handle("GET /v1/assign", api.RequireRole(n.guard(auth.TransportAPI), auth.RoleRead, http.HandlerFunc(n.assign)))
@@ -643,6 +648,7 @@ func (n *Node) Status() api.Status {
 	if n.pressure != nil {
 		n.pressure.status(&s.Buffer)
 	}
+	n.degradationStatus(&s)
 	if n.proc != nil {
 		s.Processing = n.proc.Status()
 	}

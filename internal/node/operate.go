@@ -70,6 +70,7 @@ func (n *Node) startOperator() {
 				return
 			case now := <-watch.C:
 				n.watchSinks(now)
+				n.watchDegradation(now)
 			case now := <-hist.C:
 				n.sample(now)
 			}

@@ -125,6 +125,7 @@ type Syncer struct {
 
 	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
 	urgent  atomic.Bool   // the buffer is under pressure: sync more often
+	paused  atomic.Bool   // the degradation level disables sync (pause.go)
 	kick    chan struct{} // cuts a retry wait short when pressure starts
 	// reach cuts a retry wait short when the sink's client has reconnected
 	// (Reconnecter).
@@ -341,6 +342,9 @@ func (s *Syncer) run(ctx context.Context) {
 		}
 	}()
 	for ctx.Err() == nil {
+		if s.waitWhilePaused(ctx) {
+			continue
+		}
 		if !resumed {
 			err := s.brk.Do(func() error { return s.sink.Resume(ctx, s.laneCursors(), s.savedPositions()) })
 			if p, ok := s.sink.(Prober); ok && err == nil && s.linkDown {

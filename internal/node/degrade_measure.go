@@ -1,0 +1,175 @@
+package node
+
+import (
+	"bufio"
+	"math"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/holdfast-edge/holdfast/internal/degrade"
+)
+
+// ackWindow is how many one-second snapshots of the ack histogram the p99
+// is taken over.
+const ackWindow = 10
+
+// meter measures the conditions cheaply, once a second: CPU from getrusage,
+// memory from runtime/metrics against the limit, the p99 ack latency from
+// ingest's histogram over the last ackWindow seconds. Used by the operator
+// goroutine only.
+type meter struct {
+	lastCPU  time.Duration
+	lastAt   time.Time
+	cpu      float64
+	limit    uint64 // the memory limit, bytes
+	samples  []metrics.Sample
+	ack      [][]uint64 // cumulative bucket counts, one snapshot a second, oldest first
+	ackBound []float64
+}
+
+func newMeter() *meter {
+	return &meter{
+		limit: memoryLimit(),
+		samples: []metrics.Sample{
+			{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"},
+		},
+	}
+}
+
+// measure returns the conditions and the triggers' figures as of now.
+func (n *Node) measure(now time.Time) (degrade.Conditions, degrade.TriggerValues) {
+	m := n.deg.meter
+	var c degrade.Conditions
+	for _, s := range n.syncs {
+		if s == n.siteSync && n.cfg.Cloud.URL != "" {
+			continue // the cloud fallback stands in for the aggregator (cloudOffline)
+		}
+		if s.Offline() {
+			c.SinksOffline = append(c.SinksOffline, s.Name())
+		}
+	}
+	if t := cpuTime(); t > 0 { // site_report.go
+		if !m.lastAt.IsZero() {
+			if el := now.Sub(m.lastAt); el > 0 {
+				m.cpu = float64(t-m.lastCPU) / float64(el) / float64(runtime.NumCPU())
+			}
+		}
+		m.lastCPU, m.lastAt = t, now
+	}
+	c.CPU = m.cpu
+	metrics.Read(m.samples)
+	if m.limit > 0 {
+		used := m.samples[0].Value.Uint64() - m.samples[1].Value.Uint64()
+		c.Memory = float64(used) / float64(m.limit)
+	}
+	c.AckP99 = m.ackP99(n)
+	if n.proc != nil {
+		c.Queue = n.proc.Status().Lag
+	}
+	var util float64
+	if w := n.pressure; w != nil {
+		w.mu.Lock()
+		c.Buffer, _ = w.mon.Level()
+		w.mu.Unlock()
+		if w.maxBytes() > 0 {
+			util = w.utilisation()
+		}
+	}
+	c.BufferFailed = n.buf.Err() != nil
+	return c, degrade.TriggerValues{
+		CPU: c.CPU, Buffer: util, Queue: float64(c.Queue), Memory: c.Memory, Latency: c.AckP99.Seconds(),
+	}
+}
+
+// ackP99 takes a snapshot of ingest's ack histogram (every transport) and
+// returns the 99th percentile of the acks of the last ackWindow seconds: the
+// upper bound of the bucket it falls in; 0 without acks.
+func (m *meter) ackP99(n *Node) time.Duration {
+	if n.op == nil || n.op.ingest == nil {
+		return 0
+	}
+	ch := make(chan prometheus.Metric, 8)
+	go func() { n.op.ingest.AckSeconds.Collect(ch); close(ch) }()
+	var snap []uint64
+	for pm := range ch {
+		var d dto.Metric
+		if pm.Write(&d) != nil || d.Histogram == nil {
+			continue
+		}
+		bs := d.Histogram.GetBucket()
+		if snap == nil {
+			snap = make([]uint64, len(bs)+1)
+			m.ackBound = m.ackBound[:0]
+			for _, b := range bs {
+				m.ackBound = append(m.ackBound, b.GetUpperBound())
+			}
+		}
+		for i, b := range bs {
+			if i < len(snap)-1 {
+				snap[i] += b.GetCumulativeCount()
+			}
+		}
+		snap[len(snap)-1] += d.Histogram.GetSampleCount()
+	}
+	if snap == nil {
+		return 0
+	}
+	m.ack = append(m.ack, snap)
+	if len(m.ack) > ackWindow+1 {
+		m.ack = m.ack[1:]
+	}
+	old := m.ack[0]
+	if len(old) != len(snap) {
+		return 0
+	}
+	total := snap[len(snap)-1] - old[len(old)-1]
+	if total == 0 {
+		return 0
+	}
+	want := uint64(math.Ceil(0.99 * float64(total)))
+	for i, b := range m.ackBound {
+		if snap[i]-old[i] >= want {
+			return time.Duration(b * float64(time.Second))
+		}
+	}
+	// Beyond the last bucket: at least twice its bound.
+	return time.Duration(2 * m.ackBound[len(m.ackBound)-1] * float64(time.Second))
+}
+
+// memoryLimit is the lowest of GOMEMLIMIT (debug.SetMemoryLimit), the
+// cgroup's memory.max and the machine's RAM; 0 if none is known.
+func memoryLimit() uint64 {
+	limit := uint64(math.MaxUint64)
+	if l := debug.SetMemoryLimit(-1); l > 0 && l < math.MaxInt64 {
+		limit = uint64(l)
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+			limit = min(limit, v)
+		}
+	}
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				if v, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64); err == nil {
+					limit = min(limit, v<<10)
+				}
+				break
+			}
+		}
+	}
+	if limit == math.MaxUint64 {
+		return 0
+	}
+	return limit
+}
