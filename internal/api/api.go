@@ -25,6 +25,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/peerwindows"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/suggest"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -66,6 +67,8 @@ type Status struct {
 	// FiringAlerts are the alerts firing now: the node's own (sink-offline,
 	// buffer-pressure) and the rules'.
 	FiringAlerts []alert.Alert `json:"firing_alerts"`
+	// Hotspots are the hot spots seen now (pressure.Hotspot, DESIGN §7); [] when none.
+	Hotspots []pressure.Hotspot `json:"hotspots"`
 }
 
 // IngestStatus is ingest's recent throughput: events acknowledged per

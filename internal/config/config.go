@@ -50,6 +50,7 @@ type Config struct {
 	Security    Security    `yaml:"security"`
 	HA          HA          `yaml:"ha"`
 	Site        Site        `yaml:"site"`
+	Limits      Limits      `yaml:"limits"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -514,6 +515,7 @@ func (c Config) Validate() error {
 	c.Security.validate(bad)
 	c.HA.validate(c, bad)
 	c.Site.validate(c, bad)
+	c.Limits.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
