@@ -261,7 +261,7 @@ func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *d
 		if ok, retry := limiter.Allow(transport, ev.DeviceID, ev.Stream); !ok {
 			r, b := limiter.Rate()
 			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
-				Error: fmt.Sprintf("device %q: over its rate limit of %g events/s (burst %d), not stored: send it again in %s", ev.DeviceID, r, b, retry.Round(time.Millisecond))})
+				Error: fmt.Sprintf("device %q: over its rate limit of %g events/s (burst %d), not stored: send it again in %s", ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))})
 			h.m.Rejected.WithLabelValues(transport, ReasonRateLimited).Inc()
 			lim.add(ev.DeviceID, retry)
 			index++

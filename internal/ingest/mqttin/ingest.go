@@ -188,7 +188,7 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mo
 			r, b := in.limiter.Rate()
 			return result{outcome: outcomeLimited, reason: reasonRateLimited,
 				err: fmt.Errorf("device %q over its rate limit of %g events/s (burst %d): not stored, send it again in %s",
-					ev.DeviceID, r, b, retry.Round(time.Millisecond))}
+					ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))}
 		}
 	case mode == limitHold:
 		if d := in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold); d > 0 {
