@@ -234,7 +234,13 @@ func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *d
 	// each event its index in the body, with nothing allocated.
 	in, kept, index, next, refused := evs[:0], 0, 0, 0, 0
 	var lim limited
-	for _, ev := range evs {
+	now := limiter.Now() // once for the batch
+	// The rate limit takes a run of one device's events at once: runDev's
+	// next runLeft events are let through, the rest of its run refused
+	// with runRetry.
+	var runDev string
+	runEnd, runLeft, runRetry := 0, 0, time.Duration(0)
+	for i, ev := range evs {
 		for next < len(rejections) && rejections[next].Index == index {
 			next, index = next+1, index+1
 		}
@@ -258,14 +264,24 @@ func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *d
 				continue
 			}
 		}
-		if ok, retry := limiter.Allow(transport, ev.DeviceID, ev.Stream); !ok {
-			r, b := limiter.Rate()
-			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
-				Error: fmt.Sprintf("device %q: over its rate limit of %g events/s (burst %d), not stored: send it again in %s", ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))})
-			h.m.Rejected.WithLabelValues(transport, ReasonRateLimited).Inc()
-			lim.add(ev.DeviceID, retry)
-			index++
-			continue
+		if limiter != nil {
+			if i >= runEnd || ev.DeviceID != runDev {
+				runDev, runEnd = ev.DeviceID, i+1
+				for runEnd < len(evs) && evs[runEnd].DeviceID == runDev {
+					runEnd++
+				}
+				runLeft, runRetry = limiter.AllowUpTo(now, transport, runDev, ev.Stream, runEnd-i)
+			}
+			if runLeft == 0 {
+				r, b := limiter.Rate()
+				resp.Rejected = append(resp.Rejected, Rejected{Index: index,
+					Error: fmt.Sprintf("device %q: over its rate limit of %g events/s (burst %d), not stored: send it again in %s", ev.DeviceID, r, b, max(runRetry, time.Millisecond).Round(time.Millisecond))})
+				h.m.Rejected.WithLabelValues(transport, ReasonRateLimited).Inc()
+				lim.add(ev.DeviceID, runRetry)
+				index++
+				continue
+			}
+			runLeft--
 		}
 		in = append(in, ev)
 		index++

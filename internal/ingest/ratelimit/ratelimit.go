@@ -140,7 +140,23 @@ func (l *Limiter) Allow(transport, device, stream string) (ok bool, retry time.D
 	if l == nil {
 		return true, 0
 	}
-	now := l.now()
+	return l.AllowAt(l.now(), transport, device, stream)
+}
+
+// Now is the limiter's clock, for AllowAt.
+func (l *Limiter) Now() time.Time {
+	if l == nil {
+		return time.Time{}
+	}
+	return l.now()
+}
+
+// AllowAt is Allow at now: a caller with many events at once (an HTTP
+// batch) reads the clock once.
+func (l *Limiter) AllowAt(now time.Time, transport, device, stream string) (ok bool, retry time.Duration) {
+	if l == nil {
+		return true, 0
+	}
 	sh := l.shard(device)
 	sh.mu.Lock()
 	b := sh.get(l, device, now)
@@ -154,6 +170,39 @@ func (l *Limiter) Allow(transport, device, stream string) (ok bool, retry time.D
 	sh.mu.Unlock()
 	l.limited.WithLabelValues(transport).Inc()
 	return false, retry
+}
+
+// AllowUpTo is AllowAt for n events of one device at once (a run of them in
+// an HTTP batch): it takes as many tokens as there are, up to n, and returns
+// how many events that lets through — the first ones — and, if not all, how
+// long until the next token.
+func (l *Limiter) AllowUpTo(now time.Time, transport, device, stream string, n int) (allowed int, retry time.Duration) {
+	if l == nil || n <= 0 {
+		return n, 0
+	}
+	sh := l.shard(device)
+	sh.mu.Lock()
+	b := sh.get(l, device, now)
+	switch {
+	case n == 1: // the common case, in one call
+		if b.lim.AllowN(now, 1) {
+			allowed = 1
+		}
+	default:
+		allowed = min(n, int(math.Floor(b.lim.TokensAt(now))))
+		if allowed > 0 && !b.lim.AllowN(now, allowed) {
+			allowed = 0 // cannot happen: the tokens were there
+		}
+	}
+	b.countN(now, allowed, n-allowed, stream)
+	if allowed < n {
+		retry = l.delay(b.lim.TokensAt(now))
+	}
+	sh.mu.Unlock()
+	if allowed < n {
+		l.limited.WithLabelValues(transport).Add(float64(n - allowed))
+	}
+	return allowed, retry
 }
 
 // Hold takes one token for device's event on stream, borrowing it from the
@@ -286,13 +335,21 @@ func (sh *shard) sweep(now time.Time, idle time.Duration) {
 
 // count adds one event, let through or not, to the bucket's minute.
 func (b *bucket) count(now time.Time, allowed bool, stream string) {
-	b.roll(now)
 	if allowed {
-		b.allowed++
-		return
+		b.countN(now, 1, 0, stream)
+	} else {
+		b.countN(now, 0, 1, stream)
 	}
-	b.over++
-	b.lastOver, b.lastStream = now, stream
+}
+
+// countN adds events let through and over the limit to the bucket's minute.
+func (b *bucket) countN(now time.Time, allowed, over int, stream string) {
+	b.roll(now)
+	b.allowed += allowed
+	if over > 0 {
+		b.over += over
+		b.lastOver, b.lastStream = now, stream
+	}
 }
 
 // roll starts a new minute-long period if the current one is over.

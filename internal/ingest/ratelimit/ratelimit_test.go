@@ -173,3 +173,41 @@ func BenchmarkAllow(b *testing.B) {
 		}
 	})
 }
+
+func BenchmarkAllowAt(b *testing.B) {
+	l := New(Options{Rate: 1e9, Burst: 1 << 30})
+	devs := make([]string, 1000)
+	for i := range devs {
+		devs[i] = fmt.Sprintf("device-%d", i)
+	}
+	now := time.Now()
+	i := 0
+	for b.Loop() {
+		l.AllowAt(now, "http", devs[i%len(devs)], "s")
+		i++
+	}
+}
+
+// TestAllowUpTo: a run of one device's events takes the tokens there are,
+// the first events of the run, and counts the rest as limited.
+func TestAllowUpTo(t *testing.T) {
+	c := newClock()
+	l := New(Options{Rate: 10, Burst: 5, now: c.now})
+	n, retry := l.AllowUpTo(c.now(), "http", "d", "s", 8)
+	if n != 5 || retry != 100*time.Millisecond {
+		t.Fatalf("allowed %d retry %v, want 5 and 100ms", n, retry)
+	}
+	if n, _ := l.AllowUpTo(c.now(), "http", "d", "s", 3); n != 0 {
+		t.Fatalf("allowed %d with no tokens", n)
+	}
+	c.add(250 * time.Millisecond)
+	if n, _ := l.AllowUpTo(c.now(), "http", "d", "s", 3); n != 2 {
+		t.Fatalf("allowed %d after 2.5 tokens, want 2", n)
+	}
+	if got := limited(l, "http"); got != 7 {
+		t.Fatalf("limited %v, want 7", got)
+	}
+	if bs := l.Bursts(); len(bs) != 1 || bs[0].Over != 7.0/14 {
+		t.Fatalf("bursts %+v, want one with 7 of 14 over", bs)
+	}
+}
