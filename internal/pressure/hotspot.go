@@ -128,9 +128,10 @@ func NewHotspotDetector(opts HotspotOptions) *HotspotDetector {
 
 // Observe counts one event of key (the device) on stream.
 func (d *HotspotDetector) Observe(stream, key string) {
-	sc := d.counts(stream)
+	e := d.epoch(d.opts.now())
+	sc := d.counts(stream, e)
 	sc.mu.Lock()
-	sc.add(d.epoch(d.opts.now()), key)
+	sc.add(e, key)
 	sc.mu.Unlock()
 }
 
@@ -149,7 +150,7 @@ func (d *HotspotDetector) ObserveAll(n int, event func(i int) (stream, key strin
 			if sc != nil {
 				sc.mu.Unlock()
 			}
-			sc, last = d.counts(stream), stream
+			sc, last = d.counts(stream, e), stream
 			sc.mu.Lock()
 		}
 		sc.add(e, key)
@@ -159,11 +160,11 @@ func (d *HotspotDetector) ObserveAll(n int, event func(i int) (stream, key strin
 
 func (d *HotspotDetector) epoch(now time.Time) int64 { return now.UnixNano() / int64(d.opts.Window) }
 
-func (d *HotspotDetector) counts(stream string) *streamCounts {
+func (d *HotspotDetector) counts(stream string, epoch int64) *streamCounts {
 	if v, ok := d.streams.Load(stream); ok {
 		return v.(*streamCounts)
 	}
-	v, _ := d.streams.LoadOrStore(stream, &streamCounts{})
+	v, _ := d.streams.LoadOrStore(stream, &streamCounts{epoch: epoch})
 	return v.(*streamCounts)
 }
 
@@ -234,12 +235,18 @@ func (d *HotspotDetector) Hotspots() []Hotspot {
 	d.streams.Range(func(k, v any) bool {
 		stream, sc := k.(string), v.(*streamCounts)
 		sc.mu.Lock()
+		stale := sc.epoch < e-1
 		sc.roll(e)
 		cur, prev := sc.cur, sc.prev
 		sc.mu.Unlock()
 		n := cur.events + prev.events
+		if stale {
+			// Quiet for two windows: forget it. (An event being counted
+			// into it right now is lost to the detector, not to storage.)
+			d.streams.Delete(stream)
+			return true
+		}
 		if n == 0 {
-			d.streams.Delete(stream) // quiet for two windows: forget it
 			return true
 		}
 		rs = append(rs, recent{stream, n})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -164,4 +165,33 @@ func BenchmarkObserve(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*500), "ns/event")
 	})
+}
+
+// TestHotspotsConcurrent: observers and readers at once (run with -race);
+// every event is counted.
+func TestHotspotsConcurrent(t *testing.T) {
+	d := NewHotspotDetector(HotspotOptions{Window: time.Hour})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 5000 {
+				d.Observe(fmt.Sprintf("s%d", i%3), fmt.Sprintf("d%d", g))
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			d.Hotspots()
+		}
+	})
+	wg.Wait()
+	var n int64
+	d.streams.Range(func(_, v any) bool {
+		sc := v.(*streamCounts)
+		sc.mu.Lock()
+		n += sc.cur.events + sc.prev.events
+		sc.mu.Unlock()
+		return true
+	})
+	require.EqualValues(t, 20_000, n)
 }
