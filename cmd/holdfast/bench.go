@@ -18,6 +18,54 @@ func benchCmd() *cobra.Command {
 	c.AddCommand(benchIngestCmd())
 	c.AddCommand(benchEnginesCmd())
 	c.AddCommand(benchSiteCmd())
+	c.AddCommand(benchFloodCmd())
+	return c
+}
+
+func benchFloodCmd() *cobra.Command {
+	var (
+		o      bench.FloodOptions
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "flood",
+		Short: "Start a node with limits.device_rate and measure normal devices' throughput and p99 ack latency without and with one device flooding",
+		Long: `Starts a node of this binary on 127.0.0.1 with limits.device_rate set to
+--device-rate, has --devices devices post NDJSON batches at --event-rate each
+(one device per request), and in alternate phases one more device flooding at
+--factor times its limit, ignoring its 429s. Reports the normal devices'
+events/s and p50/p99 ack latency (from each batch's due time) without and with
+the flood, and their ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find the holdfast binary to start the node: %w", err)
+			}
+			o.Binary, o.Notices = exe, os.Stderr
+			ctx, stop := signal.NotifyContext(c.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			rep, err := bench.RunFlood(ctx, o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(c.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			return rep.WriteText(c.OutOrStdout())
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&o.Devices, "devices", 200, "devices sending normally")
+	f.Float64Var(&o.DeviceRate, "device-rate", 100, "limits.device_rate of the node, events/s per device")
+	f.Float64Var(&o.EventRate, "event-rate", 0, "each normal device's events/s (default half the device rate)")
+	f.Float64Var(&o.Factor, "factor", 20, "the flooding device's rate, times the device rate")
+	f.IntVar(&o.Batch, "batch", 10, "events per request")
+	f.DurationVar(&o.Phase, "phase", 10*time.Second, "length of each phase")
+	f.IntVar(&o.Rounds, "rounds", 2, "pairs of phases, without then with the flood")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -393,6 +394,17 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 				dev = "–"
 			}
 			row("  "+a.Rule, string(a.Severity), a.Stream, dev, fmt.Sprintf("%g", a.Value), ago(time.UnixMilli(a.FiredAt), now))
+		}
+		tw.Flush()
+	}
+
+	if len(s.Hotspots) > 0 {
+		fmt.Fprintln(w)
+		fmt.Fprintln(w, "Hot spots")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		row("  TYPE", "STREAM", "KEY", "SHARE", "RATIO")
+		for _, h := range s.Hotspots {
+			row("  "+h.Type, h.Stream, cmp.Or(h.Key, "–"), fmt.Sprintf("%.0f %%", 100*h.Share), fmt.Sprintf("%.1f×", h.Ratio))
 		}
 		tw.Flush()
 	}

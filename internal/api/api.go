@@ -26,6 +26,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/peerwindows"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/suggest"
 	"github.com/holdfast-edge/holdfast/internal/window"
@@ -73,6 +74,8 @@ type Status struct {
 	// triggers (DESIGN §7, internal/degrade).
 	Degradation *degrade.Status         `json:"degradation,omitempty"`
 	Triggers    []degrade.TriggerStatus `json:"triggers,omitempty"`
+	// Hotspots are the hot spots seen now (pressure.Hotspot, DESIGN §7); [] when none.
+	Hotspots []pressure.Hotspot `json:"hotspots"`
 }
 
 // IngestStatus is ingest's recent throughput: events acknowledged per

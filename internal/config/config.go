@@ -53,6 +53,7 @@ type Config struct {
 	Site        Site        `yaml:"site"`
 	Clock       Clock       `yaml:"clock"`
 	Degradation Degradation `yaml:"degradation"`
+	Limits      Limits      `yaml:"limits"`
 	// Streams configures streams by name; a stream not listed takes the
 	// defaults.
 	Streams map[string]Stream `yaml:"streams"`
@@ -530,6 +531,7 @@ func (c Config) Validate() error {
 	c.Site.validate(c, bad)
 	c.Clock.validate(bad)
 	c.validateDegradation(bad)
+	c.Limits.validate(bad)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

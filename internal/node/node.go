@@ -71,6 +71,7 @@ type Node struct {
 	deg      *degradation   // the degradation level and triggers (degrade.go)
 	op       *operator      // own alerts, sink-offline, status history (operate.go)
 	clock    *clockWatch    // wall-clock jumps, offset from the cloud (clock.go)
+	limits   *ingestLimits  // per-device rate limit, hot spots (limits.go)
 
 	tls        *tlsconf.Reloader // the listeners' certificates; nil without security.tls
 	stopHUP    func()            // stops reloading them and the credentials on SIGHUP
@@ -210,6 +211,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	im := ingest.NewMetrics(n.reg)
 	n.op.ingest = im
 	limits := event.Limits{MaxFuture: cfg.Ingest.MaxFuture}
+	n.startLimits()
 	if err := n.startMQTT(im, limits); err != nil {
 		return nil, err
 	}
@@ -267,8 +269,8 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			Addr: mc.Addr, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
 			TLSConfig: n.serverTLS(), Guard: guard, AlertPrefix: n.cfg.Alerts.Notify.MQTTTopicPrefix,
 			MaxConnectionsPerSource: mc.MaxConnectionsPerSource, AccessMetrics: mqttin.NewAccessMetrics(n.reg),
-			Redirect: n.brokerRedirect(), Owner: n.brokerOwner(),
-		}, n.appender(), im)
+			Redirect: n.brokerRedirect(), Owner: n.brokerOwner(), Limiter: n.limits.rate,
+		}, n.ingestAppender(), im)
 		if err != nil {
 			return err
 		}
@@ -285,7 +287,7 @@ func (n *Node) startMQTT(im *ingest.Metrics, limits event.Limits) error {
 			BrokerURL: mc.External.Broker, ClientID: mc.External.ClientID, TLSConfig: tc,
 			Username: mc.External.Username, Password: mc.External.Password,
 			Topic: mc.External.Topic, MaxPayload: int(mc.MaxPayload), Limits: limits, Logger: logger, Admit: n.admit,
-		}, n.appender(), im)
+		}, n.ingestAppender(), im)
 		if err != nil {
 			return err
 		}
@@ -550,8 +552,8 @@ func (n *Node) startHTTP(im *ingest.Metrics, limits event.Limits) error {
 	opts := api.Options{
 		Ingest: httpin.New(httpin.Options{
 			MaxBodyBytes: int64(n.cfg.HTTP.MaxBodyBytes), Limits: limits, Logger: logger, Admit: n.admit,
-			Auth: n.guard(auth.TransportHTTP), Redirect: n.redirectEvents, Trusted: fromMember,
-		}, n.appender(), im),
+			Auth: n.guard(auth.TransportHTTP), Redirect: n.redirectEvents, Trusted: fromMember, Limiter: n.limits.rate,
+		}, n.ingestAppender(), im),
 		Auth:     n.guard(auth.TransportAPI),
 		Store:    n.store,
 		Status:   n.Status,
@@ -637,7 +639,8 @@ func (n *Node) Status() api.Status {
 			MaxBytes: int64(n.cfg.Buffer.MaxBytes), FirstOffset: st.FirstOffset, NextOffset: st.NextOffset,
 			QuarantinedRecords: st.QuarantinedRecords,
 		},
-		MQTT: api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
+		MQTT:     api.MQTTStatus{Mode: n.cfg.MQTT.Mode, Addr: n.MQTTAddr()},
+		Hotspots: n.hotspots(),
 	}
 	if n.ledger != nil {
 		s.Losses = n.ledger.status()

@@ -17,8 +17,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/ingest/ratelimit"
 )
 
 const transport = "http"
@@ -49,6 +52,11 @@ type Options struct {
 	// Trusted, if set, says a request needs no device authentication: a
 	// site member forwarding events it took from an authenticated device.
 	Trusted func(r *http.Request) bool
+	// Limiter, if set, is the per-device rate limit (limits.device_rate):
+	// an event over its device's limit is rejected by index and not
+	// stored; a request none of whose events was stored because of it is
+	// answered 429 with Retry-After.
+	Limiter *ratelimit.Limiter
 	// Redirect, if set, may send a request's events elsewhere: a non-empty
 	// URL answers 307 with it in Location, and nothing is stored (a site
 	// node that does not own the device).
@@ -102,7 +110,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var dev *deviceID
-	if h.opts.Auth != nil && (h.opts.Trusted == nil || !h.opts.Trusted(r)) {
+	trusted := h.opts.Trusted != nil && h.opts.Trusted(r)
+	if h.opts.Auth != nil && !trusted {
 		d, err := h.authenticate(r)
 		if err != nil {
 			h.refuse(w, err)
@@ -140,9 +149,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp.Rejected = append(resp.Rejected, Rejected{Index: rj.Index, Error: rj.Err.Error()})
 		h.m.Rejected.WithLabelValues(transport, reasonOf(rj.Err)).Inc()
 	}
-	kept := 0
-	if h.opts.Admit != nil || dev != nil {
-		evs, kept = h.screen(evs, rejections, dev, &resp)
+	kept, lim := 0, limited{}
+	// A site member forwarding a device's events limited them already.
+	limiter := h.opts.Limiter
+	if trusted {
+		limiter = nil
+	}
+	if h.opts.Admit != nil || dev != nil || limiter != nil {
+		evs, kept, lim = h.screen(evs, rejections, dev, limiter, &resp)
 	}
 	if len(evs) > 0 {
 		start := time.Now()
@@ -164,7 +178,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.m.Duplicates.WithLabelValues(transport).Add(float64(res.Duplicates))
 	}
 	status := http.StatusOK
+	if lim.events > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(1, math.Ceil(lim.retry.Seconds())))))
+	}
 	switch {
+	case resp.Accepted == 0 && lim.events > 0:
+		// Nothing stored, and at least some for the device's rate limit:
+		// the device should slow down and send them again.
+		status = http.StatusTooManyRequests
+		resp.Error = lim.explain(limiter)
 	case resp.Accepted == 0 && kept > 0 && kept == len(resp.Rejected):
 		// Only the buffer's pressure kept the events out: not the device's
 		// fault, and it may pass later.
@@ -176,15 +198,49 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, status, resp)
 }
 
+// limited is what the rate limit refused in one request.
+type limited struct {
+	events  int
+	devices []string      // the first few devices over their limit
+	retry   time.Duration // the longest wait for a token
+}
+
+func (l *limited) add(device string, retry time.Duration) {
+	l.events++
+	l.retry = max(l.retry, retry)
+	if len(l.devices) < 5 && !slices.Contains(l.devices, device) {
+		l.devices = append(l.devices, device)
+	}
+}
+
+// explain is the error of a request refused for its devices' rate limit.
+func (l *limited) explain(lim *ratelimit.Limiter) string {
+	r, b := lim.Rate()
+	names := make([]string, len(l.devices))
+	for i, d := range l.devices {
+		names[i] = strconv.Quote(d)
+	}
+	return fmt.Sprintf("device %s over its rate limit of %g events/s (burst %d): %d events not stored; send them again after Retry-After",
+		strings.Join(names, ", "), r, b, l.events)
+}
+
 // screen checks the valid events against the device that sent them (dev,
-// nil without auth) and applies Options.Admit: it returns those let in and how
-// many the buffer's pressure kept out; each refused event is added to resp
-// with its index in the body.
-func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *deviceID, resp *Response) ([]event.Event, int) {
+// nil without auth), applies Options.Admit, then the devices' rate limit: it
+// returns those let in, how many the buffer's pressure kept out and what the
+// rate limit refused; each refused event is added to resp with its index in
+// the body.
+func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *deviceID, limiter *ratelimit.Limiter, resp *Response) ([]event.Event, int, limited) {
 	// Rejections come in body order: walking them alongside the events gives
 	// each event its index in the body, with nothing allocated.
 	in, kept, index, next, refused := evs[:0], 0, 0, 0, 0
-	for _, ev := range evs {
+	var lim limited
+	now := limiter.Now() // once for the batch
+	// The rate limit takes a run of one device's events at once: runDev's
+	// next runLeft events are let through, the rest of its run refused
+	// with runRetry.
+	var runDev string
+	runEnd, runLeft, runRetry := 0, 0, time.Duration(0)
+	for i, ev := range evs {
 		for next < len(rejections) && rejections[next].Index == index {
 			next, index = next+1, index+1
 		}
@@ -198,23 +254,47 @@ func (h *Handler) screen(evs []event.Event, rejections []event.Rejection, dev *d
 				continue
 			}
 		}
-		if h.opts.Admit == nil {
-			in = append(in, ev)
-		} else if why := h.opts.Admit(ev.Stream); why != "" {
-			resp.Rejected = append(resp.Rejected, Rejected{Index: index,
-				Error: fmt.Sprintf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)})
-			h.m.Rejected.WithLabelValues(transport, why).Inc()
-			kept++
-		} else {
-			in = append(in, ev)
+		if h.opts.Admit != nil {
+			if why := h.opts.Admit(ev.Stream); why != "" {
+				resp.Rejected = append(resp.Rejected, Rejected{Index: index,
+					Error: fmt.Sprintf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)})
+				h.m.Rejected.WithLabelValues(transport, why).Inc()
+				kept++
+				index++
+				continue
+			}
 		}
+		if limiter != nil {
+			if i >= runEnd || ev.DeviceID != runDev {
+				runDev, runEnd = ev.DeviceID, i+1
+				for runEnd < len(evs) && evs[runEnd].DeviceID == runDev {
+					runEnd++
+				}
+				runLeft, runRetry = limiter.AllowUpTo(now, transport, runDev, ev.Stream, runEnd-i)
+			}
+			if runLeft == 0 {
+				r, b := limiter.Rate()
+				resp.Rejected = append(resp.Rejected, Rejected{Index: index,
+					Error: fmt.Sprintf("device %q: over its rate limit of %g events/s (burst %d), not stored: send it again in %s", ev.DeviceID, r, b, max(runRetry, time.Millisecond).Round(time.Millisecond))})
+				h.m.Rejected.WithLabelValues(transport, ReasonRateLimited).Inc()
+				lim.add(ev.DeviceID, runRetry)
+				index++
+				continue
+			}
+			runLeft--
+		}
+		in = append(in, ev)
 		index++
 	}
-	if kept+refused > 0 && len(rejections) > 0 {
+	if kept+refused+lim.events > 0 && len(rejections) > 0 {
 		slices.SortFunc(resp.Rejected, func(a, b Rejected) int { return a.Index - b.Index })
 	}
-	return in, kept
+	return in, kept, lim
 }
+
+// ReasonRateLimited is the holdfast_events_rejected_total reason of an event
+// over its device's rate limit.
+const ReasonRateLimited = "rate_limited"
 
 func (h *Handler) getBuf() *bytes.Buffer {
 	if b, ok := h.bufs.Get().(*bytes.Buffer); ok {

@@ -9,12 +9,14 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/ingest/ratelimit"
 )
 
 // DefaultAddr is where the embedded broker listens by default.
@@ -83,6 +85,15 @@ type BrokerOptions struct {
 	// not own it). MQTT 3.1.1 has no redirect: such a device is served
 	// where it lands, and the appender forwards its events.
 	Owner func(device string) (ref string, ok bool)
+	// Limiter, if set, is the per-device rate limit (limits.device_rate).
+	// Over it, an MQTT 5 QoS 1/2 message gets reason 0x97 (quota exceeded)
+	// and is not stored (QoS 0: dropped, counted); an MQTT 3.1.1 message,
+	// which has no negative ack, is held on its client's connection until
+	// the device is back under its limit (at most MaxHold), then stored and
+	// acknowledged: the device is slowed, nothing is lost.
+	Limiter *ratelimit.Limiter
+	// MaxHold bounds that hold (default DefaultMaxHold).
+	MaxHold time.Duration
 	// AccessMetrics counts the connections and ACL checks refused; nil: not counted.
 	AccessMetrics *AccessMetrics
 	// Auth, if set, replaces the access control above (the per-source
@@ -129,6 +140,9 @@ func (o BrokerOptions) withDefaults() BrokerOptions {
 	}
 	if o.AlertPrefix == "" {
 		o.AlertPrefix = DefaultAlertPrefix
+	}
+	if o.MaxHold <= 0 {
+		o.MaxHold = DefaultMaxHold
 	}
 	return o
 }
@@ -189,7 +203,9 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 		cancel()
 		return nil, fmt.Errorf("mqttin: add move hook: %w", err)
 	}
-	h := &ingestHook{in: newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit), ctx: ctx, log: log, moves: b.moves}
+	in := newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit)
+	in.limiter, in.maxHold = opts.Limiter, opts.MaxHold
+	h := &ingestHook{in: in, ctx: ctx, log: log, moves: b.moves}
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add ingest hook: %w", err)

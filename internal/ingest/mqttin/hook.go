@@ -68,8 +68,12 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			}
 		}()
 	}
-	res := h.in.handle(h.ctx, pk.TopicName, pk.Payload)
 	v5 := cl.Properties.ProtocolVersion == 5
+	mode := limitHold
+	if v5 {
+		mode = limitRefuse
+	}
+	res := h.in.handle(h.ctx, pk.TopicName, pk.Payload, mode)
 	qos := pk.FixedHeader.Qos
 	switch res.outcome {
 	case outcomeDurable:
@@ -108,6 +112,13 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			cl.Stop(packets.ErrQuotaExceeded)
 			return pk, packets.ErrRejectPacket
 		}
+
+	case outcomeLimited: // MQTT 5 only: 3.1.1 messages are held, not refused
+		h.log.Debug("publish over its device's rate limit", "client", cl.ID, "topic", pk.TopicName)
+		if qos > 0 {
+			h.nack(cl, pk, packets.ErrQuotaExceeded, res.err.Error())
+		}
+		return pk, packets.ErrRejectPacket
 
 	case outcomeUnavailable:
 		h.log.Debug("publish not stored", "client", cl.ID, "topic", pk.TopicName, "error", res.err)

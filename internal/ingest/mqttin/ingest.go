@@ -13,6 +13,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
+	"github.com/holdfast-edge/holdfast/internal/ingest/ratelimit"
 )
 
 const (
@@ -42,7 +43,24 @@ const (
 	outcomeUnavailable                // the Appender failed: do not acknowledge
 	outcomeClosing                    // the transport is shutting down: do not acknowledge
 	outcomeRefused                    // kept out by the buffer's pressure: MQTT 5 quota exceeded
+	outcomeLimited                    // over the device's rate limit: MQTT 5 quota exceeded
 )
+
+// limitMode is how a message over its device's rate limit is treated.
+type limitMode int
+
+const (
+	limitNone   limitMode = iota // not limited (the Subscriber: one connection for every device)
+	limitRefuse                  // refused: MQTT 5, which has a negative ack
+	limitHold                    // held, then stored: MQTT 3.1.1, which has none
+)
+
+// DefaultMaxHold bounds how long an MQTT 3.1.1 message over its device's
+// rate limit is held before it is stored anyway.
+const DefaultMaxHold = 5 * time.Second
+
+// reasonRateLimited is the rejection reason of a message over its device's rate limit.
+const reasonRateLimited = "rate_limited"
 
 // result is the outcome of one message and, if it was refused, why.
 type result struct {
@@ -60,7 +78,9 @@ type ingester struct {
 	limits     event.Limits
 	log        *slog.Logger
 	now        func() time.Time
-	failing    atomic.Bool // the last Append failed
+	failing    atomic.Bool        // the last Append failed
+	limiter    *ratelimit.Limiter // per-device rate limit; nil: none
+	maxHold    time.Duration      // longest hold of a 3.1.1 message over the limit
 
 	metrics    *ingest.Metrics
 	transport  string
@@ -133,8 +153,11 @@ func parseTopic(topic string) (deviceID, stream string, err error) {
 }
 
 // handle decodes one message and appends its event, returning once the event is
-// durable or refused. ctx is the transport's lifetime.
-func (in *ingester) handle(ctx context.Context, topic string, payload []byte) result {
+// durable or refused. ctx is the transport's lifetime. mode says what to do
+// with a message over its device's rate limit: refuse it (outcomeLimited),
+// or hold it until the device is back under its limit, at most maxHold,
+// then store it.
+func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mode limitMode) result {
 	deviceID, stream, err := parseTopic(topic)
 	if err != nil {
 		return in.reject(reasonBadTopic, err)
@@ -155,6 +178,28 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte) re
 			in.rejected.WithLabelValues(why).Inc()
 			return result{outcome: outcomeRefused, reason: why,
 				err: fmt.Errorf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)}
+		}
+	}
+	switch {
+	case in.limiter == nil || mode == limitNone:
+	case mode == limitRefuse:
+		if ok, retry := in.limiter.Allow(in.transport, ev.DeviceID, ev.Stream); !ok {
+			in.rejected.WithLabelValues(reasonRateLimited).Inc()
+			r, b := in.limiter.Rate()
+			return result{outcome: outcomeLimited, reason: reasonRateLimited,
+				err: fmt.Errorf("device %q over its rate limit of %g events/s (burst %d): not stored, send it again in %s",
+					ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))}
+		}
+	case mode == limitHold:
+		if d := in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold); d > 0 {
+			// On the client's read goroutine: its next messages wait too.
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return result{outcome: outcomeClosing, err: ctx.Err()}
+			}
 		}
 	}
 	start := time.Now()

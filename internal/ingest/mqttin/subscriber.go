@@ -360,7 +360,7 @@ func (s *Subscriber) handle(ctx context.Context, sess *session, msg paho.Message
 		return // this connection is being replaced; the broker redelivers
 	}
 	defer sess.handlers.Done()
-	res := s.in.handle(ctx, msg.Topic(), msg.Payload())
+	res := s.in.handle(ctx, msg.Topic(), msg.Payload(), limitNone)
 	switch res.outcome {
 	case outcomeDurable:
 		sess.stored.Add(1)

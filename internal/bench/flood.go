@@ -1,0 +1,298 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FloodOptions configure `holdfast bench flood`: one node with
+// limits.device_rate, Devices devices each sending at EventRate over HTTP
+// (one device per request, as real devices do), and in alternate phases one
+// more device flooding at Factor times its limit. Zero fields take the
+// defaults noted.
+type FloodOptions struct {
+	Binary     string        // the holdfast binary to start
+	Devices    int           // the devices sending normally (default 200)
+	DeviceRate float64       // limits.device_rate (default 100 events/s)
+	EventRate  float64       // each normal device's rate (default DeviceRate/2)
+	Factor     float64       // the flood, times DeviceRate (default 20)
+	Batch      int           // events per request (default 10)
+	Phase      time.Duration // each phase (default 10s)
+	Rounds     int           // pairs of phases, without then with the flood (default 2)
+	Notices    io.Writer
+}
+
+func (o FloodOptions) withDefaults() FloodOptions {
+	if o.Devices == 0 {
+		o.Devices = 200
+	}
+	if o.DeviceRate == 0 {
+		o.DeviceRate = 100
+	}
+	if o.EventRate == 0 {
+		o.EventRate = o.DeviceRate / 2
+	}
+	if o.Factor == 0 {
+		o.Factor = 20
+	}
+	if o.Batch == 0 {
+		o.Batch = 10
+	}
+	if o.Phase == 0 {
+		o.Phase = 10 * time.Second
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 2
+	}
+	return o
+}
+
+// FloodPhase is what the normal devices saw over every phase of one kind.
+type FloodPhase struct {
+	Flood        bool    `json:"flood"`
+	Seconds      float64 `json:"seconds"`
+	Acked        int64   `json:"acked"`          // the normal devices' events acknowledged
+	Failed       int64   `json:"failed"`         // the normal devices' events not acknowledged
+	EventsPerSec float64 `json:"events_per_sec"` // Acked / Seconds
+	P50Ms        float64 `json:"p50_ms"`
+	P99Ms        float64 `json:"p99_ms"`
+	// The flooder: events sent, accepted, and requests answered 429.
+	FloodSent     int64 `json:"flood_sent"`
+	FloodAccepted int64 `json:"flood_accepted"`
+	Flood429      int64 `json:"flood_429"`
+	// Failures are the normal devices' failed requests by kind (http_429, error).
+	Failures map[string]int64 `json:"failures,omitempty"`
+}
+
+// FloodReport compares the normal devices without and with the flood.
+type FloodReport struct {
+	Options         FloodOptions `json:"-"`
+	Without, With   FloodPhase
+	ThroughputRatio float64 `json:"throughput_ratio"` // With / Without
+	P99Ratio        float64 `json:"p99_ratio"`
+}
+
+// RunFlood starts a node with the rate limit and plays the phases.
+func RunFlood(ctx context.Context, o FloodOptions) (*FloodReport, error) {
+	o = o.withDefaults()
+	dir, err := os.MkdirTemp("", "holdfast-flood-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil,
+		// Every device comes from 127.0.0.1: let the per-source limit
+		// take them all at once.
+		"limits:\n  device_rate: %g\nhttp:\n  max_concurrent_per_source: %d\n", o.DeviceRate, o.Devices+64), 0o600); err != nil {
+		return nil, err
+	}
+	node, err := startNode(ctx, o.Binary, []string{"--config", cfg}, false)
+	if err != nil {
+		return nil, err
+	}
+	defer node.stop()
+	t := &http.Transport{MaxIdleConns: o.Devices + 8, MaxIdleConnsPerHost: o.Devices + 8, IdleConnTimeout: time.Minute, DisableCompression: true}
+	defer t.CloseIdleConnections()
+	client := &http.Client{Transport: t, Timeout: 30 * time.Second}
+	url := "http://" + node.httpAddr + "/v1/events"
+
+	rep := &FloodReport{Options: o}
+	// A warm-up, not counted: connections, the node's first segments.
+	if err := floodPhase(ctx, client, url, FloodOptions{Devices: o.Devices, EventRate: o.EventRate, Batch: o.Batch,
+		Phase: min(o.Phase, 2*time.Second)}, false, new(floodTally)); err != nil {
+		return nil, err
+	}
+	var without, with floodTally
+	for round := range o.Rounds {
+		for _, flood := range []bool{false, true} {
+			tally := &without
+			if flood {
+				tally = &with
+			}
+			if o.Notices != nil {
+				fmt.Fprintf(o.Notices, "bench flood: round %d, flood %v, %v\n", round+1, flood, o.Phase)
+			}
+			if err := floodPhase(ctx, client, url, o, flood, tally); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rep.Without, rep.With = without.phase(false), with.phase(true)
+	if rep.Without.EventsPerSec > 0 {
+		rep.ThroughputRatio = rep.With.EventsPerSec / rep.Without.EventsPerSec
+	}
+	if rep.Without.P99Ms > 0 {
+		rep.P99Ratio = rep.With.P99Ms / rep.Without.P99Ms
+	}
+	return rep, nil
+}
+
+type floodTally struct {
+	seconds                       float64
+	acked, failed                 atomic.Int64
+	floodSent, floodAcc, flood429 atomic.Int64
+	lat                           histogram
+	mu                            sync.Mutex
+	failures                      map[string]int64 // the normal devices' failed requests by kind; guarded by mu
+}
+
+func (f *floodTally) fail(kind string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failures == nil {
+		f.failures = map[string]int64{}
+	}
+	f.failures[kind]++
+}
+
+func (f *floodTally) phase(flood bool) FloodPhase {
+	p := FloodPhase{Flood: flood, Seconds: f.seconds, Acked: f.acked.Load(), Failed: f.failed.Load(),
+		P50Ms: ms(f.lat.quantile(0.5)), P99Ms: ms(f.lat.quantile(0.99)),
+		FloodSent: f.floodSent.Load(), FloodAccepted: f.floodAcc.Load(), Flood429: f.flood429.Load(), Failures: f.failures}
+	if p.Seconds > 0 {
+		p.EventsPerSec = float64(p.Acked) / p.Seconds
+	}
+	return p
+}
+
+// floodPhase plays one phase: every normal device posts a batch every
+// Batch/EventRate, on a fixed schedule (a late answer does not delay the
+// next request's due time; latency runs from the due time); with flood, the
+// flooder does the same at Factor×DeviceRate, ignoring its 429s.
+func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOptions, flood bool, tally *floodTally) error {
+	ctx, cancel := context.WithTimeout(ctx, o.Phase)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	every := time.Duration(float64(o.Batch) / o.EventRate * float64(time.Second))
+	for i := range o.Devices {
+		dev := fmt.Sprintf("device-%04d", i)
+		// Spread the devices' first batches over one interval.
+		first := start.Add(every * time.Duration(i) / time.Duration(o.Devices))
+		wg.Go(func() {
+			seq := 0
+			for due := first; ; due = due.Add(every) {
+				if !sleepCtx(ctx, due) {
+					return
+				}
+				accepted, status, err := postFlood(ctx, client, url, dev, &seq, o.Batch)
+				if ctx.Err() != nil {
+					return // cut off by the phase's end: not counted
+				}
+				tally.lat.record(time.Since(due))
+				tally.acked.Add(int64(accepted))
+				tally.failed.Add(int64(o.Batch - accepted))
+				switch {
+				case err != nil:
+					tally.fail("error")
+				case status != http.StatusOK:
+					tally.fail("http_" + strconv.Itoa(status))
+				}
+			}
+		})
+	}
+	if flood {
+		// Four connections, so that the flood keeps its rate while answers
+		// take longer than its interval.
+		const floodConns = 4
+		floodEvery := time.Duration(float64(o.Batch*floodConns) / (o.Factor * o.DeviceRate) * float64(time.Second))
+		for c := range floodConns {
+			wg.Go(func() {
+				seq := c * 1_000_000_000
+				for due := start.Add(floodEvery * time.Duration(c) / floodConns); ; due = due.Add(floodEvery) {
+					if !sleepCtx(ctx, due) {
+						return
+					}
+					accepted, status, _ := postFlood(ctx, client, url, "flooder", &seq, o.Batch)
+					if ctx.Err() != nil {
+						return
+					}
+					tally.floodSent.Add(int64(o.Batch))
+					tally.floodAcc.Add(int64(accepted))
+					if status == http.StatusTooManyRequests {
+						tally.flood429.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	tally.seconds += o.Phase.Seconds()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, until time.Time) bool {
+	d := time.Until(until)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// postFlood posts n events of device and returns how many were accepted.
+func postFlood(ctx context.Context, client *http.Client, url, device string, seq *int, n int) (int, int, error) {
+	var b bytes.Buffer
+	ts := time.Now().UnixMilli()
+	for range n {
+		*seq++
+		b.WriteString(`{"id":"`)
+		b.WriteString(device)
+		b.WriteByte('-')
+		b.WriteString(strconv.Itoa(*seq))
+		fmt.Fprintf(&b, `","device_id":%q,"stream":"telemetry","ts":%d,"value":%d}`+"\n", device, ts, *seq)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, &b)
+	if err != nil {
+		return 0, 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-ndjson")
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	var r ingestResponse
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return 0, resp.StatusCode, err
+	}
+	return r.Accepted, resp.StatusCode, nil
+}
+
+// WriteText prints the report.
+func (r *FloodReport) WriteText(w io.Writer) error {
+	o := r.Options
+	_, err := fmt.Fprintf(w, `flood: %d devices at %g events/s each (batches of %d, one device per request), limit %g events/s per device;
+       the flood: one device at %g events/s (%g× its limit); %d rounds of %v without, then %v with
+phase      normal events/s   acked     failed  p50 ms   p99 ms   flood sent  accepted  429s
+without    %14.0f  %8d  %8d  %7.2f  %7.2f
+with       %14.0f  %8d  %8d  %7.2f  %7.2f  %10d  %8d  %5d
+ratio with/without: throughput %.3f, p99 %.2f
+failed requests of the normal devices: without %v, with %v
+`, o.Devices, o.EventRate, o.Batch, o.DeviceRate, o.Factor*o.DeviceRate, o.Factor, o.Rounds, o.Phase, o.Phase,
+		r.Without.EventsPerSec, r.Without.Acked, r.Without.Failed, r.Without.P50Ms, r.Without.P99Ms,
+		r.With.EventsPerSec, r.With.Acked, r.With.Failed, r.With.P50Ms, r.With.P99Ms, r.With.FloodSent, r.With.FloodAccepted, r.With.Flood429,
+		r.ThroughputRatio, r.P99Ratio, r.Without.Failures, r.With.Failures)
+	return err
+}
