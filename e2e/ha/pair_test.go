@@ -5,7 +5,6 @@
 package ha
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,13 +15,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -49,6 +46,7 @@ const secret = "pair-secret-of-the-tests"
 
 // member is one process of a pair: a node or the witness.
 type member struct {
+	testutil.Proc
 	name       string // "a", "b" or "w"
 	dir        string
 	http, mqtt string // fixed: the pair advertises them
@@ -56,30 +54,11 @@ type member struct {
 	peers      []string
 	args       []string
 	witness    bool
-	cmd        *exec.Cmd
-	done       chan struct{}
-	logMu      sync.Mutex
-	log        strings.Builder
-	restarts   int
 }
 
-func (m *member) logs() string {
-	m.logMu.Lock()
-	defer m.logMu.Unlock()
-	return m.log.String()
-}
-
-func (m *member) running() bool {
-	if m.cmd == nil {
-		return false
-	}
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
+func (m *member) logs() string  { return m.Logs() }
+func (m *member) running() bool { return m.Running() }
+func (m *member) kill()         { m.Kill() }
 
 // start runs the member's process; a node is waited for until its HTTP
 // listener answers.
@@ -93,36 +72,8 @@ func (m *member) start(t *testing.T) {
 		args = append([]string{"run", "--data-dir", m.dir, "--node-id", nodeID, "--http-addr", m.http, "--mqtt-addr", m.mqtt,
 			"--ha-listen", m.link, "--ha-peers", strings.Join(m.peers, ",")}, m.args...)
 	}
-	m.cmd = exec.Command(binary, args...)
-	m.cmd.Env = append(os.Environ(), "HOLDFAST_HA_SECRET="+secret)
-	m.done = make(chan struct{})
-	m.logMu.Lock()
-	fmt.Fprintf(&m.log, "=== start %d\n", m.restarts)
-	m.logMu.Unlock()
-	m.restarts++
-	stderr, err := m.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, m.cmd.Start())
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			m.logMu.Lock()
-			m.log.WriteString(sc.Text() + "\n")
-			m.logMu.Unlock()
-		}
-		io.Copy(io.Discard, stderr)
-	}()
-	done := m.done
-	cmd := m.cmd
-	go func() { <-read; cmd.Wait(); close(done) }()
-	if m.restarts == 1 {
-		// Once, on the test that made the pair: a restart inside a subtest
-		// must outlive the subtest.
-		t.Cleanup(m.kill)
-	}
+	m.Binary, m.Args, m.Env = binary, args, []string{"HOLDFAST_HA_SECRET=" + secret}
+	m.Start(t)
 	if m.witness {
 		return
 	}
@@ -139,15 +90,6 @@ func (m *member) start(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("member %s not answering after 60s:\n%s", m.name, m.logs())
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (m *member) kill() {
-	if m.cmd == nil || m.cmd.Process == nil {
-		return
-	}
-	_ = m.cmd.Process.Signal(syscall.SIGKILL)
-	<-m.done
 }
 
 // haStatus is the ha section of /v1/status and what the tests read beside it.

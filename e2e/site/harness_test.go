@@ -6,7 +6,6 @@
 package site
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -17,12 +16,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,71 +65,29 @@ site:
 
 // proc is one process of the site: a node or the aggregator.
 type proc struct {
-	name     string // node id, or "agg"
-	dir      string
-	http     string
-	mqtt     string // nodes only
-	gossip   string // nodes: site.listen
-	nats     string // the aggregator: --listen
-	args     []string
-	env      []string     // more environment, after the site secret
-	client   *http.Client // nil: plain HTTP without a token (quick)
-	scheme   string       // "https" with security.tls; default http
-	cmd      *exec.Cmd
-	done     chan struct{}
-	logMu    sync.Mutex
-	log      strings.Builder
-	restarts int
+	testutil.Proc
+	name   string // node id, or "agg"
+	dir    string
+	http   string
+	mqtt   string // nodes only
+	gossip string // nodes: site.listen
+	nats   string // the aggregator: --listen
+	args   []string
+	env    []string     // more environment, after the site secret
+	client *http.Client // nil: plain HTTP without a token (quick)
+	scheme string       // "https" with security.tls; default http
 }
 
-func (p *proc) logs() string {
-	p.logMu.Lock()
-	defer p.logMu.Unlock()
-	return p.log.String()
-}
-
-func (p *proc) running() bool {
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *proc) logs() string  { return p.Logs() }
+func (p *proc) running() bool { return p.Running() }
+func (p *proc) kill()         { p.Kill() }
 
 // start runs the process and waits until its HTTP listener answers.
 func (p *proc) start(t *testing.T) {
 	t.Helper()
-	p.cmd = exec.Command(binary, p.args...)
-	p.cmd.Env = append(append(os.Environ(), "HOLDFAST_SITE_SECRET="+secret), p.env...)
-	p.done = make(chan struct{})
-	p.logMu.Lock()
-	fmt.Fprintf(&p.log, "=== start %d\n", p.restarts)
-	p.logMu.Unlock()
-	p.restarts++
-	stderr, err := p.cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, p.cmd.Start())
-	read := make(chan struct{})
-	go func() {
-		defer close(read)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			p.logMu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.logMu.Unlock()
-		}
-		io.Copy(io.Discard, stderr)
-	}()
-	done, cmd := p.done, p.cmd
-	go func() { <-read; cmd.Wait(); close(done) }()
-	if p.restarts == 1 {
-		t.Cleanup(p.kill)
-	}
+	p.Binary, p.Args = binary, p.args
+	p.Env = append([]string{"HOLDFAST_SITE_SECRET=" + secret}, p.env...)
+	p.Start(t)
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if !p.running() {
@@ -146,15 +101,6 @@ func (p *proc) start(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s not answering after 60s:\n%s", p.name, p.logs())
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *proc) kill() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
 }
 
 var quick = &http.Client{Timeout: 3 * time.Second}
