@@ -66,13 +66,7 @@ func aggregateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			logger.Info("shutting down")
-			if err := a.Close(); err != nil {
-				return fmt.Errorf("shutdown: %w", err)
-			}
-			logger.Info("stopped cleanly")
-			return nil
+			return serveUntilDone(ctx, logger, a)
 		},
 	}
 	f := c.Flags()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,13 +27,7 @@ func cloudCmd() *cobra.Command {
 				return err
 			}
 			logger.Info("cloud ready", "url", s.URL(), "data_dir", dataDir)
-			<-ctx.Done()
-			logger.Info("shutting down")
-			if err := s.Close(); err != nil {
-				return fmt.Errorf("shutdown: %w", err)
-			}
-			logger.Info("stopped cleanly")
-			return nil
+			return serveUntilDone(ctx, logger, s)
 		},
 	}
 	f := c.Flags()

@@ -130,25 +130,13 @@ func run(cfg config.Config) error {
 		if err != nil {
 			return err
 		}
-		<-ctx.Done()
-		logger.Info("shutting down")
-		if err := p.Close(); err != nil {
-			return fmt.Errorf("shutdown: %w", err)
-		}
-		logger.Info("stopped cleanly")
-		return nil
+		return serveUntilDone(ctx, logger, p)
 	}
 	n, err := node.Start(cfg, logger)
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	logger.Info("shutting down")
-	if err := n.Close(); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	logger.Info("stopped cleanly")
-	return nil
+	return serveUntilDone(ctx, logger, n)
 }
 
 // logNodeID says so when the node id is the host name made valid rather
@@ -167,4 +155,16 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serveUntilDone waits for ctx (SIGINT or SIGTERM), then closes what runs
+// and logs the shutdown.
+func serveUntilDone(ctx context.Context, logger *slog.Logger, running io.Closer) error {
+	<-ctx.Done()
+	logger.Info("shutting down")
+	if err := running.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return nil
 }
