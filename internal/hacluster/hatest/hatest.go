@@ -6,8 +6,10 @@ package hatest
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -116,21 +118,36 @@ func (c *Cluster) KV(ctx context.Context, t testing.TB, i int) jetstream.KeyValu
 }
 
 // FreeAddrs returns n loopback addresses with ports nobody listened on a
-// moment ago.
+// moment ago, below the kernel's ephemeral range (32768 on Linux), each
+// once per process: the members listen on them only later, and a port the
+// kernel hands out meanwhile — to any connection of any test running
+// beside this one — could otherwise be one of them (CI's race run saw a
+// member's route listener fail that way).
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	var out []string
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 10000 {
+			t.Fatal("no free port below 32000")
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().String())
-	}
-	for _, l := range ls {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		l.Close()
+		portsUsed[port] = true
+		out = append(out, l.Addr().String())
 	}
 	return out
 }
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
