@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // witness is a running `holdfast witness`.
@@ -121,18 +122,12 @@ func TestWitnessRefusesOpenRoutes(t *testing.T) {
 	}
 }
 
-// freeAddrs returns n loopback addresses with ports nobody listened on a
-// moment ago.
+// freeAddrs returns n fixed addresses for processes to listen on.
 func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
+	out := make([]string, n)
+	for i := range out {
+		out[i] = testutil.FreeAddr(t)
 	}
 	return out
 }

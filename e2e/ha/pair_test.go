@@ -6,12 +6,9 @@ package ha
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,14 +21,13 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
+	"github.com/holdfast-edge/holdfast/internal/testutil/cloudtest"
 )
 
 var binary string
@@ -195,35 +191,8 @@ func (l *alertLog) waitAlert(t *testing.T, rule, state string, timeout time.Dura
 	}
 }
 
-// freeAddr picks a free port below the kernel's ephemeral range (32768 on
-// Linux): the members' addresses are fixed before the processes start, and a
-// port the kernel hands out meanwhile (a member's own nats-server picks one)
-// could otherwise be one of them. Each port is handed out once per run.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsUsed[port] = true
-		return l.Addr().String()
-	}
-	t.Fatal("no free port below 32000")
-	return ""
-}
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
+// freeAddr is a fixed address for a member to listen on.
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // noRoute is where every member says it can be reached, and nothing
 // listens: members then dial only the proxies they are given, never one
@@ -601,42 +570,15 @@ func requireExactlyOnce(t *testing.T, led *ackLog, events []storedEvent) map[str
 // holds, and checks it holds each once.
 func requireCloudOnce(t *testing.T, p *pair, events []storedEvent) {
 	t.Helper()
-	want := map[uint64]bool{}
-	for _, e := range events {
-		want[e.Offset] = true
+	cloudtest.RequireEventsOnce(t, p.cloud.URL(), nodeID, offsets(events), 90*time.Second)
+}
+
+func offsets(events []storedEvent) []uint64 {
+	out := make([]uint64, len(events))
+	for i, e := range events {
+		out[i] = e.Offset
 	}
-	nc, err := nats.Connect(p.cloud.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	var stored []cloud.Stored
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		stored, err = cloud.StoredOffsets(context.Background(), js, nodeID, cloud.StreamEvents, 0)
-		require.NoError(t, err)
-		have := map[uint64]bool{}
-		for _, s := range stored {
-			have[s.Offset] = true
-		}
-		missing := 0
-		for off := range want {
-			if !have[off] {
-				missing++
-			}
-		}
-		if missing == 0 {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "the cloud still lacks %d of %d events", missing, len(want))
-		time.Sleep(200 * time.Millisecond)
-	}
-	seen := map[uint64]bool{}
-	for _, s := range stored {
-		require.False(t, seen[s.Offset], "offset %d stored twice in the cloud", s.Offset)
-		seen[s.Offset] = true
-		require.True(t, want[s.Offset], "the cloud holds offset %d, which is no event of the primary's", s.Offset)
-	}
+	return out
 }
 
 // requireWindowsRecompute waits for processing to catch up on m and checks

@@ -30,6 +30,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
+	"github.com/holdfast-edge/holdfast/internal/testutil/cloudtest"
 )
 
 var binary string
@@ -121,39 +122,8 @@ func (p *proc) base() string {
 	return "http://" + p.http
 }
 
-// freeAddr picks a free port below the kernel's ephemeral range, each once
-// per run: addresses are fixed before the processes start.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		// memberlist gossips over UDP on the same port.
-		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		u.Close()
-		portsUsed[port] = true
-		return l.Addr().String()
-	}
-	t.Fatal("no free port below 32000")
-	return ""
-}
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
+// freeAddr is a fixed address for a process to listen on (TCP and UDP).
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // siteT is a site under test: a cloud, perhaps an aggregator, nodes.
 type siteT struct {
@@ -619,10 +589,19 @@ func (p *proc) getJSON(t *testing.T, u string, into any) {
 // events reads every event p holds, in offset order.
 func (p *proc) events(t *testing.T) []storedEvent {
 	t.Helper()
+	return p.eventsOf(t, "")
+}
+
+// eventsOf reads the events p holds of device ("": of every device).
+func (p *proc) eventsOf(t *testing.T, device string) []storedEvent {
+	t.Helper()
 	var out []storedEvent
 	cursor := ""
 	for {
 		u := p.base() + "/v1/events?limit=10000"
+		if device != "" {
+			u += "&device_id=" + url.QueryEscape(device)
+		}
 		if cursor != "" {
 			u += "&cursor=" + cursor
 		}
@@ -713,44 +692,13 @@ func (s *siteT) requireAcked(t *testing.T, l *ledger, killed []string, maxInFlig
 // and checks it holds each (node, offset) once.
 func (s *siteT) requireCloudOnce(t *testing.T, byNode map[string][]storedEvent, timeout time.Duration) {
 	t.Helper()
-	nc, err := nats.Connect(s.cloud.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	deadline := time.Now().Add(timeout)
 	for node, evs := range byNode {
-		want := map[uint64]bool{}
-		for _, e := range evs {
-			want[e.Offset] = true
+		offs := make([]uint64, len(evs))
+		for i, e := range evs {
+			offs[i] = e.Offset
 		}
-		var stored []cloud.Stored
-		for {
-			stored, err = cloud.StoredOffsets(context.Background(), js, node, cloud.StreamEvents, 0)
-			require.NoError(t, err)
-			have := map[uint64]bool{}
-			for _, st := range stored {
-				have[st.Offset] = true
-			}
-			missing := 0
-			for off := range want {
-				if !have[off] {
-					missing++
-				}
-			}
-			if missing == 0 {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "the cloud still lacks %d of %s's %d events", missing, node, len(want))
-			time.Sleep(200 * time.Millisecond)
-		}
-		seen := map[uint64]bool{}
-		for _, st := range stored {
-			require.False(t, seen[st.Offset], "%s's offset %d stored twice in the cloud", node, st.Offset)
-			seen[st.Offset] = true
-			require.True(t, want[st.Offset], "the cloud holds %s's offset %d, which is no event of its", node, st.Offset)
-		}
-		t.Logf("the cloud holds each of %s's %d events once", node, len(want))
+		cloudtest.RequireEventsOnce(t, s.cloud.URL(), node, offs, timeout)
+		t.Logf("the cloud holds each of %s's %d events once", node, len(evs))
 	}
 }
 

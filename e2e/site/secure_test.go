@@ -119,15 +119,7 @@ security:
 		require.NoError(t, pub.Error())
 	}
 	c.Disconnect(100)
-	count := func(p *proc) int {
-		k := 0
-		for _, e := range p.events(t) {
-			if e.DeviceID == name {
-				k++
-			}
-		}
-		return k
-	}
+	count := func(p *proc) int { return len(p.eventsOf(t, name)) }
 	require.Equal(t, 4, count(n2), "the owner holds the HTTPS event and the three forwarded ones")
 	require.Zero(t, count(n1), "the node the device reached stored its events")
 

@@ -339,15 +339,7 @@ func TestSiteGeographic(t *testing.T) {
 		require.NoError(t, pub.Error())
 	}
 	c.Disconnect(100)
-	count := func(p *proc) int {
-		k := 0
-		for _, e := range p.events(t) {
-			if e.DeviceID == dev {
-				k++
-			}
-		}
-		return k
-	}
+	count := func(p *proc) int { return len(p.eventsOf(t, dev)) }
 	for _, n := range s.nodes {
 		want := 0
 		if n.name == owner {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"math"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -26,9 +25,7 @@ const ackWindow = 10
 // ingest's histogram over the last ackWindow seconds. Used by the operator
 // goroutine only.
 type meter struct {
-	lastCPU  time.Duration
-	lastAt   time.Time
-	cpu      float64
+	load     loadMeter
 	limit    uint64 // the memory limit, bytes
 	samples  []metrics.Sample
 	ack      [][]uint64 // cumulative bucket counts, one snapshot a second, oldest first
@@ -56,15 +53,7 @@ func (n *Node) measure(now time.Time) (degrade.Conditions, degrade.TriggerValues
 			c.SinksOffline = append(c.SinksOffline, s.Name())
 		}
 	}
-	if t := cpuTime(); t > 0 { // site_report.go
-		if !m.lastAt.IsZero() {
-			if el := now.Sub(m.lastAt); el > 0 {
-				m.cpu = float64(t-m.lastCPU) / float64(el) / float64(runtime.NumCPU())
-			}
-		}
-		m.lastCPU, m.lastAt = t, now
-	}
-	c.CPU = m.cpu
+	_, c.CPU = m.load.read(n, now)
 	metrics.Read(m.samples)
 	if m.limit > 0 {
 		used := m.samples[0].Value.Uint64() - m.samples[1].Value.Uint64()

@@ -12,10 +12,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,8 +40,6 @@ type siteMember struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup // reportLoad and moveDevices
 	metrics siteMetrics
-	// accepted counts the events this node stored, for its gossiped load.
-	accepted atomic.Uint64
 }
 
 type siteMetrics struct {
@@ -187,7 +183,8 @@ func (n *Node) advertiseMQTT() string {
 }
 
 // owner returns the member owning the device (and stream) in this node's
-// view, and whether that is another node.
+// view, and whether that is another node. An empty zone is the one
+// site.zones gives the device (the Assigner's ZoneOf).
 func (s *siteMember) owner(device, zone, stream string) (site.Member, bool) {
 	m, ok := s.assign.Owner(s.ms.Members(), site.Device{ID: device, Zone: zone, Stream: stream})
 	if !ok {
@@ -202,16 +199,15 @@ func (s *siteMember) reportLoad(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	lastAt, lastN, lastCPU := time.Now(), s.accepted.Load(), cpuTime()
+	var meter loadMeter
+	meter.read(s.n, time.Now())
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			acc, cpu := s.accepted.Load(), cpuTime()
-			dt := now.Sub(lastAt).Seconds()
-			l := site.Load{EventsPerSec: float64(acc-lastN) / dt,
-				CPU: min(1, (cpu-lastCPU).Seconds()/dt/float64(runtime.NumCPU()))}
+			var l site.Load
+			l.EventsPerSec, l.CPU = meter.read(s.n, now)
 			if s.n.pressure != nil {
 				l.Buffer = s.n.pressure.utilisation()
 			}
@@ -219,7 +215,6 @@ func (s *siteMember) reportLoad(ctx context.Context) {
 				l.LagRecords = max(l.LagRecords, sy.Status().LagRecords)
 			}
 			s.ms.SetLoad(l)
-			lastAt, lastN, lastCPU = now, acc, cpu
 		}
 	}
 }
@@ -258,17 +253,13 @@ type siteAppender struct {
 func (a *siteAppender) Append(ctx context.Context, evs []event.Event) (ingest.Result, error) {
 	s := a.n.site.Load()
 	if s == nil || hopped(ctx) {
-		res, err := a.inner.Append(ctx, evs)
-		if err == nil && s != nil {
-			s.accepted.Add(uint64(len(evs)))
-		}
-		return res, err
+		return a.inner.Append(ctx, evs)
 	}
 	local := evs[:0:0]
 	var foreign map[string][]event.Event
 	owners := map[string]site.Member{}
 	for _, ev := range evs {
-		m, away := s.owner(ev.DeviceID, ev.Tags["zone"], ev.Stream)
+		m, away := s.owner(ev.DeviceID, eventZone(ctx, ev), ev.Stream)
 		if !away {
 			local = append(local, ev)
 			continue
@@ -299,7 +290,6 @@ func (a *siteAppender) Append(ctx context.Context, evs []event.Event) (ingest.Re
 		if err != nil {
 			return res, err
 		}
-		s.accepted.Add(uint64(len(local)))
 		res.Stored += r.Stored
 		res.Duplicates += r.Duplicates
 	}
@@ -369,6 +359,9 @@ func (n *Node) siteHTTP(h http.Handler) http.Handler {
 			return
 		}
 		q := r.URL.Query()
+		if z := q.Get("zone"); z != "" {
+			r = r.WithContext(context.WithValue(r.Context(), zoneKey{}, z))
+		}
 		switch {
 		case q.Has(paramForwarded):
 			if s.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get(headerSiteAuth)), []byte(s.token)) != 1 {
@@ -381,6 +374,18 @@ func (n *Node) siteHTTP(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// zoneKey carries a request's zone parameter to the appender.
+type zoneKey struct{}
+
+// eventZone is the zone an event's device is in for assignment: the
+// request's zone parameter, else the event's zone tag, else "" (site.zones).
+func eventZone(ctx context.Context, ev event.Event) string {
+	if z, _ := ctx.Value(zoneKey{}).(string); z != "" {
+		return z
+	}
+	return ev.Tags["zone"]
 }
 
 // memberKey marks a request forwarded by a member: the member authenticated
@@ -402,14 +407,9 @@ func (n *Node) redirectEvents(r *http.Request, evs []event.Event) string {
 	if s == nil || hopped(r.Context()) || len(evs) == 0 {
 		return ""
 	}
-	zone := r.URL.Query().Get("zone")
 	var to site.Member
 	for i, ev := range evs {
-		z := zone
-		if z == "" {
-			z = ev.Tags["zone"]
-		}
-		m, away := s.owner(ev.DeviceID, z, ev.Stream)
+		m, away := s.owner(ev.DeviceID, eventZone(r.Context(), ev), ev.Stream)
 		if !away || i > 0 && m.NodeID != to.NodeID {
 			return "" // some here, or several owners: stored here and forwarded
 		}
@@ -428,7 +428,7 @@ func (n *Node) mqttOwner(device string) (string, bool) {
 	if s == nil || device == "" {
 		return "", false
 	}
-	m, away := s.owner(device, n.cfg.Site.ZoneOf(device), "")
+	m, away := s.owner(device, "", "")
 	if !away || m.MQTT == "" {
 		return "", false
 	}
@@ -467,11 +467,7 @@ func (n *Node) assign(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusServiceUnavailable, "not a site member yet")
 		return
 	}
-	zone := q.Get("zone")
-	if zone == "" {
-		zone = n.cfg.Site.ZoneOf(dev)
-	}
-	m, ok := s.assign.Owner(s.ms.Members(), site.Device{ID: dev, Zone: zone, Stream: q.Get("stream")})
+	m, ok := s.assign.Owner(s.ms.Members(), site.Device{ID: dev, Zone: q.Get("zone"), Stream: q.Get("stream")})
 	if !ok {
 		writeJSONError(w, http.StatusServiceUnavailable, "no live member")
 		return

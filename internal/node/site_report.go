@@ -1,6 +1,7 @@
 package node
 
 import (
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -25,23 +26,17 @@ func SiteAccess(s config.Site) (cloud.Access, error) {
 func (n *Node) startSiteReport() {
 	primary, syncs := n.siteSync, n.syncs
 	var (
-		mu       sync.Mutex
-		lastAt   = time.Now()
-		lastNext = n.buf.NextOffset()
-		lastCPU  = cpuTime()
+		mu    sync.Mutex
+		meter loadMeter
 	)
+	meter.read(n, time.Now())
 	n.siteReport = aggregator.StartReporter(aggregator.ReporterOptions{
 		URL: n.cfg.Site.Aggregator, Access: n.siteAccess, NodeID: n.cfg.NodeID, Logger: n.log.With("component", "sync"),
 		Report: func() aggregator.Report {
 			mu.Lock()
 			defer mu.Unlock()
-			now, next, cpu := time.Now(), n.buf.NextOffset(), cpuTime()
-			secs := now.Sub(lastAt).Seconds()
 			r := aggregator.Report{NodeID: n.cfg.NodeID, HTTP: n.HTTPAddr(), LagRecords: primary.Status().LagRecords}
-			if secs > 0 {
-				r.Load.EventsPerS = float64(next-min(next, lastNext)) / secs
-				r.Load.CPU = (cpu - lastCPU).Seconds() / secs
-			}
+			r.Load.EventsPerS, r.Load.CPU = meter.read(n, time.Now())
 			if n.pressure != nil {
 				r.Load.Buffer = n.pressure.utilisation()
 			}
@@ -49,10 +44,30 @@ func (n *Node) startSiteReport() {
 				st := s.Status()
 				r.Sinks = append(r.Sinks, aggregator.SinkState{Sink: st.Sink, State: string(st.State), LagRecords: st.LagRecords})
 			}
-			lastAt, lastNext, lastCPU = now, next, cpu
 			return r
 		},
 	})
+}
+
+// loadMeter turns the node's counters into rates between two of its
+// readings: the events ingest accepted per second and this process's share
+// of the machine's cores (0–1). Each reader (the site's gossip, the report
+// to the aggregator, the degradation level) keeps its own.
+type loadMeter struct {
+	at       time.Time
+	cpu      time.Duration
+	accepted uint64
+}
+
+// read returns the rates since the last read (zero on the first).
+func (m *loadMeter) read(n *Node, now time.Time) (eventsPerSec, cpu float64) {
+	c, acc := cpuTime(), n.counters().Accepted
+	if el := now.Sub(m.at).Seconds(); !m.at.IsZero() && el > 0 {
+		eventsPerSec = float64(acc-min(acc, m.accepted)) / el
+		cpu = min(1, (c-m.cpu).Seconds()/el/float64(runtime.NumCPU()))
+	}
+	m.at, m.cpu, m.accepted = now, c, acc
+	return eventsPerSec, cpu
 }
 
 // cpuTime is the CPU time this process has used.

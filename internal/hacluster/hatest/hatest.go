@@ -6,10 +6,7 @@ package hatest
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
@@ -18,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/holdfast-edge/holdfast/internal/hacluster"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // Unreachable is advertised by every member: a member that learns of another
@@ -117,37 +115,13 @@ func (c *Cluster) KV(ctx context.Context, t testing.TB, i int) jetstream.KeyValu
 	return kv
 }
 
-// FreeAddrs returns n loopback addresses with ports nobody listened on a
-// moment ago, below the kernel's ephemeral range (32768 on Linux), each
-// once per process: the members listen on them only later, and a port the
-// kernel hands out meanwhile — to any connection of any test running
-// beside this one — could otherwise be one of them (CI's race run saw a
-// member's route listener fail that way).
+// FreeAddrs returns n fixed addresses for members to listen on
+// (testutil.FreeAddr: below the ephemeral range, each once per process).
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	var out []string
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 10000 {
-			t.Fatal("no free port below 32000")
-		}
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		portsUsed[port] = true
-		out = append(out, l.Addr().String())
+	out := make([]string, n)
+	for i := range out {
+		out[i] = testutil.FreeAddr(t)
 	}
 	return out
 }
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
