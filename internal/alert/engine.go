@@ -124,6 +124,12 @@ func NewEngine(rules []Rule) (*Engine, error) {
 // OnEvent evaluates the event-source rules of stream for one raw event. It
 // returns the alerts that fired or resolved, in rule order; usually none (nil).
 func (e *Engine) OnEvent(stream, deviceID string, ts int64, value float64) []Alert {
+	return e.OnEventOf("", stream, deviceID, ts, value)
+}
+
+// OnEventOf is OnEvent for the rules of one severity only ("" for all): the
+// others neither see the event nor change state.
+func (e *Engine) OnEventOf(sev Severity, stream, deviceID string, ts int64, value float64) []Alert {
 	if stream != e.lastStream || e.lastRules == nil {
 		e.lastStream, e.lastRules = stream, e.events[stream]
 		if e.lastRules == nil {
@@ -133,6 +139,9 @@ func (e *Engine) OnEvent(stream, deviceID string, ts int64, value float64) []Ale
 	var out []Alert
 	for _, i := range e.lastRules {
 		r := &e.rules[i]
+		if sev != "" && r.Severity != sev {
+			continue
+		}
 		if r.tracked == 0 && !holds(r.op, value, r.Threshold) {
 			continue // the common case: nothing pending, condition false
 		}

@@ -29,6 +29,10 @@ type Options struct {
 	Emergency LevelOptions `yaml:"emergency"`
 	// Triggers are the seed's scaling triggers, shown in status and metrics.
 	Triggers Triggers `yaml:"triggers"`
+	// LimitedWindows are the window sizes whose results are written live
+	// at limited (the matrix's "5m, 1h only"); the others are held back and
+	// written on the step down. Sizes not in windows.sizes are ignored.
+	LimitedWindows []time.Duration `yaml:"limited_windows"`
 }
 
 // LevelOptions are one level's entry and exit thresholds: it is entered once
@@ -92,8 +96,9 @@ var DefaultOptions = Options{
 		CPU: 0.80, CPUExit: 0.60, AckP99: 100 * time.Millisecond, AckP99Exit: 50 * time.Millisecond,
 		Queue: 10_000, QueueExit: 1_000, EnterAfter: 30 * time.Second, Hold: 2 * time.Minute,
 	},
-	Minimal:   LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
-	Emergency: LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
+	Minimal:        LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
+	Emergency:      LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
+	LimitedWindows: []time.Duration{5 * time.Minute, time.Hour},
 	Triggers: Triggers{
 		CPU:     TriggerOptions{Up: 0.80, Down: 0.30, UpFor: 5 * time.Minute, DownFor: 30 * time.Minute},
 		Buffer:  TriggerOptions{Up: 0.70, Down: 0.20},

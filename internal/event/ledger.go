@@ -14,10 +14,13 @@ const (
 	LossDropped         byte = 4
 	LossEvictedUnsynced byte = 5
 	LossUnreplicated    byte = 6
+	LossWindowsDeferred byte = 7 // window results held back at limited: recomputed on the step down
+	LossUnwindowed      byte = 8 // events not windowed at minimal: recomputed on the step down
 )
 
 var lossNames = [...]string{LossSampled: "sampled", LossRefused: "refused", LossDownsampled: "downsampled",
-	LossDropped: "dropped", LossEvictedUnsynced: "evicted_unsynced", LossUnreplicated: "unreplicated"}
+	LossDropped: "dropped", LossEvictedUnsynced: "evicted_unsynced", LossUnreplicated: "unreplicated",
+	LossWindowsDeferred: "windows_deferred", LossUnwindowed: "unwindowed"}
 
 // LossName is a reason's name, "" for an unknown one.
 func LossName(r byte) string {
@@ -76,7 +79,8 @@ func DecodeLedger(b []byte) (LedgerRecord, error) {
 	l.From, l.To = d.varint(), d.varint()
 	l.Count = d.uvarint()
 	n := d.uvarint()
-	unranged := l.Reason == LossSampled || l.Reason == LossRefused || l.Reason == LossUnreplicated
+	unranged := l.Reason == LossSampled || l.Reason == LossRefused || l.Reason == LossUnreplicated ||
+		l.Reason == LossWindowsDeferred || l.Reason == LossUnwindowed
 	if d.err == nil && (l.From > l.To || l.Count == 0 || n > uint64(len(d.b))/2 || (unranged && n > 0)) {
 		d.fail("ledger times, count or range count out of range")
 	}

@@ -37,8 +37,12 @@ import (
 // follow the level computed without the buffer (load): a full disk does not
 // stop the sync that would empty it, nor refuse more than pressure does.
 //
-// Windowing, alerting and limited's aggregates-only sync are shown as they
-// are in force (not degraded yet). The level is in status, in the metric
+//	windowing,      limited: live results of degradation.limited_windows
+//	alerting        only, rules on the others delayed; minimal, emergency:
+//	                no windows, critical event rules only; what is held
+//	                back is written on the step down (degrade_process.go)
+//
+// Limited's aggregates-only sync is shown as it is in force. The level is in status, in the metric
 // holdfast_degradation_level, and, from limited on, an alert `degradation`.
 type degradation struct {
 	gate  *degrade.Gate
@@ -122,6 +126,7 @@ func (n *Node) watchDegradation(now time.Time) {
 		d.triggerValue.WithLabelValues(t.Metric).Set(t.Value)
 	}
 	n.applySync(act)
+	n.applyProcessing(act)
 	if !changed {
 		return
 	}
@@ -211,6 +216,7 @@ func (n *Node) degradationStatus(s *api.Status) {
 	row := degrade.Row(degrade.Normal)
 	f := degrade.Row(act)
 	row.RawIngestion, row.LocalQueries = f.RawIngestion, f.LocalQueries
+	n.processingCells(&row)
 	if row.RawIngestion == "full" && n.gate.Level() >= pressure.Critical {
 		row.RawIngestion = "sample_50" // the buffer's pressure samples (and refuses low priority from emergency)
 	}

@@ -299,6 +299,12 @@ func (g *lossLedger) keptOut(why, stream string) {
 	if why == "sampled" {
 		reason = event.LossSampled
 	}
+	g.counted(reason, stream, 1)
+}
+
+// counted accounts for n losses without offsets of one reason and stream,
+// in the record of this stream and reason being gathered.
+func (g *lossLedger) counted(reason byte, stream string, n uint64) {
 	now := time.Now().UnixMilli()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -309,8 +315,8 @@ func (g *lossLedger) keptOut(why, stream string) {
 		g.kept[k] = l
 	}
 	l.To = now
-	l.Count++
-	g.count(&event.LedgerRecord{Reason: reason, Stream: stream, Count: 1})
+	l.Count += n
+	g.count(&event.LedgerRecord{Reason: reason, Stream: stream, Count: n})
 }
 
 func (g *lossLedger) count(l *event.LedgerRecord) {

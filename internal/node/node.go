@@ -363,6 +363,7 @@ type prepared struct {
 func (n *Node) prepareProcessing() {
 	opts := ProcessOptions(n.cfg)
 	opts.Logger, opts.Metrics = n.log.With("component", "process"), process.NewMetrics(n.reg)
+	opts.OnDeferred = n.processDeferred
 	n.prep = make(chan prepared, 1)
 	go func() {
 		p, err := process.Prepare(n.wbuf, opts)
@@ -445,9 +446,10 @@ func ProcessOptions(cfg config.Config) process.Options {
 		Window: window.Options{
 			Sizes: cfg.Windows.Sizes, AllowedLateness: lateness, Accuracy: cfg.Windows.Accuracy,
 		},
-		Rules:       cfg.Alerts.Rules,
-		Workers:     cfg.Windows.Workers,
-		IdleTimeout: cfg.Windows.IdleTimeout,
+		Rules:        cfg.Alerts.Rules,
+		Workers:      cfg.Windows.Workers,
+		IdleTimeout:  cfg.Windows.IdleTimeout,
+		LimitedSizes: cfg.Degradation.LimitedWindows,
 		Checkpoints: process.CheckpointOptions{
 			Dir: filepath.Join(cfg.DataDir, "checkpoints"), Interval: cfg.Checkpoints.Interval, Keep: cfg.Checkpoints.Keep,
 		},

@@ -55,8 +55,15 @@ type Options struct {
 	Checkpoints   CheckpointOptions
 	Logger        *slog.Logger
 	Metrics       *Metrics
-	now           func() time.Time
-	clock         clock.Clock // default clock.System; now defaults to its wall clock
+	// LimitedSizes are the window sizes whose results Limited mode writes
+	// live (mode.go); default DefaultLimitedSizes, nil for the default.
+	LimitedSizes []time.Duration
+	// OnDeferred, if set, is told what a degraded mode holds back live, by
+	// stream: DeferredWindows (n window results) or Unwindowed (n events).
+	// Called from the workers.
+	OnDeferred func(what, stream string, n uint64)
+	now        func() time.Time
+	clock      clock.Clock // default clock.System; now defaults to its wall clock
 }
 
 // CheckpointOptions configure checkpoints; an empty Dir turns them off.
@@ -119,6 +126,18 @@ type Processor struct {
 	replayEnd      uint64        // records below it were written before this start
 	lateness       time.Duration // the windows' effective allowed lateness
 	steady         *clock.Steady // the wall clock without its jumps, for idle timeouts
+	limitedSizes   []time.Duration
+
+	// Degraded modes (mode.go). The reader sends the mode to the workers
+	// with the records; dirty says a degraded mode was sent since this run
+	// started, so no checkpoint may be taken and a better mode restarts.
+	mode       atomic.Int32
+	dirty      atomic.Bool
+	modeMu     sync.Mutex // orders SetMode with the reader's sending of a mode
+	restarting bool       // guarded by modeMu
+	runMu      sync.Mutex // serialises restart and Close
+	closed     bool       // guarded by runMu
+	workMu     sync.RWMutex
 
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
@@ -163,6 +182,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 		seenLate: map[uint64]struct{}{},
 		alerts:   map[string]alert.Alert{},
 	}
+	p.limitedSizes = limitedSizesOf(opts)
 	switch p.lateness = opts.Window.AllowedLateness; p.lateness {
 	case 0:
 		p.lateness = window.DefaultAllowedLateness
@@ -233,12 +253,19 @@ func (p *Processor) Start() {
 // Close stops reading, lets the workers finish what they hold and writes their
 // outputs. Outputs not written are produced again by the next replay.
 func (p *Processor) Close() error {
-	if p.cancel == nil {
-		return nil
-	}
-	p.cancel()
-	p.wg.Wait()
+	p.runMu.Lock()
+	defer p.runMu.Unlock()
+	p.closed = true
+	p.stop()
 	return nil
+}
+
+// stop ends the run started last and waits for it.
+func (p *Processor) stop() {
+	if p.cancel != nil {
+		p.cancel()
+		p.wg.Wait()
+	}
 }
 
 func (p *Processor) workerFor(stream string) *worker {
@@ -275,12 +302,13 @@ func (p *Processor) read(ctx context.Context) {
 	names := [2]*interner{newInterner(), newInterner()} // streams, devices
 	var route router
 	replaying := true
+	sent := Full // the mode the workers have
 	next := p.start
 	lastCheckpoint, checkpointed := time.Now(), p.start
 	// checkpoint sends the barrier for a checkpoint of next through every
 	// worker, if the log has grown since the last one.
 	checkpoint := func(final bool) bool {
-		if p.opts.Checkpoints.Dir == "" || replaying || next == checkpointed {
+		if p.opts.Checkpoints.Dir == "" || replaying || next == checkpointed || p.dirty.Load() {
 			return true
 		}
 		if !send(final) {
@@ -375,6 +403,17 @@ func (p *Processor) read(ctx context.Context) {
 			// opened. Stop rather than skip; the next open quarantines it.
 			p.opts.Logger.Error("processor stopped at a damaged record", "err", err)
 			return
+		}
+		if !replaying && Mode(p.mode.Load()) != sent {
+			p.modeMu.Lock()
+			sent = Mode(p.mode.Load())
+			if sent != Full {
+				p.dirty.Store(true)
+			}
+			p.modeMu.Unlock()
+			for i := range batches {
+				batches[i] = append(batches[i], item{kind: kindMode, ts: int64(sent)})
+			}
 		}
 		next = off + 1
 		it, ok := p.decode(off, payload, names, off < p.replayEnd)
@@ -558,6 +597,8 @@ func (p *Processor) Alerts(state, severity string) []alert.Alert {
 
 // Open returns partial results of open windows; see window.Engine.Open.
 func (p *Processor) Open(stream, device string, size time.Duration, from, to int64) []window.Result {
+	p.workMu.RLock()
+	defer p.workMu.RUnlock()
 	var out []window.Result
 	for _, w := range p.work {
 		if stream != "" && w != p.workerFor(stream) {
@@ -575,6 +616,8 @@ func (p *Processor) Open(stream, device string, size time.Duration, from, to int
 // OpenPartials returns the mergeable partials of open windows, selected as
 // Open selects them, in no particular order; see window.Engine.OpenPartials.
 func (p *Processor) OpenPartials(stream, device string, size time.Duration, from, to int64) []window.Partial {
+	p.workMu.RLock()
+	defer p.workMu.RUnlock()
 	var out []window.Partial
 	for _, w := range p.work {
 		if stream != "" && w != p.workerFor(stream) {
@@ -609,6 +652,8 @@ type Status struct {
 func (p *Processor) Status() Status {
 	s := Status{Late: map[string]uint64{}}
 	first := true
+	p.workMu.RLock()
+	defer p.workMu.RUnlock()
 	for _, w := range p.work {
 		w.mu.Lock()
 		if first || w.processed < s.Processed {

@@ -61,12 +61,14 @@ type worker struct {
 	live      bool   // false while replaying records written before this start
 	processed uint64 // every record below this has been handled
 	streams   map[string]*streamState
-	outs      []store.Output // produced by the current item, to be flushed
-	pending   map[string]int // replay: output key → index in pendingOuts
-	pendOuts  []store.Output // replay: outputs not yet matched with a record
-	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
-	late      []uint64       // late offsets not yet written
-	batchMono time.Duration  // monotonic clock when the current batch started
+	outs      []store.Output       // produced by the current item, to be flushed
+	pending   map[string]int       // replay: output key → index in pendingOuts
+	pendOuts  []store.Output       // replay: outputs not yet matched with a record
+	pendKeys  []string             // replay: key of each pendOuts entry ("" once matched)
+	late      []uint64             // late offsets not yet written
+	batchMono time.Duration        // monotonic clock when the current batch started
+	mode      Mode                 // live: what the degradation level lets it do (mode.go)
+	held      map[[2]string]uint64 // what the mode held back in this batch, for OnDeferred
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
@@ -111,6 +113,7 @@ func (w *worker) run() {
 				}
 				w.handle(it)
 			}
+			w.reportDeferred()
 			w.mu.Unlock()
 			w.flush()
 		case <-tick.C:
@@ -122,6 +125,9 @@ func (w *worker) run() {
 func (w *worker) handle(it item) {
 	switch it.kind {
 	case event.TypeEvent:
+		if w.deferEvent(it) {
+			break
+		}
 		st := w.stream(it.stream)
 		if w.live {
 			st.lastEvent = w.batchMono
@@ -136,6 +142,9 @@ func (w *worker) handle(it item) {
 		w.p.opts.Metrics.Events.Inc()
 	case event.TypeWatermark:
 		w.stream(it.stream)
+		if w.mode == Minimal && w.live {
+			break // the windows are not fed: closing them would write partial results
+		}
 		w.win.Advance(it.stream, it.ts)
 	case event.TypeWindow, event.TypeAlert:
 		// Replay: the previous run wrote this output already. It must be
@@ -147,6 +156,9 @@ func (w *worker) handle(it item) {
 		}
 	case kindReplayDone:
 		w.finishReplay()
+		return
+	case kindMode:
+		w.mode = Mode(it.ts)
 		return
 	case kindPosition:
 	}
@@ -198,6 +210,10 @@ func (w *worker) streamList(name string) []string {
 
 // onClose receives every closed window from the engine.
 func (w *worker) onClose(r window.Result) {
+	if w.live && !w.keeps(r.Size) {
+		w.deferred(DeferredWindows, r.Stream) // written by the replay on the step down (mode.go)
+		return
+	}
 	rec := &event.WindowRecord{
 		Stream: r.Stream, DeviceID: r.DeviceID, SizeMS: r.Size.Milliseconds(), Start: r.Start,
 		Count: r.Count, Sum: r.Sum, Min: r.Min, Max: r.Max, Last: r.Last, LastTS: r.LastTS,
@@ -301,7 +317,7 @@ func (w *worker) checkIdle() {
 	lateness := w.p.lateness
 	var outs []store.Output
 	w.mu.Lock()
-	if w.live {
+	if w.live && w.mode != Minimal {
 		for name, st := range w.streams {
 			if mono-st.lastEvent < w.p.opts.IdleTimeout {
 				continue

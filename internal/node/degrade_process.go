@@ -1,0 +1,66 @@
+package node
+
+import (
+	"github.com/holdfast-edge/holdfast/internal/degrade"
+	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/process"
+)
+
+// The windowing and alerting cells of the degradation matrix are the
+// processor's modes (internal/process, mode.go):
+//
+//	level               windowing            alerting
+//	normal, degraded    all                  real time
+//	limited             limited_windows      delayed: rules on the other
+//	                    live (5m, 1h); the   sizes wait for their windows
+//	                    others held back
+//	minimal, emergency  none                 critical event rules only
+//
+// What is held back is written when the level steps down, by a replay from
+// the processor's last checkpoint (none is taken while degraded), and
+// counted meanwhile in the loss ledger as windows_deferred (window results)
+// and unwindowed (events), so that the cloud knows what follows later.
+
+// processMode is the processor mode of a level (the one actions follow).
+func processMode(l degrade.Level) process.Mode {
+	switch {
+	case l >= degrade.Minimal:
+		return process.Minimal
+	case l == degrade.Limited:
+		return process.Limited
+	}
+	return process.Full
+}
+
+// processDeferred accounts for what the processor's mode held back.
+func (n *Node) processDeferred(what, stream string, count uint64) {
+	reason := event.LossWindowsDeferred
+	if what == process.Unwindowed {
+		reason = event.LossUnwindowed
+	}
+	n.ledger.counted(reason, stream, count)
+}
+
+// applyProcessing sets the processor's mode for the level.
+func (n *Node) applyProcessing(l degrade.Level) {
+	if n.proc != nil {
+		n.proc.SetMode(processMode(l))
+	}
+}
+
+// processingCells fills the windowing and alerting cells of the row in
+// force from the processor's mode; while it recomputes what a degraded mode
+// held back, windowing reads "recomputing".
+func (n *Node) processingCells(row *degrade.Features) {
+	if n.proc == nil {
+		return
+	}
+	m, recomputing := n.proc.Mode()
+	f := degrade.Row(map[process.Mode]degrade.Level{
+		process.Full: degrade.Normal, process.Limited: degrade.Limited, process.Minimal: degrade.Minimal,
+	}[m])
+	row.Windowing, row.Alerting = f.Windowing, f.Alerting
+	if recomputing {
+		row.Windowing = "recomputing"
+	}
+}
