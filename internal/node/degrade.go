@@ -60,6 +60,7 @@ type degradation struct {
 	paused   bool   // cloud sync paused by the level
 	fired    string // id of the firing degradation alert, "" if none
 	firedSev alert.Severity
+	scaledUp time.Time // when the triggers last added processing workers (operator goroutine only)
 }
 
 func (n *Node) newDegradation() *degradation {
@@ -127,6 +128,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	}
 	n.applySync(act)
 	n.applyProcessing(act)
+	n.applyWorkers(trig, now)
 	if !changed {
 		return
 	}

@@ -1,6 +1,9 @@
 package node
 
 import (
+	"runtime"
+	"time"
+
 	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/process"
@@ -63,4 +66,41 @@ func (n *Node) processingCells(row *degrade.Features) {
 	if recomputing {
 		row.Windowing = "recomputing"
 	}
+}
+
+// applyWorkers is the action of the CPU and queue triggers: the processor
+// runs windows.workers workers (one per CPU by default) while either is up,
+// and one once the CPU trigger is down (the machine idle for its down time)
+// with the queue not up. In between the count stays as it is. A change
+// restarts the processor from a checkpoint it writes on stopping.
+func (n *Node) applyWorkers(trig []degrade.TriggerStatus, now time.Time) {
+	if n.proc == nil {
+		return
+	}
+	most := n.cfg.Windows.Workers
+	if most <= 0 {
+		most = runtime.GOMAXPROCS(0)
+	}
+	state := map[string]string{}
+	for _, t := range trig {
+		state[t.Metric] = t.State
+	}
+	_, asked := n.proc.Workers()
+	want := asked
+	switch {
+	case state["queue"] == degrade.Up || state["cpu"] == degrade.Up:
+		want = most
+	case state["cpu"] == degrade.Down && now.Sub(n.deg.scaledUp) >= n.cfg.Degradation.Triggers.CPU.DownFor:
+		// Not within the CPU's down time of the last scale-up: a queue
+		// drained by the added workers must not take them away at once.
+		want = 1
+	}
+	if want > asked {
+		n.deg.scaledUp = now
+	}
+	if want != asked {
+		n.log.Info("processing workers scaled by the triggers", "from", asked, "to", want,
+			"queue", state["queue"], "cpu", state["cpu"])
+	}
+	n.proc.SetWorkers(want)
 }

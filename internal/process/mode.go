@@ -56,61 +56,96 @@ const (
 const kindMode byte = 0xf3
 
 // SetMode sets the mode live processing takes from the next record read.
-// A better mode than the one in force restarts the processor from its
-// newest checkpoint if a degraded mode held anything back since; the
-// restart runs in the background, and queries see the replayed state.
+// A better mode than the worst one sent to the workers since the processor
+// started restarts it from its newest checkpoint; the restart runs in the
+// background, and queries see the replayed state.
 func (p *Processor) SetMode(m Mode) {
 	p.modeMu.Lock()
 	defer p.modeMu.Unlock()
-	old := Mode(p.mode.Swap(int32(m)))
-	if m >= old || !p.dirty.Load() || p.cancel == nil || p.restarting {
+	p.mode.Store(int32(m))
+	p.restartIfNeededLocked()
+}
+
+// SetWorkers asks for n workers (the scaling triggers' action, at least
+// 1): the processor restarts with them in the background, from the
+// checkpoint it writes on stopping (while degraded, from its newest).
+func (p *Processor) SetWorkers(n int) {
+	p.modeMu.Lock()
+	defer p.modeMu.Unlock()
+	p.opts.Workers = max(n, 1)
+	p.restartIfNeededLocked()
+}
+
+// Workers returns how many workers run, and how many are asked for.
+func (p *Processor) Workers() (running, asked int) {
+	p.modeMu.Lock()
+	defer p.modeMu.Unlock()
+	return p.running, p.opts.Workers
+}
+
+// Mode returns the mode in force and whether a restart is under way (a
+// replay recomputing what a degraded mode held back, if it held any).
+func (p *Processor) Mode() (m Mode, restarting bool) {
+	p.modeMu.Lock()
+	defer p.modeMu.Unlock()
+	return Mode(p.mode.Load()), p.restarting
+}
+
+// restartIfNeededLocked starts a restart if the workers asked for are not
+// those running, or the mode is better than the worst sent in this run.
+// Called with modeMu held.
+func (p *Processor) restartIfNeededLocked() {
+	if !p.started || p.restarting {
+		return // the start, or the restart under way, checks again when done
+	}
+	if p.opts.Workers == p.running && Mode(p.mode.Load()) >= p.worstSent {
 		return
 	}
 	p.restarting = true
 	go p.restart()
 }
 
-// Mode returns the mode in force and whether a restart is replaying what
-// the last degraded mode held back.
-func (p *Processor) Mode() (m Mode, recomputing bool) {
-	p.modeMu.Lock()
-	defer p.modeMu.Unlock()
-	return Mode(p.mode.Load()), p.restarting
-}
-
 // restart stops the processor and starts it again from its newest
-// checkpoint: the replay recomputes what the degraded mode held back.
+// checkpoint, with the workers asked for: the replay recomputes what a
+// degraded mode held back.
 func (p *Processor) restart() {
 	p.runMu.Lock()
 	defer p.runMu.Unlock()
-	defer func() {
+	if p.closed {
 		p.modeMu.Lock()
 		p.restarting = false
 		p.modeMu.Unlock()
-	}()
-	if p.closed {
 		return
 	}
 	start := time.Now()
-	p.opts.Logger.Info("processor restarting to recompute what the degradation level held back")
+	p.modeMu.Lock()
+	workers, recompute := p.opts.Workers, p.dirty.Load()
+	p.modeMu.Unlock()
+	p.opts.Logger.Info("processor restarting", "recompute", recompute, "workers", workers)
 	p.stop()
 	p.workMu.Lock()
 	p.restored, p.fromCheckpoint, p.start = false, false, 0
-	p.dirty.Store(false)
 	p.out = make(chan outMsg, 64)
 	p.ckpt = make(chan *Checkpoint, 1)
-	err := p.newWorkers()
+	err := p.newWorkersOf(workers)
 	if err == nil {
 		p.Restore()
 	}
 	p.workMu.Unlock()
 	if err != nil {
 		p.opts.Logger.Error("processor cannot restart; window results held back stay missing until the node restarts", "err", err)
+		p.modeMu.Lock()
+		p.restarting = false
+		p.modeMu.Unlock()
 		return
 	}
 	p.Start()
-	p.opts.Logger.Info("processor restarted", "from", max(p.start, p.log.FirstOffset()), "replaying_to", p.replayEnd,
-		"took", time.Since(start).Round(time.Millisecond))
+	p.opts.Logger.Info("processor restarted", "workers", workers, "from", max(p.start, p.log.FirstOffset()),
+		"replaying_to", p.replayEnd, "took", time.Since(start).Round(time.Millisecond))
+	p.modeMu.Lock()
+	p.restarting = false
+	p.restartIfNeededLocked() // asked for again while it ran
+	p.modeMu.Unlock()
 }
 
 // keeps says whether the worker's mode emits window results of size.

@@ -136,7 +136,8 @@ func TestLimitedAndMinimalHoldBackAndRecompute(t *testing.T) {
 	n.caughtUp(t)
 	minW := sizesIn(t, n)
 	require.Equal(t, lim, minW, "Minimal writes no window")
-	require.Positive(t, alertsOf(t, n, "hot"), "the critical event rule runs at Minimal")
+	require.Eventually(t, func() bool { return alertsOf(t, n, "hot") > 0 }, 10*time.Second, 10*time.Millisecond,
+		"the critical event rule runs at Minimal")
 	require.Equal(t, uint64(100), d.get(Unwindowed), "every event Minimal did not window is counted")
 
 	n.proc.SetMode(Limited) // better: recomputes, then goes on limited
@@ -160,8 +161,8 @@ func TestLimitedAndMinimalHoldBackAndRecompute(t *testing.T) {
 	require.Zero(t, n.proc.mismatches.Load(), "the replay found every degraded output equal to its own")
 }
 
-// TestModesWithCrashesMatchAFullRun switches modes at random while events
-// arrive, crashes and restarts the machine now and then, and at the end
+// TestModesWithCrashesMatchAFullRun switches modes and worker counts at
+// random while events arrive, crashes and restarts the machine now and then, and at the end
 // compares the log's window and alert records with a processor that was
 // never degraded: the same set, each once.
 func TestModesWithCrashesMatchAFullRun(t *testing.T) {
@@ -173,6 +174,9 @@ func TestModesWithCrashesMatchAFullRun(t *testing.T) {
 	clock := t0
 	for round := range 30 {
 		n.proc.SetMode(Mode(rng.IntN(3)))
+		if rng.IntN(3) == 0 {
+			n.proc.SetWorkers(1 + rng.IntN(3)) // the scaling triggers' action
+		}
 		for range 5 + rng.IntN(10) {
 			clock += 100
 			if _, err := n.st.Append(context.Background(), batch(rng, clock, 30)); err != nil {
@@ -190,7 +194,12 @@ func TestModesWithCrashesMatchAFullRun(t *testing.T) {
 		n = openModeNode(t, fs, ck, d)
 	}
 	n.proc.SetMode(Full)
+	n.proc.SetWorkers(3)
 	n.recomputed(t)
+	running, asked := n.proc.Workers()
+	require.Equal(t, 3, running)
+	require.Equal(t, 3, asked)
+	require.Equal(t, 3, n.proc.Status().Workers)
 	n.settle(t)
 	require.Positive(t, d.get(DeferredWindows)+d.get(Unwindowed), "the modes held something back")
 	gotW, gotA := outputs(t, n)

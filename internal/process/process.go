@@ -135,6 +135,9 @@ type Processor struct {
 	dirty      atomic.Bool
 	modeMu     sync.Mutex // orders SetMode with the reader's sending of a mode
 	restarting bool       // guarded by modeMu
+	started    bool       // guarded by modeMu: Start ran
+	running    int        // guarded by modeMu: the workers of this run
+	worstSent  Mode       // guarded by modeMu: the worst mode sent in this run
 	runMu      sync.Mutex // serialises restart and Close
 	closed     bool       // guarded by runMu
 	workMu     sync.RWMutex
@@ -189,7 +192,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 	case window.NoLateness:
 		p.lateness = 0
 	}
-	if err := p.newWorkers(); err != nil {
+	if err := p.newWorkersOf(opts.Workers); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -210,9 +213,12 @@ func (p *Processor) Restore() {
 	p.restore()
 }
 
-func (p *Processor) newWorkers() error {
-	p.work = p.work[:0]
-	for i := range p.opts.Workers {
+func (p *Processor) newWorkers() error { return p.newWorkersOf(len(p.work)) }
+
+// newWorkersOf replaces the workers with n fresh ones.
+func (p *Processor) newWorkersOf(n int) error {
+	p.work = nil
+	for i := range n {
 		w, err := newWorker(p, i)
 		if err != nil {
 			return err
@@ -228,6 +234,10 @@ func (p *Processor) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.Restore()
+	p.modeMu.Lock()
+	p.started, p.running, p.worstSent = true, len(p.work), Full
+	p.dirty.Store(false)
+	p.modeMu.Unlock()
 	p.replayEnd = p.log.DurableOffset()
 	p.opts.Logger.Info("processor replaying log", "from", max(p.start, p.log.FirstOffset()), "to", p.replayEnd,
 		"workers", len(p.work))
@@ -404,12 +414,17 @@ func (p *Processor) read(ctx context.Context) {
 			p.opts.Logger.Error("processor stopped at a damaged record", "err", err)
 			return
 		}
-		if !replaying && Mode(p.mode.Load()) != sent {
+		if !replaying && max(Mode(p.mode.Load()), sent) != sent {
+			// Only ever worse within a run: the engine a degraded mode
+			// left behind may lack events (minimal feeds none), and what
+			// was held back is the replay's. A better mode waits for the
+			// restart SetMode started.
 			p.modeMu.Lock()
-			sent = Mode(p.mode.Load())
+			sent = max(Mode(p.mode.Load()), sent)
 			if sent != Full {
 				p.dirty.Store(true)
 			}
+			p.worstSent = max(p.worstSent, sent)
 			p.modeMu.Unlock()
 			for i := range batches {
 				batches[i] = append(batches[i], item{kind: kindMode, ts: int64(sent)})
@@ -640,6 +655,7 @@ type Status struct {
 	OpenWindows int               `json:"open_windows"`
 	Late        map[string]uint64 `json:"late_events"`
 	Firing      int               `json:"alerts_firing"`
+	Workers     int               `json:"workers"`
 	// ReplayVerified counts window results and alerts that a replay produced
 	// again and found byte for byte equal to the record already in the log;
 	// ReplayMismatches those that differed (0 unless processing is not
@@ -669,6 +685,7 @@ func (p *Processor) Status() Status {
 		}
 		w.mu.Unlock()
 	}
+	s.Workers = len(p.work)
 	if d := p.log.DurableOffset(); d > s.Processed {
 		s.Lag = d - s.Processed
 	}

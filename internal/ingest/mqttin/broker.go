@@ -155,6 +155,7 @@ type Broker struct {
 	conns  *connTable
 	access mqtt.Hook       // the access control hook
 	moves  *moves          // devices on their way to another node (MoveClients)
+	ingest *ingestHook     // stores devices' messages; its pipes end before Close returns
 	ctx    context.Context // cancelled by Close, so blocked appends return
 	cancel context.CancelFunc
 
@@ -205,7 +206,8 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 	}
 	in := newIngester(app, m, opts.MaxPayload, opts.Limits, log, opts.Admit)
 	in.limiter, in.maxHold = opts.Limiter, opts.MaxHold
-	h := &ingestHook{in: in, ctx: ctx, log: log, moves: b.moves}
+	h := &ingestHook{in: in, ctx: ctx, log: log, moves: b.moves, srv: srv}
+	b.ingest = h
 	if err := srv.AddHook(h, nil); err != nil {
 		cancel()
 		return nil, fmt.Errorf("mqttin: add ingest hook: %w", err)
@@ -293,5 +295,7 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.cancel()
 	// Server.Close closes our listener, which waits for every connection.
-	return b.srv.Close()
+	err := b.srv.Close()
+	b.ingest.wait() // the pipes: their appends are abandoned
+	return err
 }

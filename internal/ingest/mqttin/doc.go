@@ -12,10 +12,15 @@
 // # Embedded broker (Broker)
 //
 // mochi-mqtt (github.com/mochi-mqtt/server/v2) is the broker. An OnPublish hook
-// parses and appends each devices/ message while mochi waits, so the QoS 1 PUBACK
-// (QoS 2 PUBREC) leaves only after the fsync. Accepted messages are then routed to
-// subscribers as ordinary broker traffic. A client's messages are processed in
-// order, one at a time; throughput comes from many clients sharing group commits.
+// parses each devices/ message on the client's read goroutine. QoS 0 and 1
+// messages go on to the connection's pipe (pipeline.go): its goroutine appends
+// the events queued since its last round with one Append and then answers each
+// message in order, so the QoS 1 PUBACK leaves only after the fsync, and a
+// client's messages in flight share it. A QoS 2 message waits for the pipe to
+// be idle and is appended while mochi waits, which then writes the PUBREC.
+// Accepted messages are then routed to subscribers as ordinary broker traffic.
+// A client's events are stored in the order it sent them; throughput comes
+// from many clients sharing group commits.
 //
 //	outcome                MQTT 5, QoS 1/2                  MQTT 3.1.1, QoS 1/2          QoS 0
 //	durable                PUBACK/PUBREC 0x00               PUBACK/PUBREC                routed
@@ -45,9 +50,10 @@
 // later, so it is treated like a storage failure: no ack, connection closed, the
 // client resends on reconnect (and is refused again, and counted again, until the
 // level drops). MQTT 5 clients get reason 0x97 (quota exceeded) for both.
-// Closing the connection loses nothing acknowledged: mochi handles a
-// connection's publishes one at a time, so the events before the refused one
-// are stored and their PUBACKs written, and those after it are neither. One
+// Closing the connection loses nothing acknowledged: a connection's pipe
+// answers its publishes in order, so the events before the refused one are
+// stored and their PUBACKs written, and those queued after it are neither
+// stored nor acknowledged. One
 // exception, as for a storage failure: a client that also subscribes and has
 // messages queued to it may have PUBACKs still in mochi's write buffer, lost
 // with the connection; it resends those events, which the Appender

@@ -18,20 +18,30 @@ var (
 	codeUnavailable    = packets.Code{Code: packets.ErrImplementationSpecificError.Code, Reason: "storage unavailable"}
 )
 
-// ingestHook is the mochi hook that stores what devices publish before mochi
-// acknowledges it. It runs on the publishing client's read goroutine, so a client's
-// messages are stored in order and the ack waits for the fsync.
+// ingestHook is the mochi hook that stores what devices publish before
+// they are acknowledged. It runs on the publishing client's read goroutine:
+// QoS 0 and 1 messages go on to the connection's pipe (pipeline.go), which
+// appends and acknowledges them in order; a QoS 2 message is stored there
+// and then, once the pipe is idle, and mochi writes its PUBREC.
 type ingestHook struct {
 	mqtt.HookBase
 	in    *ingester
 	ctx   context.Context // cancelled when the Broker closes
 	log   *slog.Logger
 	moves *moves
+	srv   *mqtt.Server // routes what the pipes store; nil in tests without one
+	pipes pipes
 }
 
 func (h *ingestHook) ID() string { return "holdfast-ingest" }
 
-func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnDisconnect }
+
+// OnDisconnect drops the connection's pipe.
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.pipes.forget(cl) }
+
+// wait returns once every pipe's goroutine has ended (the Broker closed).
+func (h *ingestHook) wait() { h.pipes.wg.Wait() }
 
 // OnPublish returns nil for a durable event (mochi acks and routes it),
 // packets.CodeSuccessIgnore to have mochi ack without routing, and
@@ -39,8 +49,8 @@ func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 // It sends negative acks itself rather than returning a packets.Code, because
 // mochi would answer a QoS 2 publish with a PUBACK and log every refusal as an error.
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !isDeviceTopic(pk.TopicName) {
-		return pk, nil
+	if cl.Net.Inline || !isDeviceTopic(pk.TopicName) {
+		return pk, nil // the broker's own publishes, the pipes' routing among them, are not events
 	}
 	if pk.FixedHeader.Qos > 0 && h.moves != nil && cl.Properties.ProtocolVersion == 5 {
 		// Counted in flight before the check (MoveClients marks, then
@@ -57,17 +67,19 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 			}
 			return pk, packets.ErrRejectPacket
 		}
-		defer func() {
-			// An ack mochi or nack wrote counts down in OnPacketSent; a
-			// publish left unacknowledged counts down here.
-			if !cl.Closed() {
-				return
-			}
-			if _, ok := st.acks.LoadAndDelete(pk.PacketID); ok {
-				st.inflight.Add(-1)
-			}
-		}()
 	}
+	if pk.FixedHeader.Qos < 2 {
+		h.enqueue(cl, pk) // answered by the connection's pipe
+		return pk, packets.ErrRejectPacket
+	}
+	h.waitIdle(cl) // QoS 2: after every message before it
+	defer func() {
+		// An ack mochi or nack wrote counts down in OnPacketSent; a
+		// publish left unacknowledged counts down here.
+		if cl.Closed() {
+			h.unacked(cl, pk.PacketID)
+		}
+	}()
 	v5 := cl.Properties.ProtocolVersion == 5
 	mode := limitHold
 	if v5 {

@@ -158,12 +158,23 @@ func parseTopic(topic string) (deviceID, stream string, err error) {
 // or hold it until the device is back under its limit, at most maxHold,
 // then store it.
 func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mode limitMode) result {
+	ev, res, ok := in.prepare(ctx, topic, payload, mode)
+	if !ok {
+		return res
+	}
+	start := time.Now()
+	return in.commit(ctx, []event.Event{ev}, []time.Time{start})
+}
+
+// prepare decodes one message and applies the pressure and rate-limit gates:
+// ok with the event to append, or the message's outcome.
+func (in *ingester) prepare(ctx context.Context, topic string, payload []byte, mode limitMode) (event.Event, result, bool) {
 	deviceID, stream, err := parseTopic(topic)
 	if err != nil {
-		return in.reject(reasonBadTopic, err)
+		return event.Event{}, in.reject(reasonBadTopic, err), false
 	}
 	if len(payload) > in.maxPayload {
-		return in.reject(reasonTooLarge, fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(payload), in.maxPayload))
+		return event.Event{}, in.reject(reasonTooLarge, fmt.Errorf("payload of %d bytes exceeds the limit of %d", len(payload), in.maxPayload)), false
 	}
 	ev, err := event.ParseMQTT(deviceID, stream, payload, in.now(), in.limits)
 	if err != nil {
@@ -171,13 +182,13 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mo
 		if e, ok := errors.AsType[*event.Error](err); ok {
 			reason = string(e.Reason)
 		}
-		return in.reject(reason, err)
+		return event.Event{}, in.reject(reason, err), false
 	}
 	if in.admit != nil {
 		if why := in.admit(ev.Stream); why != "" {
 			in.rejected.WithLabelValues(why).Inc()
-			return result{outcome: outcomeRefused, reason: why,
-				err: fmt.Errorf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)}
+			return event.Event{}, result{outcome: outcomeRefused, reason: why,
+				err: fmt.Errorf("stream %q: not stored, the buffer is under pressure (%s)", ev.Stream, why)}, false
 		}
 	}
 	switch {
@@ -186,9 +197,9 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mo
 		if ok, retry := in.limiter.Allow(in.transport, ev.DeviceID, ev.Stream); !ok {
 			in.rejected.WithLabelValues(reasonRateLimited).Inc()
 			r, b := in.limiter.Rate()
-			return result{outcome: outcomeLimited, reason: reasonRateLimited,
+			return event.Event{}, result{outcome: outcomeLimited, reason: reasonRateLimited,
 				err: fmt.Errorf("device %q over its rate limit of %g events/s (burst %d): not stored, send it again in %s",
-					ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))}
+					ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))}, false
 		}
 	case mode == limitHold:
 		if d := in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold); d > 0 {
@@ -198,17 +209,23 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mo
 			case <-t.C:
 			case <-ctx.Done():
 				t.Stop()
-				return result{outcome: outcomeClosing, err: ctx.Err()}
+				return event.Event{}, result{outcome: outcomeClosing, err: ctx.Err()}, false
 			}
 		}
 	}
-	start := time.Now()
-	res, err := in.app.Append(ctx, []event.Event{ev})
+	return ev, result{}, true
+}
+
+// commit appends events prepared from one connection's messages, in order,
+// with one Append (one group commit): the outcome holds for them all. starts
+// are when each message was taken in, for the ack latency.
+func (in *ingester) commit(ctx context.Context, evs []event.Event, starts []time.Time) result {
+	res, err := in.app.Append(ctx, evs)
 	if err != nil {
 		if ctx.Err() != nil {
 			return result{outcome: outcomeClosing, err: err}
 		}
-		in.rejected.WithLabelValues(reasonUnavailable).Inc()
+		in.rejected.WithLabelValues(reasonUnavailable).Add(float64(len(evs)))
 		if !in.failing.Swap(true) {
 			in.log.Warn("storage unavailable: MQTT messages are not acknowledged", "error", err)
 		}
@@ -217,7 +234,10 @@ func (in *ingester) handle(ctx context.Context, topic string, payload []byte, mo
 	if in.failing.Swap(false) {
 		in.log.Info("storage available again: MQTT messages are acknowledged")
 	}
-	in.metrics.ObserveAck(in.transport, 1, time.Since(start))
+	now := time.Now()
+	for _, s := range starts {
+		in.metrics.ObserveAck(in.transport, 1, now.Sub(s))
+	}
 	in.accepted.Add(float64(res.Stored + res.Duplicates))
 	if res.Duplicates > 0 {
 		in.duplicates.Add(float64(res.Duplicates))
