@@ -353,16 +353,8 @@ func (p *Processor) loadCheckpoint(path string) (*Checkpoint, error) {
 	if d := p.log.DurableOffset(); c.Offset > d {
 		return nil, fmt.Errorf("covers offset %d, past the log's end %d", c.Offset, d)
 	}
-	for _, s := range c.Streams {
-		name, err := window.StreamStateName(s)
-		if err != nil {
-			return nil, err
-		}
-		w := p.workerFor(name)
-		if _, err := w.win.RestoreStream(s); err != nil {
-			return nil, fmt.Errorf("stream %q: %w", name, err)
-		}
-		w.stream(name)
+	if err := p.restoreStreams(c.Streams); err != nil {
+		return nil, err
 	}
 	ruleStream := map[string]string{}
 	for _, r := range p.opts.Rules {
@@ -376,7 +368,7 @@ func (p *Processor) loadCheckpoint(path string) (*Checkpoint, error) {
 			dropped++
 			continue
 		}
-		i := slices.Index(p.work, p.workerFor(stream))
+		i := p.alertWorker(stream, k)
 		perWorker[i].Keys = append(perWorker[i].Keys, k)
 	}
 	for i, w := range p.work {

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -98,7 +99,7 @@ func (p *Processor) restartIfNeededLocked() {
 	if !p.started || p.restarting {
 		return // the start, or the restart under way, checks again when done
 	}
-	if p.opts.Workers == p.running && Mode(p.mode.Load()) >= p.worstSent {
+	if p.opts.Workers == p.running && Mode(p.mode.Load()) >= p.worstSent && !p.splitChangedLocked() {
 		return
 	}
 	p.restarting = true
@@ -120,6 +121,7 @@ func (p *Processor) restart() {
 	start := time.Now()
 	p.modeMu.Lock()
 	workers, recompute := p.opts.Workers, p.dirty.Load()
+	p.splitRun, p.splitAllRun = maps.Clone(p.wantSplit), p.wantSplitAll
 	p.modeMu.Unlock()
 	p.opts.Logger.Info("processor restarting", "recompute", recompute, "workers", workers)
 	p.stop()

@@ -26,6 +26,7 @@ import (
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -62,8 +63,12 @@ type Options struct {
 	// stream: DeferredWindows (n window results) or Unwindowed (n events).
 	// Called from the workers.
 	OnDeferred func(what, stream string, n uint64)
-	now        func() time.Time
-	clock      clock.Clock // default clock.System; now defaults to its wall clock
+	// Split names streams split across the workers from the start (split.go);
+	// SplitAll splits every stream. SetSplit changes them.
+	Split    []string
+	SplitAll bool
+	now      func() time.Time
+	clock    clock.Clock // default clock.System; now defaults to its wall clock
 }
 
 // CheckpointOptions configure checkpoints; an empty Dir turns them off.
@@ -138,9 +143,16 @@ type Processor struct {
 	started    bool       // guarded by modeMu: Start ran
 	running    int        // guarded by modeMu: the workers of this run
 	worstSent  Mode       // guarded by modeMu: the worst mode sent in this run
-	runMu      sync.Mutex // serialises restart and Close
-	closed     bool       // guarded by runMu
-	workMu     sync.RWMutex
+
+	// Split streams (split.go): asked for (guarded by modeMu), and this
+	// run's, set before its restore and fixed while it runs.
+	wantSplit    map[string]bool
+	wantSplitAll bool
+	splitRun     map[string]bool
+	splitAllRun  bool
+	runMu        sync.Mutex // serialises restart and Close
+	closed       bool       // guarded by runMu
+	workMu       sync.RWMutex
 
 	lateMu   sync.Mutex
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
@@ -186,6 +198,11 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 		alerts:   map[string]alert.Alert{},
 	}
 	p.limitedSizes = limitedSizesOf(opts)
+	p.wantSplit, p.wantSplitAll = map[string]bool{}, opts.SplitAll
+	for _, s := range opts.Split {
+		p.wantSplit[s] = true
+	}
+	p.splitRun, p.splitAllRun = maps.Clone(p.wantSplit), p.wantSplitAll
 	switch p.lateness = opts.Window.AllowedLateness; p.lateness {
 	case 0:
 		p.lateness = window.DefaultAllowedLateness
@@ -311,6 +328,7 @@ func (p *Processor) read(ctx context.Context) {
 	flush := func() bool { return send(false) }
 	names := [2]*interner{newInterner(), newInterner()} // streams, devices
 	var route router
+	sp := p.newSplitter()
 	replaying := true
 	sent := Full // the mode the workers have
 	next := p.start
@@ -321,6 +339,7 @@ func (p *Processor) read(ctx context.Context) {
 		if p.opts.Checkpoints.Dir == "" || replaying || next == checkpointed || p.dirty.Load() {
 			return true
 		}
+		sp.level(batches) // a split stream's parts at one watermark
 		if !send(final) {
 			return false
 		}
@@ -435,7 +454,22 @@ func (p *Processor) read(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		i := route.worker(p, it.stream)
+		i := int(route.worker(p, it.stream))
+		if p.splitting(it.stream) {
+			switch it.kind {
+			case event.TypeEvent:
+				dw := sp.event(batches, i, it)
+				if (len(batches[dw]) >= 256 || len(batches[i]) >= 256) && !flush() {
+					return
+				}
+				continue
+			case event.TypeWatermark:
+				sp.watermark(batches, it)
+				continue
+			default:
+				i = p.outputWorker(i, it.stream, it.device)
+			}
+		}
 		batches[i] = append(batches[i], it)
 		if len(batches[i]) >= 256 && !flush() {
 			return
@@ -460,7 +494,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		if err != nil || !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.id, it.raw = w.Stream, w.ID(), append([]byte(nil), payload...)
+		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
 	case event.TypeAlert:
 		a, err := event.DecodeAlert(payload)
 		if err != nil {
@@ -469,7 +503,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		if !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.id, it.raw = a.Stream, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
+		it.stream, it.device, it.id, it.raw = a.Stream, a.DeviceID, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
 	case event.TypeWatermark:
 		wm, err := event.DecodeWatermark(payload)
 		if err != nil {
@@ -616,9 +650,6 @@ func (p *Processor) Open(stream, device string, size time.Duration, from, to int
 	defer p.workMu.RUnlock()
 	var out []window.Result
 	for _, w := range p.work {
-		if stream != "" && w != p.workerFor(stream) {
-			continue
-		}
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
 			out = append(out, w.win.Open(s, device, size, from, to)...)
@@ -635,9 +666,6 @@ func (p *Processor) OpenPartials(stream, device string, size time.Duration, from
 	defer p.workMu.RUnlock()
 	var out []window.Partial
 	for _, w := range p.work {
-		if stream != "" && w != p.workerFor(stream) {
-			continue
-		}
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
 			out = append(out, w.win.OpenPartials(s, device, size, from, to)...)

@@ -45,6 +45,7 @@ type item struct {
 	value  float64
 	id     string // window or alert record: its output key
 	raw    []byte // window or alert record while replaying: the record as stored
+	split  bool   // an event of a split stream whose site-wide windows are another worker's
 }
 
 // worker owns the windows and alert state of the streams hashed to it.
@@ -75,6 +76,7 @@ type worker struct {
 type streamState struct {
 	lastEvent   time.Duration // monotonic clock at the last event processed live
 	requestedWM int64         // highest watermark asked for by an idle timeout
+	noSite      bool          // part of a split stream, its site-wide windows another worker's
 }
 
 func newWorker(p *Processor, id int) (*worker, error) {
@@ -125,6 +127,12 @@ func (w *worker) run() {
 func (w *worker) handle(it item) {
 	switch it.kind {
 	case event.TypeEvent:
+		if it.split {
+			if st := w.stream(it.stream); !st.noSite {
+				w.win.SetNoSite(it.stream)
+				st.noSite = true
+			}
+		}
 		if w.deferEvent(it) {
 			break
 		}
@@ -160,6 +168,21 @@ func (w *worker) handle(it item) {
 	case kindMode:
 		w.mode = Mode(it.ts)
 		return
+	case kindSiteOnly: // split.go
+		st := w.stream(it.stream)
+		if w.mode == Minimal && w.live {
+			break // not windowed; counted by the device's worker
+		}
+		if w.live {
+			st.lastEvent = w.batchMono
+		}
+		w.win.AddSite(it.stream, it.ts, it.value)
+	case kindAdvance: // split.go
+		w.stream(it.stream)
+		if w.mode == Minimal && w.live {
+			break
+		}
+		w.win.Advance(it.stream, it.ts)
 	case kindPosition:
 	}
 	w.processed = max(w.processed, it.off+1)
@@ -319,7 +342,8 @@ func (w *worker) checkIdle() {
 	w.mu.Lock()
 	if w.live && w.mode != Minimal {
 		for name, st := range w.streams {
-			if mono-st.lastEvent < w.p.opts.IdleTimeout {
+			if st.noSite || mono-st.lastEvent < w.p.opts.IdleTimeout {
+				// A split stream's idle timeout is its home's, which sees all of it.
 				continue
 			}
 			target := now.Add(-lateness).UnixMilli()

@@ -84,6 +84,8 @@ func (e *Engine) apply(p *pendingEvent) {
 		if k != nil {
 			e.addTo(s, k, i, start, p.ts, p.value, b)
 		}
-		e.addTo(s, s.site, i, start, p.ts, p.value, b)
+		if !s.noSite {
+			e.addTo(s, s.site, i, start, p.ts, p.value, b)
+		}
 	}
 }

@@ -91,10 +91,14 @@ func (e *Engine) AppendStreamState(dst []byte, streamName string) []byte {
 		panic("window: AppendStreamState called from OnClose")
 	}
 	e.flush()
+	return e.appendStreamState(dst, streamName, e.streams[streamName])
+}
+
+// appendStreamState is AppendStreamState of s, named streamName.
+func (e *Engine) appendStreamState(dst []byte, streamName string, s *stream) []byte {
 	dst = append(dst, stateVersion)
 	dst = appendStr(dst, streamName)
 	dst = e.config().append(dst)
-	s := e.streams[streamName]
 	if s == nil {
 		return append(dst, 0, 0, 0, 0) // flags, late, site windows, devices
 	}

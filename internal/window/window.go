@@ -107,6 +107,8 @@ type stream struct {
 	maxTS int64
 	seen  bool // maxTS is set
 	late  uint64
+	// noSite: the stream's site-wide windows are another engine's (split.go)
+	noSite bool
 	ends  endIndex
 	// pendingEnd is the earliest end of a window a pending event goes to;
 	// math.MaxInt64 if none.
@@ -189,10 +191,23 @@ func New(o Options) (*Engine, error) {
 // OnClose before Add returns. An empty deviceID counts in the site-wide windows
 // only.
 func (e *Engine) Add(streamName, deviceID string, ts int64, value float64) (late bool) {
+	return e.add(streamName, deviceID, ts, value, true)
+}
+
+// AddSite is Add for the site-wide windows only, without counting the event
+// late: for a stream split across engines (split.go), whose engine of the
+// device adds the event to the device's windows and counts it.
+func (e *Engine) AddSite(streamName string, ts int64, value float64) {
+	e.add(streamName, "", ts, value, false)
+}
+
+func (e *Engine) add(streamName, deviceID string, ts int64, value float64, countLate bool) (late bool) {
 	e.checkNotClosing()
 	s := e.stream(streamName)
 	if ts < MinTime || ts > MaxTime {
-		s.late++
+		if countLate {
+			s.late++
+		}
 		return true
 	}
 	// Decide now, from the watermark alone, which windows take the event; the
@@ -214,7 +229,7 @@ func (e *Engine) Add(streamName, deviceID string, ts int64, value float64) (late
 		sizes |= 1 << i
 		s.pendingEnd = min(s.pendingEnd, end)
 	}
-	if late {
+	if late && countLate {
 		s.late++
 	}
 	if sizes != 0 {
