@@ -121,10 +121,12 @@ func (p *Processor) restart() {
 	start := time.Now()
 	p.modeMu.Lock()
 	workers, recompute := p.opts.Workers, p.dirty.Load()
-	p.splitRun, p.splitAllRun = maps.Clone(p.wantSplit), p.wantSplitAll
 	p.modeMu.Unlock()
 	p.opts.Logger.Info("processor restarting", "recompute", recompute, "workers", workers)
 	p.stop()
+	p.modeMu.Lock()
+	p.splitRun, p.splitAllRun = maps.Clone(p.wantSplit), p.wantSplitAll // the run is over: its goroutines read them
+	p.modeMu.Unlock()
 	p.workMu.Lock()
 	p.restored, p.fromCheckpoint, p.start = false, false, 0
 	p.out = make(chan outMsg, 64)
