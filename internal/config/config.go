@@ -191,6 +191,11 @@ type Windows struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	Accuracy    float64       `yaml:"accuracy"` // relative error of p50/p95/p99
 	Workers     int           `yaml:"workers"`  // 0: one per CPU
+	// Split spreads a hot stream's devices over the workers (its site-wide
+	// windows stay on one): auto splits the streams with a stream_skew or
+	// key_skew hot spot, for at least 5 minutes; all splits every stream;
+	// off none. Results are the same either way, bit for bit.
+	Split string `yaml:"split"`
 }
 
 // Alerts configures alert rules and where alerts go.
@@ -301,6 +306,7 @@ func defaultsFor(host string) Config {
 			Sizes:           []time.Duration{time.Minute, 5 * time.Minute, time.Hour},
 			AllowedLateness: 30 * time.Second,
 			IdleTimeout:     time.Minute,
+			Split:           "auto",
 			Accuracy:        0.01,
 		},
 		Alerts:      Alerts{Notify: Notify{MQTTTopicPrefix: "holdfast/alerts"}},
@@ -441,6 +447,9 @@ func (c Config) Validate() error {
 	}
 	if c.Windows.AllowedLateness < 0 {
 		bad("windows.allowed_lateness", "must not be negative")
+	}
+	if !slices.Contains([]string{"auto", "all", "off"}, c.Windows.Split) {
+		bad("windows.split", "must be auto, all or off, not %q", c.Windows.Split)
 	}
 	if c.Windows.IdleTimeout < time.Second {
 		bad("windows.idle_timeout", "%s must be at least 1s", c.Windows.IdleTimeout)

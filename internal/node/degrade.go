@@ -61,6 +61,9 @@ type degradation struct {
 	fired    string // id of the firing degradation alert, "" if none
 	firedSev alert.Severity
 	scaledUp time.Time // when the triggers last added processing workers (operator goroutine only)
+
+	splitSeen    map[string]time.Time // stream → its last hot spot (operator goroutine only)
+	splitChanged time.Time            // when the split streams last changed
 }
 
 func (n *Node) newDegradation() *degradation {
@@ -129,6 +132,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.applySync(act)
 	n.applyProcessing(act)
 	n.applyWorkers(trig, now)
+	n.applySplit(now)
 	if !changed {
 		return
 	}

@@ -2,10 +2,12 @@ package node
 
 import (
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/degrade"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pressure"
 	"github.com/holdfast-edge/holdfast/internal/process"
 )
 
@@ -103,4 +105,48 @@ func (n *Node) applyWorkers(trig []degrade.TriggerStatus, now time.Time) {
 			"queue", state["queue"], "cpu", state["cpu"])
 	}
 	n.proc.SetWorkers(want)
+}
+
+// splitHold is how long a stream stays split after its last hot spot.
+const splitHold = 5 * time.Minute
+
+// splitMinGap is the least time between two changes of the split streams:
+// each restarts the processor.
+const splitMinGap = 30 * time.Second
+
+// applySplit is the hot-spot mitigation of windows.split: auto, the
+// processor splits across its workers every stream with a stream_skew or
+// key_skew hot spot (internal/process/split.go), until splitHold after its
+// last one. A key's windows stay one worker's — they need all of its events
+// in order to be exact — so a hot key is mitigated by spreading the other
+// devices of its stream, which leaves its worker to it.
+func (n *Node) applySplit(now time.Time) {
+	if n.proc == nil || n.cfg.Windows.Split != "auto" || n.limits == nil {
+		return
+	}
+	d := n.deg
+	if d.splitSeen == nil {
+		d.splitSeen = map[string]time.Time{}
+	}
+	for _, h := range n.limits.hot.Hotspots() {
+		if h.Type == pressure.StreamSkew || h.Type == pressure.KeySkew {
+			d.splitSeen[h.Stream] = now
+		}
+	}
+	var want []string
+	for s, at := range d.splitSeen {
+		if now.Sub(at) < splitHold {
+			want = append(want, s)
+		} else {
+			delete(d.splitSeen, s)
+		}
+	}
+	slices.Sort(want)
+	cur, _ := n.proc.Split()
+	if slices.Equal(want, cur) || now.Sub(d.splitChanged) < splitMinGap {
+		return
+	}
+	d.splitChanged = now
+	n.log.Info("hot streams split across the processing workers", "streams", want, "before", cur)
+	n.proc.SetSplit(want, false)
 }

@@ -450,6 +450,7 @@ func ProcessOptions(cfg config.Config) process.Options {
 		Workers:      cfg.Windows.Workers,
 		IdleTimeout:  cfg.Windows.IdleTimeout,
 		LimitedSizes: cfg.Degradation.LimitedWindows,
+		SplitAll:     cfg.Windows.Split == "all",
 		Checkpoints: process.CheckpointOptions{
 			Dir: filepath.Join(cfg.DataDir, "checkpoints"), Interval: cfg.Checkpoints.Interval, Keep: cfg.Checkpoints.Keep,
 		},

@@ -684,6 +684,8 @@ type Status struct {
 	Late        map[string]uint64 `json:"late_events"`
 	Firing      int               `json:"alerts_firing"`
 	Workers     int               `json:"workers"`
+	// SplitStreams are the streams split across the workers ("*": all).
+	SplitStreams []string `json:"split_streams"`
 	// ReplayVerified counts window results and alerts that a replay produced
 	// again and found byte for byte equal to the record already in the log;
 	// ReplayMismatches those that differed (0 unless processing is not
@@ -714,6 +716,11 @@ func (p *Processor) Status() Status {
 		w.mu.Unlock()
 	}
 	s.Workers = len(p.work)
+	if split, all := p.Split(); all {
+		s.SplitStreams = []string{"*"}
+	} else {
+		s.SplitStreams = append([]string{}, split...)
+	}
 	if d := p.log.DurableOffset(); d > s.Processed {
 		s.Lag = d - s.Processed
 	}

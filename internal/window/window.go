@@ -109,7 +109,7 @@ type stream struct {
 	late  uint64
 	// noSite: the stream's site-wide windows are another engine's (split.go)
 	noSite bool
-	ends  endIndex
+	ends   endIndex
 	// pendingEnd is the earliest end of a window a pending event goes to;
 	// math.MaxInt64 if none.
 	pendingEnd int64
