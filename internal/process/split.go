@@ -117,7 +117,9 @@ func (sp *splitter) advance(batches [][]item, i int, stream string, st *splitSta
 func (sp *splitter) event(batches [][]item, home int, it item) (dw int) {
 	st := sp.state(it.stream)
 	dw = sp.p.deviceWorker(it.device)
-	sp.advance(batches, dw, it.stream, st)
+	if st.hasW && (!st.has[dw] || st.told[dw] < st.w) {
+		it.adv, it.wm = true, st.w // the watermark rides with the event
+	}
 	if dw != home {
 		it.split = true
 		site := it

@@ -46,6 +46,8 @@ type item struct {
 	id     string // window or alert record: its output key
 	raw    []byte // window or alert record while replaying: the record as stored
 	split  bool   // an event of a split stream whose site-wide windows are another worker's
+	adv    bool   // advance the stream's watermark to wm before the event (split.go)
+	wm     int64
 }
 
 // worker owns the windows and alert state of the streams hashed to it.
@@ -132,6 +134,9 @@ func (w *worker) handle(it item) {
 				w.win.SetNoSite(it.stream)
 				st.noSite = true
 			}
+		}
+		if it.adv && (w.mode != Minimal || !w.live) {
+			w.win.Advance(it.stream, it.wm)
 		}
 		if w.deferEvent(it) {
 			break

@@ -26,6 +26,11 @@ func BenchmarkQueueDrainByWorkers(b *testing.B) {
 // drain measures how fast a processor of workers works off a queue of
 // 200 000 events from 800 devices spread over streams, the default windows.
 func drain(b *testing.B, streams, workers int) {
+	drainOf(b, func(i int) (string, string) { return fmt.Sprint("s", i%streams), fmt.Sprint("d", i%800) }, workers, false)
+}
+
+// drainOf is drain of the events of, split or not.
+func drainOf(b *testing.B, of func(i int) (stream, device string), workers int, split bool) {
 	const events = 200_000
 	var took time.Duration
 	for range b.N {
@@ -40,8 +45,8 @@ func drain(b *testing.B, streams, workers int) {
 		at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixMilli()
 		batch := make([]event.Event, 0, 1000)
 		for i := range events {
-			batch = append(batch, event.Event{DeviceID: fmt.Sprint("d", i%800), Stream: fmt.Sprint("s", i%streams),
-				TS: at + int64(i), Value: float64(i % 97)})
+			stream, device := of(i)
+			batch = append(batch, event.Event{DeviceID: device, Stream: stream, TS: at + int64(i), Value: float64(i % 97)})
 			if len(batch) == cap(batch) {
 				if _, err := st.Append(context.Background(), batch); err != nil {
 					b.Fatal(err)
@@ -50,7 +55,7 @@ func drain(b *testing.B, streams, workers int) {
 			}
 		}
 		end := l.DurableOffset()
-		p, err := New(st, Options{Workers: workers, IdleTimeout: time.Hour})
+		p, err := New(st, Options{Workers: workers, IdleTimeout: time.Hour, SplitAll: split})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -66,12 +71,33 @@ func drain(b *testing.B, streams, workers int) {
 	b.ReportMetric(float64(events)*float64(b.N)/took.Seconds(), "records/s")
 }
 
-// BenchmarkQueueDrainSkew is the same queue from one stream (stream skew)
-// and from 16, with two workers.
+// BenchmarkQueueDrainSkew is the skew benchmark of hot-spot splitting: two
+// workers work off a queue of 200 000 events (800 devices, the default
+// windows) with the hot stream unsplit and split, in one run:
+//
+//	key skew     one stream; one device sends half of the events
+//	stream skew  one stream takes 90 % of the events, 9 others the rest
 func BenchmarkQueueDrainSkew(b *testing.B) {
-	for _, streams := range []int{16, 1} {
-		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
-			drain(b, streams, 2)
-		})
+	keySkew := func(i int) (stream, device string) {
+		if i%2 == 0 {
+			return "hot", "d0"
+		}
+		return "hot", fmt.Sprint("d", i%800)
+	}
+	streamSkew := func(i int) (stream, device string) {
+		if i%10 != 0 {
+			return "hot", fmt.Sprint("d", i%800)
+		}
+		return fmt.Sprint("s", i/10%9), fmt.Sprint("d", i%800)
+	}
+	for _, w := range []struct {
+		name string
+		of   func(int) (string, string)
+	}{{"key_skew", keySkew}, {"stream_skew", streamSkew}} {
+		for _, split := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/split=%v", w.name, split), func(b *testing.B) {
+				drainOf(b, w.of, 2, split)
+			})
+		}
 	}
 }
