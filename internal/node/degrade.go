@@ -24,7 +24,8 @@ import (
 //	raw ingestion   limited: 50 % sample of non-critical streams;
 //	                minimal, emergency: critical streams only (the gate,
 //	                through admit, every event kept out in the loss ledger)
-//	cloud sync      minimal, emergency: paused; resumes on the step down,
+//	cloud sync      limited: aggregates only (degrade_sync.go);
+//	                minimal, emergency: paused; resumes on the step down,
 //	                from where it stopped
 //	local queries   limited: GET /v1/events (it reads the log) refused with
 //	                503 and Retry-After, window results still served;
@@ -37,8 +38,7 @@ import (
 // follow the level computed without the buffer (load): a full disk does not
 // stop the sync that would empty it, nor refuse more than pressure does.
 //
-// Windowing, alerting and limited's aggregates-only sync are shown as they
-// are in force (not degraded yet). The level is in status, in the metric
+// Windowing and alerting are shown as they are in force (not degraded yet). The level is in status, in the metric
 // holdfast_degradation_level, and, from limited on, an alert `degradation`.
 type degradation struct {
 	gate  *degrade.Gate
@@ -122,6 +122,7 @@ func (n *Node) watchDegradation(now time.Time) {
 		d.triggerValue.WithLabelValues(t.Metric).Set(t.Value)
 	}
 	n.applySync(act)
+	n.applyAggregatesOnly(act)
 	if !changed {
 		return
 	}
@@ -216,6 +217,9 @@ func (n *Node) degradationStatus(s *api.Status) {
 	}
 	if st.Level >= degrade.Degraded && slices.ContainsFunc(st.Reasons, func(r string) bool { return strings.HasPrefix(r, "degraded:") }) {
 		row.CloudSync = "queued" // the buffer holds what the cloud has not got
+	}
+	if n.aggregatesOnly() {
+		row.CloudSync = "aggregates_only"
 	}
 	if paused {
 		row.CloudSync = "disabled"

@@ -782,6 +782,9 @@ type SinkStatus struct {
 	LastSuccess           time.Time    `json:"last_success,omitzero"`
 	// Link is the link in use (or last used) of a sink with several.
 	Link *LinkStatus `json:"link,omitempty"`
+	// AggregatesOnly: the sync is limited to aggregates (SetAggregatesOnly);
+	// the lanes' lags count the records held back.
+	AggregatesOnly bool `json:"aggregates_only,omitempty"`
 }
 
 // LaneStatus is one lane's position.
@@ -808,6 +811,7 @@ func (s *Syncer) Status() SinkStatus {
 		Sink: s.sink.Name(), State: c.State, Since: c.Since, OfflineSince: c.OfflineSince,
 		Breaker: s.brk.State(), SyncedOffset: next, ConsecutiveFailures: c.ConsecutiveFailures,
 		LastError: c.LastError, LastSuccess: c.LastSuccess, Lanes: []LaneStatus{},
+		AggregatesOnly: s.aggOnly.Load(),
 	}
 	if ln, ok := s.sink.(Linked); ok {
 		if i := ln.LinkInUse(); i >= 0 {
