@@ -364,6 +364,9 @@ func renderStatus(w io.Writer, s *statusDoc, now time.Time) {
 			if k.Link != nil && k.Link.Metered {
 				fmt.Fprintf(w, "  %s on a metered link (%s): only the critical lane, window results and alerts go; the rest waits\n", k.Sink, k.Link.URL)
 			}
+			if k.AggregatesOnly {
+				fmt.Fprintf(w, "  %s syncs aggregates only (degradation level limited): only the critical lane, window results and alerts go; the rest waits\n", k.Sink)
+			}
 		}
 		for _, k := range s.Sinks {
 			if len(k.Lanes) < 2 || k.LagRecords == 0 {

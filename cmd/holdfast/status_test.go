@@ -147,3 +147,31 @@ func TestStatusRenderingSite(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusRenderingAggregatesOnly: a sink limited to aggregates by the
+// degradation level says so under the sync table.
+func TestStatusRenderingAggregatesOnly(t *testing.T) {
+	b, err := os.ReadFile("testdata/status-connected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	sinks, _ := doc["sinks"].([]any)
+	if len(sinks) == 0 {
+		t.Fatal("the fixture has no sink")
+	}
+	sinks[0].(map[string]any)["aggregates_only"] = true
+	b, _ = json.Marshal(doc)
+	var s statusDoc
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	renderStatus(&out, &s, time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	if !regexp.MustCompile(`syncs aggregates only \(degradation level limited\): only the critical lane, window results and alerts go`).MatchString(out.String()) {
+		t.Errorf("no aggregates-only line:\n%s", out.String())
+	}
+}

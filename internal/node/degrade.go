@@ -24,7 +24,8 @@ import (
 //	raw ingestion   limited: 50 % sample of non-critical streams;
 //	                minimal, emergency: critical streams only (the gate,
 //	                through admit, every event kept out in the loss ledger)
-//	cloud sync      minimal, emergency: paused; resumes on the step down,
+//	cloud sync      limited: aggregates only (degrade_sync.go);
+//	                minimal, emergency: paused; resumes on the step down,
 //	                from where it stopped
 //	local queries   limited: GET /v1/events (it reads the log) refused with
 //	                503 and Retry-After, window results still served;
@@ -42,7 +43,7 @@ import (
 //	                no windows, critical event rules only; what is held
 //	                back is written on the step down (degrade_process.go)
 //
-// Limited's aggregates-only sync is shown as it is in force. The level is in status, in the metric
+// The level is in status, in the metric
 // holdfast_degradation_level, and, from limited on, an alert `degradation`.
 type degradation struct {
 	gate  *degrade.Gate
@@ -133,6 +134,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.applyProcessing(act)
 	n.applyWorkers(trig, now)
 	n.applySplit(now)
+	n.applyAggregatesOnly(act)
 	if !changed {
 		return
 	}
@@ -228,6 +230,9 @@ func (n *Node) degradationStatus(s *api.Status) {
 	}
 	if st.Level >= degrade.Degraded && slices.ContainsFunc(st.Reasons, func(r string) bool { return strings.HasPrefix(r, "degraded:") }) {
 		row.CloudSync = "queued" // the buffer holds what the cloud has not got
+	}
+	if n.aggregatesOnly() {
+		row.CloudSync = "aggregates_only"
 	}
 	if paused {
 		row.CloudSync = "disabled"

@@ -126,6 +126,8 @@ type Syncer struct {
 	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
 	urgent  atomic.Bool   // the buffer is under pressure: sync more often
 	paused  atomic.Bool   // the degradation level disables sync (pause.go)
+	aggOnly atomic.Bool   // the degradation level limits sync to aggregates (hold.go)
+	waker   waker         // cuts an idle wait short (hold.go)
 	kick    chan struct{} // cuts a retry wait short when pressure starts
 	// reach cuts a retry wait short when the sink's client has reconnected
 	// (Reconnecter).
@@ -134,6 +136,19 @@ type Syncer struct {
 	// Used by the sync goroutine only.
 	linkDown    bool      // a probe failed since the last success
 	outageStart time.Time // the first failure of the current run of them; zero while syncs succeed
+	idleSaved   time.Time // when commitIdleLanes last saved while records are held
+
+	lag   lagCache  // the lane lags Status counted (lag.go)
+	stats loopStats // what the sync goroutine did, for tests
+}
+
+// loopStats count the sync goroutine's work: tests check that holding
+// records back costs no rescans.
+type loopStats struct {
+	passes      atomic.Uint64 // calls of nextBatch
+	heldReads   atomic.Uint64 // records read and held back
+	idleCommits atomic.Uint64 // saves by commitIdleLanes
+	lagReads    atomic.Uint64 // records Status read to count lane lags (lag.go)
 }
 
 // Pressured is implemented by sinks that change how they send while the
@@ -362,6 +377,7 @@ func (s *Syncer) run(ctx context.Context) {
 			resumed = true
 		}
 		s.releaseHeld()
+		s.stats.passes.Add(1)
 		ls, batch, err := s.nextBatch(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -449,16 +465,17 @@ func (s *Syncer) resetReaders() {
 	}
 }
 
-// releaseHeld reads the lanes again from their cursors once the sink holds
-// nothing back any more (Holder): the held records follow, and those sent
-// ahead of them are found by the sink, not sent again.
+// releaseHeld reads the lanes again from their cursors once nothing is held
+// back any more (aggregates-only off, the sink not Holding): the held
+// records follow, and those sent ahead of them are found by the sink, not
+// sent again.
 func (s *Syncer) releaseHeld() {
-	if s.holder == nil || s.holder.Holding() {
+	if s.holding() {
 		return
 	}
 	for _, ls := range s.lanes {
 		if ls.held {
-			s.opts.Logger.Info("records held for an unmetered link follow now", "sink", s.sink.Name(), "lane", ls.lane)
+			s.opts.Logger.Info("held records follow now", "sink", s.sink.Name(), "lane", ls.lane)
 			ls.reset()
 		}
 	}
@@ -466,10 +483,20 @@ func (s *Syncer) releaseHeld() {
 
 // commitIdleLanes saves the lanes' positions when nothing waits but readers
 // have passed records of other lanes since the last commit, so that a lane
-// with nothing to send neither shows a lag nor holds back retention.
+// with nothing to send neither shows a lag nor holds back retention. While
+// a lane holds records back, every new record wakes the syncer only to be
+// passed over, and the lane's cursor holds retention back anyway: then the
+// positions are saved at most every holdPoll, not once per record.
 func (s *Syncer) commitIdleLanes() error {
 	for _, l := range s.lanes {
 		if l.position() != l.next.Load() {
+			if s.anyHeld() {
+				if time.Since(s.idleSaved) < holdPoll {
+					return nil
+				}
+				s.idleSaved = time.Now()
+			}
+			s.stats.idleCommits.Add(1)
 			return s.commit()
 		}
 	}
@@ -477,8 +504,8 @@ func (s *Syncer) commitIdleLanes() error {
 }
 
 // nextBatch returns a batch of the most urgent lane that has records waiting,
-// or, when no lane has any, nothing once new records are durable or MaxDelay
-// has passed.
+// or, when no lane has any, nothing once new records are durable or the idle
+// wait has passed (MaxDelay; about a second while records are held back).
 func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
 	for _, ls := range s.lanes {
 		batch, err := s.fill(ctx, ls)
@@ -496,13 +523,13 @@ func (s *Syncer) nextBatch(ctx context.Context) (*laneState, []Record, error) {
 			at = min(at, ls.next.Load())
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.maxDelay())
-	defer cancel()
+	wctx, done := s.waitContext(ctx, s.idleWait())
 	err := s.log.WaitDurable(wctx, at+1)
+	done()
 	if ctx.Err() != nil {
 		return nil, nil, ctx.Err()
 	}
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return nil, nil, err
 	}
 	return nil, nil, nil
@@ -594,7 +621,8 @@ func (s *Syncer) fill(ctx context.Context, ls *laneState) ([]Record, error) {
 			continue
 		}
 		rec := Record{Offset: off, Type: event.Type(p), Stream: stream, Lane: lane}
-		if s.holder != nil && s.holder.Holds(rec) {
+		if s.holds(rec) {
+			s.stats.heldReads.Add(1)
 			if !ls.held {
 				ls.held, ls.heldAt = true, off
 			}
@@ -754,6 +782,9 @@ type SinkStatus struct {
 	LastSuccess           time.Time    `json:"last_success,omitzero"`
 	// Link is the link in use (or last used) of a sink with several.
 	Link *LinkStatus `json:"link,omitempty"`
+	// AggregatesOnly: the sync is limited to aggregates (SetAggregatesOnly);
+	// the lanes' lags count the records held back.
+	AggregatesOnly bool `json:"aggregates_only,omitempty"`
 }
 
 // LaneStatus is one lane's position.
@@ -780,6 +811,7 @@ func (s *Syncer) Status() SinkStatus {
 		Sink: s.sink.Name(), State: c.State, Since: c.Since, OfflineSince: c.OfflineSince,
 		Breaker: s.brk.State(), SyncedOffset: next, ConsecutiveFailures: c.ConsecutiveFailures,
 		LastError: c.LastError, LastSuccess: c.LastSuccess, Lanes: []LaneStatus{},
+		AggregatesOnly: s.aggOnly.Load(),
 	}
 	if ln, ok := s.sink.(Linked); ok {
 		if i := ln.LinkInUse(); i >= 0 {
@@ -800,32 +832,6 @@ func (s *Syncer) Status() SinkStatus {
 		}
 	}
 	return st
-}
-
-// laneScan bounds how many log records laneLag reads to count one lane's.
-const laneScan = 4096
-
-// laneLag counts the records of lane from next to durable. With one lane,
-// every record is the lane's; otherwise it reads at most laneScan records.
-func (s *Syncer) laneLag(lane Lane, next, durable uint64) (lag uint64, atLeast bool) {
-	if next >= durable {
-		return 0, false
-	}
-	if len(s.lanes) == 1 {
-		return durable - next, false
-	}
-	r := s.log.NewReader(next)
-	defer r.Close()
-	for range laneScan {
-		off, p, err := r.Next()
-		if err != nil || off >= durable {
-			return lag, false
-		}
-		if l, _, ok := s.opts.Lanes.classify(off, p, lane); ok && l == lane {
-			lag++
-		}
-	}
-	return lag, r.Position() < durable
 }
 
 // oldestScan bounds how many records oldestUnsynced reads looking for an
