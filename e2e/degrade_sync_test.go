@@ -81,6 +81,7 @@ streams:
   alarm:
     priority: critical
 degradation:
+  limited_windows: [1m] # written live at limited (the default keeps 5m and 1h)
   limited:
     cpu: 0.05
     cpu_exit: 0.03
@@ -204,7 +205,15 @@ degradation:
 
 	// The load stops: normal, and everything follows once.
 	stopLoad()
-	waitFor(t, "normal once the load stops", 60*time.Second, func() bool { return level() == "normal" })
+	last := ""
+	waitFor(t, "normal once the load stops", 60*time.Second, func() bool {
+		s := degradationStatus(t, p)
+		if now := fmt.Sprintf("%s %v", s.Degradation.Level, s.Degradation.Reasons); now != last && s.Degradation.Level != "normal" {
+			last = now
+			t.Logf("waiting for normal: %s", now) // what holds the level, if it never comes
+		}
+		return s.Degradation.Level == "normal"
+	})
 	require.Equal(t, "real_time", degradationStatus(t, p).Degradation.Features["cloud_sync"])
 	mu.Lock()
 	defer mu.Unlock()

@@ -133,7 +133,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.applySync(act)
 	n.applyProcessing(act)
 	n.applyWorkers(trig, now)
-	n.applySplit(now)
+	n.applySplit(now, act)
 	n.applyAggregatesOnly(act)
 	if !changed {
 		return

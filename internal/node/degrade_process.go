@@ -120,7 +120,11 @@ const splitMinGap = 30 * time.Second
 // last one. A key's windows stay one worker's — they need all of its events
 // in order to be exact — so a hot key is mitigated by spreading the other
 // devices of its stream, which leaves its worker to it.
-func (n *Node) applySplit(now time.Time) {
+//
+// The split changes only below limited: the restart it takes would replay
+// everything a degraded mode held back, adding to the load that raised the
+// level.
+func (n *Node) applySplit(now time.Time, level degrade.Level) {
 	if n.proc == nil || n.cfg.Windows.Split != "auto" || n.limits == nil {
 		return
 	}
@@ -143,7 +147,7 @@ func (n *Node) applySplit(now time.Time) {
 	}
 	slices.Sort(want)
 	cur, _ := n.proc.Split()
-	if slices.Equal(want, cur) || now.Sub(d.splitChanged) < splitMinGap {
+	if slices.Equal(want, cur) || now.Sub(d.splitChanged) < splitMinGap || level >= degrade.Limited {
 		return
 	}
 	d.splitChanged = now
