@@ -557,3 +557,120 @@ degradation:
 	}
 	cloudtest.RequireEventsOnce(t, srv.URL(), node, offsets, 60*time.Second)
 }
+
+// degradationChanges sums holdfast_degradation_changes_total over its
+// labels, and returns each label set's count.
+func degradationChanges(t *testing.T, p *proc) (int, []string) {
+	t.Helper()
+	total, each := 0, []string(nil)
+	for _, l := range strings.Split(get(t, p, "/metrics"), "\n") {
+		if !strings.HasPrefix(l, "holdfast_degradation_changes_total{") {
+			continue
+		}
+		i := strings.LastIndexByte(l, ' ')
+		v, err := strconv.ParseFloat(l[i+1:], 64)
+		require.NoError(t, err, l)
+		total += int(v)
+		each = append(each, l)
+	}
+	return total, each
+}
+
+// TestDegradationNoFlapping oscillates the node's CPU around limited's
+// thresholds through the real binary: the posters of
+// TestDegradationLimitedByCPU, switched on for 1.5 s and off for 1.5 s, for
+// 24 s (the CPU figure is a reading a second, so each phase has one of its
+// own). limited.cpu is 20 %, entered at once (enter_after 0), left below 8 %
+// held for 6 s: the on phases take the figure above the entry threshold, the
+// off phases below the exit threshold, but for less than the hold time, so
+// the level enters limited once and stays there; without the hold it would
+// change with every phase. Asserted, from holdfast_degradation_changes_total
+// and from status polled throughout: the figure did cross both thresholds,
+// and the level changed exactly once during the oscillation (normal →
+// limited) and once after it (back to normal).
+func TestDegradationNoFlapping(t *testing.T) {
+	if testing.Short() {
+		t.Skip("oscillates the node's CPU for 24 s")
+	}
+	const entry, exit = 0.20, 0.08
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "holdfast.yaml")
+	writeFile(t, cfg, fmt.Sprintf(`
+degradation:
+  limited:
+    cpu: %v
+    cpu_exit: %v
+    ack_p99: 0s
+    queue: 0
+    enter_after: 0s
+    hold: 6s
+`, entry, exit))
+	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "deg-flap")
+	waitFor(t, "normal at start", 60*time.Second, func() bool { return degradationStatus(t, p).Degradation.Level == "normal" })
+	n0, _ := degradationChanges(t, p)
+	require.Zero(t, n0)
+
+	bulk := newPoster(p, "bulk", 50, 2000, onlyTemp, true)
+	bulk.on.Store(false)
+	bulk.run(t, 16*runtime.NumCPU())
+	defer bulk.halt()
+	var (
+		levels          []string // the levels polled, each once in a row
+		figures         []string // the CPU readings
+		prev            = -1.0
+		above, below    int  // readings above the entry, below the exit threshold
+		wasBelow        bool // the last reading beyond a threshold was below the exit one
+		rises, limitedN int  // rises from below the exit to above the entry; readings below the exit at limited
+	)
+	poll := func() {
+		s := degradationStatus(t, p)
+		l := s.Degradation.Level
+		if len(levels) == 0 || levels[len(levels)-1] != l {
+			levels = append(levels, l)
+		}
+		cpu := triggerValue(s, "cpu")
+		if cpu == prev {
+			return // not a new reading
+		}
+		prev = cpu
+		figures = append(figures, fmt.Sprintf("%.2f", cpu))
+		switch {
+		case cpu > entry:
+			above++
+			if wasBelow {
+				rises++
+			}
+			wasBelow = false
+		case cpu < exit:
+			below++
+			if l == "limited" {
+				limitedN++
+			}
+			wasBelow = true
+		}
+	}
+	start := time.Now()
+	for phase := 0; time.Since(start) < 24*time.Second; phase++ {
+		bulk.on.Store(phase%2 == 0)
+		for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+			poll()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	bulk.on.Store(false)
+	during, each := degradationChanges(t, p)
+	t.Logf("cpu readings: %s", strings.Join(figures, " "))
+	t.Logf("levels polled: %v; changes %v; %d readings above %v, %d below %v (%d of them at limited); without the hold the level would have changed some %d times",
+		levels, each, above, entry, below, exit, limitedN, 2*rises+1)
+	require.Positive(t, above, "the load took the figure above the entry threshold")
+	require.GreaterOrEqual(t, limitedN, 2, "the pauses took the figure below the exit threshold at limited")
+	require.Equal(t, 1, during, "one change under the oscillating load: %v", each)
+	require.Equal(t, []string{"normal", "limited"}, levels, "one change seen in status")
+
+	waitFor(t, "normal once the load stops", 60*time.Second, func() bool {
+		time.Sleep(200 * time.Millisecond)
+		return degradationStatus(t, p).Degradation.Level == "normal"
+	})
+	after, each := degradationChanges(t, p)
+	require.Equal(t, 2, after, "entered and left once: %v", each)
+}
