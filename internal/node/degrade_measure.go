@@ -189,14 +189,15 @@ func (m *meter) ackP99(n *Node) time.Duration {
 }
 
 // memoryLimit is the lowest of GOMEMLIMIT (debug.SetMemoryLimit), the
-// cgroup's memory.max and the machine's RAM; 0 if none is known.
+// process's cgroup's memory limit (cgroupMemoryLimit) and the machine's RAM;
+// 0 if none is known.
 func memoryLimit() uint64 {
 	limit := uint64(math.MaxUint64)
 	if l := debug.SetMemoryLimit(-1); l > 0 && l < math.MaxInt64 {
 		limit = uint64(l)
 	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+	if self, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		if v := cgroupMemoryLimit("/sys/fs/cgroup", self); v > 0 {
 			limit = min(limit, v)
 		}
 	}
