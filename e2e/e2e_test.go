@@ -43,8 +43,17 @@ var readyRE = regexp.MustCompile(`msg="node ready".* http_addr=(\S+) mqtt_addr=(
 // start runs `holdfast run` on dataDir and waits for it to be ready.
 func start(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, dataDir, args...)
+}
+
+// startEnv is start with env (KEY=value) added to the test's environment.
+func startEnv(t *testing.T, env []string, dataDir string, args ...string) *proc {
+	t.Helper()
 	all := append([]string{"run", "--data-dir", dataDir, "--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0"}, args...)
 	p := &proc{cmd: exec.Command(binary, all...), done: make(chan struct{})}
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,24 +23,81 @@ import (
 const ackWindow = 10
 
 // meter measures the conditions cheaply, once a second: CPU from getrusage,
-// memory from runtime/metrics against the limit, the p99 ack latency from
-// ingest's histogram over the last ackWindow seconds. Used by the operator
-// goroutine only.
+// memory from runtime/metrics against the limit (memoryInUse), the p99 ack
+// latency from ingest's histogram over the last ackWindow seconds. Used by
+// the operator goroutine only.
 type meter struct {
 	load     loadMeter
 	limit    uint64 // the memory limit, bytes
 	samples  []metrics.Sample
 	ack      [][]uint64 // cumulative bucket counts, one snapshot a second, oldest first
 	ackBound []float64
+
+	gcCycles uint64      // GC cycles completed as of gcSeen
+	gcSeen   time.Time   // when gcCycles last changed
+	gcBusy   atomic.Bool // a GC the meter started is running
 }
 
+// The memory samples, in this order.
+var memorySamples = []string{
+	"/memory/classes/total:bytes", "/memory/classes/heap/released:bytes", "/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/objects:bytes", "/gc/heap/live:bytes", "/gc/cycles/total:gc-cycles",
+}
+
+// A memory figure at least gcNudgeAt of the limit with no GC completed for
+// gcStale makes the meter start one: the live heap is known as of the last
+// GC only, and a node gone quiet after a burst may not collect for minutes
+// (the runtime's forced GC is every 2 min), holding the burst's garbage.
+const (
+	gcStale   = 5 * time.Second
+	gcNudgeAt = 0.5
+)
+
 func newMeter() *meter {
-	return &meter{
-		limit: memoryLimit(),
-		samples: []metrics.Sample{
-			{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"},
-		},
+	m := &meter{limit: memoryLimit()}
+	for _, name := range memorySamples {
+		m.samples = append(m.samples, metrics.Sample{Name: name})
 	}
+	return m
+}
+
+// memoryInUse is what of the Go runtime's memory (total, as GOMEMLIMIT
+// counts it) the node cannot do without: less the heap returned to the
+// system (released) and the heap held free for reuse (free) — the runtime
+// keeps up to 95 % of GOMEMLIMIT mapped after a burst and gives it back only
+// slowly, so counting it would hold a node at minimal long after the burst —
+// and less the objects found dead: of the heap's objects only those live
+// at the last GC count.
+func memoryInUse(total, released, free, objects, live uint64) uint64 {
+	used := total - min(total, released+free)
+	dead := objects - min(objects, live)
+	return used - min(used, dead)
+}
+
+// memory reads the memory figure (0–1 of the limit) and starts a GC when
+// the figure is high and the last GC is old (gcStale).
+func (m *meter) memory(now time.Time) float64 {
+	metrics.Read(m.samples)
+	v := func(i int) uint64 {
+		if m.samples[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return m.samples[i].Value.Uint64()
+	}
+	if cycles := v(5); cycles != m.gcCycles || m.gcSeen.IsZero() {
+		m.gcCycles, m.gcSeen = cycles, now
+	}
+	if m.limit == 0 {
+		return 0
+	}
+	f := float64(memoryInUse(v(0), v(1), v(2), v(3), v(4))) / float64(m.limit)
+	if f >= gcNudgeAt && now.Sub(m.gcSeen) >= gcStale && m.gcBusy.CompareAndSwap(false, true) {
+		go func() {
+			defer m.gcBusy.Store(false)
+			runtime.GC()
+		}()
+	}
+	return f
 }
 
 // measure returns the conditions and the triggers' figures as of now.
@@ -54,11 +113,7 @@ func (n *Node) measure(now time.Time) (degrade.Conditions, degrade.TriggerValues
 		}
 	}
 	_, c.CPU = m.load.read(n, now)
-	metrics.Read(m.samples)
-	if m.limit > 0 {
-		used := m.samples[0].Value.Uint64() - m.samples[1].Value.Uint64()
-		c.Memory = float64(used) / float64(m.limit)
-	}
+	c.Memory = m.memory(now)
 	c.AckP99 = m.ackP99(n)
 	if n.proc != nil {
 		c.Queue = n.proc.Status().Lag
@@ -134,14 +189,15 @@ func (m *meter) ackP99(n *Node) time.Duration {
 }
 
 // memoryLimit is the lowest of GOMEMLIMIT (debug.SetMemoryLimit), the
-// cgroup's memory.max and the machine's RAM; 0 if none is known.
+// process's cgroup's memory limit (cgroupMemoryLimit) and the machine's RAM;
+// 0 if none is known.
 func memoryLimit() uint64 {
 	limit := uint64(math.MaxUint64)
 	if l := debug.SetMemoryLimit(-1); l > 0 && l < math.MaxInt64 {
 		limit = uint64(l)
 	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && v > 0 {
+	if self, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		if v := cgroupMemoryLimit("/sys/fs/cgroup", self); v > 0 {
 			limit = min(limit, v)
 		}
 	}

@@ -1,6 +1,9 @@
 package store
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // runSpan is the most log offsets one index run covers. A query reads whole
 // runs, so it bounds the records read to find a device's events in a stretch of
@@ -36,15 +39,25 @@ func indexAdd[S ~string | ~[]byte](x *index, device, stream S, ts int64, off uin
 	x.mu.Unlock()
 }
 
+// extend adds the record at off to key's runs, which stay sorted by first
+// offset and disjoint (disjoint and forget rely on it). Offsets mostly come
+// in order, but not always: concurrent Appends index their batches in the
+// order they take the index lock, not in the order of their offsets, so a
+// batch may be indexed after one at higher offsets. Its record then joins
+// the run it falls in, or a new run placed before the later ones.
 func extend[S ~string | ~[]byte](m map[string][]run, key S, ts int64, off uint64) {
 	runs := m[string(key)]
-	if n := len(runs); n > 0 && off >= runs[n-1].first && off-runs[n-1].first < runSpan {
-		r := &runs[n-1]
+	i := len(runs) - 1
+	for i >= 0 && runs[i].first > off {
+		i--
+	}
+	if i >= 0 && off-runs[i].first < runSpan {
+		r := &runs[i]
 		r.last = max(r.last, off)
 		r.minTS, r.maxTS = min(r.minTS, ts), max(r.maxTS, ts)
 		return
 	}
-	m[string(key)] = append(runs, run{first: off, last: off, minTS: ts, maxTS: ts})
+	m[string(key)] = slices.Insert(runs, i+1, run{first: off, last: off, minTS: ts, maxTS: ts})
 }
 
 // runs returns a copy of the runs for a device (or, if device is empty, a
