@@ -2,18 +2,23 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/maphash"
 	"sync"
 	"time"
 )
 
-// dedup remembers recent (device, id) pairs so that a device's retry of an event
-// already stored is acknowledged without being stored again.
+// dedup remembers recent (device, id) pairs, and the content of recent id-less
+// events whose device gave the ts, so that a device's retry of an event
+// already stored is acknowledged without being stored again
+// (docs/format/dedup.md).
 type dedup struct {
 	window int64 // milliseconds
 	max    int
+	seeds  [2]maphash.Seed // content keys; the set is rebuilt at open, so per process
 
 	mu      sync.Mutex
-	m       map[string]dedupEntry // guarded by mu; key is device + "\x00" + id
+	m       map[string]dedupEntry // guarded by mu; key is device + "\x00" + id, or a content key
 	order   []orderEntry          // guarded by mu; insertion order, for expiry
 	head    int                   // guarded by mu; first live element of order
 	evicted uint64                // guarded by mu; ids forgotten early because of max
@@ -52,7 +57,38 @@ func (c *claim) wait(ctx context.Context) error {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window.Milliseconds(), max: max, m: map[string]dedupEntry{}}
+	return &dedup{window: window.Milliseconds(), max: max, m: map[string]dedupEntry{},
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
+}
+
+// contentKey returns the key of an id-less event record payload: "\x00" and
+// a 128-bit hash of everything in it but its received time, that is of its
+// device, stream, ts, value and tags (tags are sorted in the record, so equal
+// tags hash alike). No id key starts with "\x00": a device id has no control
+// character. ok is false for a payload too short to be an event record.
+func (d *dedup) contentKey(p []byte) (key string, ok bool) {
+	if len(p) < 2 {
+		return "", false
+	}
+	_, n := binary.Varint(p[2:]) // ts
+	if n <= 0 {
+		return "", false
+	}
+	tsEnd := 2 + n
+	_, n = binary.Varint(p[tsEnd:]) // received, left out
+	if n <= 0 {
+		return "", false
+	}
+	rest := p[tsEnd+n:]
+	var k [17]byte
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.Write(p[1:tsEnd]) // flags and ts
+		h.Write(rest)       // value, device, stream, tags
+		binary.LittleEndian.PutUint64(k[1+8*i:], h.Sum64())
+	}
+	return string(k[:]), true
 }
 
 func dedupKey[S ~string | ~[]byte](device, id S) string {
@@ -62,7 +98,11 @@ func dedupKey[S ~string | ~[]byte](device, id S) string {
 // check returns the prior claim and true if (device, id) was seen within the
 // window; otherwise it records the pair under c and returns false.
 func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool) {
-	key := dedupKey(device, id)
+	return d.checkKey(dedupKey(device, id), received, c)
+}
+
+// checkKey is check for a key already made (an id's or a content key).
+func (d *dedup) checkKey(key string, received int64, c *claim) (*claim, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.m[key]; ok && abs(received-e.received) <= d.window {
@@ -75,8 +115,13 @@ func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool
 
 // restore records a pair found in the log on open.
 func (d *dedup) restore(device, id []byte, received int64, _ uint64) {
+	d.restoreKey(dedupKey(device, id), received)
+}
+
+// restoreKey records a key found in the log on open.
+func (d *dedup) restoreKey(key string, received int64) {
 	d.mu.Lock()
-	d.insertLocked(dedupKey(device, id), received, nil)
+	d.insertLocked(key, received, nil)
 	d.mu.Unlock()
 }
 
