@@ -205,7 +205,7 @@ windows:
 			t.Fatalf("acknowledged event %s is missing after %d kills", key, kills)
 		}
 	}
-	t.Logf("dedup_without_id %s, %d kills: %d events sent, %d acknowledged by the broker, %d stored once, %d stored more than once (%d extra rows), %d redeliveries dropped as duplicates",
+	t.Logf("dedup_without_id %s, %d kills: %d events sent, %d acknowledged by the broker, %d distinct events stored, %d of them more than once (%d extra rows), %d redeliveries dropped as duplicates",
 		dedupWithoutID, kills, len(sent), len(acked), len(count), countOver1(count), r.extra, dropped)
 	if len(acked) < 1000 {
 		t.Fatalf("too little load got through to prove anything: %d acknowledged", len(acked))
