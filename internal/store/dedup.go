@@ -15,14 +15,19 @@ import (
 type dedup struct {
 	window int64 // milliseconds
 	max    int
-	seeds  [2]maphash.Seed // content keys; the set is rebuilt at open, so per process
+	seeds  [2]maphash.Seed // of the keys; the set is rebuilt at open, so per process
 
 	mu      sync.Mutex
-	m       map[string]dedupEntry // guarded by mu; key is device + "\x00" + id, or a content key
-	order   []orderEntry          // guarded by mu; insertion order, for expiry
-	head    int                   // guarded by mu; first live element of order
-	evicted uint64                // guarded by mu; ids forgotten early because of max
+	m       map[dedupKey]dedupEntry // guarded by mu
+	order   []orderEntry            // guarded by mu; insertion order, for expiry
+	head    int                     // guarded by mu; first live element of order
+	evicted uint64                  // guarded by mu; ids forgotten early because of max
 }
+
+// dedupKey is a 128-bit hash (two maphash sums) of an id with its device, or
+// of an id-less event's content. Fixed-size keys hold no pointer: the
+// garbage collector does not scan the set, and no key is allocated.
+type dedupKey [2]uint64
 
 type dedupEntry struct {
 	received int64
@@ -30,7 +35,7 @@ type dedupEntry struct {
 }
 
 type orderEntry struct {
-	key      string
+	key      dedupKey
 	received int64
 }
 
@@ -38,7 +43,7 @@ type orderEntry struct {
 type claim struct {
 	done chan struct{}
 	err  error
-	keys []string
+	keys []dedupKey
 }
 
 func newClaim() *claim { return &claim{done: make(chan struct{})} }
@@ -57,52 +62,78 @@ func (c *claim) wait(ctx context.Context) error {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window.Milliseconds(), max: max, m: map[string]dedupEntry{},
+	return &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]dedupEntry{},
 		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
 }
 
-// contentKey returns the key of an id-less event record payload: "\x00" and
-// a 128-bit hash of everything in it but its received time, that is of its
-// device, stream, ts, value and tags (tags are sorted in the record, so equal
-// tags hash alike). No id key starts with "\x00": a device id has no control
-// character. ok is false for a payload too short to be an event record.
-func (d *dedup) contentKey(p []byte) (key string, ok bool) {
+// idKey is the key of device's event id.
+func (d *dedup) idKey(device, id string) dedupKey {
+	var k dedupKey
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte('i')
+		h.WriteString(device) // no device id holds a 0 byte
+		h.WriteByte(0)
+		h.WriteString(id)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// idKeyBytes is idKey for the fields of a record read from the log.
+func (d *dedup) idKeyBytes(device, id []byte) dedupKey {
+	var k dedupKey
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte('i')
+		h.Write(device)
+		h.WriteByte(0)
+		h.Write(id)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// contentKey returns the key of an id-less event record payload: a hash of
+// everything in it but its received time, that is of its device, stream,
+// ts, value and tags (tags are sorted in the record, so equal tags hash
+// alike). A content key and an id key are hashed apart ('c' and 'i' first).
+// ok is false for a payload too short to be an event record.
+func (d *dedup) contentKey(p []byte) (key dedupKey, ok bool) {
 	if len(p) < 2 {
-		return "", false
+		return key, false
 	}
 	_, n := binary.Varint(p[2:]) // ts
 	if n <= 0 {
-		return "", false
+		return key, false
 	}
 	tsEnd := 2 + n
 	_, n = binary.Varint(p[tsEnd:]) // received, left out
 	if n <= 0 {
-		return "", false
+		return key, false
 	}
 	rest := p[tsEnd+n:]
-	var k [17]byte
 	for i, seed := range d.seeds {
 		var h maphash.Hash
 		h.SetSeed(seed)
+		h.WriteByte('c')
 		h.Write(p[1:tsEnd]) // flags and ts
 		h.Write(rest)       // value, device, stream, tags
-		binary.LittleEndian.PutUint64(k[1+8*i:], h.Sum64())
+		key[i] = h.Sum64()
 	}
-	return string(k[:]), true
-}
-
-func dedupKey[S ~string | ~[]byte](device, id S) string {
-	return string(device) + "\x00" + string(id)
+	return key, true
 }
 
 // check returns the prior claim and true if (device, id) was seen within the
 // window; otherwise it records the pair under c and returns false.
 func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool) {
-	return d.checkKey(dedupKey(device, id), received, c)
+	return d.checkKey(d.idKey(device, id), received, c)
 }
 
 // checkKey is check for a key already made (an id's or a content key).
-func (d *dedup) checkKey(key string, received int64, c *claim) (*claim, bool) {
+func (d *dedup) checkKey(key dedupKey, received int64, c *claim) (*claim, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.m[key]; ok && abs(received-e.received) <= d.window {
@@ -115,17 +146,17 @@ func (d *dedup) checkKey(key string, received int64, c *claim) (*claim, bool) {
 
 // restore records a pair found in the log on open.
 func (d *dedup) restore(device, id []byte, received int64, _ uint64) {
-	d.restoreKey(dedupKey(device, id), received)
+	d.restoreKey(d.idKeyBytes(device, id), received)
 }
 
 // restoreKey records a key found in the log on open.
-func (d *dedup) restoreKey(key string, received int64) {
+func (d *dedup) restoreKey(key dedupKey, received int64) {
 	d.mu.Lock()
 	d.insertLocked(key, received, nil)
 	d.mu.Unlock()
 }
 
-func (d *dedup) insertLocked(key string, received int64, c *claim) {
+func (d *dedup) insertLocked(key dedupKey, received int64, c *claim) {
 	d.m[key] = dedupEntry{received: received, c: c}
 	d.order = append(d.order, orderEntry{key: key, received: received})
 	d.pruneLocked(received - d.window)
