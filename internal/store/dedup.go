@@ -17,22 +17,22 @@ type dedup struct {
 	max    int
 	seeds  [2]maphash.Seed // of the keys; the set is rebuilt at open, so per process
 
-	mu      sync.Mutex
-	m       map[dedupKey]dedupEntry // guarded by mu
-	order   []orderEntry            // guarded by mu; insertion order, for expiry
-	head    int                     // guarded by mu; first live element of order
-	evicted uint64                  // guarded by mu; ids forgotten early because of max
+	mu sync.Mutex
+	// m maps each key remembered to its received time. It holds no
+	// pointer, so the garbage collector does not scan it.
+	m map[dedupKey]int64 // guarded by mu
+	// pending holds the keys whose write has not finished, with its claim;
+	// a key leaves it when its claim settles.
+	pending map[dedupKey]*claim // guarded by mu
+	order   []orderEntry        // guarded by mu; insertion order, for expiry
+	head    int                 // guarded by mu; first live element of order
+	evicted uint64              // guarded by mu; ids forgotten early because of max
 }
 
 // dedupKey is a 128-bit hash (two maphash sums) of an id with its device, or
-// of an id-less event's content. Fixed-size keys hold no pointer: the
-// garbage collector does not scan the set, and no key is allocated.
+// of an id-less event's content. Fixed-size keys hold no pointer and need no
+// allocation.
 type dedupKey [2]uint64
-
-type dedupEntry struct {
-	received int64
-	c        *claim // the write that stores it; nil when restored from the log
-}
 
 type orderEntry struct {
 	key      dedupKey
@@ -62,7 +62,7 @@ func (c *claim) wait(ctx context.Context) error {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]dedupEntry{},
+	return &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]int64{}, pending: map[dedupKey]*claim{},
 		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
 }
 
@@ -136,8 +136,8 @@ func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool
 func (d *dedup) checkKey(key dedupKey, received int64, c *claim) (*claim, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e, ok := d.m[key]; ok && abs(received-e.received) <= d.window {
-		return e.c, true
+	if r, ok := d.m[key]; ok && abs(received-r) <= d.window {
+		return d.pending[key], true // nil once durable
 	}
 	d.insertLocked(key, received, c)
 	c.keys = append(c.keys, key)
@@ -157,7 +157,10 @@ func (d *dedup) restoreKey(key dedupKey, received int64) {
 }
 
 func (d *dedup) insertLocked(key dedupKey, received int64, c *claim) {
-	d.m[key] = dedupEntry{received: received, c: c}
+	d.m[key] = received
+	if c != nil {
+		d.pending[key] = c
+	}
 	d.order = append(d.order, orderEntry{key: key, received: received})
 	d.pruneLocked(received - d.window)
 }
@@ -170,7 +173,7 @@ func (d *dedup) pruneLocked(cutoff int64) {
 		if o.received >= cutoff && !over {
 			break
 		}
-		if e, ok := d.m[o.key]; ok && e.received == o.received {
+		if r, ok := d.m[o.key]; ok && r == o.received {
 			delete(d.m, o.key)
 			if over && o.received >= cutoff {
 				d.evicted++
@@ -185,18 +188,20 @@ func (d *dedup) pruneLocked(cutoff int64) {
 	}
 }
 
-// settle finishes a claim. If the write failed its pairs are forgotten, so that
-// the device's retry is stored.
+// settle finishes a claim: its keys are no longer pending. If the write
+// failed they are forgotten, so that the device's retry is stored.
 func (d *dedup) settle(c *claim, err error) {
-	if err != nil {
-		d.mu.Lock()
-		for _, k := range c.keys {
-			if e, ok := d.m[k]; ok && e.c == c {
+	d.mu.Lock()
+	for _, k := range c.keys {
+		if d.pending[k] == c {
+			delete(d.pending, k)
+			if err != nil {
 				delete(d.m, k)
 			}
 		}
-		d.mu.Unlock()
 	}
+	d.mu.Unlock()
+	c.keys = nil
 	c.err = err
 	close(c.done)
 }
