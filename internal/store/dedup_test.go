@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
@@ -185,4 +187,27 @@ func TestContentKey(t *testing.T) {
 		_, ok := d.contentKey(p)
 		require.False(t, ok, "%x", p)
 	}
+}
+
+func TestDedupMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: vfs.NewMem(), SegmentBytes: 8192, MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	defer l.Close()
+	s, err := Open(l, Options{now: func() time.Time { return t0 }, DedupMaxEntries: 2, Metrics: m})
+	require.NoError(t, err)
+	for i := range 3 {
+		require.Equal(t, 1, appendOne(t, s, reading("d", t0.Add(time.Duration(i)*time.Second), 1, nil)).Stored)
+	}
+	got := map[string]float64{}
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			got[mf.GetName()] = mm.GetGauge().GetValue() + mm.GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, 2.0, got["holdfast_dedup_keys"])
+	require.Equal(t, 1.0, got["holdfast_dedup_evicted_total"])
 }

@@ -28,8 +28,9 @@ import (
 type Options struct {
 	// DedupWindow is how long an event id is remembered per device; default 10m.
 	DedupWindow time.Duration
-	// DedupMaxEntries bounds the ids remembered; the oldest are forgotten first
-	// (counted in holdfast_dedup_evicted_total). Default 1 000 000.
+	// DedupMaxEntries bounds the keys remembered (ids and contents); the
+	// oldest are forgotten first (counted in holdfast_dedup_evicted_total).
+	// Default 1 000 000.
 	DedupMaxEntries int
 	// NoContentDedup turns off de-duplicating id-less events by content
 	// (ingest.dedup_without_id: off). By default an event without an id
@@ -102,7 +103,10 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts.Logger.Info("store index rebuilt", "records", n, "devices", s.idx.devices(),
-		"dedup_ids", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+		"dedup_keys", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+	if opts.Metrics != nil {
+		opts.Metrics.dedup.Store(s.dedup)
+	}
 	return s, nil
 }
 
