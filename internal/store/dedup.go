@@ -26,7 +26,7 @@ type dedup struct {
 	pending map[dedupKey]*claim // guarded by mu
 	order   []orderEntry        // guarded by mu; insertion order, for expiry
 	head    int                 // guarded by mu; first live element of order
-	evicted uint64              // guarded by mu; ids forgotten early because of max
+	evicted uint64              // guarded by mu; keys forgotten early because of max
 }
 
 // dedupKey is a 128-bit hash (two maphash sums) of an id with its device, or
