@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -210,4 +211,46 @@ func TestDedupMetrics(t *testing.T) {
 	}
 	require.Equal(t, 2.0, got["holdfast_dedup_keys"])
 	require.Equal(t, 1.0, got["holdfast_dedup_evicted_total"])
+}
+
+// TestContentDedupConcurrentRetries: retries racing their original are
+// acknowledged only once it is durable, and stored once, as for ids.
+func TestContentDedupConcurrentRetries(t *testing.T) {
+	f := newFixture(t)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := ingest.Result{}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				e := reading("d", t0.Add(time.Duration(i)*time.Millisecond), float64(i), nil)
+				res, err := f.s.Append(context.Background(), []event.Event{e})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p, err := f.s.Query(Query{DeviceID: "d", Limit: MaxLimit})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				found := false
+				for _, got := range p.Events {
+					found = found || got.TS == e.TS
+				}
+				if !found {
+					t.Errorf("acked reading %d not readable", i)
+				}
+				mu.Lock()
+				total.Stored += res.Stored
+				total.Duplicates += res.Duplicates
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Equal(t, ingest.Result{Stored: 50, Duplicates: 15 * 50}, total)
+	require.Equal(t, 50, stored(t, f.s, "d"))
 }
