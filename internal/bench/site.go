@@ -216,8 +216,11 @@ func runSite(ctx context.Context, o SiteOptions, size int) (run SiteRun, err err
 				ts := time.Now().UnixMilli()
 				clear(bodies)
 				for k := range o.Batch {
+					// The value is the event's number: two events of one
+					// device within a millisecond differ, or the node would
+					// take the second for a retry (docs/format/dedup.md).
 					d := devices[(first+k)%len(devices)]
-					bodies[own[d]] = fmt.Appendf(bodies[own[d]], `{"device_id":%q,"stream":%q,"ts":%d,"value":%d}`+"\n", d, benchStream, ts, k%100)
+					bodies[own[d]] = fmt.Appendf(bodies[own[d]], `{"device_id":%q,"stream":%q,"ts":%d,"value":%d}`+"\n", d, benchStream, ts, first+k)
 				}
 				for id, body := range bodies {
 					req, _ := http.NewRequestWithContext(lctx, http.MethodPost, "http://"+addr[id]+"/v1/events", bytes.NewReader(body))

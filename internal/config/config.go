@@ -257,7 +257,13 @@ type External struct {
 type Ingest struct {
 	MaxFuture       time.Duration `yaml:"max_future"`        // an event's ts may be at most this far after now
 	DedupWindow     time.Duration `yaml:"dedup_window"`      // how long an event id is remembered to drop a retry
-	DedupMaxEntries int           `yaml:"dedup_max_entries"` // at most this many ids remembered
+	DedupMaxEntries int           `yaml:"dedup_max_entries"` // at most this many ids (and content keys) remembered
+	// DedupWithoutID says whether an event with no id is de-duplicated:
+	// content (one with the device's own ts is a retry if an event with the
+	// same device, stream, ts, value and tags was stored within
+	// dedup_window; one without ts never is) or off (never). See
+	// docs/format/dedup.md.
+	DedupWithoutID string `yaml:"dedup_without_id"`
 }
 
 // Buffer configures the durable buffer.
@@ -299,7 +305,7 @@ func defaultsFor(host string) Config {
 			MaxConnectionsPerSource: 100,
 			External:                External{Topic: "devices/+/+", ClientID: "holdfast-" + host},
 		},
-		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000},
+		Ingest: Ingest{MaxFuture: 5 * time.Minute, DedupWindow: 10 * time.Minute, DedupMaxEntries: 1_000_000, DedupWithoutID: "content"},
 		Buffer: Buffer{Engine: "log", SegmentBytes: 16 << 20, MaxBytes: 1 << 30, Pressure: pressure.DefaultThresholds},
 		Windows: Windows{
 			Enabled:         true,
@@ -422,6 +428,9 @@ func (c Config) Validate() error {
 	}
 	if c.Ingest.DedupMaxEntries < 1 {
 		bad("ingest.dedup_max_entries", "must be at least 1")
+	}
+	if !slices.Contains([]string{"content", "off"}, c.Ingest.DedupWithoutID) {
+		bad("ingest.dedup_without_id", "%q must be content or off", c.Ingest.DedupWithoutID)
 	}
 	if !slices.Contains([]string{"log", "sqlite", "pebble"}, c.Buffer.Engine) {
 		bad("buffer.engine", "%q must be log, sqlite or pebble", c.Buffer.Engine)

@@ -45,6 +45,7 @@ mqtt:
 	require.Equal(t, ByteSize(4<<20), cfg.HTTP.MaxBodyBytes)
 	require.Equal(t, 30*time.Second, cfg.Ingest.DedupWindow)
 	require.Equal(t, 5*time.Minute, cfg.Ingest.MaxFuture, "unset keys keep their default")
+	require.Equal(t, "content", cfg.Ingest.DedupWithoutID, "unset keys keep their default")
 	require.Equal(t, ByteSize(64<<20), cfg.Buffer.SegmentBytes)
 	require.Equal(t, ByteSize(10e9), cfg.Buffer.MaxBytes)
 	require.Equal(t, "devices/+/+", cfg.MQTT.External.Topic)
@@ -78,6 +79,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	cfg.Log.Level = "loud"
 	cfg.MQTT.MaxConnectionsPerSource = -1
 	cfg.HTTP.MaxConcurrentPerSource = 0
+	cfg.Ingest.DedupWithoutID = "hash"
 	err := cfg.Validate()
 	for _, want := range []string{
 		`http.addr: "localhost" is not host:port`,
@@ -87,9 +89,13 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		"buffer.max_bytes:",
 		`log.level: "loud"`,
 		"mqtt.max_connections_per_source: -1 must be 0 (no limit) or more",
+		`ingest.dedup_without_id: "hash" must be content or off`,
 	} {
 		require.ErrorContains(t, err, want)
 	}
+	cfg = Default()
+	cfg.Ingest.DedupWithoutID = "off"
+	require.NoError(t, cfg.Validate())
 	cfg = Default()
 	cfg.MQTT.Mode = "external"
 	require.ErrorContains(t, cfg.Validate(), "mqtt.external.broker")

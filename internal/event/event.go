@@ -55,6 +55,11 @@ type Event struct {
 	ID       string            // optional, device-assigned, used to drop device retries
 	Tags     map[string]string // optional
 	Received int64             // Unix milliseconds when the node accepted the event
+	// TSAssigned is true when the device sent no ts and the node set TS to
+	// the time it parsed the event. It is not stored: a record does not say
+	// which of the two its ts was. The store de-duplicates an id-less event
+	// by its content only when the device gave the ts (docs/format/dedup.md).
+	TSAssigned bool
 }
 
 // Time returns the event time.

@@ -175,7 +175,7 @@ func ParseMQTT(deviceID, stream string, payload []byte, now time.Time, lim Limit
 		if err != nil {
 			return Event{}, err
 		}
-		return Event{DeviceID: deviceID, Stream: stream, TS: now.UnixMilli(), Value: v}, nil
+		return Event{DeviceID: deviceID, Stream: stream, TS: now.UnixMilli(), Value: v, TSAssigned: true}, nil
 	}
 	if s.i >= len(payload) {
 		return Event{}, s.eof()
@@ -316,6 +316,7 @@ func (o *object) finish(nowMS int64, topic *[2]string) (Event, *Error) {
 		case fTS:
 			if o.state[f] != stPresent {
 				o.ev.TS = nowMS
+				o.ev.TSAssigned = true
 			}
 		case fValue:
 			if o.state[f] == stAbsent {

@@ -578,3 +578,33 @@ func TestStarIsNotAName(t *testing.T) {
 	require.NotEmpty(t, ValidName("*"))
 	require.Empty(t, ValidName("**"))
 }
+
+// TestTSAssigned: an event is marked TSAssigned exactly when the device sent
+// no ts (or a null one) and the node set it.
+func TestTSAssigned(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want bool
+	}{
+		{`{"device_id":"d","stream":"s","value":1}`, true},
+		{`{"device_id":"d","stream":"s","value":1,"ts":null}`, true},
+		{`{"device_id":"d","stream":"s","value":1,"ts":1795726095123}`, false},
+		{`{"device_id":"d","stream":"s","value":1,"ts":"2026-11-26T17:28:15.123Z"}`, false},
+	} {
+		ev, err := ParseObject([]byte(tt.in), testNow, Limits{})
+		require.NoError(t, err, tt.in)
+		require.Equal(t, tt.want, ev.TSAssigned, tt.in)
+
+		evs, _, err := ParseBatch([]byte("["+tt.in+"]"), false, testNow, Limits{})
+		require.NoError(t, err)
+		require.Len(t, evs, 1)
+		require.Equal(t, tt.want, evs[0].TSAssigned, tt.in)
+
+		ev, err = ParseMQTT("d", "s", []byte(tt.in), testNow, Limits{})
+		require.NoError(t, err)
+		require.Equal(t, tt.want, ev.TSAssigned, tt.in)
+	}
+	ev, err := ParseMQTT("d", "s", []byte(`21.5`), testNow, Limits{})
+	require.NoError(t, err)
+	require.True(t, ev.TSAssigned, "a bare number carries no ts")
+}

@@ -26,6 +26,9 @@ type Appender interface {
 	// error, in which case none of them may be acknowledged. An event whose
 	// device already sent the same id within the de-duplication window is not
 	// stored again; it counts in Result.Duplicates and is durable all the same.
+	// So is an id-less event with the device's own ts whose device, stream,
+	// ts, value and tags were stored within the window, unless
+	// ingest.dedup_without_id is off (docs/format/dedup.md).
 	// Append sets each event's Received time if it is zero.
 	Append(ctx context.Context, evs []event.Event) (Result, error)
 }

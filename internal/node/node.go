@@ -185,6 +185,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 	n.store, err = store.Open(n.wbuf, store.Options{
 		DedupWindow:     cfg.Ingest.DedupWindow,
 		DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
+		NoContentDedup:  cfg.Ingest.DedupWithoutID == "off",
 		Logger:          logger.With("component", "store"),
 		Metrics:         store.NewMetrics(n.reg),
 	})

@@ -370,7 +370,8 @@ func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) erro
 		return err
 	}
 	defer l.Close()
-	st, err := store.Open(l, store.Options{DedupWindow: cfg.Ingest.DedupWindow, DedupMaxEntries: cfg.Ingest.DedupMaxEntries})
+	st, err := store.Open(l, store.Options{DedupWindow: cfg.Ingest.DedupWindow, DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
+		NoContentDedup: cfg.Ingest.DedupWithoutID == "off"})
 	if err != nil {
 		return err
 	}

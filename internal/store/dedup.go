@@ -2,30 +2,40 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
+	"hash/maphash"
 	"sync"
 	"time"
 )
 
-// dedup remembers recent (device, id) pairs so that a device's retry of an event
-// already stored is acknowledged without being stored again.
+// dedup remembers recent (device, id) pairs, and the content of recent id-less
+// events whose device gave the ts, so that a device's retry of an event
+// already stored is acknowledged without being stored again
+// (docs/format/dedup.md).
 type dedup struct {
 	window int64 // milliseconds
 	max    int
+	seeds  [2]maphash.Seed // of the keys; the set is rebuilt at open, so per process
 
-	mu      sync.Mutex
-	m       map[string]dedupEntry // guarded by mu; key is device + "\x00" + id
-	order   []orderEntry          // guarded by mu; insertion order, for expiry
-	head    int                   // guarded by mu; first live element of order
-	evicted uint64                // guarded by mu; ids forgotten early because of max
+	mu sync.Mutex
+	// m maps each key remembered to its received time. It holds no
+	// pointer, so the garbage collector does not scan it.
+	m map[dedupKey]int64 // guarded by mu
+	// pending holds the keys whose write has not finished, with its claim;
+	// a key leaves it when its claim settles.
+	pending map[dedupKey]*claim // guarded by mu
+	order   []orderEntry        // guarded by mu; insertion order, for expiry
+	head    int                 // guarded by mu; first live element of order
+	evicted uint64              // guarded by mu; keys forgotten early because of max
 }
 
-type dedupEntry struct {
-	received int64
-	c        *claim // the write that stores it; nil when restored from the log
-}
+// dedupKey is a 128-bit hash (two maphash sums) of an id with its device, or
+// of an id-less event's content. Fixed-size keys hold no pointer and need no
+// allocation.
+type dedupKey [2]uint64
 
 type orderEntry struct {
-	key      string
+	key      dedupKey
 	received int64
 }
 
@@ -33,7 +43,7 @@ type orderEntry struct {
 type claim struct {
 	done chan struct{}
 	err  error
-	keys []string
+	keys []dedupKey
 }
 
 func newClaim() *claim { return &claim{done: make(chan struct{})} }
@@ -52,21 +62,82 @@ func (c *claim) wait(ctx context.Context) error {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window.Milliseconds(), max: max, m: map[string]dedupEntry{}}
+	return &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]int64{}, pending: map[dedupKey]*claim{},
+		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
 }
 
-func dedupKey[S ~string | ~[]byte](device, id S) string {
-	return string(device) + "\x00" + string(id)
+// idKey is the key of device's event id.
+func (d *dedup) idKey(device, id string) dedupKey {
+	var k dedupKey
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte('i')
+		h.WriteString(device) // no device id holds a 0 byte
+		h.WriteByte(0)
+		h.WriteString(id)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// idKeyBytes is idKey for the fields of a record read from the log.
+func (d *dedup) idKeyBytes(device, id []byte) dedupKey {
+	var k dedupKey
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte('i')
+		h.Write(device)
+		h.WriteByte(0)
+		h.Write(id)
+		k[i] = h.Sum64()
+	}
+	return k
+}
+
+// contentKey returns the key of an id-less event record payload: a hash of
+// everything in it but its received time, that is of its device, stream,
+// ts, value and tags (tags are sorted in the record, so equal tags hash
+// alike). A content key and an id key are hashed apart ('c' and 'i' first).
+// ok is false for a payload too short to be an event record.
+func (d *dedup) contentKey(p []byte) (key dedupKey, ok bool) {
+	if len(p) < 2 {
+		return key, false
+	}
+	_, n := binary.Varint(p[2:]) // ts
+	if n <= 0 {
+		return key, false
+	}
+	tsEnd := 2 + n
+	_, n = binary.Varint(p[tsEnd:]) // received, left out
+	if n <= 0 {
+		return key, false
+	}
+	rest := p[tsEnd+n:]
+	for i, seed := range d.seeds {
+		var h maphash.Hash
+		h.SetSeed(seed)
+		h.WriteByte('c')
+		h.Write(p[1:tsEnd]) // flags and ts
+		h.Write(rest)       // value, device, stream, tags
+		key[i] = h.Sum64()
+	}
+	return key, true
 }
 
 // check returns the prior claim and true if (device, id) was seen within the
 // window; otherwise it records the pair under c and returns false.
 func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool) {
-	key := dedupKey(device, id)
+	return d.checkKey(d.idKey(device, id), received, c)
+}
+
+// checkKey is check for a key already made (an id's or a content key).
+func (d *dedup) checkKey(key dedupKey, received int64, c *claim) (*claim, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if e, ok := d.m[key]; ok && abs(received-e.received) <= d.window {
-		return e.c, true
+	if r, ok := d.m[key]; ok && abs(received-r) <= d.window {
+		return d.pending[key], true // nil once durable
 	}
 	d.insertLocked(key, received, c)
 	c.keys = append(c.keys, key)
@@ -75,13 +146,21 @@ func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool
 
 // restore records a pair found in the log on open.
 func (d *dedup) restore(device, id []byte, received int64, _ uint64) {
+	d.restoreKey(d.idKeyBytes(device, id), received)
+}
+
+// restoreKey records a key found in the log on open.
+func (d *dedup) restoreKey(key dedupKey, received int64) {
 	d.mu.Lock()
-	d.insertLocked(dedupKey(device, id), received, nil)
+	d.insertLocked(key, received, nil)
 	d.mu.Unlock()
 }
 
-func (d *dedup) insertLocked(key string, received int64, c *claim) {
-	d.m[key] = dedupEntry{received: received, c: c}
+func (d *dedup) insertLocked(key dedupKey, received int64, c *claim) {
+	d.m[key] = received
+	if c != nil {
+		d.pending[key] = c
+	}
 	d.order = append(d.order, orderEntry{key: key, received: received})
 	d.pruneLocked(received - d.window)
 }
@@ -94,7 +173,7 @@ func (d *dedup) pruneLocked(cutoff int64) {
 		if o.received >= cutoff && !over {
 			break
 		}
-		if e, ok := d.m[o.key]; ok && e.received == o.received {
+		if r, ok := d.m[o.key]; ok && r == o.received {
 			delete(d.m, o.key)
 			if over && o.received >= cutoff {
 				d.evicted++
@@ -109,18 +188,20 @@ func (d *dedup) pruneLocked(cutoff int64) {
 	}
 }
 
-// settle finishes a claim. If the write failed its pairs are forgotten, so that
-// the device's retry is stored.
+// settle finishes a claim: its keys are no longer pending. If the write
+// failed they are forgotten, so that the device's retry is stored.
 func (d *dedup) settle(c *claim, err error) {
-	if err != nil {
-		d.mu.Lock()
-		for _, k := range c.keys {
-			if e, ok := d.m[k]; ok && e.c == c {
+	d.mu.Lock()
+	for _, k := range c.keys {
+		if d.pending[k] == c {
+			delete(d.pending, k)
+			if err != nil {
 				delete(d.m, k)
 			}
 		}
-		d.mu.Unlock()
 	}
+	d.mu.Unlock()
+	c.keys = nil
 	c.err = err
 	close(c.done)
 }

@@ -30,6 +30,9 @@ const skipLogLimit = 10
 // Metrics are the store's Prometheus metrics.
 type Metrics struct {
 	QuerySkipped *prometheus.CounterVec
+	// dedup is the open store's dedup set, read by holdfast_dedup_keys and
+	// holdfast_dedup_evicted_total.
+	dedup atomic.Pointer[dedup]
 }
 
 // NewMetrics creates the store metrics and registers them with reg if it is
@@ -44,8 +47,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{SkipNonFinite, SkipCorrupt} {
 		m.QuerySkipped.WithLabelValues(r) // present at 0
 	}
+	keys := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "holdfast_dedup_keys",
+		Help: "Keys the retry de-duplication remembers: event ids, and the contents of id-less events with the device's ts (ingest.dedup_window, ingest.dedup_max_entries).",
+	}, func() float64 {
+		if d := m.dedup.Load(); d != nil {
+			return float64(d.len())
+		}
+		return 0
+	})
+	evicted := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "holdfast_dedup_evicted_total",
+		Help: "Keys the retry de-duplication forgot before ingest.dedup_window ended, because it held ingest.dedup_max_entries; a retry of their event is stored again.",
+	}, func() float64 {
+		if d := m.dedup.Load(); d != nil {
+			return float64(d.evictedCount())
+		}
+		return 0
+	})
 	if reg != nil {
-		reg.MustRegister(m.QuerySkipped)
+		reg.MustRegister(m.QuerySkipped, keys, evicted)
 	}
 	return m
 }

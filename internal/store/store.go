@@ -1,5 +1,6 @@
 // Package store is the event layer over the buffer: it encodes validated events
-// into log records, drops device retries (same device and id within a window),
+// into log records, drops device retries (same device and id, or for an id-less
+// event with the device's own ts the same content, within a window),
 // keeps an in-memory index of where each device's and stream's events lie in the
 // log, and answers local event queries from the log with it.
 //
@@ -27,12 +28,19 @@ import (
 type Options struct {
 	// DedupWindow is how long an event id is remembered per device; default 10m.
 	DedupWindow time.Duration
-	// DedupMaxEntries bounds the ids remembered; the oldest are forgotten first
-	// (counted in holdfast_dedup_evicted_total). Default 1 000 000.
+	// DedupMaxEntries bounds the keys remembered (ids and contents); the
+	// oldest are forgotten first (counted in holdfast_dedup_evicted_total).
+	// Default 1 000 000.
 	DedupMaxEntries int
-	Logger          *slog.Logger
-	Metrics         *Metrics         // nil: none
-	now             func() time.Time // test clock
+	// NoContentDedup turns off de-duplicating id-less events by content
+	// (ingest.dedup_without_id: off). By default an event without an id
+	// whose device gave the ts is dropped as a retry when an event with the
+	// same device, stream, ts, value and tags was stored within DedupWindow;
+	// its key counts against DedupMaxEntries like an id.
+	NoContentDedup bool
+	Logger         *slog.Logger
+	Metrics        *Metrics         // nil: none
+	now            func() time.Time // test clock
 }
 
 func (o Options) withDefaults() Options {
@@ -95,7 +103,10 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts.Logger.Info("store index rebuilt", "records", n, "devices", s.idx.devices(),
-		"dedup_ids", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+		"dedup_keys", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+	if opts.Metrics != nil {
+		opts.Metrics.dedup.Store(s.dedup)
+	}
 	return s, nil
 }
 
@@ -135,8 +146,18 @@ func (s *Store) rebuild() (int, error) {
 		if v.Received <= holdUntil {
 			s.stamp.Raise(v.Received)
 		}
-		if v.ID != nil && v.Received >= since {
-			s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
+		if v.Received >= since {
+			switch {
+			case v.ID != nil:
+				s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
+			case !s.opts.NoContentDedup:
+				// The record does not say whether the device gave its
+				// ts: every id-less event's content is remembered, and
+				// only events with the device's ts are checked against it.
+				if key, ok := s.dedup.contentKey(p); ok {
+					s.dedup.restoreKey(key, v.Received)
+				}
+			}
 		}
 		n++
 	}
@@ -175,7 +196,24 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 				continue
 			}
 		}
+		start := len(buf)
 		buf = e.AppendBinary(buf)
+		if e.ID == "" && !e.TSAssigned && !s.opts.NoContentDedup {
+			// No id, but the device's own ts: the content is the key.
+			if key, ok := s.dedup.contentKey(buf[start:]); ok {
+				if c == nil {
+					c = newClaim()
+				}
+				if prior, dup := s.dedup.checkKey(key, e.Received, c); dup {
+					res.Duplicates++
+					if prior != c {
+						waits = append(waits, prior)
+					}
+					buf = buf[:start]
+					continue
+				}
+			}
+		}
 		ends = append(ends, len(buf))
 		keep = append(keep, i)
 	}

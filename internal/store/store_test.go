@@ -27,10 +27,15 @@ type fixture struct {
 	log *buffer.Log
 	s   *Store
 	now time.Time
+	// noContentDedup opens the store with ingest.dedup_without_id: off.
+	noContentDedup bool
 }
 
-func newFixture(t *testing.T) *fixture {
-	f := &fixture{fs: vfs.NewMem(), now: t0}
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, &fixture{}) }
+
+// newFixtureWith opens f's store over a new in-memory log at t0.
+func newFixtureWith(t *testing.T, f *fixture) *fixture {
+	f.fs, f.now = vfs.NewMem(), t0
 	f.open(t)
 	t.Cleanup(func() { f.log.Close() })
 	return f
@@ -40,7 +45,8 @@ func (f *fixture) open(t *testing.T) {
 	t.Helper()
 	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: f.fs, SegmentBytes: 8192, MaxBytes: 1 << 30})
 	require.NoError(t, err)
-	s, err := Open(l, Options{now: func() time.Time { return f.now }, DedupWindow: time.Minute})
+	s, err := Open(l, Options{now: func() time.Time { return f.now }, DedupWindow: time.Minute,
+		NoContentDedup: f.noContentDedup})
 	require.NoError(t, err)
 	f.log, f.s = l, s
 }

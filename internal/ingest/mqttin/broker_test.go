@@ -296,7 +296,8 @@ func TestBrokerPayloads(t *testing.T) {
 				got := app.stored()[before]
 				if want.TS == 0 { // bare number: stamped with the node's clock
 					assert.InDelta(t, time.Now().UnixMilli(), got.TS, float64(time.Minute.Milliseconds()))
-					got.TS = 0
+					assert.True(t, got.TSAssigned, "the ts is the node's")
+					got.TS, got.TSAssigned = 0, false
 				}
 				assert.Equal(t, want, got)
 				assert.Equal(t, accBefore+1, accepted(m))
