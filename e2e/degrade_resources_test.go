@@ -415,8 +415,8 @@ func heavyBatch(n int) []byte {
 // tenth on the critical stream alarm. At minimal:
 //
 //   - status shows the matrix row as applied: raw_ingestion critical_only,
-//     cloud_sync disabled, local_queries disabled, and windowing all (not
-//     applied at minimal, docs/OPERATIONS.md); the reason "minimal: memory";
+//     windowing none, alerting critical_only, cloud_sync disabled,
+//     local_queries disabled; the reason "minimal: memory";
 //   - GET /v1/events and /v1/windows answer 503;
 //   - the non-critical events are refused (a batch with none critical: 507),
 //     the critical ones stored; the sync stands while they are.
@@ -489,7 +489,7 @@ degradation:
 	})
 	s := degradationStatus(t, p)
 	t.Logf("minimal: %v", s.Degradation.Reasons)
-	require.Equal(t, map[string]string{"raw_ingestion": "critical_only", "windowing": "all", "alerting": "real_time",
+	require.Equal(t, map[string]string{"raw_ingestion": "critical_only", "windowing": "none", "alerting": "critical_only",
 		"cloud_sync": "disabled", "local_queries": "disabled"}, s.Degradation.Features)
 	require.Contains(t, strings.Join(s.Degradation.Reasons, ";"), "minimal: memory ")
 	for _, q := range []string{"/v1/events?stream=alarm", "/v1/windows?size=1m"} {
