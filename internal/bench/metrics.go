@@ -32,16 +32,23 @@ type scraper struct {
 	transport *http.Transport // its own: a scrape must not queue behind the load
 	client    *http.Client
 	token     string // API token (role read) for a node with security on
+	off       bool   // the target is not holdfast: nothing to read
 }
+
+// errNoMetrics is the scrape error for a target that is not holdfast.
+var errNoMetrics = errors.New("not a holdfast node (--http-target none): the generator's own figures only")
 
 func newScraper(addr, token string) *scraper {
 	t := &http.Transport{MaxIdleConnsPerHost: 1}
-	return &scraper{url: "http://" + addr + "/metrics", transport: t, client: &http.Client{Timeout: scrapeTimeout, Transport: t}, token: token}
+	return &scraper{url: "http://" + addr + "/metrics", transport: t, client: &http.Client{Timeout: scrapeTimeout, Transport: t}, token: token, off: addr == NoMetrics}
 }
 
 func (s *scraper) close() { s.transport.CloseIdleConnections() }
 
 func (s *scraper) scrape(ctx context.Context) (nodeMetrics, error) {
+	if s.off {
+		return nodeMetrics{}, errNoMetrics
+	}
 	if s.url == "http:///metrics" {
 		return nodeMetrics{}, errors.New("no HTTP address for the node's metrics (--http-target)")
 	}

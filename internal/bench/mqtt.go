@@ -169,12 +169,22 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 	n := int64(r.opts.Devices)
 	dl, hasDL := ctx.Deadline()
 	fixed := r.sched.fixedRate()
+	// Flat out, the window is refilled once half of it is free, in one
+	// write, and the kernel wakes the reader once that many PUBACKs have
+	// arrived (SO_RCVLOWAT): a handful of messages per system call rather
+	// than one. At a fixed rate each message goes when it is due and each
+	// ack is read as it arrives.
+	refill := 1
+	if !fixed {
+		refill = max(int(k)/2, 1)
+	}
 
 	var (
 		stopped  bool      // no more sends
 		claimed  bool      // the next message is claimed from the schedule
 		due      time.Time // when the claimed message is due; zero: now
 		deadline time.Time // the connection's read deadline
+		lowat    = 1       // the connection's SO_RCVLOWAT
 		now      time.Time // when the acks being read arrived
 		stamped  bool      // now is set for this read
 		got      int       // acks matched in this read
@@ -218,7 +228,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 			stopped = true
 		}
 		sendAt, batch := time.Time{}, 0
-		for !stopped && !dev.slots[dev.sent%k].busy {
+		for !stopped && !dev.slots[dev.sent%k].busy && (batch > 0 || int(k)-dev.outstanding >= refill) {
 			j := dev.sent
 			if !claimed {
 				if _, got := r.sched.claim(1); got == 0 {
@@ -279,6 +289,19 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 				stopped = true
 			}
 			continue
+		}
+		want := 1
+		if !stopped && dev.outstanding >= refill {
+			// Bytes of the PUBACKs still needed to free refill slots, less
+			// any part of one already buffered.
+			want = max(4*(refill-(int(k)-dev.outstanding))-dev.rd.Buffered(), 1)
+		}
+		if want != lowat {
+			if err := setRcvLowat(dev.conn, want); err != nil {
+				lose(err)
+				return
+			}
+			lowat = want
 		}
 		if !wake.Equal(deadline) {
 			if err := dev.conn.SetReadDeadline(wake); err != nil {

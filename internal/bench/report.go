@@ -46,6 +46,12 @@ type Report struct {
 	RSS       RSS     `json:"node_rss"`
 	CPU       CPU     `json:"cpu"`
 	PerSecond []int64 `json:"acked_per_second"` // events acked in each second of the run; the last may be partial
+
+	// Compared marks the run against --compare-broker; Compare is that run,
+	// with the same load, and CompareRatio this run's throughput over its.
+	Compared     bool    `json:"compared_broker,omitempty"`
+	Compare      *Report `json:"compare,omitempty"`
+	CompareRatio float64 `json:"throughput_ratio,omitempty"`
 }
 
 // Latency summarises ack latencies in milliseconds.
@@ -81,6 +87,9 @@ type CPU struct {
 	Cores int     `json:"cores"`       // on this machine
 	Node  float64 `json:"node_cores"`  // from process_cpu_seconds_total
 	Bench float64 `json:"bench_cores"` // the load generator itself
+	// BenchUSPerEvent is the generator's CPU time (getrusage, user and
+	// system) per event acknowledged, in µs: 0 where it is not measured.
+	BenchUSPerEvent float64 `json:"bench_us_per_event"`
 }
 
 // ErrorCount returns the number of errors of every kind.
@@ -145,6 +154,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	node := "a node it did not start"
+	if rep.Compared {
+		node = "the broker compared with"
+	}
 	if rep.NodeStarted {
 		node = fmt.Sprintf("a node it started (pid %d)", rep.NodePID)
 		if rep.DataDir != "" {
@@ -210,7 +222,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 
 	r := rep.RSS
-	if r.Error != "" {
+	if r.Error == errNoMetrics.Error() {
+		p("  node         %s\n", r.Error)
+	} else if r.Error != "" {
 		p("  node RSS     unknown: %s\n", r.Error)
 	} else {
 		p("  node RSS     idle %s, peak %s, after %s  (%d samples every 250ms)", mib(r.IdleBytes), mib(r.PeakBytes), mib(r.FinalBytes), r.Samples)
@@ -225,10 +239,26 @@ func (rep *Report) WriteText(w io.Writer) error {
 			node = fmt.Sprintf("%.2f", c.Node)
 		}
 		p("  cpu          node %s cores, bench %.2f cores, of %d on this machine\n", node, c.Bench, c.Cores)
+		if c.BenchUSPerEvent > 0 {
+			p("  generator    %.2f µs CPU per acked event (the bench process, user + system)\n", c.BenchUSPerEvent)
+		}
 	}
 	p("\n")
 	b.WriteString(chart(rep.PerSecond, rep.Seconds))
-	_, err := io.WriteString(w, b.String())
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	if rep.Compare == nil {
+		return nil
+	}
+	if _, err := io.WriteString(w, "\n"); err != nil {
+		return err
+	}
+	if err := rep.Compare.WriteText(w); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nthroughput %s / %s = %.2fx  (%s vs %s events/s, same load, same generator)\n",
+		rep.Target, rep.Compare.Target, rep.CompareRatio, group(int64(rep.Throughput)), group(int64(rep.Compare.Throughput)))
 	return err
 }
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"net"
 	"syscall"
 	"time"
 )
@@ -19,4 +20,24 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// setRcvLowat has the kernel report conn readable only once n bytes have
+// arrived (SO_RCVLOWAT), so that one wake-up reads several PUBACKs.
+func setRcvLowat(conn net.Conn, n int) error {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, n)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"net"
 	"syscall"
 	"time"
 )
@@ -12,3 +13,6 @@ func nodeSysProcAttr() *syscall.SysProcAttr { return nil }
 
 // selfCPU is not measured outside Linux.
 func selfCPU() time.Duration { return 0 }
+
+// setRcvLowat is a no-op outside Linux: every arrival wakes the reader.
+func setRcvLowat(net.Conn, int) error { return nil }
