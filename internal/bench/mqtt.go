@@ -46,6 +46,16 @@ type mqttDevice struct {
 	idSpan      int64
 	sent        int64 // messages written so far
 	outstanding int   // messages awaiting PUBACK
+
+	// Flat out on Linux (mqttpoll_linux.go) the connection is a bare
+	// non-blocking socket served by a poller goroutine.
+	fd       int    // -1 while conn is in use
+	in       []byte // bytes read, from the start of an incomplete packet
+	inLen    int
+	lowatSet int       // the socket's SO_RCVLOWAT
+	sendAt   time.Time // when the current batch was sent
+	stopped  bool      // sends no more
+	finished bool      // done: nothing in flight, out of the poller
 }
 
 // mqttSlot is a published message waiting for its PUBACK.
@@ -67,6 +77,7 @@ func newMQTTDriver(r *run, addr string) *mqttDriver {
 			wbuf:   make([]byte, 0, k*96),
 			slots:  make([]mqttSlot, k),
 			idSpan: int64(k * (0xffff / k)),
+			fd:     -1,
 		})
 	}
 	return d
@@ -140,6 +151,10 @@ func (dev *mqttDevice) dial(ctx context.Context, addr, clientID string) error {
 }
 
 func (d *mqttDriver) load(ctx, hard context.Context) {
+	if !d.r.sched.fixedRate() && pollable() {
+		d.loadPolled(ctx, hard)
+		return
+	}
 	// Once hard is done, outstanding messages are abandoned: closing the
 	// connections ends the reads waiting for them.
 	stop := context.AfterFunc(hard, func() {
@@ -165,7 +180,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 	r := d.r
 	k := int64(len(dev.slots))
 	shard := dev.index % mqttShards
-	ack, lag := &d.ack[shard], &d.lag[shard]
+	lag := &d.lag[shard]
 	n := int64(r.opts.Devices)
 	dl, hasDL := ctx.Deadline()
 	fixed := r.sched.fixedRate()
@@ -193,34 +208,14 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 	defer timer.Stop()
 
 	onAck := func(id uint16) {
-		s := &dev.slots[int64(id-1)%k]
-		if !s.busy || s.id != id {
-			r.fail("unexpected_puback", 1, fmt.Errorf("PUBACK for packet id %d, not in flight", id))
-			return
-		}
-		s.busy = false
-		dev.outstanding--
 		if !stamped {
 			now, stamped = time.Now(), true
 		}
-		got++
-		ack.record(now.Sub(s.from))
-		if r.opts.onAck != nil {
-			r.opts.onAck(dev.id, s.ts, s.value)
+		if d.puback(dev, id, now) {
+			got++
 		}
 	}
-	// lose counts what is still in flight as failed and stops the device.
-	lose := func(err error) {
-		if hard.Err() != nil {
-			r.fail("timeout", dev.outstanding, errors.New("no PUBACK before the drain timeout"))
-		} else {
-			r.fail("connection_lost", 1, err)
-			if dev.outstanding > 0 {
-				r.fail("publish_failed", dev.outstanding, err)
-			}
-		}
-		dev.outstanding = 0
-	}
+	lose := func(err error) { d.lose(dev, hard, err) }
 
 	for {
 		// Send what the window and the schedule allow, in one write.
@@ -254,14 +249,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 				from = due
 				lag.record(sendAt.Sub(due))
 			}
-			ts := from.UnixMilli()
-			var v float64
-			dev.pub.payload, v = dev.appendPayload(dev.pub.payload[:0], ts)
-			id := uint16(j%dev.idSpan + 1)
-			dev.wbuf = dev.pub.appendPublish(dev.wbuf, id, dev.pub.payload)
-			dev.slots[j%k] = mqttSlot{busy: true, id: id, from: from, ts: ts, value: v}
-			dev.sent++
-			dev.outstanding++
+			dev.push(from)
 			batch++
 		}
 		if len(dev.wbuf) > 0 {
@@ -290,13 +278,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 			}
 			continue
 		}
-		want := 1
-		if !stopped && dev.outstanding >= refill {
-			// Bytes of the PUBACKs still needed to free refill slots, less
-			// any part of one already buffered.
-			want = max(4*(refill-(int(k)-dev.outstanding))-dev.rd.Buffered(), 1)
-		}
-		if want != lowat {
+		if want := dev.lowat(stopped, refill, dev.rd.Buffered()); want != lowat {
 			if err := setRcvLowat(dev.conn, want); err != nil {
 				lose(err)
 				return
@@ -311,7 +293,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 			deadline = wake
 		}
 		stamped, got = false, 0
-		_, err := readAcks(dev.rd, onAck)
+		err := readAcks(dev.rd, onAck)
 		if got > 0 {
 			r.ack(now, got)
 		}
@@ -323,6 +305,64 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 			return
 		}
 	}
+}
+
+// push encodes the device's next message, its latency to run from from, into
+// dev.wbuf and takes its slot in the window. The caller has checked the slot
+// is free.
+func (dev *mqttDevice) push(from time.Time) {
+	j, k := dev.sent, int64(len(dev.slots))
+	ts := from.UnixMilli()
+	var v float64
+	dev.pub.payload, v = dev.appendPayload(dev.pub.payload[:0], ts)
+	id := uint16(j%dev.idSpan + 1)
+	dev.wbuf = dev.pub.appendPublish(dev.wbuf, id, dev.pub.payload)
+	dev.slots[j%k] = mqttSlot{busy: true, id: id, from: from, ts: ts, value: v}
+	dev.sent++
+	dev.outstanding++
+}
+
+// puback completes the message with packet id, acknowledged at now. It
+// reports false for an id that is not in flight.
+func (d *mqttDriver) puback(dev *mqttDevice, id uint16, now time.Time) bool {
+	s := &dev.slots[int64(id-1)%int64(len(dev.slots))]
+	if id == 0 || !s.busy || s.id != id {
+		d.r.fail("unexpected_puback", 1, fmt.Errorf("PUBACK for packet id %d, not in flight", id))
+		return false
+	}
+	s.busy = false
+	dev.outstanding--
+	d.ack[dev.index%mqttShards].record(now.Sub(s.from))
+	if d.r.opts.onAck != nil {
+		d.r.opts.onAck(dev.id, s.ts, s.value)
+	}
+	return true
+}
+
+// lose counts what the device still has in flight as failed.
+func (d *mqttDriver) lose(dev *mqttDevice, hard context.Context, err error) {
+	if hard.Err() != nil {
+		if dev.outstanding > 0 {
+			d.r.fail("timeout", dev.outstanding, errors.New("no PUBACK before the drain timeout"))
+		}
+	} else {
+		d.r.fail("connection_lost", 1, err)
+		if dev.outstanding > 0 {
+			d.r.fail("publish_failed", dev.outstanding, err)
+		}
+	}
+	dev.outstanding = 0
+}
+
+// lowat returns the SO_RCVLOWAT for the device's next wait: flat out, the
+// bytes of the PUBACKs still needed to free refill slots, less any part of
+// one already buffered; else 1, every ack as it comes.
+func (dev *mqttDevice) lowat(stopped bool, refill, buffered int) int {
+	if stopped || refill <= 1 || dev.outstanding < refill {
+		return 1
+	}
+	free := len(dev.slots) - dev.outstanding
+	return max(4*(refill-free)-buffered, 1)
 }
 
 func (d *mqttDriver) latency() (ack, lag *histogram) {
@@ -337,6 +377,10 @@ func (d *mqttDriver) latency() (ack, lag *histogram) {
 // close disconnects every device.
 func (d *mqttDriver) close() {
 	for _, dev := range d.devices {
+		if dev.fd >= 0 {
+			closeFD(dev.fd)
+			dev.fd = -1
+		}
 		if dev.conn != nil {
 			dev.conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 			dev.conn.Write([]byte{pktDisconnect, 0})

@@ -109,51 +109,58 @@ func packetSize(b []byte) (size int, ok bool, err error) {
 	return 0, false, nil
 }
 
+// scanAcks calls onAck with the packet id of every PUBACK among the whole
+// packets at the start of b, and returns how many bytes they take and how
+// many bytes of b the next packet needs before it can be scanned (want ≤ len(b)
+// never happens: what is left of b is incomplete). PINGRESP is skipped; any
+// other packet is an error.
+func scanAcks(b []byte, onAck func(id uint16)) (used, want int, err error) {
+	for {
+		size, ok, err := packetSize(b[used:])
+		if err != nil {
+			return used, 0, err
+		}
+		if !ok {
+			return used, len(b) - used + 1, nil
+		}
+		if used+size > len(b) {
+			return used, size, nil
+		}
+		p := b[used : used+size]
+		switch {
+		case p[0] == pktPuback && size == 4:
+			onAck(uint16(p[2])<<8 | uint16(p[3]))
+		case p[0] == pktPingresp && size == 2:
+		default:
+			return used, 0, fmt.Errorf("unexpected packet from the broker: % x", p[:min(len(p), 8)])
+		}
+		used += size
+	}
+}
+
 // readAcks waits until at least one whole packet from the broker is buffered
-// in br, then calls onAck with the packet id of every PUBACK among the whole
-// packets buffered, consumes them, and returns how many there were. A packet
-// split across reads stays in br's buffer for the next call. PINGRESP is
-// skipped; any other packet is an error.
-func readAcks(br *bufio.Reader, onAck func(id uint16)) (n int, err error) {
+// in br, then scans every whole packet buffered (scanAcks) and consumes them.
+// A packet split across reads stays in br's buffer for the next call.
+func readAcks(br *bufio.Reader, onAck func(id uint16)) error {
 	want := 2 // the smallest packet
 	for {
 		if _, err := br.Peek(want); err != nil {
 			if errors.Is(err, bufio.ErrBufferFull) {
 				err = errPacketTooLarge
 			}
-			return n, err
+			return err
 		}
 		buf, _ := br.Peek(br.Buffered())
-		off := 0
-		for {
-			size, ok, err := packetSize(buf[off:])
-			if err != nil {
-				return n, err
-			}
-			if !ok {
-				want = len(buf) - off + 1
-				break
-			}
-			if off+size > len(buf) {
-				want = size
-				break
-			}
-			p := buf[off : off+size]
-			switch {
-			case p[0] == pktPuback && size == 4:
-				onAck(uint16(p[2])<<8 | uint16(p[3]))
-				n++
-			case p[0] == pktPingresp && size == 2:
-			default:
-				return n, fmt.Errorf("unexpected packet from the broker: % x", p[:min(len(p), 8)])
-			}
-			off += size
+		used, w, err := scanAcks(buf, onAck)
+		if err != nil {
+			return err
 		}
-		if _, err := br.Discard(off); err != nil {
-			return n, err
+		if _, err := br.Discard(used); err != nil {
+			return err
 		}
-		if off > 0 {
-			return n, nil
+		if used > 0 {
+			return nil
 		}
+		want = w
 	}
 }

@@ -173,7 +173,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Rate > 0 {
 		p("  load         fixed rate %s events/s\n", group(int64(rep.Rate)))
 	} else {
-		p("  load         flat out (closed loop: a new send as soon as an ack frees a slot)\n")
+		if rep.Transport == TransportMQTT && rep.Inflight > 1 {
+			p("  load         flat out (closed loop: each device's window is refilled, in one write, once half of it is acked;\n")
+			p("               acks are read in those batches, so a latency includes the wait for its batch: --rate for latency)\n")
+		} else {
+			p("  load         flat out (closed loop: a new send as soon as an ack frees a slot)\n")
+		}
 	}
 	limit := []string{}
 	if rep.DurationLimit > 0 {
