@@ -1,0 +1,146 @@
+package bench
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
+)
+
+// allRecorder collects the acknowledged events of every device.
+type allRecorder struct {
+	mu     sync.Mutex
+	points map[string][]point
+}
+
+func (r *allRecorder) onAck(deviceID string, ts int64, value float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.points == nil {
+		r.points = map[string][]point{}
+	}
+	r.points[deviceID] = append(r.points[deviceID], point{ts, value})
+}
+
+// TestMQTTEveryMessageStoredOnce runs the generator flat out (the epoll
+// poller on Linux) and at a fixed rate (a goroutine per connection) against
+// the embedded broker, and checks that each message was acknowledged once
+// and is stored once: the node holds, device by device, exactly the events
+// the generator saw acknowledged.
+func TestMQTTEveryMessageStoredOnce(t *testing.T) {
+	for _, rate := range []float64{0, 4000} {
+		t.Run(fmt.Sprintf("rate=%v", rate), func(t *testing.T) {
+			const devices, count = 25, 3000
+			n := newTestNode(t)
+			rec := &allRecorder{}
+			rep, err := Run(t.Context(), Options{
+				Transport: TransportMQTT, Target: n.MQTTAddr(), HTTPTarget: n.HTTPAddr(),
+				Devices: devices, Count: count, Inflight: 10, Rate: rate, Duration: time.Minute,
+				onAck: rec.onAck,
+			})
+			require.NoError(t, err)
+			assert.Equal(t, int64(count), rep.Sent)
+			assert.Equal(t, int64(count), rep.Acked)
+			assert.Zero(t, rep.ErrorCount(), "errors: %v %v", rep.Errors, rep.ErrorExamples)
+			assert.Equal(t, int64(count), rep.NodeAccepted)
+			assert.Equal(t, uint64(count), rep.Latency.Samples)
+			assert.Positive(t, rep.CPU.BenchUSPerEvent, "generator CPU per event")
+
+			stored := 0
+			for i := range devices {
+				id := fmt.Sprintf("dev-%06d", i+1)
+				got := storedPoints(t, n.HTTPAddr(), id)
+				want := rec.points[id]
+				sortPoints(got)
+				sortPoints(want)
+				require.Equal(t, want, got, "device %s", id)
+				stored += len(got)
+			}
+			assert.Equal(t, count, stored)
+		})
+	}
+}
+
+// TestCompareBroker runs the same load against a second holdfast node as
+// the broker to compare with: both runs are reported, the compared one
+// with the generator's figures only, and the ratio of their throughputs.
+func TestCompareBroker(t *testing.T) {
+	a, b := newTestNode(t), newTestNode(t)
+	rep, err := Run(t.Context(), Options{
+		Transport: TransportMQTT, Target: a.MQTTAddr(), HTTPTarget: a.HTTPAddr(),
+		CompareBroker: b.MQTTAddr(), Devices: 10, Count: 1000, Inflight: 4,
+	})
+	require.NoError(t, err)
+	require.NotNil(t, rep.Compare)
+	c := rep.Compare
+	assert.Equal(t, int64(1000), rep.Acked)
+	assert.Equal(t, int64(1000), rep.NodeAccepted)
+	assert.Equal(t, b.MQTTAddr(), c.Target)
+	assert.True(t, c.Compared)
+	assert.Equal(t, int64(1000), c.Acked)
+	assert.Zero(t, c.ErrorCount(), "errors: %v %v", c.Errors, c.ErrorExamples)
+	assert.Equal(t, int64(-1), c.NodeAccepted, "the compared broker's /metrics are not read")
+	assert.Positive(t, c.CPU.BenchUSPerEvent)
+	assert.InDelta(t, rep.Throughput/c.Throughput, rep.CompareRatio, 0.01)
+
+	var out strings.Builder
+	require.NoError(t, rep.WriteText(&out))
+	assert.Contains(t, out.String(), "generator")
+	assert.Contains(t, out.String(), "the broker compared with")
+	assert.Contains(t, out.String(), fmt.Sprintf("throughput %s / %s = ", a.MQTTAddr(), b.MQTTAddr()))
+
+	_, err = Run(t.Context(), Options{Transport: TransportHTTP, Target: a.HTTPAddr(), CompareBroker: b.MQTTAddr(), Count: 10})
+	assert.ErrorContains(t, err, "--compare-broker")
+}
+
+// TestMosquitto loads a Mosquitto, a broker that is not holdfast: the run
+// reports what the generator measured and reads no /metrics.
+func TestMosquitto(t *testing.T) {
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		bin = "/usr/sbin/mosquitto"
+		if _, serr := os.Stat(bin); serr != nil {
+			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") == "1" {
+				t.Fatalf("mosquitto not found (HOLDFAST_REQUIRE_MOSQUITTO=1): %v", err)
+			}
+			t.Skip("mosquitto is not installed (apt-get install mosquitto); HOLDFAST_REQUIRE_MOSQUITTO=1 makes this a failure")
+		}
+	}
+	addr := testutil.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "-p", port)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "mosquitto listening on %s", addr)
+
+	rep, err := Run(t.Context(), Options{
+		Transport: TransportMQTT, Target: addr, HTTPTarget: NoMetrics,
+		Devices: 20, Count: 4000, Inflight: 10,
+	})
+	require.NoError(t, err)
+	assert.Equal(t, int64(4000), rep.Acked)
+	assert.Zero(t, rep.ErrorCount(), "errors: %v %v", rep.Errors, rep.ErrorExamples)
+	assert.Equal(t, int64(-1), rep.NodeAccepted)
+	assert.Positive(t, rep.CPU.BenchUSPerEvent)
+	var out strings.Builder
+	require.NoError(t, rep.WriteText(&out))
+	assert.Contains(t, out.String(), "generator's own figures only")
+}
