@@ -340,7 +340,8 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 	// outstanding are then awaited until hard is cancelled, drainTimeout later.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
-	start, cpu0 := time.Now(), selfCPU()
+	start := time.Now()
+	user0, sys0 := selfCPU()
 	r.begin(start)
 	soft := ctx
 	if o.Duration > 0 {
@@ -374,7 +375,10 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 			<-loaded
 		}
 	}
-	elapsed, benchCPU := time.Since(start), selfCPU()-cpu0
+	elapsed := time.Since(start)
+	user1, sys1 := selfCPU()
+	benchUser, benchSys := user1-user0, sys1-sys0
+	benchCPU := benchUser + benchSys
 	stopSamplers()
 	samplers.Wait()
 
@@ -382,7 +386,9 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 	rep.CPU.Cores = runtime.NumCPU()
 	rep.CPU.Bench = math.Round(benchCPU.Seconds()/elapsed.Seconds()*100) / 100
 	if rep.Acked > 0 && benchCPU > 0 {
-		rep.CPU.BenchUSPerEvent = math.Round(float64(benchCPU)/1e3/float64(rep.Acked)*100) / 100
+		perEvent := func(d time.Duration) float64 { return math.Round(float64(d)/1e3/float64(rep.Acked)*100) / 100 }
+		rep.CPU.BenchUSPerEvent = perEvent(benchCPU)
+		rep.CPU.BenchUserUSPerEvent, rep.CPU.BenchSysUSPerEvent = perEvent(benchUser), perEvent(benchSys)
 	}
 	rep.RSS.Samples, rep.RSS.PeakBytes = rss.samples, rss.peak
 	if beforeErr == nil {

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -143,4 +144,21 @@ func TestMosquitto(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, rep.WriteText(&out))
 	assert.Contains(t, out.String(), "generator's own figures only")
+}
+
+// TestMQTTInterruptDrains stops a flat-out MQTT run midway: what was sent is
+// still acknowledged, and nothing counts as an error.
+func TestMQTTInterruptDrains(t *testing.T) {
+	n := newTestNode(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(500*time.Millisecond, cancel)
+	rep, err := Run(ctx, Options{
+		Transport: TransportMQTT, Target: n.MQTTAddr(), HTTPTarget: n.HTTPAddr(),
+		Devices: 20, Inflight: 10, Duration: time.Minute,
+	})
+	require.ErrorContains(t, err, "interrupted")
+	require.NotNil(t, rep)
+	assert.Positive(t, rep.Acked)
+	assert.Equal(t, rep.Sent, rep.Acked)
+	assert.Zero(t, rep.ErrorCount(), "errors: %v %v", rep.Errors, rep.ErrorExamples)
 }

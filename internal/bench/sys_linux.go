@@ -13,13 +13,14 @@ func nodeSysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }
 
-// selfCPU returns the CPU time (user and system) this process has used.
-func selfCPU() time.Duration {
+// selfCPU returns the CPU time this process has used, in user space and in
+// the kernel.
+func selfCPU() (user, sys time.Duration) {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
+		return 0, 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
 // setRcvLowat has the kernel report conn readable only once n bytes have

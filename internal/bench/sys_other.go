@@ -12,7 +12,7 @@ import (
 func nodeSysProcAttr() *syscall.SysProcAttr { return nil }
 
 // selfCPU is not measured outside Linux.
-func selfCPU() time.Duration { return 0 }
+func selfCPU() (user, sys time.Duration) { return 0, 0 }
 
 // setRcvLowat is a no-op outside Linux: every arrival wakes the reader.
 func setRcvLowat(net.Conn, int) error { return nil }
