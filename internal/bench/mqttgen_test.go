@@ -3,9 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -106,31 +103,7 @@ func TestCompareBroker(t *testing.T) {
 // TestMosquitto loads a Mosquitto, a broker that is not holdfast: the run
 // reports what the generator measured and reads no /metrics.
 func TestMosquitto(t *testing.T) {
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-		if _, serr := os.Stat(bin); serr != nil {
-			if os.Getenv("HOLDFAST_REQUIRE_MOSQUITTO") == "1" {
-				t.Fatalf("mosquitto not found (HOLDFAST_REQUIRE_MOSQUITTO=1): %v", err)
-			}
-			t.Skip("mosquitto is not installed (apt-get install mosquitto); HOLDFAST_REQUIRE_MOSQUITTO=1 makes this a failure")
-		}
-	}
-	addr := testutil.FreeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	cmd := exec.Command(bin, "-p", port)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 5*time.Second, 20*time.Millisecond, "mosquitto listening on %s", addr)
+	addr := testutil.StartMosquitto(t) // skips without mosquitto, unless HOLDFAST_REQUIRE_MOSQUITTO is set
 
 	rep, err := Run(t.Context(), Options{
 		Transport: TransportMQTT, Target: addr, HTTPTarget: NoMetrics,
