@@ -353,6 +353,9 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 	samplerCtx, stopSamplers := context.WithCancel(ctx)
 	var samplers sync.WaitGroup
 	rss := &rssSampler{sc: sc}
+	if node != nil {
+		rss.pid = node.pid()
+	}
 	if beforeErr == nil {
 		samplers.Go(func() { rss.run(samplerCtx) })
 	}

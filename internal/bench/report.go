@@ -71,7 +71,8 @@ type Latency struct {
 	SendLagMax float64 `json:"send_lag_max_ms,omitempty"`
 }
 
-// RSS is the node's resident memory, from process_resident_memory_bytes.
+// RSS is the node's resident memory, from process_resident_memory_bytes
+// (samples during the run of a node the bench started: from /proc).
 type RSS struct {
 	IdleBytes  uint64 `json:"idle_bytes"`          // before the load
 	PeakBytes  uint64 `json:"peak_bytes"`          // highest sample during the run

@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"errors"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -41,4 +45,24 @@ func setRcvLowat(conn net.Conn, n int) error {
 		return err
 	}
 	return serr
+}
+
+// procRSS returns the resident memory of process pid from /proc.
+func procRSS(pid int) (uint64, error) {
+	if pid <= 0 {
+		return 0, errors.New("no pid")
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, errors.New("short statm")
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return pages * uint64(os.Getpagesize()), nil
 }
