@@ -233,11 +233,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 
 	r := rep.RSS
-	if r.Error == errNoMetrics.Error() {
+	switch {
+	case r.Error == errNoMetrics.Error():
 		p("  node         %s\n", r.Error)
-	} else if r.Error != "" {
+	case r.Error != "" && rep.Transport == TransportMQTT && !rep.NodeStarted:
+		// Any MQTT broker can be the target; without a holdfast /metrics
+		// the report is the generator's alone.
+		p("  node         no holdfast /metrics (%s): the generator's own figures only\n", trimExample(r.Error))
+	case r.Error != "":
 		p("  node RSS     unknown: %s\n", r.Error)
-	} else {
+	default:
 		p("  node RSS     idle %s, peak %s, after %s  (%d samples every 250ms)", mib(r.IdleBytes), mib(r.PeakBytes), mib(r.FinalBytes), r.Samples)
 		if r.HWMBytes > 0 {
 			p("; kernel high-water mark %s", mib(r.HWMBytes))
@@ -249,7 +254,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 		if rep.NodeAccepted >= 0 {
 			node = fmt.Sprintf("%.2f", c.Node)
 		}
-		p("  cpu          node %s cores, bench %.2f cores, of %d on this machine\n", node, c.Bench, c.Cores)
+		if rep.Transport == TransportMQTT && !rep.NodeStarted && rep.RSS.Error != "" {
+			p("  cpu          bench %.2f cores, of %d on this machine\n", c.Bench, c.Cores)
+		} else {
+			p("  cpu          node %s cores, bench %.2f cores, of %d on this machine\n", node, c.Bench, c.Cores)
+		}
 		if c.BenchUSPerEvent > 0 {
 			p("  generator    %.2f µs CPU per acked event (the bench process: user %.2f + system %.2f)\n",
 				c.BenchUSPerEvent, c.BenchUserUSPerEvent, c.BenchSysUSPerEvent)
