@@ -328,7 +328,11 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 		d = newHTTPDriver(r, loadAddr)
 	case TransportMQTT:
 		rep.Connections, rep.Inflight, rep.Latency.Per = o.Devices, o.Inflight, "message"
-		d = newMQTTDriver(r, loadAddr)
+		md := newMQTTDriver(r, loadAddr)
+		if b := md.refill(); b > 1 {
+			rep.AckBatch = b
+		}
+		d = md
 	}
 	defer d.close()
 	if err := d.connect(ctx); err != nil {

@@ -184,15 +184,7 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 	n := int64(r.opts.Devices)
 	dl, hasDL := ctx.Deadline()
 	fixed := r.sched.fixedRate()
-	// Flat out, the window is refilled once half of it is free, in one
-	// write, and the kernel wakes the reader once that many PUBACKs have
-	// arrived (SO_RCVLOWAT): a handful of messages per system call rather
-	// than one. At a fixed rate each message goes when it is due and each
-	// ack is read as it arrives.
-	refill := 1
-	if !fixed {
-		refill = max(int(k)/2, 1)
-	}
+	refill := d.refill()
 
 	var (
 		stopped  bool      // no more sends
@@ -305,6 +297,29 @@ func (d *mqttDriver) publish(ctx, hard context.Context, dev *mqttDevice) {
 			return
 		}
 	}
+}
+
+// batchMinInflight is the least number of messages in flight over all
+// devices for which, flat out, acks are batched (see refill).
+const batchMinInflight = 5000
+
+// refill returns how many slots of a device's window must be free before it
+// is refilled. Flat out with many messages in flight it is half the window:
+// the window is refilled in one write, and the kernel wakes the reader once
+// that many PUBACKs have arrived (SO_RCVLOWAT), a handful of messages per
+// system call rather than one. A broker with Nagle's algorithm on
+// (Mosquitto's default) sends a connection's next PUBACK only once its
+// previous one is ACKed, which a reader waiting for more delays by the
+// kernel's delayed ACK (40 ms): a cap of devices × inflight / 40 ms on
+// throughput, harmless from batchMinInflight in flight up (over 100 K/s)
+// but not below. So below, as at a fixed rate, each ack is read as it
+// arrives and each free slot refilled at once.
+func (d *mqttDriver) refill() int {
+	o := d.r.opts
+	if o.Rate > 0 || o.Devices*o.Inflight < batchMinInflight {
+		return 1
+	}
+	return max(o.Inflight/2, 1)
 }
 
 // push encodes the device's next message, its latency to run from from, into

@@ -30,40 +30,49 @@ func (r *allRecorder) onAck(deviceID string, ts int64, value float64) {
 }
 
 // TestMQTTEveryMessageStoredOnce runs the generator flat out (the epoll
-// poller on Linux) and at a fixed rate (a goroutine per connection) against
-// the embedded broker, and checks that each message was acknowledged once
-// and is stored once: the node holds, device by device, exactly the events
-// the generator saw acknowledged.
+// poller on Linux; with acks batched from batchMinInflight in flight) and at
+// a fixed rate (a goroutine per connection) against the embedded broker, and
+// checks that each message was acknowledged once and is stored once: the node
+// holds, device by device, exactly the events the generator saw acknowledged.
 func TestMQTTEveryMessageStoredOnce(t *testing.T) {
-	for _, rate := range []float64{0, 4000} {
-		t.Run(fmt.Sprintf("rate=%v", rate), func(t *testing.T) {
-			const devices, count = 25, 3000
+	for _, tc := range []struct {
+		name                       string
+		devices, inflight, batched int
+		count                      int64
+		rate                       float64
+	}{
+		{name: "flat out", devices: 25, inflight: 10, count: 3000},
+		{name: "flat out, acks batched", devices: 50, inflight: 100, batched: 50, count: 12000},
+		{name: "fixed rate", devices: 25, inflight: 10, count: 3000, rate: 4000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			n := newTestNode(t)
 			rec := &allRecorder{}
 			rep, err := Run(t.Context(), Options{
 				Transport: TransportMQTT, Target: n.MQTTAddr(), HTTPTarget: n.HTTPAddr(),
-				Devices: devices, Count: count, Inflight: 10, Rate: rate, Duration: time.Minute,
+				Devices: tc.devices, Count: tc.count, Inflight: tc.inflight, Rate: tc.rate, Duration: time.Minute,
 				onAck: rec.onAck,
 			})
 			require.NoError(t, err)
-			assert.Equal(t, int64(count), rep.Sent)
-			assert.Equal(t, int64(count), rep.Acked)
+			assert.Equal(t, tc.batched, rep.AckBatch)
+			assert.Equal(t, tc.count, rep.Sent)
+			assert.Equal(t, tc.count, rep.Acked)
 			assert.Zero(t, rep.ErrorCount(), "errors: %v %v", rep.Errors, rep.ErrorExamples)
-			assert.Equal(t, int64(count), rep.NodeAccepted)
-			assert.Equal(t, uint64(count), rep.Latency.Samples)
+			assert.Equal(t, tc.count, rep.NodeAccepted)
+			assert.Equal(t, uint64(tc.count), rep.Latency.Samples)
 			assert.Positive(t, rep.CPU.BenchUSPerEvent, "generator CPU per event")
 
-			stored := 0
-			for i := range devices {
+			var stored int64
+			for i := range tc.devices {
 				id := fmt.Sprintf("dev-%06d", i+1)
 				got := storedPoints(t, n.HTTPAddr(), id)
 				want := rec.points[id]
 				sortPoints(got)
 				sortPoints(want)
 				require.Equal(t, want, got, "device %s", id)
-				stored += len(got)
+				stored += int64(len(got))
 			}
-			assert.Equal(t, count, stored)
+			assert.Equal(t, tc.count, stored)
 		})
 	}
 }

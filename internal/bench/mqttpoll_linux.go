@@ -86,7 +86,7 @@ func detach(dev *mqttDevice) (int, error) {
 func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 	r := d.r
 	k := len(devs[0].slots)
-	refill := max(k/2, 1)
+	refill := d.refill()
 	ep, wait, closeEp, err := newEpoll()
 	if err != nil {
 		for _, dev := range devs {

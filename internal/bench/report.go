@@ -19,11 +19,12 @@ type Report struct {
 	NodePID       int     `json:"node_pid,omitempty"` // when NodeStarted
 	DataDir       string  `json:"data_dir,omitempty"` // the started node's, when kept
 	Devices       int     `json:"devices"`
-	Connections   int     `json:"connections"`        // HTTP connections, or MQTT connections (one per device)
-	Batch         int     `json:"batch,omitempty"`    // HTTP: events per request
-	Inflight      int     `json:"inflight,omitempty"` // MQTT: unacknowledged messages per device
-	Rate          float64 `json:"rate"`               // target events/s; 0: flat out
-	Count         int64   `json:"count,omitempty"`    // event limit
+	Connections   int     `json:"connections"`         // HTTP connections, or MQTT connections (one per device)
+	Batch         int     `json:"batch,omitempty"`     // HTTP: events per request
+	Inflight      int     `json:"inflight,omitempty"`  // MQTT: unacknowledged messages per device
+	AckBatch      int     `json:"ack_batch,omitempty"` // MQTT flat out with many in flight: slots refilled, and acks read, at a time
+	Rate          float64 `json:"rate"`                // target events/s; 0: flat out
+	Count         int64   `json:"count,omitempty"`     // event limit
 	DurationLimit float64 `json:"duration_limit_s,omitempty"`
 
 	Seconds    float64 `json:"duration_s"` // from the first send to the last ack
@@ -179,8 +180,8 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Rate > 0 {
 		p("  load         fixed rate %s events/s\n", group(int64(rep.Rate)))
 	} else {
-		if rep.Transport == TransportMQTT && rep.Inflight > 1 {
-			p("  load         flat out (closed loop: each device's window is refilled, in one write, once half of it is acked;\n")
+		if rep.AckBatch > 1 {
+			p("  load         flat out (closed loop: each device's window is refilled, in one write, once %d of its %d are acked;\n", rep.AckBatch, rep.Inflight)
 			p("               acks are read in those batches, so a latency includes the wait for its batch: --rate for latency)\n")
 		} else {
 			p("  load         flat out (closed loop: a new send as soon as an ack frees a slot)\n")
