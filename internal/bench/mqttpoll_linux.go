@@ -64,14 +64,22 @@ func detach(dev *mqttDevice) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	// F_DUPFD_CLOEXEC: a node the bench starts meanwhile must not inherit
+	// the socket (and keep it open past the bench's close).
 	fd, derr := -1, error(nil)
-	if err := rc.Control(func(s uintptr) { fd, derr = syscall.Dup(int(s)) }); err != nil {
+	if err := rc.Control(func(s uintptr) {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			derr = errno
+			return
+		}
+		fd = int(r)
+	}); err != nil {
 		return -1, err
 	}
 	if derr != nil {
 		return -1, derr
 	}
-	syscall.CloseOnExec(fd)
 	if err := syscall.SetNonblock(fd, true); err != nil {
 		syscall.Close(fd)
 		return -1, err
