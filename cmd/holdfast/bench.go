@@ -136,7 +136,14 @@ func benchIngestCmd() *cobra.Command {
 		Long: `Plays --devices simulated devices sending events over HTTP (NDJSON batches) or
 MQTT (QoS 1, one connection per device) for --duration or --count events, at
 --rate events/s or flat out, and reports events acknowledged, errors by kind,
-throughput, ack latency percentiles, the node's memory and a throughput chart.
+throughput, ack latency percentiles, the node's memory, the generator's own
+CPU per event and a throughput chart.
+
+The MQTT load comes from the bench's own MQTT 3.1.1 client (a few µs of CPU
+per message), so it can load any broker: --target host:port with
+--http-target none reports only what the generator measured, and
+--compare-broker host:port runs the same load against a second broker (a
+Mosquitto, say) after the first and reports both and their ratio.
 
 Without --target it starts a node of its own (this binary's "run") on
 127.0.0.1 with a temporary data directory, and stops it at the end.
@@ -203,7 +210,8 @@ starts itself is).`,
 	f.IntVar(&o.Connections, "connections", bench.DefaultConnections, "HTTP: concurrent connections, each sending batches of several devices' events")
 	f.IntVar(&o.Inflight, "inflight", bench.DefaultInflight, "MQTT: unacknowledged messages per device")
 	f.StringVar(&o.Target, "target", "", "node to load, host:port: its HTTP address, or its MQTT broker's with --transport mqtt (default: start a node)")
-	f.StringVar(&o.HTTPTarget, "http-target", "", "with --transport mqtt and --target: the node's HTTP host:port for /metrics (default: the target's host, port 8080)")
+	f.StringVar(&o.HTTPTarget, "http-target", "", "with --transport mqtt and --target: the node's HTTP host:port for /metrics (default: the target's host, port 8080); \"none\" for a broker that is not holdfast: report only what the generator measured")
+	f.StringVar(&o.CompareBroker, "compare-broker", "", "with --transport mqtt: after the run, the same load against this MQTT broker (host:port, e.g. a Mosquitto), and the throughput ratio of the two")
 	f.StringArrayVar(&o.NodeArgs, "node-arg", nil, "extra argument for the started node's \"run\" (repeatable)")
 	f.BoolVar(&o.KeepData, "keep-data", false, "keep the started node's data directory")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")

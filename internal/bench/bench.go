@@ -11,8 +11,9 @@
 // `run` subcommand) on 127.0.0.1 with a temporary data directory and stops it
 // at the end.
 //
-// schollz/progressbar draws the progress bar; eclipse/paho.mqtt.golang is the
-// MQTT client.
+// schollz/progressbar draws the progress bar. The MQTT client is the bench's
+// own, a few hundred lines of MQTT 3.1.1 (mqttwire.go), so that the generator
+// costs a few µs of CPU per message and is not the bottleneck it measures.
 package bench
 
 import (
@@ -43,8 +44,14 @@ type Options struct {
 	// broker's host:port for mqtt. Empty: start a node (see NodeBinary).
 	Target string
 	// HTTPTarget is where the node's /metrics is scraped when Target is an
-	// MQTT broker (default: Target's host, port 8080).
+	// MQTT broker (default: Target's host, port 8080). NoMetrics ("none"):
+	// the target is not holdfast, read no /metrics and report only what the
+	// generator measured.
 	HTTPTarget string
+	// CompareBroker, with mqtt, is another MQTT broker's host:port (a
+	// Mosquitto, say) that the same load is run against after the target's,
+	// so that one report gives both and their ratio.
+	CompareBroker string
 	// Token is an API token (role read) for the target's /metrics when it
 	// has security on. Device authentication is not driven: the load goes
 	// to a node without security.devices (its own started node is one).
@@ -72,6 +79,9 @@ type Options struct {
 	// must be safe for concurrent use.
 	onAck func(deviceID string, ts int64, value float64)
 }
+
+// NoMetrics as HTTPTarget: the MQTT target is not holdfast; read no /metrics.
+const NoMetrics = "none"
 
 // Defaults.
 const (
@@ -139,8 +149,11 @@ func (o Options) Validate() error {
 	if o.Inflight < 1 || o.Inflight > 1000 {
 		bad("--inflight: %d must be from 1 to 1000", o.Inflight)
 	}
-	for name, addr := range map[string]string{"--target": o.Target, "--http-target": o.HTTPTarget} {
-		if addr == "" {
+	if o.CompareBroker != "" && o.Transport != TransportMQTT {
+		bad("--compare-broker: needs --transport mqtt")
+	}
+	for name, addr := range map[string]string{"--target": o.Target, "--http-target": o.HTTPTarget, "--compare-broker": o.CompareBroker} {
+		if addr == "" || (name == "--http-target" && addr == NoMetrics) {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -218,11 +231,36 @@ type driver interface {
 // returns a report whenever the load ran, with an error if the run could not
 // be completed or the node misbehaved; events the node refused are counted in
 // the report's Errors, not returned as an error.
-func Run(ctx context.Context, o Options) (rep *Report, err error) {
+func Run(ctx context.Context, o Options) (*Report, error) {
 	o = o.withDefaults()
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	rep, err := runOnce(ctx, o)
+	if err != nil || o.CompareBroker == "" {
+		return rep, err
+	}
+	c := o
+	c.Target, c.HTTPTarget, c.CompareBroker, c.NodeBinary, c.NodeArgs = o.CompareBroker, NoMetrics, "", "", nil
+	if o.Notices != nil {
+		fmt.Fprintf(o.Notices, "bench: the same load against the broker at %s to compare\n", o.CompareBroker)
+	}
+	cmp, err := runOnce(ctx, c)
+	if cmp != nil {
+		cmp.Compared = true
+		rep.Compare = cmp
+		if cmp.Throughput > 0 {
+			rep.CompareRatio = math.Round(rep.Throughput/cmp.Throughput*100) / 100
+		}
+	}
+	if err != nil {
+		return rep, fmt.Errorf("the broker to compare with, %s: %w", o.CompareBroker, err)
+	}
+	return rep, nil
+}
+
+// runOnce is one run of the load against one target.
+func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 	notice := func(format string, args ...any) {
 		if o.Notices != nil {
 			fmt.Fprintf(o.Notices, "bench: "+format+"\n", args...)
@@ -275,7 +313,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	before, beforeErr := sc.scrape(ctx)
 	if beforeErr != nil {
 		rep.RSS.Error = beforeErr.Error()
-		notice("no node memory or counters: %v", beforeErr)
+		if !errors.Is(beforeErr, errNoMetrics) {
+			notice("no node memory or counters: %v", beforeErr)
+		}
 	} else {
 		rep.RSS.IdleBytes = uint64(before.rss)
 	}
@@ -288,7 +328,11 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		d = newHTTPDriver(r, loadAddr)
 	case TransportMQTT:
 		rep.Connections, rep.Inflight, rep.Latency.Per = o.Devices, o.Inflight, "message"
-		d = newMQTTDriver(r, loadAddr)
+		md := newMQTTDriver(r, loadAddr)
+		if b := md.refill(); b > 1 {
+			rep.AckBatch = b
+		}
+		d = md
 	}
 	defer d.close()
 	if err := d.connect(ctx); err != nil {
@@ -300,7 +344,8 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	// outstanding are then awaited until hard is cancelled, drainTimeout later.
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
-	start, cpu0 := time.Now(), selfCPU()
+	start := time.Now()
+	user0, sys0 := selfCPU()
 	r.begin(start)
 	soft := ctx
 	if o.Duration > 0 {
@@ -312,6 +357,9 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	samplerCtx, stopSamplers := context.WithCancel(ctx)
 	var samplers sync.WaitGroup
 	rss := &rssSampler{sc: sc}
+	if node != nil {
+		rss.pid = node.pid()
+	}
 	if beforeErr == nil {
 		samplers.Go(func() { rss.run(samplerCtx) })
 	}
@@ -334,13 +382,21 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 			<-loaded
 		}
 	}
-	elapsed, benchCPU := time.Since(start), selfCPU()-cpu0
+	elapsed := time.Since(start)
+	user1, sys1 := selfCPU()
+	benchUser, benchSys := user1-user0, sys1-sys0
+	benchCPU := benchUser + benchSys
 	stopSamplers()
 	samplers.Wait()
 
 	rep.fill(r, d, elapsed)
 	rep.CPU.Cores = runtime.NumCPU()
 	rep.CPU.Bench = math.Round(benchCPU.Seconds()/elapsed.Seconds()*100) / 100
+	if rep.Acked > 0 && benchCPU > 0 {
+		perEvent := func(d time.Duration) float64 { return math.Round(float64(d)/1e3/float64(rep.Acked)*100) / 100 }
+		rep.CPU.BenchUSPerEvent = perEvent(benchCPU)
+		rep.CPU.BenchUserUSPerEvent, rep.CPU.BenchSysUSPerEvent = perEvent(benchUser), perEvent(benchSys)
+	}
 	rep.RSS.Samples, rep.RSS.PeakBytes = rss.samples, rss.peak
 	if beforeErr == nil {
 		if after, err := sc.scrape(context.WithoutCancel(ctx)); err == nil {

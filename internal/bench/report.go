@@ -19,11 +19,12 @@ type Report struct {
 	NodePID       int     `json:"node_pid,omitempty"` // when NodeStarted
 	DataDir       string  `json:"data_dir,omitempty"` // the started node's, when kept
 	Devices       int     `json:"devices"`
-	Connections   int     `json:"connections"`        // HTTP connections, or MQTT connections (one per device)
-	Batch         int     `json:"batch,omitempty"`    // HTTP: events per request
-	Inflight      int     `json:"inflight,omitempty"` // MQTT: unacknowledged messages per device
-	Rate          float64 `json:"rate"`               // target events/s; 0: flat out
-	Count         int64   `json:"count,omitempty"`    // event limit
+	Connections   int     `json:"connections"`         // HTTP connections, or MQTT connections (one per device)
+	Batch         int     `json:"batch,omitempty"`     // HTTP: events per request
+	Inflight      int     `json:"inflight,omitempty"`  // MQTT: unacknowledged messages per device
+	AckBatch      int     `json:"ack_batch,omitempty"` // MQTT flat out with many in flight: slots refilled, and acks read, at a time
+	Rate          float64 `json:"rate"`                // target events/s; 0: flat out
+	Count         int64   `json:"count,omitempty"`     // event limit
 	DurationLimit float64 `json:"duration_limit_s,omitempty"`
 
 	Seconds    float64 `json:"duration_s"` // from the first send to the last ack
@@ -46,6 +47,12 @@ type Report struct {
 	RSS       RSS     `json:"node_rss"`
 	CPU       CPU     `json:"cpu"`
 	PerSecond []int64 `json:"acked_per_second"` // events acked in each second of the run; the last may be partial
+
+	// Compared marks the run against --compare-broker; Compare is that run,
+	// with the same load, and CompareRatio this run's throughput over its.
+	Compared     bool    `json:"compared_broker,omitempty"`
+	Compare      *Report `json:"compare,omitempty"`
+	CompareRatio float64 `json:"throughput_ratio,omitempty"`
 }
 
 // Latency summarises ack latencies in milliseconds.
@@ -65,7 +72,8 @@ type Latency struct {
 	SendLagMax float64 `json:"send_lag_max_ms,omitempty"`
 }
 
-// RSS is the node's resident memory, from process_resident_memory_bytes.
+// RSS is the node's resident memory, from process_resident_memory_bytes
+// (samples during the run of a node the bench started: from /proc).
 type RSS struct {
 	IdleBytes  uint64 `json:"idle_bytes"`          // before the load
 	PeakBytes  uint64 `json:"peak_bytes"`          // highest sample during the run
@@ -81,6 +89,14 @@ type CPU struct {
 	Cores int     `json:"cores"`       // on this machine
 	Node  float64 `json:"node_cores"`  // from process_cpu_seconds_total
 	Bench float64 `json:"bench_cores"` // the load generator itself
+	// BenchUSPerEvent is the generator's CPU time (getrusage, user and
+	// system) per event acknowledged, in µs: 0 where it is not measured.
+	BenchUSPerEvent float64 `json:"bench_us_per_event"`
+	// Its two parts: the generator's own code (user) and the kernel's
+	// (system: its TCP sends and receives, which over loopback include
+	// delivering each segment into the broker's socket).
+	BenchUserUSPerEvent float64 `json:"bench_user_us_per_event"`
+	BenchSysUSPerEvent  float64 `json:"bench_sys_us_per_event"`
 }
 
 // ErrorCount returns the number of errors of every kind.
@@ -145,6 +161,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 
 	node := "a node it did not start"
+	if rep.Compared {
+		node = "the broker compared with"
+	}
 	if rep.NodeStarted {
 		node = fmt.Sprintf("a node it started (pid %d)", rep.NodePID)
 		if rep.DataDir != "" {
@@ -161,7 +180,12 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Rate > 0 {
 		p("  load         fixed rate %s events/s\n", group(int64(rep.Rate)))
 	} else {
-		p("  load         flat out (closed loop: a new send as soon as an ack frees a slot)\n")
+		if rep.AckBatch > 1 {
+			p("  load         flat out (closed loop: each device's window is refilled, in one write, once %d of its %d are acked;\n", rep.AckBatch, rep.Inflight)
+			p("               acks are read in those batches, so a latency includes the wait for its batch: --rate for latency)\n")
+		} else {
+			p("  load         flat out (closed loop: a new send as soon as an ack frees a slot)\n")
+		}
 	}
 	limit := []string{}
 	if rep.DurationLimit > 0 {
@@ -210,9 +234,16 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 
 	r := rep.RSS
-	if r.Error != "" {
+	switch {
+	case r.Error == errNoMetrics.Error():
+		p("  node         %s\n", r.Error)
+	case r.Error != "" && rep.Transport == TransportMQTT && !rep.NodeStarted:
+		// Any MQTT broker can be the target; without a holdfast /metrics
+		// the report is the generator's alone.
+		p("  node         no holdfast /metrics (%s): the generator's own figures only\n", trimExample(r.Error))
+	case r.Error != "":
 		p("  node RSS     unknown: %s\n", r.Error)
-	} else {
+	default:
 		p("  node RSS     idle %s, peak %s, after %s  (%d samples every 250ms)", mib(r.IdleBytes), mib(r.PeakBytes), mib(r.FinalBytes), r.Samples)
 		if r.HWMBytes > 0 {
 			p("; kernel high-water mark %s", mib(r.HWMBytes))
@@ -224,11 +255,32 @@ func (rep *Report) WriteText(w io.Writer) error {
 		if rep.NodeAccepted >= 0 {
 			node = fmt.Sprintf("%.2f", c.Node)
 		}
-		p("  cpu          node %s cores, bench %.2f cores, of %d on this machine\n", node, c.Bench, c.Cores)
+		if rep.Transport == TransportMQTT && !rep.NodeStarted && rep.RSS.Error != "" {
+			p("  cpu          bench %.2f cores, of %d on this machine\n", c.Bench, c.Cores)
+		} else {
+			p("  cpu          node %s cores, bench %.2f cores, of %d on this machine\n", node, c.Bench, c.Cores)
+		}
+		if c.BenchUSPerEvent > 0 {
+			p("  generator    %.2f µs CPU per acked event (the bench process: user %.2f + system %.2f)\n",
+				c.BenchUSPerEvent, c.BenchUserUSPerEvent, c.BenchSysUSPerEvent)
+		}
 	}
 	p("\n")
 	b.WriteString(chart(rep.PerSecond, rep.Seconds))
-	_, err := io.WriteString(w, b.String())
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	if rep.Compare == nil {
+		return nil
+	}
+	if _, err := io.WriteString(w, "\n"); err != nil {
+		return err
+	}
+	if err := rep.Compare.WriteText(w); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nthroughput %s / %s = %.2fx  (%s vs %s events/s, same load, same generator)\n",
+		rep.Target, rep.Compare.Target, rep.CompareRatio, group(int64(rep.Throughput)), group(int64(rep.Compare.Throughput)))
 	return err
 }
 
