@@ -12,7 +12,7 @@ import (
 )
 
 // TestHotStreamSplitKeepsWindowsExact drives hot-stream splitting through
-// the real binary (windows.split: auto, two workers): one stream takes 95 %
+// the real binary (windows.split: auto, three workers): one stream takes 95 %
 // of the events from 40 devices, five others 1 % each. The node reports the
 // stream_skew hot spot, splits the stream across its workers (status
 // processing.split_streams; the processor restarts from a checkpoint), and
@@ -29,7 +29,7 @@ func TestHotStreamSplitKeepsWindowsExact(t *testing.T) {
 windows:
   sizes: [1s, 5s]
   allowed_lateness: 0s
-  workers: 2
+  workers: 3
   split: auto
 `)
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "split-1")

@@ -193,8 +193,10 @@ type Windows struct {
 	Workers     int           `yaml:"workers"`  // 0: one per CPU
 	// Split spreads a hot stream's devices over the workers (its site-wide
 	// windows stay on one): auto splits the streams with a stream_skew or
-	// key_skew hot spot, for at least 5 minutes; all splits every stream;
-	// off none. Results are the same either way, bit for bit.
+	// key_skew hot spot, for at least 5 minutes, with 3 workers or more
+	// (with fewer the workers keep up with the processor's reader anyway);
+	// all splits every stream; off none. Results are the same either way,
+	// bit for bit.
 	Split string `yaml:"split"`
 }
 

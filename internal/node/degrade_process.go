@@ -110,6 +110,9 @@ func (n *Node) applyWorkers(trig []degrade.TriggerStatus, now time.Time) {
 // splitHold is how long a stream stays split after its last hot spot.
 const splitHold = 5 * time.Minute
 
+// splitMinWorkers is the fewest processing workers auto splitting needs.
+const splitMinWorkers = 3
+
 // splitMinGap is the least time between two changes of the split streams:
 // each restarts the processor.
 const splitMinGap = 30 * time.Second
@@ -124,8 +127,16 @@ const splitMinGap = 30 * time.Second
 // The split changes only below limited: the restart it takes would replay
 // everything a degraded mode held back, adding to the load that raised the
 // level.
+//
+// Only with at least splitMinWorkers workers: the processor's one reader
+// decodes and routes every record, and with fewer the workers keep up with
+// it, split or not (docs/BENCHMARKS.md, "Hot-stream splitting": on two
+// cores splitting costs 10–20 % of the drain rate).
 func (n *Node) applySplit(now time.Time, level degrade.Level) {
 	if n.proc == nil || n.cfg.Windows.Split != "auto" || n.limits == nil {
+		return
+	}
+	if running, _ := n.proc.Workers(); running < splitMinWorkers {
 		return
 	}
 	d := n.deg
