@@ -77,7 +77,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// An ack mochi or nack wrote counts down in OnPacketSent; a
 		// publish left unacknowledged counts down here.
 		if cl.Closed() {
-			h.unacked(cl, pk.PacketID)
+			h.settled(cl, pk.PacketID)
 		}
 	}()
 	v5 := cl.Properties.ProtocolVersion == 5

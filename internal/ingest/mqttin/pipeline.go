@@ -136,6 +136,11 @@ func (h *ingestHook) serve(cl *mqtt.Client, p *pipe) {
 				starts = append(starts, batch[j].at)
 			}
 			res := h.in.commit(h.ctx, evs, starts)
+			if res.outcome == outcomeDurable && !cl.Closed() {
+				h.ackAll(cl, batch[i:j])
+				i = j
+				continue
+			}
 			for k := i; k < j; k++ {
 				if cl.Closed() {
 					h.abandon(cl, batch[k:j])
@@ -199,7 +204,35 @@ func (h *ingestHook) answer(cl *mqtt.Client, pk packets.Packet, res result) {
 		}
 	}
 	if qos > 0 && cl.Closed() {
-		h.unacked(cl, pk.PacketID)
+		h.settled(cl, pk.PacketID)
+	}
+}
+
+// ackAll acknowledges stored messages: their PUBACKs in one write, then
+// the routing. A success PUBACK is 4 bytes (type, length 2, packet id) in
+// 3.1.1 and 5 alike; written under the client's lock, as mochi writes.
+func (h *ingestHook) ackAll(cl *mqtt.Client, qs []queued) {
+	buf := make([]byte, 0, 4*len(qs))
+	for _, q := range qs {
+		if q.pk.FixedHeader.Qos > 0 {
+			buf = append(buf, packets.Puback<<4, 2, byte(q.pk.PacketID>>8), byte(q.pk.PacketID))
+		}
+	}
+	if len(buf) > 0 {
+		cl.Lock()
+		_, err := cl.Net.Conn.Write(buf)
+		cl.Unlock()
+		if err != nil {
+			h.log.Debug("write acks", "client", cl.ID, "error", err)
+		}
+		for _, q := range qs {
+			if q.pk.FixedHeader.Qos > 0 {
+				h.settled(cl, q.pk.PacketID) // a move waits no more for it
+			}
+		}
+	}
+	for _, q := range qs {
+		h.route(q.pk)
 	}
 }
 
@@ -231,13 +264,14 @@ func (h *ingestHook) route(pk packets.Packet) {
 func (h *ingestHook) abandon(cl *mqtt.Client, qs []queued) {
 	for _, q := range qs {
 		if q.pk.FixedHeader.Qos > 0 {
-			h.unacked(cl, q.pk.PacketID)
+			h.settled(cl, q.pk.PacketID)
 		}
 	}
 }
 
-// unacked counts a publish a move waits for as answered: it never will be.
-func (h *ingestHook) unacked(cl *mqtt.Client, id uint16) {
+// settled counts a publish a move waits for as answered: acknowledged, or
+// never to be.
+func (h *ingestHook) settled(cl *mqtt.Client, id uint16) {
 	if h.moves == nil || cl.Properties.ProtocolVersion != 5 {
 		return
 	}
