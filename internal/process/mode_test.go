@@ -202,36 +202,5 @@ func TestModesWithCrashesMatchAFullRun(t *testing.T) {
 	require.Equal(t, 3, n.proc.Status().Workers)
 	n.settle(t)
 	require.Positive(t, d.get(DeferredWindows)+d.get(Unwindowed), "the modes held something back")
-	gotW, gotA := outputs(t, n)
-	var survived []event.Event
-	r := n.log.NewReader(0)
-	for {
-		_, p, err := r.Next()
-		if err != nil {
-			break
-		}
-		if event.Type(p) == event.TypeEvent {
-			e, err := event.DecodeBinary(p)
-			require.NoError(t, err)
-			survived = append(survived, e)
-		}
-	}
-	r.Close()
-	n.close()
-
-	ref := openNode(t, vfs.NewMem(), 2)
-	defer ref.close()
-	for i := 0; i < len(survived); i += 100 {
-		_, err := ref.st.Append(context.Background(), survived[i:min(i+100, len(survived))])
-		require.NoError(t, err)
-	}
-	ref.settle(t)
-	wantW, wantA := outputs(t, ref)
-	require.Greater(t, len(wantW), 100)
-	diffWindows(t, wantW, gotW)
-	require.True(t, reflect.DeepEqual(wantW, gotW), "window records differ (above)")
-	require.Equal(t, wantA, gotA)
-	for k, c := range gotA {
-		require.Equal(t, 1, c, "alert %s written %d times", k, c)
-	}
+	requireSameAsReference(t, n, 100)
 }

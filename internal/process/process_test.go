@@ -197,9 +197,17 @@ func crashesMatch(t *testing.T, ck CheckpointOptions) {
 		require.GreaterOrEqual(t, resumed, 12, "restarts should resume from checkpoints")
 	}
 	n.settle(t)
-	gotW, gotA := outputs(t, n)
+	requireSameAsReference(t, n, 200)
+}
 
-	// The events that survived, in log order, fed to a fresh node.
+// requireSameAsReference closes the settled n and compares the window and
+// alert records in its log with those of a fresh node, never crashed,
+// degraded or split, fed the events that survived in n's log, in log order:
+// the same set, bit for bit, each once; at least minWindows windows and one
+// alert.
+func requireSameAsReference(t *testing.T, n *node, minWindows int) {
+	t.Helper()
+	gotW, gotA := outputs(t, n)
 	var survived []event.Event
 	r := n.log.NewReader(0)
 	for {
@@ -224,7 +232,7 @@ func crashesMatch(t *testing.T, ck CheckpointOptions) {
 	}
 	ref.settle(t)
 	wantW, wantA := outputs(t, ref)
-	require.Greater(t, len(wantW), 200)
+	require.Greater(t, len(wantW), minWindows)
 	require.NotEmpty(t, wantA)
 	diffWindows(t, wantW, gotW)
 	require.True(t, reflect.DeepEqual(wantW, gotW), "window records differ (above)")

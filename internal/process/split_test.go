@@ -3,7 +3,6 @@ package process
 import (
 	"context"
 	"math/rand/v2"
-	"reflect"
 	"testing"
 	"time"
 
@@ -87,39 +86,7 @@ func TestSplitStreamsMatchUnsplit(t *testing.T) {
 	n.settle(t)
 	require.Greater(t, splits, 20, "most rounds ran split")
 	require.Zero(t, n.proc.mismatches.Load(), "every replayed output equal to the one in the log")
-	gotW, gotA := outputs(t, n)
-	var survived []event.Event
-	r := n.log.NewReader(0)
-	for {
-		_, p, err := r.Next()
-		if err != nil {
-			break
-		}
-		if event.Type(p) == event.TypeEvent {
-			e, err := event.DecodeBinary(p)
-			require.NoError(t, err)
-			survived = append(survived, e)
-		}
-	}
-	r.Close()
-	n.close()
-
-	ref := openNode(t, vfs.NewMem(), 1)
-	defer ref.close()
-	for i := 0; i < len(survived); i += 100 {
-		_, err := ref.st.Append(context.Background(), survived[i:min(i+100, len(survived))])
-		require.NoError(t, err)
-	}
-	ref.settle(t)
-	wantW, wantA := outputs(t, ref)
-	require.Greater(t, len(wantW), 300)
-	require.NotEmpty(t, wantA)
-	diffWindows(t, wantW, gotW)
-	require.True(t, reflect.DeepEqual(wantW, gotW), "window records differ (above)")
-	require.Equal(t, wantA, gotA)
-	for k, c := range gotA {
-		require.Equal(t, 1, c, "alert %s written %d times", k, c)
-	}
+	requireSameAsReference(t, n, 300)
 }
 
 // splitBatch is batch with events around the watermark: some a little
