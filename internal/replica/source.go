@@ -156,6 +156,13 @@ func NewSource(nc *nats.Conn, subject string, buf buffer.Engine, o SourceOptions
 		cancel()
 		return nil, fmt.Errorf("replica: subscribe %s: %w", subject, err)
 	}
+	// The server has the subscription once the flush returns: a fetch sent
+	// right after NewSource finds a responder.
+	if err := nc.FlushTimeout(10 * time.Second); err != nil {
+		sub.Unsubscribe()
+		cancel()
+		return nil, fmt.Errorf("replica: subscribe %s: %w", subject, err)
+	}
 	s.sub = sub
 	return s, nil
 }
