@@ -26,6 +26,11 @@ const DefaultAddr = "127.0.0.1:1883"
 // MQTT 5 properties) before the broker refuses to read it and drops the connection.
 const packetOverhead = 64 << 10
 
+// maxWritesPending bounds the packets queued to one connection (mochi's
+// MaximumClientWritesPending): room for a subscriber's bursts, 4 KiB a
+// connection.
+const maxWritesPending = 512
+
 // Errors returned by Broker and Subscriber lifecycle methods.
 var (
 	ErrStarted = errors.New("mqttin: already started")
@@ -179,12 +184,22 @@ func NewBroker(opts BrokerOptions, app ingest.Appender, m *ingest.Metrics) (*Bro
 
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPayload + packetOverhead)
+	// mochi gives every connection a channel of this many pending writes
+	// up front: 8 192 by default, 64 KiB a connection even for a device
+	// that never subscribes. Devices publish; a subscriber that falls this
+	// far behind has its messages dropped (mochi logs it), as before at a
+	// larger number.
+	caps.MaximumClientWritesPending = maxWritesPending
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		Logger:       log,
 		// Publish (alerts on holdfast/alerts/...) goes through mochi's
 		// inline client; without it every Publish fails.
 		InlineClient: true,
+		// A device's messages are small: 1 KiB read buffers (2 KiB by
+		// default) keep an idle connection small; larger packets are read
+		// past the buffer.
+		ClientNetReadBufferSize: 1 << 10,
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())
