@@ -144,6 +144,10 @@ per message), so it can load any broker: --target host:port with
 --http-target none reports only what the generator measured, and
 --compare-broker host:port runs the same load against a second broker (a
 Mosquitto, say) after the first and reports both and their ratio.
+Over HTTP, --compare-jetstream sends the same batches to an embedded
+JetStream that fsyncs every message (sync_interval always) and reports the
+ratio: durable ingest of each event against storing the batch as one
+opaque message.
 
 Without --target it starts a node of its own (this binary's "run") on
 127.0.0.1 with a temporary data directory, and stops it at the end.
@@ -211,6 +215,7 @@ starts itself is).`,
 	f.IntVar(&o.Inflight, "inflight", bench.DefaultInflight, "MQTT: unacknowledged messages per device")
 	f.StringVar(&o.Target, "target", "", "node to load, host:port: its HTTP address, or its MQTT broker's with --transport mqtt (default: start a node)")
 	f.StringVar(&o.HTTPTarget, "http-target", "", "with --transport mqtt and --target: the node's HTTP host:port for /metrics (default: the target's host, port 8080); \"none\" for a broker that is not holdfast: report only what the generator measured")
+	f.BoolVar(&o.CompareJetStream, "compare-jetstream", false, "with --transport http: after the run, the same batches, byte for byte, to an embedded JetStream (file storage, sync_interval always, each batch one message, one publish in flight per connection), and the throughput ratio of the two")
 	f.StringVar(&o.CompareBroker, "compare-broker", "", "with --transport mqtt: after the run, the same load against this MQTT broker (host:port, e.g. a Mosquitto), and the throughput ratio of the two")
 	f.StringArrayVar(&o.NodeArgs, "node-arg", nil, "extra argument for the started node's \"run\" (repeatable)")
 	f.BoolVar(&o.KeepData, "keep-data", false, "keep the started node's data directory")

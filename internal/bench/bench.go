@@ -52,6 +52,10 @@ type Options struct {
 	// Mosquitto, say) that the same load is run against after the target's,
 	// so that one report gives both and their ratio.
 	CompareBroker string
+	// CompareJetStream, with http, runs the same batches against an
+	// embedded JetStream with sync_interval always after the target's
+	// (jetstream.go), so that one report gives both and their ratio.
+	CompareJetStream bool
 	// Token is an API token (role read) for the target's /metrics when it
 	// has security on. Device authentication is not driven: the load goes
 	// to a node without security.devices (its own started node is one).
@@ -152,6 +156,9 @@ func (o Options) Validate() error {
 	if o.CompareBroker != "" && o.Transport != TransportMQTT {
 		bad("--compare-broker: needs --transport mqtt")
 	}
+	if o.CompareJetStream && o.Transport != TransportHTTP {
+		bad("--compare-jetstream: needs --transport http")
+	}
 	for name, addr := range map[string]string{"--target": o.Target, "--http-target": o.HTTPTarget, "--compare-broker": o.CompareBroker} {
 		if addr == "" || (name == "--http-target" && addr == NoMetrics) {
 			continue
@@ -237,6 +244,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep, err := runOnce(ctx, o)
+	if err == nil && o.CompareJetStream {
+		return compareJetStream(ctx, o, rep)
+	}
 	if err != nil || o.CompareBroker == "" {
 		return rep, err
 	}
@@ -269,8 +279,11 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 
 	rep = &Report{Transport: o.Transport, Devices: o.Devices, Rate: o.Rate, Count: o.Count, DurationLimit: o.Duration.Seconds()}
 	loadAddr, metricsAddr := o.Target, o.Target
-	if o.Transport == TransportMQTT {
+	switch o.Transport {
+	case TransportMQTT:
 		metricsAddr = o.HTTPTarget
+	case transportJetStream:
+		metricsAddr = NoMetrics
 	}
 	var node *nodeProcess
 	if o.Target == "" {
@@ -333,6 +346,13 @@ func runOnce(ctx context.Context, o Options) (rep *Report, err error) {
 			rep.AckBatch = b
 		}
 		d = md
+	case transportJetStream:
+		rep.Connections, rep.Batch, rep.Latency.Per = o.Connections, o.Batch, "batch"
+		jd, err := newJetStreamDriver(r, loadAddr)
+		if err != nil {
+			return nil, fmt.Errorf("connect to %s: %w", loadAddr, err)
+		}
+		d = jd
 	}
 	defer d.close()
 	if err := d.connect(ctx); err != nil {

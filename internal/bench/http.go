@@ -21,6 +21,10 @@ type httpDriver struct {
 	transport *http.Transport
 	client    *http.Client
 	workers   []*httpWorker
+	// send, if set, delivers a batch instead of post (jetstream.go), and
+	// closeConns closes what it uses.
+	send       func(ctx context.Context, w *httpWorker, n int) (ingestResponse, int, string, error)
+	closeConns func()
 }
 
 type httpWorker struct {
@@ -92,7 +96,12 @@ func (d *httpDriver) latency() (ack, lag *histogram) {
 	return ack, lag
 }
 
-func (d *httpDriver) close() { d.transport.CloseIdleConnections() }
+func (d *httpDriver) close() {
+	d.transport.CloseIdleConnections()
+	if d.closeConns != nil {
+		d.closeConns()
+	}
+}
 
 // work sends batches until the schedule runs out or ctx is done. At a fixed
 // rate a batch is due when its last event is (the batch is full then), and its
@@ -125,7 +134,17 @@ func (d *httpDriver) work(ctx, hard context.Context, w *httpWorker) {
 			w.lag.record(sentAt.Sub(due))
 		}
 		r.sent.Add(int64(n))
-		res, status, kind, err := d.post(hard, w)
+		var (
+			res    ingestResponse
+			status int
+			kind   string
+			err    error
+		)
+		if d.send != nil {
+			res, status, kind, err = d.send(hard, w, n)
+		} else {
+			res, status, kind, err = d.post(hard, w)
+		}
 		now := time.Now()
 		if err != nil || status/100 != 2 {
 			if err == nil {

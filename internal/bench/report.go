@@ -163,6 +163,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 	node := "a node it did not start"
 	if rep.Compared {
 		node = "the broker compared with"
+		if rep.Transport == transportJetStream {
+			node = "an embedded JetStream, file storage, sync_interval always, each batch one message"
+		}
 	}
 	if rep.NodeStarted {
 		node = fmt.Sprintf("a node it started (pid %d)", rep.NodePID)
