@@ -122,20 +122,7 @@ degradation:
 		exactHalf, batches int
 	)
 	send := func(from int) {
-		var b strings.Builder
-		b.WriteString("[")
-		for i := range 100 {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			stream := "temp"
-			if i%10 == 0 {
-				stream = "alarm"
-			}
-			fmt.Fprintf(&b, `{"device_id":"d%d","stream":%q,"value":%d}`, i%5, stream, from+i)
-		}
-		b.WriteString("]")
-		code, r := post(t, p, "application/json", "", []byte(b.String()))
+		code, r := post(t, p, "application/json", "", alarmBatch(from))
 		require.Equal(t, 200, code, "%+v", r)
 		mu.Lock()
 		defer mu.Unlock()
@@ -264,20 +251,7 @@ degradation:
 		accepted, refused int
 	)
 	send := func(from int) {
-		var b strings.Builder
-		b.WriteString("[")
-		for i := range 100 {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			stream := "temp"
-			if i%10 == 0 {
-				stream = "alarm"
-			}
-			fmt.Fprintf(&b, `{"device_id":"d%d","stream":%q,"value":%d}`, i%5, stream, from+i)
-		}
-		b.WriteString("]")
-		code, r := post(t, p, "application/json", "", []byte(b.String()))
+		code, r := post(t, p, "application/json", "", alarmBatch(from))
 		require.Equal(t, 200, code, "%+v", r)
 		mu.Lock()
 		defer mu.Unlock()
@@ -372,4 +346,19 @@ degradation:
 	s = degradationStatus(t, p)
 	require.Equal(t, uint64(refused), s.Losses["refused"]["temp"], "every refused event in the loss ledger")
 	require.Zero(t, s.Losses["refused"]["alarm"])
+}
+
+// alarmBatch is a JSON batch of 100 events from five devices, values from
+// on, every tenth on the critical stream alarm (oneIn10), the others on temp.
+func alarmBatch(from int) []byte {
+	var b strings.Builder
+	b.WriteString("[")
+	for i := range 100 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"device_id":"d%d","stream":%q,"value":%d}`, i%5, oneIn10(i), from+i)
+	}
+	b.WriteString("]")
+	return []byte(b.String())
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // TestHotStreamSplitKeepsWindowsExact drives hot-stream splitting through
@@ -16,9 +18,8 @@ import (
 // of the events from 40 devices, five others 1 % each. The node reports the
 // stream_skew hot spot, splits the stream across its workers (status
 // processing.split_streams; the processor restarts from a checkpoint), and
-// every closed 1 s window of the hot stream — per device and site-wide,
-// before and after the split — equals a brute-force aggregate of the events
-// sent.
+// every closed window of the hot stream — per device and site-wide, before
+// and after the split — equals a naive recompute of its stored events.
 func TestHotStreamSplitKeepsWindowsExact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("sends a skewed load for several seconds")
@@ -34,27 +35,6 @@ windows:
 `)
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "split-1")
 
-	type agg struct {
-		count      uint64
-		sum        float64
-		minV, maxV float64
-	}
-	type winKey struct {
-		device string // "" for site-wide
-		start  int64
-	}
-	want := map[winKey]*agg{}
-	add := func(device string, start int64, v float64) {
-		k := winKey{device, start}
-		a := want[k]
-		if a == nil {
-			a = &agg{minV: v, maxV: v}
-			want[k] = a
-		}
-		a.count++
-		a.sum += v
-		a.minV, a.maxV = min(a.minV, v), max(a.maxV, v)
-	}
 	base := time.Now().Add(-2 * time.Hour).Truncate(time.Minute).UnixMilli()
 	ts, n := base, 0
 	send := func() {
@@ -68,13 +48,7 @@ windows:
 			if i%20 == 19 {
 				stream, device = fmt.Sprintf("c%d", i/40), "cold"
 			}
-			v := float64(n % 1000)
-			fmt.Fprintf(&b, `{"device_id":%q,"stream":%q,"ts":%d,"value":%v}`, device, stream, ts, v)
-			if stream == "hot" {
-				start := ts - ts%1000
-				add(device, start, v)
-				add("", start, v)
-			}
+			fmt.Fprintf(&b, `{"device_id":%q,"stream":%q,"ts":%d,"value":%d}`, device, stream, ts, n%1000)
 			ts += 5
 			n++
 		}
@@ -88,7 +62,6 @@ windows:
 			Processing struct {
 				SplitStreams []string `json:"split_streams"`
 			} `json:"processing"`
-			Hotspots []struct{ Type, Stream string } `json:"hotspots"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &s))
 		return s.Processing.SplitStreams
@@ -101,33 +74,13 @@ windows:
 	for range 10 {
 		send()
 	}
-	// The watermark is the last event's time: windows before it are closed.
-	last := ts - 5
-	closedBefore := last - last%1000
-	for k := range want {
-		if k.start >= closedBefore {
-			delete(want, k) // still open
-		}
-	}
-	var got map[winKey]bool
+	// Every event stored is the hot stream's history: recomputed naively
+	// (testutil.RecomputeWindows), its closed windows must be the node's.
+	raw := rawEvents(t, p, "&stream=hot")
+	want := testutil.RecomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 0)
 	waitFor(t, "every closed window of the hot stream", 60*time.Second, func() bool {
-		got = map[winKey]bool{}
-		for _, w := range getWindows(t, p, "stream=hot&device_id=*&size=1s") {
-			if !w.Final {
-				continue
-			}
-			at, err := time.Parse(time.RFC3339Nano, w.Start)
-			require.NoError(t, err)
-			k := winKey{w.DeviceID, at.UnixMilli()}
-			a := want[k]
-			require.NotNil(t, a, "a window no event was sent for: %+v", k)
-			require.Equal(t, a.count, w.Count, "%+v", k)
-			require.Equal(t, a.sum, w.Sum, "%+v", k)
-			require.Equal(t, a.minV, w.Min, "%+v", k)
-			require.Equal(t, a.maxV, w.Max, "%+v", k)
-			got[k] = true
-		}
-		return len(got) == len(want)
+		return len(streamWindows(t, p, "hot")) == len(want)
 	})
-	t.Logf("%d events, %d closed windows of the hot stream equal to brute force", n, len(got))
+	testutil.RequireWindowsEqual(t, want, streamWindows(t, p, "hot"))
+	t.Logf("%d events, %d closed windows of the hot stream equal to the recompute", n, len(want))
 }

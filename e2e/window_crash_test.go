@@ -41,6 +41,30 @@ func finalWindows(t *testing.T, p *proc) []testutil.WindowJSON {
 	return testutil.FinalWindows(t, "http://"+p.httpAddr)
 }
 
+// rawEvents are the node's stored events (GET /v1/events with filter), as
+// testutil.RecomputeWindows takes them.
+func rawEvents(t *testing.T, p *proc, filter string) []testutil.RawEvent {
+	t.Helper()
+	events := allEvents(t, p, filter)
+	raw := make([]testutil.RawEvent, 0, len(events))
+	for _, e := range events {
+		raw = append(raw, testutil.RawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
+	}
+	return raw
+}
+
+// streamWindows are the final windows of one stream (finalWindows).
+func streamWindows(t *testing.T, p *proc, stream string) []testutil.WindowJSON {
+	t.Helper()
+	var out []testutil.WindowJSON
+	for _, w := range finalWindows(t, p) {
+		if w.Stream == stream {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 // TestWindowsSurviveCrashes SIGKILLs the node while events stream in,
 // windows open and close and checkpoints are written every second, restarts
 // it (from its newest checkpoint), and checks that the window results in the
@@ -159,11 +183,7 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 		return json.NewDecoder(resp.Body).Decode(&s) == nil && !s.Processing.Replaying && s.Processing.Lag == 0
 	})
 	time.Sleep(200 * time.Millisecond) // the writer's flush interval is 20 ms
-	events := allEvents(t, p, "")
-	raw := make([]testutil.RawEvent, 0, len(events))
-	for _, e := range events {
-		raw = append(raw, testutil.RawEvent{Offset: e.Offset, DeviceID: e.DeviceID, Stream: e.Stream, TS: e.TS, Value: e.Value})
-	}
+	raw := rawEvents(t, p, "")
 	got := finalWindows(t, p)
 	p.stop(t)
 	alerts := logAlertRecords(t, data)

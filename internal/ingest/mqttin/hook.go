@@ -86,67 +86,16 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		mode = limitRefuse
 	}
 	res := h.in.handle(h.ctx, pk.TopicName, pk.Payload, mode)
-	qos := pk.FixedHeader.Qos
-	switch res.outcome {
-	case outcomeDurable:
-		return pk, nil
-
-	case outcomeInvalid:
-		h.log.Debug("publish rejected", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason, "error", res.err)
-		if v5 && qos > 0 {
-			code := codePayloadInvalid
-			if res.reason == reasonBadTopic {
-				code = codeTopicInvalid
-			}
-			h.nack(cl, pk, code, res.err.Error())
-			return pk, packets.ErrRejectPacket
-		}
-		// 3.1.1 has no negative ack and a resend could never succeed: ack, don't route.
+	switch {
+	case res.outcome == outcomeDurable:
+		return pk, nil // mochi writes the PUBREC and routes
+	case !v5 && (res.outcome == outcomeInvalid || res.outcome == outcomeRefused && res.reason == pressure.Sampled):
+		// 3.1.1 has no negative ack, and a resend could never succeed (or
+		// would be sampled again): mochi writes the PUBREC, nothing routed.
 		return pk, packets.CodeSuccessIgnore
-
-	case outcomeRefused:
-		h.log.Debug("publish kept out under buffer pressure", "client", cl.ID, "topic", pk.TopicName, "reason", res.reason)
-		switch {
-		case qos == 0:
-			return pk, packets.ErrRejectPacket
-		case v5:
-			h.nack(cl, pk, packets.ErrQuotaExceeded, res.err.Error())
-			return pk, packets.ErrRejectPacket
-		case res.reason == pressure.Sampled:
-			// A deliberate, ledgered drop: a resend would only be sampled
-			// again, so 3.1.1 gets its ack ("handled") and no route.
-			return pk, packets.CodeSuccessIgnore
-		default:
-			// Refused: the device should keep the event and send it
-			// later. 3.1.1 has no negative ack, so as for a storage
-			// failure: no ack, the connection is closed, and the client
-			// resends on reconnect.
-			cl.Stop(packets.ErrQuotaExceeded)
-			return pk, packets.ErrRejectPacket
-		}
-
-	case outcomeLimited: // MQTT 5 only: 3.1.1 messages are held, not refused
-		h.log.Debug("publish over its device's rate limit", "client", cl.ID, "topic", pk.TopicName)
-		if qos > 0 {
-			h.nack(cl, pk, packets.ErrQuotaExceeded, res.err.Error())
-		}
-		return pk, packets.ErrRejectPacket
-
-	case outcomeUnavailable:
-		h.log.Debug("publish not stored", "client", cl.ID, "topic", pk.TopicName, "error", res.err)
-		switch {
-		case qos == 0:
-		case v5:
-			h.nack(cl, pk, codeUnavailable, codeUnavailable.Reason)
-		default:
-			// No ack; close the connection so the client reconnects and resends.
-			cl.Stop(packets.ErrServerUnavailable)
-		}
-		return pk, packets.ErrRejectPacket
-
-	default: // outcomeClosing: the connection is about to be closed, nothing is acked.
-		return pk, packets.ErrRejectPacket
 	}
+	h.answer(cl, pk, res) // a negative PUBREC or the connection closed, as a pipe does
+	return pk, packets.ErrRejectPacket
 }
 
 // maxReasonLen bounds the reason string sent back, which may quote the payload.
