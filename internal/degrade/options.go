@@ -33,6 +33,11 @@ type Options struct {
 	// at limited (the matrix's "5m, 1h only"); the others are held back and
 	// written on the step down. Sizes not in windows.sizes are ignored.
 	LimitedWindows []time.Duration `yaml:"limited_windows"`
+	// FastPathShare is the share (0–1) of the wall time that background
+	// work (the processor's reader, the cloud sync of every lane but the
+	// critical one) may take while the latency trigger is up: the trigger's
+	// action, "critical streams and acks first". 1 turns the action off.
+	FastPathShare float64 `yaml:"fast_path_share"`
 }
 
 // LevelOptions are one level's entry and exit thresholds: it is entered once
@@ -99,6 +104,7 @@ var DefaultOptions = Options{
 	Minimal:        LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
 	Emergency:      LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
 	LimitedWindows: []time.Duration{5 * time.Minute, time.Hour},
+	FastPathShare:  0.25,
 	Triggers: Triggers{
 		CPU:     TriggerOptions{Up: 0.80, Down: 0.30, UpFor: 5 * time.Minute, DownFor: 30 * time.Minute},
 		Buffer:  TriggerOptions{Up: 0.70, Down: 0.20},
@@ -124,6 +130,9 @@ func (o Options) level(l Level) LevelOptions {
 
 // Validate reports thresholds that cannot work, each with its key.
 func (o Options) Validate() error {
+	if !(o.FastPathShare > 0 && o.FastPathShare <= 1) {
+		return fmt.Errorf("fast_path_share %v must be above 0 and at most 1", o.FastPathShare)
+	}
 	for l := Degraded; l <= Emergency; l++ {
 		t := o.level(l)
 		check := func(key string, enter, exit float64) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/alert"
 	"github.com/holdfast-edge/holdfast/internal/api"
 	"github.com/holdfast-edge/holdfast/internal/degrade"
+	"github.com/holdfast-edge/holdfast/internal/pace"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
@@ -63,6 +64,10 @@ type degradation struct {
 	firedSev alert.Severity
 	scaledUp time.Time // when the triggers last added processing workers (operator goroutine only)
 
+	// pacer rests the background work while the latency trigger is up
+	// (fastpath.go).
+	pacer *pace.Pacer
+
 	splitSeen    map[string]time.Time // stream → its last hot spot (operator goroutine only)
 	splitChanged time.Time            // when the split streams last changed
 }
@@ -75,6 +80,7 @@ func (n *Node) newDegradation() *degradation {
 		machine:  degrade.NewMachine(n.cfg.Degradation, time.Now()),
 		load:     degrade.NewMachine(n.cfg.Degradation, time.Now()),
 		triggers: degrade.NewTriggers(n.cfg.Degradation.Triggers),
+		pacer:    pace.New(n.cfg.Degradation.FastPathShare, 0),
 		levelGauge: f.NewGauge(prometheus.GaugeOpts{
 			Name: "holdfast_degradation_level",
 			Help: "The node's degradation level: 0 normal, 1 degraded, 2 limited, 3 minimal, 4 emergency.",
@@ -92,6 +98,7 @@ func (n *Node) newDegradation() *degradation {
 			Help: "Each scaling trigger's figure as last measured (cpu, buffer and memory 0–1, queue records, latency seconds).",
 		}, []string{"metric"}),
 	}
+	registerFastPath(f, d.pacer)
 	for _, t := range d.triggers.Status() {
 		d.triggerState.WithLabelValues(t.Metric).Set(0)
 		d.triggerValue.WithLabelValues(t.Metric).Set(0)
@@ -133,6 +140,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.applySync(act)
 	n.applyProcessing(act)
 	n.applyWorkers(trig, now)
+	n.applyFastPath(trig)
 	n.applySplit(now, act)
 	n.applyAggregatesOnly(act)
 	if !changed {

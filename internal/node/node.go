@@ -365,6 +365,7 @@ func (n *Node) prepareProcessing() {
 	opts := ProcessOptions(n.cfg)
 	opts.Logger, opts.Metrics = n.log.With("component", "process"), process.NewMetrics(n.reg)
 	opts.OnDeferred = n.processDeferred
+	opts.Pacer = n.deg.pacer
 	n.prep = make(chan prepared, 1)
 	go func() {
 		p, err := process.Prepare(n.wbuf, opts)
@@ -468,7 +469,7 @@ func (n *Node) startSync() error {
 	start := func(sink uplink.Sink, sendTimeout time.Duration) *uplink.Syncer {
 		s := uplink.NewSyncer(n.syncLog(), sink, uplink.SyncOptions{
 			BatchRecords: c.BatchRecords, MaxDelay: c.MaxDelay, Lanes: n.lanes,
-			Logger: logger, Metrics: metrics, SendTimeout: sendTimeout,
+			Logger: logger, Metrics: metrics, SendTimeout: sendTimeout, Pacer: n.deg.pacer,
 		})
 		s.Start()
 		n.syncs = append(n.syncs, s)

@@ -37,6 +37,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pace"
 	"github.com/holdfast-edge/holdfast/internal/store"
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -67,8 +68,11 @@ type Options struct {
 	// SplitAll splits every stream. SetSplit changes them.
 	Split    []string
 	SplitAll bool
-	now      func() time.Time
-	clock    clock.Clock // default clock.System; now defaults to its wall clock
+	// Pacer, if set, paces the reader while on (the latency trigger's
+	// action, internal/pace): the workers get what the reader sends.
+	Pacer *pace.Pacer
+	now   func() time.Time
+	clock clock.Clock // default clock.System; now defaults to its wall clock
 }
 
 // CheckpointOptions configure checkpoints; an empty Dir turns them off.
@@ -333,6 +337,7 @@ func (p *Processor) read(ctx context.Context) {
 	sent := Full // the mode the workers have
 	next := p.start
 	lastCheckpoint, checkpointed := time.Now(), p.start
+	pacing := p.opts.Pacer.Worker()
 	// checkpoint sends the barrier for a checkpoint of next through every
 	// worker, if the log has grown since the last one.
 	checkpoint := func(final bool) bool {
@@ -381,6 +386,10 @@ func (p *Processor) read(ctx context.Context) {
 			clean = true
 			return
 		}
+		if n%256 == 0 && pacing != nil && !pacing.Pace(ctx) {
+			clean = true
+			return
+		}
 		if replaying && next >= p.replayEnd {
 			replaying = false
 			if !flush() {
@@ -414,6 +423,7 @@ func (p *Processor) read(ctx context.Context) {
 					}
 				}
 			}
+			pacing.Idle()
 			wctx, cancel := context.WithTimeout(ctx, p.opts.Checkpoints.Interval)
 			err := p.log.WaitDurable(wctx, next+1)
 			cancel()

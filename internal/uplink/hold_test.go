@@ -13,6 +13,7 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pace"
 )
 
 // aggSyncer syncs l to srv over one (unmetered) link; "door" is critical.
@@ -230,5 +231,46 @@ func TestHoldingCostsNoRescans(t *testing.T) {
 	c := cloudCountAll(t, srv)
 	for off := range l.DurableOffset() {
 		require.Equal(t, 1, c[off], "record %d stored %d times", off, c[off])
+	}
+}
+
+// TestFastPathPacesAllButTheCriticalLane: with the pacer on (the latency
+// trigger up), the critical lane is sent without a rest, every other lane
+// rests between its batches, and every record still reaches the cloud once.
+func TestFastPathPacesAllButTheCriticalLane(t *testing.T) {
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer srv.Close()
+	l, err := buffer.Open(buffer.Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	defer l.Close()
+	rules, err := FixedLanes(map[string]string{"door": "critical"})
+	require.NoError(t, err)
+	p := pace.New(0.5, time.Nanosecond) // every paced batch after the first rests
+	p.SetOn(true)
+	s := NewSyncer(l, NewJetStreamSink(JetStreamOptions{NodeID: "n1", URL: srv.URL()}), SyncOptions{
+		BatchRecords: 20, MaxDelay: time.Millisecond, Lanes: rules, Pacer: p,
+	})
+	s.Start()
+	defer s.Close()
+
+	for i := range 200 {
+		appendEvent(t, l, i, "door")
+	}
+	waitSynced(t, s, l)
+	_, rests := p.Rested()
+	require.Zero(t, rests, "the critical lane was paced")
+
+	for i := range 200 {
+		appendEvent(t, l, 200+i, "temp")
+	}
+	waitSynced(t, s, l)
+	_, rests = p.Rested()
+	require.GreaterOrEqual(t, rests, uint64(200/20-1), "the normal lane was not paced")
+
+	count := cloudCountAll(t, srv)
+	require.Len(t, count, 400)
+	for off, n := range count {
+		require.Equal(t, 1, n, "offset %d", off)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/pace"
 )
 
 // Record is one log record on its way to a sink.
@@ -71,6 +72,9 @@ type SyncOptions struct {
 	ProbeInterval time.Duration
 	Logger        *slog.Logger
 	Metrics       *Metrics
+	// Pacer, if set, paces the sending of every lane but the critical one
+	// while on (the latency trigger's action, internal/pace).
+	Pacer *pace.Pacer
 }
 
 func (o SyncOptions) withDefaults() SyncOptions {
@@ -356,6 +360,7 @@ func (s *Syncer) run(ctx context.Context) {
 			}
 		}
 	}()
+	pacing := s.opts.Pacer.Worker()
 	for ctx.Err() == nil {
 		if s.waitWhilePaused(ctx) {
 			continue
@@ -386,6 +391,7 @@ func (s *Syncer) run(ctx context.Context) {
 			return
 		}
 		if len(batch) == 0 {
+			pacing.Idle()
 			if err := s.commitIdleLanes(); err != nil {
 				s.resetReaders()
 				s.failed(ctx, err, bo)
@@ -419,6 +425,9 @@ func (s *Syncer) run(ctx context.Context) {
 		s.conn.SyncSucceeded()
 		s.recovered()
 		bo.Reset()
+		if ls.lane != LaneCritical {
+			pacing.Pace(ctx)
+		}
 	}
 }
 
