@@ -21,6 +21,7 @@ import (
 // path off and on, alternately, 3 s each, b.N pairs. It reports each side's
 // acked events/s and the p99 of the request latency the clients saw, and the
 // ratios on/off, so that one run compares them on the same machine state.
+// HOLDFAST_BENCH_SHARE sets degradation.fast_path_share (default 0.25).
 //
 //	go test ./internal/node -run '^$' -bench FastPath -benchtime 3x
 func BenchmarkFastPath(b *testing.B) {
