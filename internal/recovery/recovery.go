@@ -142,7 +142,7 @@ func Recover(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep.PeakRecordsHeld, rep.SortRuns = sorted.peak, len(sorted.runs)
-	if err := sorted.remove(); err != nil {
+	if err := sorted.remove(); err != nil { // and lets go of its memory
 		return nil, err
 	}
 	if err := replay(ctx, o, cfg, rep); err != nil {
@@ -413,8 +413,10 @@ func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) erro
 		return err
 	}
 	defer l.Close()
-	st, err := store.Open(l, store.Options{DedupWindow: cfg.Ingest.DedupWindow, DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
-		NoContentDedup: cfg.Ingest.DedupWithoutID == "off"})
+	// The replay only appends the processor's outputs: the store's query
+	// index and de-duplication set, which grow with the log, are left to
+	// `holdfast run`, which builds them when it opens the rebuilt log.
+	st, err := store.Open(l, store.Options{OutputsOnly: true})
 	if err != nil {
 		return err
 	}

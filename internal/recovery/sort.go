@@ -268,7 +268,8 @@ func (s *sorter) merge(fn func(off uint64, p []byte) error) error {
 // errStop ends a merge early without error.
 var errStop = errors.New("stop")
 
-// remove deletes the run files.
+// remove deletes the run files and lets go of the records held.
 func (s *sorter) remove() error {
+	s.arena, s.idx = nil, nil
 	return os.RemoveAll(s.dir)
 }
