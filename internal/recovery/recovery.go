@@ -10,6 +10,13 @@
 // stream equal the cloud's, and every window result and alert the replay
 // produces again equals, byte for byte, the one the node had synced.
 //
+// Memory does not grow with the node's history: the cloud hands out the
+// records in offset order only per subject and lane, so they pass through an
+// external merge sort (sort.go, the standard library only) that keeps at most
+// Options.SortMemory of them in memory and the rest in sorted runs on disk
+// under the new data dir; the replay's store keeps no query index or
+// de-duplication set (holdfast run builds them).
+//
 // nats.go reads the cloud (an ordered consumer per stream, the KV registry
 // through internal/cloud, the object store); schollz/progressbar shows progress.
 package recovery
