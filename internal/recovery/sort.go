@@ -71,11 +71,26 @@ func (s *sorter) add(off uint64, p []byte) error {
 	if len(s.arena)+len(p) > 1<<32-1 {
 		return fmt.Errorf("recovery: record %d of %d bytes does not fit the sort buffer", off, len(p))
 	}
+	// The buffers double, but not past the limit (append's growth could
+	// take up to twice it).
+	if need := len(s.arena) + len(p); need > cap(s.arena) {
+		s.arena = regrow(s.arena, max(need, min(max(2*cap(s.arena), 64<<10), s.limit)))
+	}
+	if len(s.idx) == cap(s.idx) {
+		s.idx = regrow(s.idx, max(len(s.idx)+1, min(max(2*cap(s.idx), 4096), s.limit/entryBytes)))
+	}
 	s.idx = append(s.idx, entry{off: off, pos: uint32(len(s.arena)), len: uint32(len(p))})
 	s.arena = append(s.arena, p...)
 	s.held = len(s.idx)
 	s.peak = max(s.peak, s.held)
 	return nil
+}
+
+// regrow returns b in a new array of capacity n.
+func regrow[T any](b []T, n int) []T {
+	c := make([]T, len(b), n)
+	copy(c, b)
+	return c
 }
 
 func (s *sorter) sortHeld() {
