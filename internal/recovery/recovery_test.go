@@ -22,8 +22,9 @@ import (
 
 // TestRecoverBoundedMemory gives the cloud 30 000 offsets of a node: events of
 // a normal stream in batches as they come, those of a low-priority stream all
-// at the end (as after an outage, when the normal lane went first), and every
-// 97th offset missing. Recovery with 64 KiB to sort in rebuilds the log record
+// at the end (as after an outage, when the normal lane went first), a
+// watermark every 1 000 offsets in the results stream, and every 97th offset
+// missing. Recovery with 64 KiB to sort in rebuilds the log record
 // for record — each once, at its offset, holes where the cloud holds nothing —
 // while holding a small fraction of the records in memory at any time. A
 // recovery to a point in time stops at the first event received after it.
@@ -43,15 +44,21 @@ func TestRecoverBoundedMemory(t *testing.T) {
 	base := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	want := map[uint64][]byte{}
 	holes, perStream, shortest := 0, map[string]int{}, 1<<20
-	var normal, low cloud.Batch
+	var normal, low, marks cloud.Batch
 	var lowBatches []cloud.Batch
-	publish := func(stream, lane string, b *cloud.Batch) {
-		_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", "events", stream, lane, b, true))
+	publish := func(kind, stream, lane string, b *cloud.Batch) {
+		_, err := js.PublishMsg(ctx, cloud.BatchMsg("n1", kind, stream, lane, b, true))
 		require.NoError(t, err)
 	}
 	for off := range uint64(n) {
 		if off%97 == 13 {
 			holes++
+			continue
+		}
+		if off%1000 == 999 { // a watermark, in the other JetStream stream
+			p := (&event.WatermarkRecord{Stream: "temp", Watermark: base + int64(off)*10 - 5000}).AppendBinary(nil)
+			want[off] = p
+			marks.Append(off, p)
 			continue
 		}
 		stream := "temp"
@@ -74,14 +81,15 @@ func TestRecoverBoundedMemory(t *testing.T) {
 		}
 		normal.Append(off, p)
 		if normal.Count == 500 {
-			publish("temp", "normal", &normal)
+			publish("events", "temp", "normal", &normal)
 			normal = cloud.Batch{}
 		}
 	}
-	publish("temp", "normal", &normal)
+	publish("events", "temp", "normal", &normal)
+	publish("watermarks", "temp", "normal", &marks)
 	lowBatches = append(lowBatches, low)
 	for i := range lowBatches {
-		publish("hum", "low", &lowBatches[i])
+		publish("events", "hum", "low", &lowBatches[i])
 	}
 
 	rep, err := Recover(ctx, Options{CloudURL: srv.URL(), NodeID: "n1", DataDir: filepath.Join(dir, "b"), SortMemory: sortMemory})
@@ -89,7 +97,7 @@ func TestRecoverBoundedMemory(t *testing.T) {
 	require.True(t, rep.OK(), "%v", rep.Problems)
 	require.Equal(t, uint64(n), rep.Cut)
 	require.Equal(t, holes, rep.Holes)
-	require.Equal(t, map[string]int{"events": n - holes}, rep.Records)
+	require.Equal(t, map[string]int{"events": n - holes - marks.Count, "watermarks": marks.Count}, rep.Records)
 	require.Equal(t, perStream, rep.Events)
 	// The records went through sorted runs on disk; in memory there were at
 	// most as many as fit in sortMemory at entryBytes and the shortest
@@ -114,7 +122,7 @@ func TestRecoverBoundedMemory(t *testing.T) {
 		}
 	}
 	require.Equal(t, cutHoles, rep.Holes)
-	require.Equal(t, map[string]int{"events": 20_001 - cutHoles}, rep.Records)
+	require.Equal(t, map[string]int{"events": 20_001 - cutHoles - 20, "watermarks": 20}, rep.Records)
 	requireLog(t, filepath.Join(dir, "c"), rep.Cut, want)
 }
 
