@@ -204,13 +204,15 @@ cloud:
 	a.kill()
 	require.NoError(t, os.RemoveAll(dataA))
 
-	// Disaster recovery into B.
+	// Disaster recovery into B, with little memory to sort in: the records
+	// pass through sorted runs on disk.
 	dataB := filepath.Join(dir, "b")
 	out, err := exec.Command(binary, "recover", "--from-cloud", "--node-id", "site-a", "--cloud-url", srv.URL(),
-		"--data-dir", dataB).CombinedOutput()
+		"--data-dir", dataB, "--sort-memory", "64KiB").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	t.Logf("recover:\n%s", out)
 	require.Contains(t, string(out), "validation  passed")
+	require.Regexp(t, `records held in memory, [1-9][0-9]* sorted runs on disk`, string(out))
 	require.Contains(t, string(out), "snapshot    site-a/")
 
 	b := start(t, dataB, "--config", filepath.Join(dataB, "holdfast.yaml"))

@@ -7,7 +7,8 @@
 #   3. SIGTERM (a checkpoint at shutdown), restart: time to ready and caught up;
 #   4. SIGKILL after 20 more seconds of load, restart: the same, with a replay
 #      since the last periodic checkpoint;
-#   5. the node's data deleted, `holdfast recover --from-cloud`: records/s.
+#   5. the node's data deleted, `holdfast recover --from-cloud`: records/s and
+#      its peak RSS (/usr/bin/time -v).
 #
 # Usage: scripts/bench-recovery.sh [events] [devices]   (defaults 1000000 100000)
 # Everything runs on 127.0.0.1 in a temporary directory, removed at the end.
@@ -74,4 +75,6 @@ kill -TERM "$node"; wait "$node" || true
 
 echo "--- recover from the cloud"
 rm -rf "$dir/a"
-"$bin" recover --from-cloud --node-id bench-site --cloud-url "nats://127.0.0.1:$cloud_port" --data-dir "$dir/b" 2>/dev/null
+/usr/bin/time -v -o "$dir/time" "$bin" recover --from-cloud --node-id bench-site \
+	--cloud-url "nats://127.0.0.1:$cloud_port" --data-dir "$dir/b" 2>/dev/null
+grep -E "Maximum resident" "$dir/time" | sed 's/^\t//'

@@ -26,6 +26,7 @@ func recoverCmd() *cobra.Command {
 		file                 string
 		at                   string
 		asJSON               bool
+		sortMemory           string
 	)
 	c := &cobra.Command{
 		Use:   "recover --from-cloud --node-id ID [--cloud-url URL] [--at TIME] [--data-dir DIR]",
@@ -37,7 +38,11 @@ snapshot and validates: events per stream equal the cloud's, and every window re
 and alert the replay produces again equals the synced one. Exits non-zero if the
 validation fails. The registry holds no secrets (passwords, header values, URL
 credentials): recover lists the keys to fill in again in DIR/holdfast.yaml, and
-holdfast run refuses the file until they are. Start the node afterwards with
+holdfast run refuses the file until they are. The cloud hands out the records
+out of offset order (each priority lane at its own pace): recover holds at most
+--sort-memory of them in memory and writes the rest in sorted runs under DIR
+(about the records' size once more on disk), removed before it replays.
+Start the node afterwards with
   holdfast run --config DIR/holdfast.yaml
 See docs/OPERATIONS.md for the whole procedure.`,
 		Args: cobra.NoArgs,
@@ -59,6 +64,10 @@ See docs/OPERATIONS.md for the whole procedure.`,
 			if dataDir == "" {
 				dataDir = "./holdfast-data-" + nodeID
 			}
+			sortMem, err := config.ParseByteSize(sortMemory)
+			if err != nil || sortMem < 1<<10 || sortMem > 1<<32 {
+				return fmt.Errorf("--sort-memory: %q is not a size from 1KiB to 4GiB like 32MiB", sortMemory)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			var access cloud.Access
@@ -77,6 +86,7 @@ See docs/OPERATIONS.md for the whole procedure.`,
 			logger := newLogger(config.Log{Level: "warn", Format: "text"}, os.Stderr)
 			rep, err := recovery.Recover(ctx, recovery.Options{
 				CloudURL: url, Access: access, NodeID: nodeID, At: when, DataDir: dataDir, Logger: logger, Progress: cmd.ErrOrStderr(),
+				SortMemory: int(sortMem),
 			})
 			if err != nil {
 				return err
@@ -103,6 +113,7 @@ See docs/OPERATIONS.md for the whole procedure.`,
 	f.StringVar(&at, "at", "", "restore the node as of this time (RFC 3339); default: everything the cloud holds")
 	f.StringVar(&dataDir, "data-dir", "", "the new data directory (must not exist or be empty); default ./holdfast-data-<node-id>")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	f.StringVar(&sortMemory, "sort-memory", "32MiB", "memory for putting the cloud's records in offset order; beyond it they wait in sorted runs on disk under the new data directory")
 	return c
 }
 
@@ -137,6 +148,7 @@ func printReport(cmd *cobra.Command, r *recovery.Report) {
 		fmt.Fprintf(w, " %s %d", k, r.Records[k])
 	}
 	fmt.Fprintln(w)
+	fmt.Fprintf(w, "sort        at most %d records held in memory, %d sorted runs on disk\n", r.PeakRecordsHeld, r.SortRuns)
 	fmt.Fprintf(w, "replay      %d results verified, %d mismatches\n", r.ReplayVerified, r.ReplayMismatches)
 	fmt.Fprintf(w, "took        %s (%.0f records/s)\n", r.Took.Round(time.Millisecond), r.RecordsPerSecond)
 	for _, n := range r.Notes {

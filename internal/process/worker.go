@@ -164,8 +164,9 @@ func (w *worker) handle(it item) {
 		// what this run produced, byte for byte.
 		if i, ok := w.pending[it.id]; ok {
 			delete(w.pending, it.id)
-			w.pendKeys[i] = ""
 			w.verify(it, w.pendOuts[i])
+			w.pendKeys[i], w.pendOuts[i] = "", store.Output{}
+			w.compactPending()
 		}
 	case kindReplayDone:
 		w.finishReplay()
@@ -281,6 +282,28 @@ func (w *worker) emit(key string, o store.Output) {
 	w.pending[key] = len(w.pendOuts)
 	w.pendOuts = append(w.pendOuts, o)
 	w.pendKeys = append(w.pendKeys, key)
+}
+
+// compactPending drops the matched outputs from pendOuts once they are most
+// of it, so that a replay holds only the outputs it produced and has not yet
+// met in the log (at most a burst of closing windows), not every output since
+// the checkpoint.
+func (w *worker) compactPending() {
+	if len(w.pendOuts) < 1024 || len(w.pending)*2 > len(w.pendOuts) {
+		return
+	}
+	n := 0
+	for i, key := range w.pendKeys {
+		if key == "" {
+			continue
+		}
+		w.pendOuts[n], w.pendKeys[n] = w.pendOuts[i], key
+		w.pending[key] = n
+		n++
+	}
+	clear(w.pendOuts[n:])
+	clear(w.pendKeys[n:])
+	w.pendOuts, w.pendKeys = w.pendOuts[:n], w.pendKeys[:n]
 }
 
 // finishReplay writes what the previous run produced but did not get to

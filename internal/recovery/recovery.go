@@ -10,20 +10,28 @@
 // stream equal the cloud's, and every window result and alert the replay
 // produces again equals, byte for byte, the one the node had synced.
 //
+// Memory does not grow with the node's history: the cloud hands out the
+// records in offset order only per subject and lane, so they pass through an
+// external merge sort (sort.go, the standard library only) that keeps at most
+// Options.SortMemory of them in memory and the rest in sorted runs on disk
+// under the new data dir; the replay's store keeps no query index or
+// de-duplication set (holdfast run builds them).
+//
 // nats.go reads the cloud (an ordered consumer per stream, the KV registry
 // through internal/cloud, the object store); schollz/progressbar shows progress.
 package recovery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -54,6 +62,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Progress receives progress bars; nil shows none.
 	Progress io.Writer
+	// SortMemory bounds the bytes of records held in memory while they are
+	// put in offset order (payloads and 16 bytes each); beyond it they wait
+	// in sorted runs under DataDir. 0: DefaultSortMemory.
+	SortMemory int
 }
 
 // Report is what a recovery found and did.
@@ -73,6 +85,11 @@ type Report struct {
 	Records        map[string]int `json:"records"`
 	Holes          int            `json:"holes"`
 	Events         map[string]int `json:"events_per_stream"`
+	// PeakRecordsHeld is the most records recovery held in memory at once
+	// while putting them in offset order; SortRuns how many sorted runs it
+	// wrote to disk to stay within Options.SortMemory.
+	PeakRecordsHeld int `json:"peak_records_held"`
+	SortRuns        int `json:"sort_runs"`
 	// ReplayVerified: results the replay produced again equal to the synced ones.
 	ReplayVerified   uint64        `json:"replay_verified"`
 	ReplayMismatches uint64        `json:"replay_mismatches"`
@@ -116,25 +133,23 @@ func Recover(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, seqs, err := fetchRecords(ctx, js, o)
+	// The records wait in a sorter under the new data dir, on disk beyond
+	// o.SortMemory, until they can be written in offset order.
+	sorted := newSorter(filepath.Join(o.DataDir, ".recover-sort"), cmp.Or(o.SortMemory, DefaultSortMemory))
+	defer sorted.remove()
+	seqs, err := fetchRecords(ctx, js, o, sorted, rep)
 	if err != nil {
 		return nil, err
 	}
-	rep.Cut = cut(recs, o.At)
 	cloudEvents := map[string]int{}
-	for off, p := range recs {
-		if off >= rep.Cut {
-			continue
-		}
-		rep.Records[kindName(event.Type(p))]++
-		if v, ok := event.Peek(p); ok {
-			cloudEvents[string(v.Stream)]++
-		}
-	}
 	if err := restoreSnapshot(ctx, js, o, cfg, rep); err != nil {
 		return nil, err
 	}
-	if err := writeLog(o, cfg, recs, seqs, rep); err != nil {
+	if err := writeLog(o, cfg, sorted, seqs, rep, cloudEvents); err != nil {
+		return nil, err
+	}
+	rep.PeakRecordsHeld, rep.SortRuns = sorted.peak, len(sorted.runs)
+	if err := sorted.remove(); err != nil { // and lets go of its memory
 		return nil, err
 	}
 	if err := replay(ctx, o, cfg, rep); err != nil {
@@ -196,78 +211,76 @@ func redactedHeader(keys []string) string {
 	return b.String()
 }
 
-// fetchRecords reads every record the cloud holds for the node, by offset,
-// and the stream sequence of the node's last message in each stream.
-func fetchRecords(ctx context.Context, js jetstream.JetStream, o Options) (map[uint64][]byte, map[string]uint64, error) {
-	recs := map[uint64][]byte{}
+// fetchRecords reads every record the cloud holds for the node into sorted,
+// sets rep.Cut, and returns the stream sequence of the node's last message in
+// each stream. JetStream hands out at most fetchBatch messages at a time, each
+// at most a 512 KiB batch body (docs/format/cloud.md).
+func fetchRecords(ctx context.Context, js jetstream.JetStream, o Options, sorted *sorter, rep *Report) (map[string]uint64, error) {
 	seqs := map[string]uint64{}
+	// The cut: everything, or, for a point in time, up to the first event
+	// the node received after it.
+	end, firstAfter := uint64(0), uint64(math.MaxUint64)
+	limit := o.At.UnixMilli()
 	for _, name := range []string{cloud.StreamEvents, cloud.StreamResults, cloud.StreamLedger} {
 		s, err := js.Stream(ctx, name)
 		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+			return nil, fmt.Errorf("stream %s: %w", name, err)
 		}
 		cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cloud.NodeFilter(o.NodeID)}})
 		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+			return nil, fmt.Errorf("stream %s: %w", name, err)
 		}
 		info, err := cons.Info(ctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+			return nil, fmt.Errorf("stream %s: %w", name, err)
 		}
 		bar := newBar(o.Progress, int64(info.NumPending), "fetching "+name)
 		for left := info.NumPending; left > 0; {
-			batch, err := cons.Fetch(int(min(left, 500)), jetstream.FetchMaxWait(10*time.Second))
+			batch, err := cons.Fetch(int(min(left, fetchBatch)), jetstream.FetchMaxWait(10*time.Second))
 			if err != nil {
-				return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+				return nil, fmt.Errorf("stream %s: %w", name, err)
 			}
 			n := 0
 			for m := range batch.Messages() {
 				n++
 				meta, err := m.Metadata()
 				if err != nil {
-					return nil, nil, err
+					return nil, err
 				}
 				seqs[name] = meta.Sequence.Stream
 				rs, err := cloud.DecodeBatch(m.Headers(), m.Data())
 				if err != nil {
-					return nil, nil, fmt.Errorf("stream %s message %d: %w", name, meta.Sequence.Stream, err)
+					return nil, fmt.Errorf("stream %s message %d: %w", name, meta.Sequence.Stream, err)
 				}
 				for _, r := range rs {
-					recs[r.Offset] = slices.Clone(r.Payload)
+					end = max(end, r.Offset+1)
+					if !o.At.IsZero() && r.Offset < firstAfter {
+						if v, ok := event.Peek(r.Payload); ok && v.Received > limit {
+							firstAfter = r.Offset
+						}
+					}
+					if err := sorted.add(r.Offset, r.Payload); err != nil {
+						return nil, err
+					}
 				}
 			}
 			if err := batch.Error(); err != nil {
-				return nil, nil, fmt.Errorf("stream %s: %w", name, err)
+				return nil, fmt.Errorf("stream %s: %w", name, err)
 			}
 			if n == 0 {
-				return nil, nil, fmt.Errorf("stream %s: no messages within 10s with %d still to read", name, left)
+				return nil, fmt.Errorf("stream %s: no messages within 10s with %d still to read", name, left)
 			}
 			left -= uint64(n)
 			_ = bar.Add(n)
 		}
 		_ = bar.Finish()
 	}
-	return recs, seqs, nil
+	rep.Cut = min(end, firstAfter)
+	return seqs, nil
 }
 
-// cut returns the offset below which records are restored: everything, or,
-// for a point in time, up to the first event the node received after it.
-func cut(recs map[uint64][]byte, at time.Time) uint64 {
-	end := uint64(0)
-	for off := range recs {
-		end = max(end, off+1)
-	}
-	if at.IsZero() {
-		return end
-	}
-	limit := at.UnixMilli()
-	for off, p := range recs {
-		if v, ok := event.Peek(p); ok && v.Received > limit && off < end {
-			end = off
-		}
-	}
-	return end
-}
+// fetchBatch is how many messages recover asks JetStream for at a time.
+const fetchBatch = 64
 
 // restoreSnapshot installs the newest snapshot taken at or before o.At whose
 // offset is within the restored records, as the data dir's checkpoint.
@@ -307,10 +320,11 @@ func restoreSnapshot(ctx context.Context, js jetstream.JetStream, o Options, cfg
 	return nil
 }
 
-// writeLog writes records 0 to rep.Cut-1 into the new log, a hole for every
-// offset the cloud does not hold, and sets every sync cursor past them: the
-// cloud holds them already.
-func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[string]uint64, rep *Report) error {
+// writeLog writes records 0 to rep.Cut-1 into the new log, in offset order
+// from sorted, a hole for every offset the cloud does not hold, and sets
+// every sync cursor past them: the cloud holds them already. It counts the
+// records per kind and the events per stream the cloud holds below the cut.
+func writeLog(o Options, cfg config.Config, sorted *sorter, seqs map[string]uint64, rep *Report, cloudEvents map[string]int) error {
 	l, err := node.OpenBuffer(cfg, buffer.Options{
 		SegmentBytes: int64(cfg.Buffer.SegmentBytes),
 		MaxBytes:     max(int64(cfg.Buffer.MaxBytes), 1<<40), // nothing restored may be deleted while writing
@@ -321,25 +335,61 @@ func writeLog(o Options, cfg config.Config, recs map[uint64][]byte, seqs map[str
 	defer l.Close()
 	bar := newBar(o.Progress, int64(rep.Cut), "writing the log")
 	hole := []byte{event.TypeHole}
+	// The records go to the log in chunks of up to 4096, copied into data.
 	chunk := make([][]byte, 0, 4096)
-	for off := uint64(0); off < rep.Cut; off++ {
-		p, ok := recs[off]
-		if !ok {
-			p = hole
-			rep.Holes++
+	var data []byte
+	next := uint64(0) // the offset the log gives the next record
+	flush := func() error {
+		if len(chunk) == 0 {
+			return nil
 		}
-		chunk = append(chunk, p)
-		if len(chunk) == cap(chunk) || off == rep.Cut-1 {
-			first, err := l.Append(chunk...)
-			if err != nil {
+		want := next - uint64(len(chunk))
+		first, err := l.Append(chunk...)
+		if err != nil {
+			return err
+		}
+		if first != want {
+			return fmt.Errorf("the new log gave offset %d to record %d", first, want)
+		}
+		_ = bar.Add(len(chunk))
+		chunk, data = chunk[:0], data[:0]
+		return nil
+	}
+	put := func(p []byte) error {
+		if len(chunk) == cap(chunk) || len(data)+len(p) > cap(data) {
+			if err := flush(); err != nil {
 				return err
 			}
-			if want := off + 1 - uint64(len(chunk)); first != want {
-				return fmt.Errorf("the new log gave offset %d to record %d", first, want)
-			}
-			_ = bar.Add(len(chunk))
-			chunk = chunk[:0]
 		}
+		if len(p) > cap(data) {
+			data = make([]byte, 0, max(4<<20, len(p)))
+		}
+		data = append(data, p...)
+		chunk = append(chunk, data[len(data)-len(p):])
+		next++
+		return nil
+	}
+	err = sorted.merge(func(off uint64, p []byte) error {
+		if off >= rep.Cut {
+			return errStop
+		}
+		for next < off {
+			rep.Holes++
+			if err := put(hole); err != nil {
+				return err
+			}
+		}
+		rep.Records[kindName(event.Type(p))]++
+		if v, ok := event.Peek(p); ok {
+			cloudEvents[string(v.Stream)]++
+		}
+		return put(p)
+	})
+	if err != nil {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	_ = bar.Finish()
 	// Every sink a node may have starts after the records the cloud holds:
@@ -370,8 +420,10 @@ func replay(ctx context.Context, o Options, cfg config.Config, rep *Report) erro
 		return err
 	}
 	defer l.Close()
-	st, err := store.Open(l, store.Options{DedupWindow: cfg.Ingest.DedupWindow, DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
-		NoContentDedup: cfg.Ingest.DedupWithoutID == "off"})
+	// The replay only appends the processor's outputs: the store's query
+	// index and de-duplication set, which grow with the log, are left to
+	// `holdfast run`, which builds them when it opens the rebuilt log.
+	st, err := store.Open(l, store.Options{OutputsOnly: true})
 	if err != nil {
 		return err
 	}

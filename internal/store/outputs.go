@@ -43,6 +43,9 @@ func (s *Store) AppendOutputs(outs []Output) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	if s.opts.OutputsOnly {
+		return first, nil
+	}
 	for i, p := range payloads {
 		s.indexOutput(p, first+uint64(i))
 	}

@@ -41,6 +41,12 @@ type Options struct {
 	Logger         *slog.Logger
 	Metrics        *Metrics         // nil: none
 	now            func() time.Time // test clock
+
+	// OutputsOnly opens a store that only appends the processor's outputs,
+	// for the replay of `holdfast recover`: Open does not read the log, and
+	// the store keeps no query index, de-duplication set or late marks, whose
+	// memory grows with the log. Append refuses events.
+	OutputsOnly bool
 }
 
 func (o Options) withDefaults() Options {
@@ -96,6 +102,9 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 		idx:   newIndex(),
 		late:  map[uint64]struct{}{},
 		stamp: clock.NewStamper(opts.now),
+	}
+	if opts.OutputsOnly {
+		return s, nil
 	}
 	start := time.Now()
 	n, err := s.rebuild()
@@ -168,6 +177,9 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 	var res ingest.Result
 	if len(evs) == 0 {
 		return res, nil
+	}
+	if s.opts.OutputsOnly {
+		return res, errors.New("store: opened for outputs only, it takes no events")
 	}
 	now := s.stamp.Stamp()
 	bp, _ := s.bufs.Get().(*[]byte)
