@@ -106,7 +106,7 @@ func (l *Log) recycle(g *group) {
 func (l *Log) commit(g *group) error {
 	l.segMu.RLock()
 	seg := l.segments[len(l.segments)-1]
-	size := seg.size
+	size, gen := seg.size, seg.gen
 	l.segMu.RUnlock()
 	if size >= l.opts.SegmentBytes {
 		if err := l.roll(g.first); err != nil {
@@ -114,7 +114,7 @@ func (l *Log) commit(g *group) error {
 		}
 		l.segMu.RLock()
 		seg = l.segments[len(l.segments)-1]
-		size = seg.size
+		size, gen = seg.size, seg.gen
 		l.segMu.RUnlock()
 	}
 	if _, err := l.active.Write(g.buf); err != nil {
@@ -128,6 +128,9 @@ func (l *Log) commit(g *group) error {
 	l.m.CommitRecords.Observe(float64(g.next - g.first))
 	l.m.CommitBytes.Observe(float64(len(g.buf)))
 	l.m.Records.Add(float64(g.next - g.first))
+	// In the tail before readers can see the records, so that those at the
+	// live end find them there.
+	l.tail.add(seg, gen, size, g.buf, l.opts.TailBytes)
 
 	// Durable before readers can see the records: a reader never returns an
 	// offset DurableOffset does not yet cover.
