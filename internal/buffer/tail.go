@@ -4,7 +4,7 @@ import "sync"
 
 // DefaultTailBytes is how many of the newest committed bytes the log keeps in
 // memory for its readers by default (Options.TailBytes).
-const DefaultTailBytes = 8 << 20
+const DefaultTailBytes = 4 << 20
 
 // tail keeps the newest committed bytes of the active segment in memory, as
 // they are in the file: the frames of the last commit groups, after their
@@ -49,8 +49,11 @@ func (t *tail) add(seg *segment, gen uint64, pos int64, b []byte, limit int) {
 		n := copy(t.data, t.data[drop:])
 		t.data, t.start = t.data[:n], t.start+int64(drop)
 	}
-	if cap(t.data) == 0 {
-		t.data = make([]byte, 0, limit)
+	if need := len(t.data) + len(b); need > cap(t.data) {
+		// Grown as it fills, never beyond limit.
+		grown := make([]byte, len(t.data), min(limit, max(2*need, 64<<10)))
+		copy(grown, t.data)
+		t.data = grown
 	}
 	t.data = append(t.data, b...)
 }

@@ -133,6 +133,35 @@ func benchHTTPIngest(b *testing.B, processing, contentDedup bool) {
 	if processing {
 		b.ReportMetric(float64(n.proc.Status().Lag), "lag-records")
 	}
+	// The share of the bytes the log's readers (the processor, the alert
+	// notifiers) read that came from the log's tail in memory.
+	if mem, file := logReadBytes(b, n); mem+file > 0 {
+		b.ReportMetric(100*mem/(mem+file), "%read-from-memory")
+	}
+}
+
+// logReadBytes returns holdfast_log_read_bytes_total from memory and from file.
+func logReadBytes(b *testing.B, n *Node) (mem, file float64) {
+	mfs, err := n.reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "holdfast_log_read_bytes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				switch lp.GetName() + "=" + lp.GetValue() {
+				case "from=memory":
+					mem = m.GetCounter().GetValue()
+				case "from=file":
+					file = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return mem, file
 }
 
 // BenchmarkMQTTIngest measures durable MQTT QoS 1 ingest through an
