@@ -490,18 +490,21 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		it.stream, it.device = names[0].get(v.Stream), names[1].get(v.DeviceID)
 		it.ts, it.value = v.TS, v.Value
 	case event.TypeWindow:
-		w, err := event.DecodeWindow(payload)
-		if err != nil || !replay {
+		if !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
-	case event.TypeAlert:
-		a, err := event.DecodeAlert(payload)
+		w, err := event.DecodeWindow(payload)
 		if err != nil {
 			return it, false
 		}
+		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
+	case event.TypeAlert:
 		if !replay {
 			return it, false // live: the worker wrote it and knows
+		}
+		a, err := event.DecodeAlert(payload)
+		if err != nil {
+			return it, false
 		}
 		it.stream, it.device, it.id, it.raw = a.Stream, a.DeviceID, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
 	case event.TypeWatermark:
