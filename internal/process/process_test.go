@@ -92,6 +92,14 @@ const fileOnly = -1
 
 func openNodeOn(t *testing.T, l *buffer.Log, fs *vfs.MemFS, workers int, ck CheckpointOptions) *node {
 	t.Helper()
+	n := prepareNodeOn(t, l, fs, workers, ck)
+	n.proc.Start()
+	return n
+}
+
+// prepareNodeOn is openNodeOn without starting the processor.
+func prepareNodeOn(t *testing.T, l *buffer.Log, fs *vfs.MemFS, workers int, ck CheckpointOptions) *node {
+	t.Helper()
 	if ck.Interval > 0 {
 		ck.FS, ck.Dir = fs, "/d/checkpoints"
 	}
@@ -108,7 +116,6 @@ func openNodeOn(t *testing.T, l *buffer.Log, fs *vfs.MemFS, workers int, ck Chec
 		Metrics:     m,
 	})
 	require.NoError(t, err)
-	p.Start()
 	return &node{fs: fs, log: l, st: st, proc: p, metrics: m}
 }
 
