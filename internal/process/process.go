@@ -121,6 +121,7 @@ type Processor struct {
 	seed   maphash.Seed
 	work   []*worker
 	out    chan outMsg
+	free   chan []item      // batches the workers are done with, for the reader to fill again
 	ckpt   chan *Checkpoint // to the checkpoint writer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -193,6 +194,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 		steady:   clock.NewSteady(opts.clock),
 		seed:     maphash.MakeSeed(),
 		out:      make(chan outMsg, 64),
+		free:     make(chan []item, 64),
 		ckpt:     make(chan *Checkpoint, 1),
 		seenLate: map[uint64]struct{}{},
 		alerts:   map[string]alert.Alert{},
@@ -321,7 +323,7 @@ func (p *Processor) read(ctx context.Context) {
 					return false
 				}
 			}
-			batches[i] = make([]item, 0, 256)
+			batches[i] = p.newBatch()
 		}
 		return true
 	}
@@ -459,7 +461,7 @@ func (p *Processor) read(ctx context.Context) {
 			switch it.kind {
 			case event.TypeEvent:
 				dw := sp.event(batches, i, it)
-				if (len(batches[dw]) >= 256 || len(batches[i]) >= 256) && !flush() {
+				if (len(batches[dw]) >= batchLen || len(batches[i]) >= batchLen) && !flush() {
 					return
 				}
 				continue
@@ -471,9 +473,35 @@ func (p *Processor) read(ctx context.Context) {
 			}
 		}
 		batches[i] = append(batches[i], it)
-		if len(batches[i]) >= 256 && !flush() {
+		if len(batches[i]) >= batchLen && !flush() {
 			return
 		}
+	}
+}
+
+// batchLen is how many items the reader puts in a batch before sending it.
+const batchLen = 256
+
+// newBatch returns an empty batch, one a worker is done with if there is one.
+func (p *Processor) newBatch() []item {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]item, 0, batchLen)
+	}
+}
+
+// doneWith takes back a batch a worker has handled, cleared, unless enough
+// are waiting.
+func (p *Processor) doneWith(b []item) {
+	if cap(b) < batchLen {
+		return
+	}
+	clear(b)
+	select {
+	case p.free <- b[:0]:
+	default:
 	}
 }
 
