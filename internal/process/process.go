@@ -117,6 +117,7 @@ func (o Options) withDefaults() Options {
 type Processor struct {
 	opts   Options
 	store  *store.Store
+	fed    *store.Fed // the events the store appended, decoded: the live end takes them from here
 	log    buffer.Engine
 	seed   maphash.Seed
 	work   []*worker
@@ -159,6 +160,7 @@ type Processor struct {
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
 
 	checkpointed atomic.Uint64 // offset of the newest checkpoint on disk, +1 (0: none)
+	fedHits      atomic.Uint64 // events the reader took from the store's Fed, counted when a run ends
 	verified     atomic.Uint64 // replayed outputs equal to the record already in the log
 	mismatches   atomic.Uint64 // replayed outputs that differ from it
 
@@ -220,6 +222,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 // Attach gives a prepared processor its store (over the same log).
 func (p *Processor) Attach(s *store.Store) {
 	p.store = s
+	p.fed = s.Fed()
 }
 
 // Restore loads the newest valid checkpoint, if checkpoints are on; Start
@@ -329,6 +332,8 @@ func (p *Processor) read(ctx context.Context) {
 	}
 	flush := func() bool { return send(false) }
 	names := [2]*interner{newInterner(), newInterner()} // streams, devices
+	fed := newFedView(p.fed)
+	defer func() { p.fedHits.Add(fed.hits) }()
 	var route router
 	sp := p.newSplitter()
 	replaying := true
@@ -452,7 +457,7 @@ func (p *Processor) read(ctx context.Context) {
 			}
 		}
 		next = off + 1
-		it, ok := p.decode(off, payload, names, off < p.replayEnd)
+		it, ok := p.decode(off, payload, names, fed, off < p.replayEnd)
 		if !ok {
 			continue
 		}
@@ -507,10 +512,16 @@ func (p *Processor) doneWith(b []item) {
 
 // decode turns a record into a work item; ok is false for records no worker
 // needs.
-func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, replay bool) (item, bool) {
+func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, fed *fedView, replay bool) (item, bool) {
 	it := item{off: off, kind: event.Type(payload)}
 	switch it.kind {
 	case event.TypeEvent:
+		if !replay {
+			if e, ok := fed.get(off); ok {
+				it.stream, it.device, it.ts, it.value = e.Stream, e.Device, e.TS, e.Value
+				return it, true
+			}
+		}
 		v, ok := event.Peek(payload)
 		if !ok {
 			return it, false

@@ -253,7 +253,8 @@ func crashesMatch(t *testing.T, ck CheckpointOptions) {
 
 // requireSameAsReference closes the settled n and compares the window and
 // alert records in its log with those of a fresh node, never crashed,
-// degraded or split, reading its log only from the files, fed the events that
+// degraded or split, reading its log only from the files and decoding every
+// event from its record, fed the events that
 // survived in n's log, in log order:
 // the same set, bit for bit, each once; at least minWindows windows and one
 // alert.
@@ -276,9 +277,12 @@ func requireSameAsReference(t *testing.T, n *node, minWindows int) {
 	r.Close()
 	n.close()
 
-	// The reference reads the log only from its files.
+	// The reference reads the log only from its files, and decodes every
+	// event from its record.
 	refFS := vfs.NewMem()
-	ref := openNodeOn(t, openLog(t, refFS, fileOnly), refFS, 2, CheckpointOptions{})
+	ref := prepareNodeOn(t, openLog(t, refFS, fileOnly), refFS, 2, CheckpointOptions{})
+	ref.proc.fed = nil
+	ref.proc.Start()
 	defer ref.close()
 	for i := 0; i < len(survived); i += 100 {
 		_, err := ref.st.Append(context.Background(), survived[i:min(i+100, len(survived))])

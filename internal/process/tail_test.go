@@ -70,5 +70,6 @@ func TestProcessorFallsBackToTheFilesAndRejoinsTheTail(t *testing.T) {
 	tail3, _ := reads()
 	require.Greater(t, tail3, tail2)
 	n.settle(t)
+	require.Positive(t, n.proc.fedHits.Load(), "live events taken from the store's Fed")
 	requireSameAsReference(t, n, 100)
 }

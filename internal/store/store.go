@@ -77,6 +77,9 @@ type Store struct {
 	// stamp hands out received times: never below one stamped before, nor
 	// below the newest in the log, whatever the wall clock does.
 	stamp *clock.Stamper
+
+	fedOnce sync.Once
+	fed     atomic.Pointer[Fed] // nil until Fed is called (fed.go)
 }
 
 var _ ingest.Appender = (*Store)(nil)
@@ -235,6 +238,9 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 				extend(s.idx.byStream, e.Stream, e.TS, first+uint64(i))
 			}
 			s.idx.mu.Unlock()
+			if f := s.fed.Load(); f != nil {
+				f.put(first, evs, keep)
+			}
 			res.Stored = len(keep)
 			if f := s.log.FirstOffset(); f > s.first.Load() {
 				s.first.Store(f)
