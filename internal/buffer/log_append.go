@@ -29,6 +29,15 @@ func appendFrame(dst []byte, off uint64, payload []byte) []byte {
 // first, once all of them are fsync'd. On error none of them may be treated as
 // stored: the log has failed or is closed.
 func (l *Log) Append(payloads ...[]byte) (uint64, error) {
+	return l.AppendAssigned(nil, payloads...)
+}
+
+// AppendAssigned is Append that also calls assigned, if not nil, with the
+// first offset as soon as the records have their offsets, before they are
+// durable and so before any reader can return them. It is called at most
+// once, with the log's commit lock held: it must be quick and must not call
+// the log. If Append then fails, the offsets it was given are never durable.
+func (l *Log) AppendAssigned(assigned func(first uint64), payloads ...[]byte) (uint64, error) {
 	if len(payloads) == 0 {
 		return l.commits.NextOffset(), l.commits.Usable()
 	}
@@ -48,6 +57,9 @@ func (l *Log) Append(payloads ...[]byte) (uint64, error) {
 			g.buf = appendFrame(g.buf, off, p)
 		}
 		g.next = first + uint64(len(payloads))
+		if assigned != nil {
+			assigned(first)
+		}
 		return &g.Ack
 	})
 }

@@ -12,9 +12,10 @@ const fedSlots = 1 << 16
 // Fed holds the newest events the store appended, as ingest gave them, by
 // offset: the fields the stream processor needs, so that at the live end it
 // takes an event from here instead of decoding its record again. It is a
-// bounded ring: an event overwritten, not yet put (the Append that stored it
-// has not returned), or appended by someone else than the store is not here,
-// and the processor decodes its record as before. What is here for an offset is
+// bounded ring: an event overwritten, or appended by someone else than the
+// store, is not here (nor, with an engine other than the native log, one
+// whose Append has not returned yet), and the processor decodes its record as
+// before. What is here for an offset is
 // what decoding that offset's record gives.
 type Fed struct {
 	mu   sync.Mutex
@@ -35,6 +36,27 @@ type FedEvent struct {
 func (s *Store) Fed() *Fed {
 	s.fedOnce.Do(func() { s.fed.Store(&Fed{ring: make([]FedEvent, fedSlots)}) })
 	return s.fed.Load()
+}
+
+// assignedAppender is an engine that tells an appender its offsets before
+// the records are durable (buffer.Log).
+type assignedAppender interface {
+	AppendAssigned(assigned func(first uint64), payloads ...[]byte) (uint64, error)
+}
+
+// appendFed appends payloads, the records of evs[keep[i]], and puts the
+// events in f: before they are durable if the engine says their offsets
+// then, so that a reader never finds their records before their events are
+// in f; otherwise once the append returns.
+func (s *Store) appendFed(f *Fed, payloads [][]byte, evs []event.Event, keep []int) (uint64, error) {
+	if a, ok := s.log.(assignedAppender); ok {
+		return a.AppendAssigned(func(first uint64) { f.put(first, evs, keep) }, payloads...)
+	}
+	first, err := s.log.Append(payloads...)
+	if err == nil {
+		f.put(first, evs, keep)
+	}
+	return first, err
 }
 
 // put records evs[keep[i]], stored at offset first+i.

@@ -229,7 +229,11 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 			startPos = end
 		}
 		var first uint64
-		first, err = s.log.Append(payloads...)
+		if f := s.fed.Load(); f != nil {
+			first, err = s.appendFed(f, payloads, evs, keep)
+		} else {
+			first, err = s.log.Append(payloads...)
+		}
 		if err == nil {
 			s.idx.mu.Lock() // once a batch, not once an event
 			for i, j := range keep {
@@ -238,9 +242,6 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 				extend(s.idx.byStream, e.Stream, e.TS, first+uint64(i))
 			}
 			s.idx.mu.Unlock()
-			if f := s.fed.Load(); f != nil {
-				f.put(first, evs, keep)
-			}
 			res.Stored = len(keep)
 			if f := s.log.FirstOffset(); f > s.first.Load() {
 				s.first.Store(f)
