@@ -77,8 +77,12 @@ type Options struct {
 	// MaxPendingBytes bounds the bytes waiting for the writer; appenders block
 	// beyond it. Default 32 MiB.
 	MaxPendingBytes int
-	Logger          *slog.Logger
-	Metrics         *Metrics // default: unregistered metrics
+	// TailBytes is how many of the newest committed bytes the native log
+	// keeps in memory, so that readers at the live end do not read them
+	// back from the file (tail.go). Default DefaultTailBytes; negative: none.
+	TailBytes int
+	Logger    *slog.Logger
+	Metrics   *Metrics // default: unregistered metrics
 	// OnUnreadDeleted, if set, is called by retention just before it deletes
 	// records no reader had passed (below the slowest position cursor), with
 	// their offsets [from, to) and a reader over them, valid only during the
@@ -105,6 +109,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.MaxPendingBytes == 0 {
 		o.MaxPendingBytes = 32 << 20
+	}
+	if o.TailBytes == 0 {
+		o.TailBytes = DefaultTailBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -152,6 +159,8 @@ type Log struct {
 	cursors  map[string]uint64 // guarded by cursorMu
 
 	quarantined atomic.Int64 // records lost to corruption found on open
+
+	tail tail // the newest committed bytes, for readers at the live end
 
 	removeMu sync.Mutex // one Remove at a time
 	hidden   Hidden     // records removed, or being removed: readers pass over them

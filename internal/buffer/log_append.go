@@ -29,6 +29,15 @@ func appendFrame(dst []byte, off uint64, payload []byte) []byte {
 // first, once all of them are fsync'd. On error none of them may be treated as
 // stored: the log has failed or is closed.
 func (l *Log) Append(payloads ...[]byte) (uint64, error) {
+	return l.AppendAssigned(nil, payloads...)
+}
+
+// AppendAssigned is Append that also calls assigned, if not nil, with the
+// first offset as soon as the records have their offsets, before they are
+// durable and so before any reader can return them. It is called at most
+// once, with the log's commit lock held: it must be quick and must not call
+// the log. If Append then fails, the offsets it was given are never durable.
+func (l *Log) AppendAssigned(assigned func(first uint64), payloads ...[]byte) (uint64, error) {
 	if len(payloads) == 0 {
 		return l.commits.NextOffset(), l.commits.Usable()
 	}
@@ -48,6 +57,9 @@ func (l *Log) Append(payloads ...[]byte) (uint64, error) {
 			g.buf = appendFrame(g.buf, off, p)
 		}
 		g.next = first + uint64(len(payloads))
+		if assigned != nil {
+			assigned(first)
+		}
 		return &g.Ack
 	})
 }
@@ -106,7 +118,7 @@ func (l *Log) recycle(g *group) {
 func (l *Log) commit(g *group) error {
 	l.segMu.RLock()
 	seg := l.segments[len(l.segments)-1]
-	size := seg.size
+	size, gen := seg.size, seg.gen
 	l.segMu.RUnlock()
 	if size >= l.opts.SegmentBytes {
 		if err := l.roll(g.first); err != nil {
@@ -114,7 +126,7 @@ func (l *Log) commit(g *group) error {
 		}
 		l.segMu.RLock()
 		seg = l.segments[len(l.segments)-1]
-		size = seg.size
+		size, gen = seg.size, seg.gen
 		l.segMu.RUnlock()
 	}
 	if _, err := l.active.Write(g.buf); err != nil {
@@ -128,6 +140,9 @@ func (l *Log) commit(g *group) error {
 	l.m.CommitRecords.Observe(float64(g.next - g.first))
 	l.m.CommitBytes.Observe(float64(len(g.buf)))
 	l.m.Records.Add(float64(g.next - g.first))
+	// In the tail before readers can see the records, so that those at the
+	// live end find them there.
+	l.tail.add(seg, gen, size, g.buf, l.opts.TailBytes)
 
 	// Durable before readers can see the records: a reader never returns an
 	// offset DurableOffset does not yet cover.

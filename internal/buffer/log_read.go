@@ -27,6 +27,9 @@ type Reader struct {
 
 	buf    []byte // bytes of seg from bufPos
 	bufPos int64
+	// bufTail: buf was filled from the log's tail in memory, whose frames
+	// were checksummed as they were written.
+	bufTail bool
 }
 
 // NewReader returns a reader positioned at the first record with offset ≥ from.
@@ -117,7 +120,7 @@ func (r *Reader) frame(size int64) (uint64, []byte, error) {
 		return 0, nil, err
 	}
 	payload := rec[frameHeaderSize:]
-	if crc32.Update(crc32.Update(0, castagnoli, rec[8:16]), castagnoli, payload) != crc {
+	if !r.bufTail && crc32.Update(crc32.Update(0, castagnoli, rec[8:16]), castagnoli, payload) != crc {
 		return 0, nil, r.corrupt(errors.New("checksum mismatch"))
 	}
 	r.pos += frameHeaderSize + n
@@ -141,6 +144,12 @@ func (r *Reader) bytes(pos int64, n int, size int64) ([]byte, error) {
 		r.buf = make([]byte, want)
 	}
 	r.buf = r.buf[:want]
+	if m := r.l.tail.read(r.seg, r.gen, pos, r.buf); m >= n {
+		r.buf, r.bufPos, r.bufTail = r.buf[:m], pos, true
+		r.l.m.TailReadBytes.Add(float64(m))
+		return r.buf[:n], nil
+	}
+	r.bufTail = false
 	m, err := r.f.ReadAt(r.buf, pos)
 	if m < n {
 		if err == nil || errors.Is(err, io.EOF) {
@@ -150,6 +159,7 @@ func (r *Reader) bytes(pos int64, n int, size int64) ([]byte, error) {
 		return nil, fmt.Errorf("read segment %s at %d: %w", r.seg.name, pos, err)
 	}
 	r.buf, r.bufPos = r.buf[:m], pos
+	r.l.m.FileReadBytes.Add(float64(m))
 	return r.buf[:n], nil
 }
 

@@ -17,6 +17,11 @@ type Metrics struct {
 	RetentionRecords prometheus.Counter
 	RetentionUnread  prometheus.Counter
 	RemovedRecords   prometheus.Counter
+	// ReadBytes counts the bytes the native log's readers took from its
+	// tail in memory (TailReadBytes) and from the segment files
+	// (FileReadBytes).
+	TailReadBytes prometheus.Counter
+	FileReadBytes prometheus.Counter
 }
 
 // NewMetrics creates the log metrics and registers them with reg if it is not nil.
@@ -78,9 +83,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Chosen records removed ahead of retention by the buffer's pressure levels (Remover).",
 		}),
 	}
+	read := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "holdfast_log_read_bytes_total",
+		Help: "Bytes the log's readers read, by where from: memory (the newest committed bytes, kept for readers at the live end) or file.",
+	}, []string{"from"})
+	m.TailReadBytes, m.FileReadBytes = read.WithLabelValues("memory"), read.WithLabelValues("file")
 	if reg != nil {
 		reg.MustRegister(m.FsyncSeconds, m.CommitRecords, m.CommitBytes, m.Records, m.Bytes, m.Segments,
-			m.Failed, m.TornBytes, m.CorruptRecords, m.CorruptBytes, m.RetentionRecords, m.RetentionUnread, m.RemovedRecords)
+			m.Failed, m.TornBytes, m.CorruptRecords, m.CorruptBytes, m.RetentionRecords, m.RetentionUnread, m.RemovedRecords,
+			read)
 	}
 	return m
 }

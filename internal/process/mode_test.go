@@ -10,7 +10,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/store"
@@ -42,8 +41,7 @@ func openModeNode(t *testing.T, fs *vfs.MemFS, ck CheckpointOptions, d *deferral
 	if ck.Interval > 0 {
 		ck.FS, ck.Dir = fs, "/d/checkpoints"
 	}
-	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 64 << 10, MaxBytes: 1 << 30})
-	require.NoError(t, err)
+	l := openLog(t, fs, testTailBytes)
 	st, err := store.Open(l, store.Options{})
 	require.NoError(t, err)
 	m := NewMetrics(nil)
@@ -168,6 +166,7 @@ func TestLimitedAndMinimalHoldBackAndRecompute(t *testing.T) {
 func TestModesWithCrashesMatchAFullRun(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	fs := vfs.NewMem()
+	tail0, file0 := logReadBytes()
 	d := &deferrals{n: map[string]uint64{}}
 	ck := CheckpointOptions{Interval: 20 * time.Millisecond}
 	n := openModeNode(t, fs, ck, d)
@@ -202,5 +201,6 @@ func TestModesWithCrashesMatchAFullRun(t *testing.T) {
 	require.Equal(t, 3, n.proc.Status().Workers)
 	n.settle(t)
 	require.Positive(t, d.get(DeferredWindows)+d.get(Unwindowed), "the modes held something back")
+	requireReadBoth(t, tail0, file0)
 	requireSameAsReference(t, n, 100)
 }

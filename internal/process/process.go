@@ -121,10 +121,12 @@ func (o Options) withDefaults() Options {
 type Processor struct {
 	opts   Options
 	store  *store.Store
+	fed    *store.Fed // the events the store appended, decoded: the live end takes them from here
 	log    buffer.Engine
 	seed   maphash.Seed
 	work   []*worker
 	out    chan outMsg
+	free   chan []item      // batches the workers are done with, for the reader to fill again
 	ckpt   chan *Checkpoint // to the checkpoint writer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -162,6 +164,7 @@ type Processor struct {
 	seenLate map[uint64]struct{} // guarded by lateMu; late marks found while replaying
 
 	checkpointed atomic.Uint64 // offset of the newest checkpoint on disk, +1 (0: none)
+	fedHits      atomic.Uint64 // events the reader took from the store's Fed, counted when a run ends
 	verified     atomic.Uint64 // replayed outputs equal to the record already in the log
 	mismatches   atomic.Uint64 // replayed outputs that differ from it
 
@@ -197,6 +200,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 		steady:   clock.NewSteady(opts.clock),
 		seed:     maphash.MakeSeed(),
 		out:      make(chan outMsg, 64),
+		free:     make(chan []item, 64),
 		ckpt:     make(chan *Checkpoint, 1),
 		seenLate: map[uint64]struct{}{},
 		alerts:   map[string]alert.Alert{},
@@ -222,6 +226,7 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 // Attach gives a prepared processor its store (over the same log).
 func (p *Processor) Attach(s *store.Store) {
 	p.store = s
+	p.fed = s.Fed()
 }
 
 // Restore loads the newest valid checkpoint, if checkpoints are on; Start
@@ -325,12 +330,14 @@ func (p *Processor) read(ctx context.Context) {
 					return false
 				}
 			}
-			batches[i] = make([]item, 0, 256)
+			batches[i] = p.newBatch()
 		}
 		return true
 	}
 	flush := func() bool { return send(false) }
 	names := [2]*interner{newInterner(), newInterner()} // streams, devices
+	fed := newFedView(p.fed)
+	defer func() { p.fedHits.Add(fed.hits) }()
 	var route router
 	sp := p.newSplitter()
 	replaying := true
@@ -460,7 +467,7 @@ func (p *Processor) read(ctx context.Context) {
 			}
 		}
 		next = off + 1
-		it, ok := p.decode(off, payload, names, off < p.replayEnd)
+		it, ok := p.decode(off, payload, names, fed, off < p.replayEnd)
 		if !ok {
 			continue
 		}
@@ -469,7 +476,7 @@ func (p *Processor) read(ctx context.Context) {
 			switch it.kind {
 			case event.TypeEvent:
 				dw := sp.event(batches, i, it)
-				if (len(batches[dw]) >= 256 || len(batches[i]) >= 256) && !flush() {
+				if (len(batches[dw]) >= batchLen || len(batches[i]) >= batchLen) && !flush() {
 					return
 				}
 				continue
@@ -481,18 +488,50 @@ func (p *Processor) read(ctx context.Context) {
 			}
 		}
 		batches[i] = append(batches[i], it)
-		if len(batches[i]) >= 256 && !flush() {
+		if len(batches[i]) >= batchLen && !flush() {
 			return
 		}
 	}
 }
 
+// batchLen is how many items the reader puts in a batch before sending it.
+const batchLen = 256
+
+// newBatch returns an empty batch, one a worker is done with if there is one.
+func (p *Processor) newBatch() []item {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]item, 0, batchLen)
+	}
+}
+
+// doneWith takes back a batch a worker has handled, cleared, unless enough
+// are waiting.
+func (p *Processor) doneWith(b []item) {
+	if cap(b) < batchLen {
+		return
+	}
+	clear(b)
+	select {
+	case p.free <- b[:0]:
+	default:
+	}
+}
+
 // decode turns a record into a work item; ok is false for records no worker
 // needs.
-func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, replay bool) (item, bool) {
+func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, fed *fedView, replay bool) (item, bool) {
 	it := item{off: off, kind: event.Type(payload)}
 	switch it.kind {
 	case event.TypeEvent:
+		if !replay {
+			if e, ok := fed.get(off); ok {
+				it.stream, it.device, it.ts, it.value = e.Stream, e.Device, e.TS, e.Value
+				return it, true
+			}
+		}
 		v, ok := event.Peek(payload)
 		if !ok {
 			return it, false
@@ -500,18 +539,21 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, repla
 		it.stream, it.device = names[0].get(v.Stream), names[1].get(v.DeviceID)
 		it.ts, it.value = v.TS, v.Value
 	case event.TypeWindow:
-		w, err := event.DecodeWindow(payload)
-		if err != nil || !replay {
+		if !replay {
 			return it, false // live: the worker wrote it and knows
 		}
-		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
-	case event.TypeAlert:
-		a, err := event.DecodeAlert(payload)
+		w, err := event.DecodeWindow(payload)
 		if err != nil {
 			return it, false
 		}
+		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
+	case event.TypeAlert:
 		if !replay {
 			return it, false // live: the worker wrote it and knows
+		}
+		a, err := event.DecodeAlert(payload)
+		if err != nil {
+			return it, false
 		}
 		it.stream, it.device, it.id, it.raw = a.Stream, a.DeviceID, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
 	case event.TypeWatermark:

@@ -44,15 +44,65 @@ func openNode(t *testing.T, fs *vfs.MemFS, workers int) *node {
 	return openNodeWith(t, fs, workers, CheckpointOptions{})
 }
 
+// testTailBytes is the log's tail in memory (buffer.Options.TailBytes) for the
+// nodes the property tests crash, degrade and split: a few commit groups, so
+// that their processors read the live end from memory and fall back to the
+// file whenever they are further behind; the reference node they are
+// compared with reads only the file (fileOnly).
+const testTailBytes = 4 << 10
+
+// logReads counts, over every node a test opens, the bytes their logs'
+// readers took from memory and from the files.
+var logReads = buffer.NewMetrics(nil)
+
+// openLog opens the node's log on fs with a tail of tail bytes.
+func openLog(t *testing.T, fs *vfs.MemFS, tail int) *buffer.Log {
+	t.Helper()
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 64 << 10, MaxBytes: 1 << 30,
+		TailBytes: tail, Metrics: logReads})
+	require.NoError(t, err)
+	return l
+}
+
+// logReadBytes returns the bytes read so far by the nodes' log readers from
+// memory and from the files.
+func logReadBytes() (tail, file float64) {
+	return promtest.ToFloat64(logReads.TailReadBytes), promtest.ToFloat64(logReads.FileReadBytes)
+}
+
+// requireReadBoth: since logReadBytes returned tail0 and file0, the nodes'
+// readers read from memory and, having fallen behind the tail or restarted,
+// from the files.
+func requireReadBoth(t *testing.T, tail0, file0 float64) {
+	t.Helper()
+	tail, file := logReadBytes()
+	require.Greater(t, tail, tail0, "read from the log's tail in memory")
+	require.Greater(t, file, file0, "read from the log's files")
+}
+
 // openNodeWith opens a node whose processor takes checkpoints as ck says
 // (on fs, in /d/checkpoints, when ck.Interval is set).
 func openNodeWith(t *testing.T, fs *vfs.MemFS, workers int, ck CheckpointOptions) *node {
 	t.Helper()
+	return openNodeOn(t, openLog(t, fs, testTailBytes), fs, workers, ck)
+}
+
+// fileOnly is TailBytes for a log whose readers read only the files.
+const fileOnly = -1
+
+func openNodeOn(t *testing.T, l *buffer.Log, fs *vfs.MemFS, workers int, ck CheckpointOptions) *node {
+	t.Helper()
+	n := prepareNodeOn(t, l, fs, workers, ck)
+	n.proc.Start()
+	return n
+}
+
+// prepareNodeOn is openNodeOn without starting the processor.
+func prepareNodeOn(t *testing.T, l *buffer.Log, fs *vfs.MemFS, workers int, ck CheckpointOptions) *node {
+	t.Helper()
 	if ck.Interval > 0 {
 		ck.FS, ck.Dir = fs, "/d/checkpoints"
 	}
-	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 64 << 10, MaxBytes: 1 << 30})
-	require.NoError(t, err)
 	st, err := store.Open(l, store.Options{})
 	require.NoError(t, err)
 	m := NewMetrics(nil)
@@ -66,7 +116,6 @@ func openNodeWith(t *testing.T, fs *vfs.MemFS, workers int, ck CheckpointOptions
 		Metrics:     m,
 	})
 	require.NoError(t, err)
-	p.Start()
 	return &node{fs: fs, log: l, st: st, proc: p, metrics: m}
 }
 
@@ -157,6 +206,7 @@ func TestCrashesMatchAnUninterruptedRun(t *testing.T) {
 func crashesMatch(t *testing.T, ck CheckpointOptions) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	fs := vfs.NewMem()
+	tail0, file0 := logReadBytes()
 	n := openNodeWith(t, fs, 2, ck)
 	resumed := 0
 	clock := t0
@@ -197,12 +247,15 @@ func crashesMatch(t *testing.T, ck CheckpointOptions) {
 		require.GreaterOrEqual(t, resumed, 12, "restarts should resume from checkpoints")
 	}
 	n.settle(t)
+	requireReadBoth(t, tail0, file0)
 	requireSameAsReference(t, n, 200)
 }
 
 // requireSameAsReference closes the settled n and compares the window and
 // alert records in its log with those of a fresh node, never crashed,
-// degraded or split, fed the events that survived in n's log, in log order:
+// degraded or split, reading its log only from the files and decoding every
+// event from its record, fed the events that
+// survived in n's log, in log order:
 // the same set, bit for bit, each once; at least minWindows windows and one
 // alert.
 func requireSameAsReference(t *testing.T, n *node, minWindows int) {
@@ -224,7 +277,12 @@ func requireSameAsReference(t *testing.T, n *node, minWindows int) {
 	r.Close()
 	n.close()
 
-	ref := openNode(t, vfs.NewMem(), 2)
+	// The reference reads the log only from its files, and decodes every
+	// event from its record.
+	refFS := vfs.NewMem()
+	ref := prepareNodeOn(t, openLog(t, refFS, fileOnly), refFS, 2, CheckpointOptions{})
+	ref.proc.fed = nil
+	ref.proc.Start()
 	defer ref.close()
 	for i := 0; i < len(survived); i += 100 {
 		_, err := ref.st.Append(context.Background(), survived[i:min(i+100, len(survived))])

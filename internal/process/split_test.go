@@ -8,7 +8,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/store"
@@ -18,8 +17,7 @@ import (
 // openSplitNode opens a node whose processor splits streams as asked.
 func openSplitNode(t *testing.T, fs *vfs.MemFS, workers int, all bool, split []string) *node {
 	t.Helper()
-	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 64 << 10, MaxBytes: 1 << 30})
-	require.NoError(t, err)
+	l := openLog(t, fs, testTailBytes)
 	st, err := store.Open(l, store.Options{})
 	require.NoError(t, err)
 	m := NewMetrics(nil)
@@ -48,6 +46,7 @@ func openSplitNode(t *testing.T, fs *vfs.MemFS, workers int, all bool, split []s
 func TestSplitStreamsMatchUnsplit(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	fs := vfs.NewMem()
+	tail0, file0 := logReadBytes()
 	n := openSplitNode(t, fs, 3, true, nil)
 	clock := t0
 	splits := 0
@@ -86,6 +85,7 @@ func TestSplitStreamsMatchUnsplit(t *testing.T) {
 	n.settle(t)
 	require.Greater(t, splits, 20, "most rounds ran split")
 	require.Zero(t, n.proc.mismatches.Load(), "every replayed output equal to the one in the log")
+	requireReadBoth(t, tail0, file0)
 	requireSameAsReference(t, n, 300)
 }
 

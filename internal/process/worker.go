@@ -119,6 +119,7 @@ func (w *worker) run() {
 			}
 			w.reportDeferred()
 			w.mu.Unlock()
+			w.p.doneWith(batch)
 			w.flush()
 		case <-tick.C:
 			w.checkIdle()

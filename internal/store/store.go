@@ -83,6 +83,9 @@ type Store struct {
 	// stamp hands out received times: never below one stamped before, nor
 	// below the newest in the log, whatever the wall clock does.
 	stamp *clock.Stamper
+
+	fedOnce sync.Once
+	fed     atomic.Pointer[Fed] // nil until Fed is called (fed.go)
 }
 
 var _ ingest.Appender = (*Store)(nil)
@@ -238,7 +241,11 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 			startPos = end
 		}
 		var first uint64
-		first, err = s.log.Append(payloads...)
+		if f := s.fed.Load(); f != nil {
+			first, err = s.appendFed(f, payloads, evs, keep)
+		} else {
+			first, err = s.log.Append(payloads...)
+		}
 		if err == nil {
 			s.idx.mu.Lock() // once a batch, not once an event
 			for i, j := range keep {
