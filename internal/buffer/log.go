@@ -154,6 +154,8 @@ type Log struct {
 	quarantined atomic.Int64 // records lost to corruption found on open
 
 	removeMu sync.Mutex // one Remove at a time
+	sealMu   sync.Mutex // one seal file written at a time
+	verifyMu sync.Mutex // one sealed segment scanned for damage at a time
 	hidden   Hidden     // records removed, or being removed: readers pass over them
 }
 
@@ -189,6 +191,12 @@ type segment struct {
 	// removing: a Remove has hidden records of this segment and is not
 	// done; retention leaves the segment alone meanwhile.
 	removing bool
+	// compacted: the header's compacted flag is set.
+	compacted bool
+	// verified: every frame was checked since open (scanned, or written
+	// by this process); false for a segment opened on its seal, which
+	// verify scans when a reader finds damage in it.
+	verified bool
 }
 
 // badRange is a quarantined byte range [from, to) of a segment.
@@ -199,7 +207,8 @@ func segmentName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
 
 // Open opens or creates the log in opts.Dir, recovering it as docs/format/log.md
-// describes, and starts the writer.
+// describes, and starts the writer. Sealed segments with a valid seal are not
+// read (log_seal.go): opening costs a scan of the active segment.
 func Open(opts Options) (*Log, error) {
 	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {
