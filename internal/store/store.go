@@ -45,8 +45,8 @@ type Options struct {
 	// it reads only the log after it. Empty: none, Open reads the whole log.
 	SnapshotPath string
 	Logger       *slog.Logger
-	Metrics        *Metrics         // nil: none
-	now            func() time.Time // test clock
+	Metrics      *Metrics         // nil: none
+	now          func() time.Time // test clock
 }
 
 func (o Options) withDefaults() Options {

@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/buffer"
+	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
+	"github.com/holdfast-edge/holdfast/internal/event"
+)
+
+// TestIndexFileOpensLikeARebuild runs a random workload (events with ids,
+// id-less with and without their own ts, retries, window results and late
+// marks, evictions and removals of records) through restarts of five kinds: a
+// clean stop (the index file is written), a SIGKILL (only the last periodic
+// file, unsynced bytes lost), a torn or damaged index file, and a clean stop
+// after which a sealed segment is damaged. After each, a store opened from
+// the index file and the log after it answers every query exactly as one
+// that read the whole log, and remembers the same retries.
+func TestIndexFileOpensLikeARebuild(t *testing.T) {
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(7, 8))
+	fs := vfs.NewMem()
+	path := filepath.Join(t.TempDir(), "store-index")
+	now := t0
+	opts := func(file bool) Options {
+		o := Options{now: func() time.Time { return now }, DedupWindow: time.Minute, DedupMaxEntries: 150}
+		if file {
+			o.SnapshotPath = path
+		}
+		return o
+	}
+	openLog := func() *buffer.Log {
+		l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 4096, MaxBytes: 1 << 30})
+		require.NoError(t, err)
+		return l
+	}
+	l := openLog()
+	defer func() { l.Close() }()
+	s, err := Open(l, opts(true))
+	require.NoError(t, err)
+
+	streams := []string{"temp", "hum", "co2"}
+	var recent []event.Event // for retries
+	next := 0
+	fromFile := 0
+	for round := range 30 {
+		for range 20 {
+			var batch []event.Event
+			for range 1 + rng.IntN(10) {
+				if len(recent) > 0 && rng.IntN(8) == 0 {
+					batch = append(batch, recent[rng.IntN(len(recent))]) // a retry
+					continue
+				}
+				e := ev(fmt.Sprint("dev-", rng.IntN(7)), streams[rng.IntN(3)],
+					now.Add(-time.Duration(rng.IntN(100))*time.Second), float64(next))
+				next++
+				switch rng.IntN(4) {
+				case 0:
+					e.ID = fmt.Sprint("id-", rng.IntN(3000))
+				case 1:
+					e.TSAssigned = true
+				}
+				batch = append(batch, e)
+				recent = append(recent, e)
+				if len(recent) > 200 {
+					recent = recent[100:]
+				}
+			}
+			_, err := s.Append(ctx, batch)
+			require.NoError(t, err)
+			now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
+		}
+		if rng.IntN(2) == 0 {
+			end := l.DurableOffset()
+			w := event.WindowRecord{Stream: streams[rng.IntN(3)], Start: now.UnixMilli(), SizeMS: 60_000,
+				Count: 1, Sum: 1, Min: 1, Max: 1}
+			_, err := s.AppendOutputs([]Output{{Window: &w}, {Late: []uint64{end - 3, end - 1}}})
+			require.NoError(t, err)
+		}
+		switch rng.IntN(4) {
+		case 0:
+			require.NoError(t, s.WriteSnapshot()) // as every 2^20 records
+		case 1:
+			_, err := l.DeleteBefore(l.FirstOffset() + uint64(rng.IntN(300)))
+			require.NoError(t, err)
+		case 2:
+			var offs []uint64
+			for o := l.FirstOffset() + uint64(rng.IntN(50)); o < l.DurableOffset(); o += 1 + uint64(rng.IntN(200)) {
+				offs = append(offs, o)
+			}
+			_, err := l.Remove(offs, func(h []uint64) []uint64 { return h })
+			require.NoError(t, err)
+		}
+
+		mode := rng.IntN(5)
+		switch mode {
+		case 0: // a clean stop
+			require.NoError(t, s.Close())
+		case 1: // SIGKILL: no index file written now, unsynced bytes lost
+			fs.Crash(func(string, []byte) []byte { return nil })
+		case 2: // a torn index file
+			require.NoError(t, s.Close())
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, b[:rng.IntN(len(b))], 0o600))
+		case 3: // a bit flipped in the index file
+			require.NoError(t, s.Close())
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
+			require.NoError(t, os.WriteFile(path, b, 0o600))
+		case 4: // a clean stop, then damage in a sealed segment
+			require.NoError(t, s.Close())
+			damageSealed(t, fs, rng)
+		}
+		if mode == 2 || mode == 3 {
+			_, err := readSnapshot(path)
+			require.Error(t, err, "round %d: a damaged index file is refused", round)
+		}
+		_ = l.Close()
+		now = now.Add(time.Duration(rng.IntN(30)) * time.Second)
+		l = openLog()
+		s, err = Open(l, opts(true))
+		require.NoError(t, err)
+		full, err := Open(l, opts(false))
+		require.NoError(t, err)
+		requireSameAnswers(t, round, l, s, full)
+		if _, ok, _ := s.loadSnapshot(0); ok {
+			fromFile++
+		}
+	}
+	require.Greater(t, fromFile, 10, "most restarts use the index file")
+}
+
+// damageSealed flips a byte in a frame of a sealed segment.
+func damageSealed(t *testing.T, fs *vfs.MemFS, rng *rand.Rand) {
+	t.Helper()
+	names, err := fs.List("/d/log")
+	require.NoError(t, err)
+	var segs []string
+	for _, n := range names {
+		if filepath.Ext(n) == ".seg" {
+			segs = append(segs, n)
+		}
+	}
+	require.Greater(t, len(segs), 1)
+	name := filepath.Join("/d/log", segs[rng.IntN(len(segs)-1)])
+	b, _ := fs.Bytes(name)
+	b[16+rng.IntN(len(b)-16)] ^= 0x10
+	fs.SetBytes(name, b)
+}
+
+// requireSameAnswers checks that a and b answer every query alike and
+// remember the same de-duplication keys.
+func requireSameAnswers(t *testing.T, round int, l *buffer.Log, a, b *Store) {
+	t.Helper()
+	queries := []Query{{}}
+	for d := range 7 {
+		queries = append(queries, Query{DeviceID: fmt.Sprint("dev-", d)})
+	}
+	for _, st := range []string{"temp", "hum", "co2"} {
+		queries = append(queries, Query{Stream: st}, Query{Stream: st, From: t0.Add(10 * time.Minute), To: t0.Add(20 * time.Minute)})
+	}
+	for _, q := range queries {
+		require.Equal(t, allEvents(t, b, q), allEvents(t, a, q), "round %d: query %+v", round, q)
+	}
+	for _, st := range []string{"temp", "hum", "co2"} {
+		wa, err := a.QueryWindows(WindowQuery{Stream: st, Limit: MaxLimit})
+		require.NoError(t, err)
+		wb, err := b.QueryWindows(WindowQuery{Stream: st, Limit: MaxLimit})
+		require.NoError(t, err)
+		require.Equal(t, wb, wa, "round %d: windows of %s", round, st)
+	}
+	a.idx.mu.RLock()
+	for _, m := range []map[string][]run{a.idx.byDevice, a.idx.byStream, a.idx.byWindow} {
+		for k, runs := range m {
+			require.GreaterOrEqual(t, runs[len(runs)-1].last, l.FirstOffset(), "round %d: %s's runs are all evicted", round, k)
+		}
+	}
+	a.idx.mu.RUnlock()
+	require.Equal(t, b.dedup.len(), a.dedup.len(), "round %d: dedup keys", round)
+	require.Equal(t, b.lastReceived.Load(), a.lastReceived.Load(), "round %d: received floor", round)
+	r := l.NewReader(0)
+	defer r.Close()
+	for {
+		off, p, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		require.NoError(t, err)
+		if event.Type(p) != event.TypeEvent {
+			continue
+		}
+		ra, oka := remembered(a, p)
+		rb, okb := remembered(b, p)
+		require.Equal(t, okb, oka, "round %d: record %d remembered", round, off)
+		require.Equal(t, rb, ra, "round %d: record %d received", round, off)
+	}
+}
+
+// allEvents pages through q.
+func allEvents(t *testing.T, s *Store, q Query) []Stored {
+	t.Helper()
+	q.Limit = MaxLimit
+	var out []Stored
+	for {
+		p, err := s.Query(q)
+		require.NoError(t, err)
+		out = append(out, p.Events...)
+		if p.Next == 0 {
+			return out
+		}
+		q.Before = p.Next
+	}
+}
+
+// remembered returns the received time s's de-duplication set holds for the
+// event record p, and whether it holds its key.
+func remembered(s *Store, p []byte) (int64, bool) {
+	v, _ := event.Peek(p)
+	var key dedupKey
+	if v.ID != nil {
+		key = s.dedup.idKeyBytes(v.DeviceID, v.ID)
+	} else {
+		var ok bool
+		if key, ok = s.dedup.contentKey(p); !ok {
+			return 0, false
+		}
+	}
+	s.dedup.mu.Lock()
+	defer s.dedup.mu.Unlock()
+	r, ok := s.dedup.m[key]
+	return r, ok
+}
+
+// TestIndexFileOfAnotherLogIsRefused: an index file is used only over the
+// log it was written for (one that `holdfast recover` or an HA member's
+// history replaced has other records at the same offsets), and not over a
+// log that ends below it.
+func TestIndexFileOfAnotherLogIsRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "store-index")
+	fill := func(fs *vfs.MemFS, dev string, n int) *buffer.Log {
+		l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 4096, MaxBytes: 1 << 30})
+		require.NoError(t, err)
+		s, err := Open(l, Options{now: func() time.Time { return t0 }, SnapshotPath: path})
+		require.NoError(t, err)
+		for i := range n {
+			_, err := s.Append(ctx, []event.Event{ev(dev, "s", t0, float64(i))})
+			require.NoError(t, err)
+		}
+		require.NoError(t, s.Close())
+		return l
+	}
+	l := fill(vfs.NewMem(), "a", 100)
+	require.NoError(t, l.Close())
+	for _, other := range []*buffer.Log{fill(vfs.NewMem(), "b", 0), fill(vfs.NewMem(), "b", 150)} {
+		_, err := readSnapshot(path)
+		require.NoError(t, err)
+		// The file now is the one written over the other log: put back
+		// the first log's.
+		l := fill(vfs.NewMem(), "a", 100)
+		require.NoError(t, l.Close())
+		s, err := Open(other, Options{now: func() time.Time { return t0 }, SnapshotPath: path})
+		require.NoError(t, err)
+		full, err := Open(other, Options{now: func() time.Time { return t0 }})
+		require.NoError(t, err)
+		_, ok, why := s.loadSnapshot(0)
+		require.False(t, ok)
+		require.Error(t, why)
+		require.Empty(t, allEvents(t, s, Query{DeviceID: "a"}))
+		require.Equal(t, allEvents(t, full, Query{DeviceID: "b"}), allEvents(t, s, Query{DeviceID: "b"}))
+		require.NoError(t, other.Close())
+	}
+}
