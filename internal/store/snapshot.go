@@ -25,6 +25,11 @@ const (
 	// markEvery is the least distance in offsets between two received-time
 	// marks.
 	markEvery = 4096
+	// markSlack is how far before a received time the tail the
+	// de-duplication set needs starts: concurrent appends stamp their
+	// received times before the log orders them, so a record may hold a
+	// received time a little below one at a lower offset.
+	markSlack = int64(10_000) // ms
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -84,7 +89,7 @@ func (s *Store) WriteSnapshot() error {
 	oldest, any := s.dedup.oldest()
 	sn := snapshot{next: next, received: s.lastReceived.Load(), dedupFrom: next}
 	if any {
-		sn.dedupFrom = min(next, s.idx.markBeforeLocked(oldest))
+		sn.dedupFrom = min(next, s.idx.markBeforeLocked(oldest-markSlack))
 	}
 	s.lateMu.RLock()
 	for o := range s.late {
@@ -283,7 +288,7 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	s.idx.mu.Lock()
 	s.idx.byDevice, s.idx.byStream, s.idx.byWindow = sn.maps[0], sn.maps[1], sn.maps[2]
 	s.idx.marks = sn.marks
-	from = min(sn.next, max(sn.dedupFrom, s.idx.markBeforeLocked(since)))
+	from = min(sn.next, max(sn.dedupFrom, s.idx.markBeforeLocked(since-markSlack)))
 	s.idx.mu.Unlock()
 	s.lateMu.Lock()
 	for _, o := range sn.late {
