@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 )
@@ -204,6 +205,16 @@ func (d *dedup) settle(c *claim, err error) {
 	c.keys = nil
 	c.err = err
 	close(c.done)
+}
+
+// reserve makes room for n keys, before the set is restored.
+func (d *dedup) reserve(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.m) == 0 && n > 0 {
+		d.m = make(map[dedupKey]int64, n)
+		d.order = slices.Grow(d.order, n)
+	}
 }
 
 func (d *dedup) len() int {

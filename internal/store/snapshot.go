@@ -29,7 +29,7 @@ const (
 	// de-duplication set needs starts: concurrent appends stamp their
 	// received times before the log orders them, so a record may hold a
 	// received time a little below one at a lower offset.
-	markSlack = int64(10_000) // ms
+	markSlack = int64(2_000) // ms
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -131,7 +131,7 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 			opts.Logger.Warn("store index file not used; reading the whole log", "file", opts.SnapshotPath, "why", why)
 		}
 	}
-	n, err := s.rebuild(from, since)
+	n, err := s.rebuild(from, max(from, s.snapNext.Load()), since)
 	if err != nil {
 		return nil, err
 	}
@@ -150,12 +150,17 @@ func (s *Store) Close() error {
 	return s.WriteSnapshot()
 }
 
-// rebuild reads the log from offset from (past an index file, the records
-// below its S are indexed again, which changes nothing) and restores the
+// rebuild reads the log from offset from, indexes the records from
+// indexFrom on (those below are in the index file already) and restores the
 // de-duplication keys of the events received since since.
-func (s *Store) rebuild(from uint64, since int64) (int, error) {
+func (s *Store) rebuild(from, indexFrom uint64, since int64) (int, error) {
 	r := s.log.NewReader(from)
 	defer r.Close()
+	// The set ends up with at most DedupMaxEntries keys, one per record
+	// read at most: room for them up front spares growing it.
+	if end := s.log.DurableOffset(); end > from {
+		s.dedup.reserve(int(min(end-from, uint64(s.opts.DedupMaxEntries))))
+	}
 	nextMark := uint64(0)
 	n := 0
 	for {
@@ -165,6 +170,15 @@ func (s *Store) rebuild(from uint64, since int64) (int, error) {
 		}
 		if err != nil {
 			return n, fmt.Errorf("rebuild index: %w", err)
+		}
+		if off < indexFrom {
+			// In the index file: only the de-duplication set needs it.
+			if event.Type(p) == event.TypeEvent {
+				if v, ok := event.Peek(p); ok {
+					s.restoreKey(v, p, since)
+				}
+			}
+			continue
 		}
 		if event.Type(p) != event.TypeEvent {
 			s.indexOutput(p, off)
@@ -189,20 +203,27 @@ func (s *Store) rebuild(from uint64, since int64) (int, error) {
 			nextMark = off + markEvery
 		}
 		s.restoreReceived(v.Received)
-		if v.Received >= since {
-			switch {
-			case v.ID != nil:
-				s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
-			case !s.opts.NoContentDedup:
-				// The record does not say whether the device gave its
-				// ts: every id-less event's content is remembered, and
-				// only events with the device's ts are checked against it.
-				if key, ok := s.dedup.contentKey(p); ok {
-					s.dedup.restoreKey(key, v.Received)
-				}
-			}
-		}
+		s.restoreKey(v, p, since)
 		n++
+	}
+}
+
+// restoreKey adds the key of the event record p (peeked as v) to the
+// de-duplication set if it was received since since.
+func (s *Store) restoreKey(v event.View, p []byte, since int64) {
+	if v.Received < since {
+		return
+	}
+	switch {
+	case v.ID != nil:
+		s.dedup.restore(v.DeviceID, v.ID, v.Received, 0)
+	case !s.opts.NoContentDedup:
+		// The record does not say whether the device gave its ts: every
+		// id-less event's content is remembered, and only events with the
+		// device's ts are checked against it.
+		if key, ok := s.dedup.contentKey(p); ok {
+			s.dedup.restoreKey(key, v.Received)
+		}
 	}
 }
 
