@@ -25,7 +25,6 @@ type index struct {
 	byDevice map[string][]run // guarded by mu
 	byStream map[string][]run // guarded by mu
 	byWindow map[string][]run // guarded by mu; window result records by stream, times are window starts
-	marks    []mark           // guarded by mu; received times of events, ascending (snapshot.go)
 }
 
 func newIndex() *index {
@@ -94,18 +93,10 @@ func overlapping(all []run, fromTS, toTS int64) ([]run, bool) {
 	return out, ok
 }
 
-// forget drops runs that lie entirely below off (deleted by retention), and
-// the marks below it.
+// forget drops runs that lie entirely below off (deleted by retention).
 func (x *index) forget(off uint64) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	i := 0
-	for i < len(x.marks) && x.marks[i].off < off {
-		i++
-	}
-	if i > 0 {
-		x.marks = append(x.marks[:0:0], x.marks[i:]...)
-	}
 	for _, m := range []map[string][]run{x.byDevice, x.byStream, x.byWindow} {
 		for k, runs := range m {
 			i := 0

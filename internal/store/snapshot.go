@@ -7,7 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
-	"math"
+	"slices"
 	"sort"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
@@ -22,53 +22,19 @@ const (
 	// snapshotEvery is how many records may be appended after the last index
 	// file before the next is written while running.
 	snapshotEvery = 1 << 20
-	// markEvery is the least distance in offsets between two received-time
-	// marks.
-	markEvery = 4096
-	// markSlack is how far before a received time the tail the
-	// de-duplication set needs starts: concurrent appends stamp their
-	// received times before the log orders them, so a record may hold a
-	// received time a little below one at a lower offset.
-	markSlack = int64(2_000) // ms
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// mark says that the event at off was received at received: since received
-// times never go backwards in the log, no event below off is more recent.
-type mark struct {
-	off      uint64
-	received int64
-}
-
-// addMark records a mark for the event at off, unless the last is nearer
-// than markEvery. The index lock must be held.
-func (x *index) addMarkLocked(off uint64, received int64) {
-	if n := len(x.marks); n == 0 || off >= x.marks[n-1].off+markEvery {
-		x.marks = append(x.marks, mark{off: off, received: received})
-	}
-}
-
-// markBefore returns the offset of the last mark received before t: no event
-// below it was received at t or later. It is 0 when there is none. The index
-// lock must be held.
-func (x *index) markBeforeLocked(t int64) uint64 {
-	i := sort.Search(len(x.marks), func(i int) bool { return x.marks[i].received >= t })
-	if i == 0 {
-		return 0
-	}
-	return x.marks[i-1].off
-}
-
 // snapshot is a decoded index file.
 type snapshot struct {
-	next      uint64 // S
-	lastCRC   uint32 // of record S-1's payload
-	received  int64  // the highest received time below S
-	dedupFrom uint64
-	marks     []mark
-	late      []uint64
-	maps      [3]map[string][]run // devices, streams, windows
+	next     uint64 // S
+	lastCRC  uint32 // of record S-1's payload
+	received int64  // the highest received time below S
+	seeds    [2]sipKey
+	keys     []orderEntry // the de-duplication set, oldest first
+	late     []uint64
+	maps     [3]map[string][]run // devices, streams, windows
 }
 
 // WriteSnapshot writes the store's index file, if the store has one
@@ -86,18 +52,15 @@ func (s *Store) WriteSnapshot() error {
 	next := s.log.DurableOffset()
 	s.idx.mu.RLock()
 	s.appendMu.Unlock()
-	oldest, any := s.dedup.oldest()
-	sn := snapshot{next: next, received: s.lastReceived.Load(), dedupFrom: next}
-	if any {
-		sn.dedupFrom = min(next, s.idx.markBeforeLocked(oldest-markSlack))
-	}
+	sn := snapshot{next: next, received: s.lastReceived.Load(), seeds: s.dedup.seeds}
+	sn.keys = s.dedup.stored()
 	s.lateMu.RLock()
 	for o := range s.late {
 		sn.late = append(sn.late, o)
 	}
 	s.lateMu.RUnlock()
 	b := sn.appendHead(nil)
-	b = appendMarks(b, s.idx.marks)
+	b = appendKeys(b, sn.seeds, sn.keys)
 	b = appendOffsets(b, sn.late)
 	for _, m := range []map[string][]run{s.idx.byDevice, s.idx.byStream, s.idx.byWindow} {
 		b = appendRuns(b, m)
@@ -138,15 +101,19 @@ func (sn *snapshot) appendHead(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	b = binary.LittleEndian.AppendUint64(b, sn.next)
 	b = binary.LittleEndian.AppendUint32(b, sn.lastCRC) // at 16
-	b = binary.LittleEndian.AppendUint64(b, uint64(sn.received))
-	return binary.LittleEndian.AppendUint64(b, sn.dedupFrom)
+	return binary.LittleEndian.AppendUint64(b, uint64(sn.received))
 }
 
-func appendMarks(b []byte, marks []mark) []byte {
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(marks)))
-	for _, m := range marks {
-		b = binary.LittleEndian.AppendUint64(b, m.off)
-		b = binary.LittleEndian.AppendUint64(b, uint64(m.received))
+func appendKeys(b []byte, seeds [2]sipKey, keys []orderEntry) []byte {
+	for _, k := range seeds {
+		b = binary.LittleEndian.AppendUint64(b, k.k0)
+		b = binary.LittleEndian.AppendUint64(b, k.k1)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
+	for _, e := range keys {
+		b = binary.LittleEndian.AppendUint64(b, e.key[0])
+		b = binary.LittleEndian.AppendUint64(b, e.key[1])
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.received))
 	}
 	return b
 }
@@ -193,11 +160,14 @@ func readSnapshot(path string) (*snapshot, error) {
 		return nil, fmt.Errorf("unsupported version %d", v)
 	}
 	d.u16()
-	sn := &snapshot{next: d.u64(), lastCRC: d.u32(), received: int64(d.u64()), dedupFrom: d.u64()}
-	n := d.count(16)
-	sn.marks = make([]mark, n)
-	for i := range sn.marks {
-		sn.marks[i] = mark{off: d.u64(), received: int64(d.u64())}
+	sn := &snapshot{next: d.u64(), lastCRC: d.u32(), received: int64(d.u64())}
+	for i := range sn.seeds {
+		sn.seeds[i] = sipKey{k0: d.u64(), k1: d.u64()}
+	}
+	n := d.count(24)
+	sn.keys = make([]orderEntry, n)
+	for i := range sn.keys {
+		sn.keys[i] = orderEntry{key: dedupKey{d.u64(), d.u64()}, received: int64(d.u64())}
 	}
 	n = d.count(8)
 	sn.late = make([]uint64, n)
@@ -262,10 +232,10 @@ func (d *decoder) count(size int) int {
 	return int(n)
 }
 
-// loadSnapshot installs the index file's content if it matches the log, and
-// returns the offset to read the log from: the file's S, or lower for the
-// de-duplication set's tail. ok is false (and why says why) when the file is
-// missing or does not match: the whole log is read.
+// loadSnapshot installs the index file's content if it matches the log: the
+// index, and the de-duplication keys received since since. It returns the
+// offset to read the log from, the file's S. ok is false (and why says why)
+// when the file is missing or does not match: the whole log is read.
 func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	sn, err := readSnapshot(s.opts.SnapshotPath)
 	if err != nil {
@@ -287,9 +257,8 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	}
 	s.idx.mu.Lock()
 	s.idx.byDevice, s.idx.byStream, s.idx.byWindow = sn.maps[0], sn.maps[1], sn.maps[2]
-	s.idx.marks = sn.marks
-	from = min(sn.next, max(sn.dedupFrom, s.idx.markBeforeLocked(since-markSlack)))
 	s.idx.mu.Unlock()
+	s.dedup.load(sn.seeds, sn.keys, since)
 	s.lateMu.Lock()
 	for _, o := range sn.late {
 		s.late[o] = struct{}{}
@@ -299,18 +268,35 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	s.first.Store(first)
 	s.forget(first)
 	s.snapNext.Store(sn.next)
-	return from, true, nil
+	return sn.next, true, nil
 }
 
-// oldest returns the received time of the oldest key in the set, or false
-// when it is empty. A key the set no longer holds may answer: it is older.
-func (d *dedup) oldest() (int64, bool) {
+// stored returns the keys of the set whose writes are done, oldest first.
+func (d *dedup) stored() []orderEntry {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.head >= len(d.order) {
-		return math.MaxInt64, false
+	out := make([]orderEntry, 0, len(d.m))
+	for _, o := range d.order[d.head:] {
+		if r, ok := d.m[o.key]; ok && r == o.received && d.pending[o.key] == nil {
+			out = append(out, o)
+		}
 	}
-	return d.order[d.head].received, true
+	return out
+}
+
+// load makes an empty set the one an index file holds: its hash keys, and
+// its keys received since since.
+func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.seeds = seeds
+	d.m = make(map[dedupKey]int64, len(keys))
+	d.order = slices.Grow(d.order, len(keys))
+	for _, o := range keys {
+		if o.received >= since {
+			d.insertLocked(o.key, o.received, nil)
+		}
+	}
 }
 
 // isNotExist reports a missing index file.

@@ -131,7 +131,7 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 			opts.Logger.Warn("store index file not used; reading the whole log", "file", opts.SnapshotPath, "why", why)
 		}
 	}
-	n, err := s.rebuild(from, max(from, s.snapNext.Load()), since)
+	n, err := s.rebuild(from, since)
 	if err != nil {
 		return nil, err
 	}
@@ -150,18 +150,17 @@ func (s *Store) Close() error {
 	return s.WriteSnapshot()
 }
 
-// rebuild reads the log from offset from, indexes the records from
-// indexFrom on (those below are in the index file already) and restores the
-// de-duplication keys of the events received since since.
-func (s *Store) rebuild(from, indexFrom uint64, since int64) (int, error) {
+// rebuild reads the log from offset from (0, or the index file's S),
+// indexes its records and restores the de-duplication keys of the events
+// received since since.
+func (s *Store) rebuild(from uint64, since int64) (int, error) {
 	r := s.log.NewReader(from)
 	defer r.Close()
 	// The set ends up with at most DedupMaxEntries keys, one per record
 	// read at most: room for them up front spares growing it.
-	if end := s.log.DurableOffset(); end > from {
+	if end := s.log.DurableOffset(); end > from && from == 0 {
 		s.dedup.reserve(int(min(end-from, uint64(s.opts.DedupMaxEntries))))
 	}
-	nextMark := uint64(0)
 	n := 0
 	for {
 		off, p, err := r.Next()
@@ -170,15 +169,6 @@ func (s *Store) rebuild(from, indexFrom uint64, since int64) (int, error) {
 		}
 		if err != nil {
 			return n, fmt.Errorf("rebuild index: %w", err)
-		}
-		if off < indexFrom {
-			// In the index file: only the de-duplication set needs it.
-			if event.Type(p) == event.TypeEvent {
-				if v, ok := event.Peek(p); ok {
-					s.restoreKey(v, p, since)
-				}
-			}
-			continue
 		}
 		if event.Type(p) != event.TypeEvent {
 			s.indexOutput(p, off)
@@ -196,12 +186,6 @@ func (s *Store) rebuild(from, indexFrom uint64, since int64) (int, error) {
 			continue
 		}
 		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
-		if off >= nextMark {
-			s.idx.mu.Lock()
-			s.idx.addMarkLocked(off, v.Received)
-			s.idx.mu.Unlock()
-			nextMark = off + markEvery
-		}
 		s.restoreReceived(v.Received)
 		s.restoreKey(v, p, since)
 		n++
@@ -295,7 +279,6 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 		if err == nil {
 			received := evs[keep[0]].Received
 			s.idx.mu.Lock() // once a batch, not once an event
-			s.idx.addMarkLocked(first, received)
 			for i, j := range keep {
 				e := &evs[j]
 				extend(s.idx.byDevice, e.DeviceID, e.TS, first+uint64(i))
