@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
-	"slices"
 	"sort"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
@@ -258,7 +257,8 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	s.idx.mu.Lock()
 	s.idx.byDevice, s.idx.byStream, s.idx.byWindow = sn.maps[0], sn.maps[1], sn.maps[2]
 	s.idx.mu.Unlock()
-	s.dedup.load(sn.seeds, sn.keys, since)
+	room := min(uint64(len(sn.keys))+s.log.DurableOffset()-sn.next, uint64(s.opts.DedupMaxEntries))
+	s.dedup.load(sn.seeds, sn.keys, since, int(room))
 	s.lateMu.Lock()
 	for _, o := range sn.late {
 		s.late[o] = struct{}{}
@@ -285,18 +285,22 @@ func (d *dedup) stored() []orderEntry {
 }
 
 // load makes an empty set the one an index file holds: its hash keys, and
-// its keys received since since.
-func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64) {
+// its keys received since since, with room for more up to room keys. The
+// keys being oldest first, the result is that of inserting them in turn.
+func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64, room int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seeds = seeds
-	d.m = make(map[dedupKey]int64, len(keys))
-	d.order = slices.Grow(d.order, len(keys))
+	d.m = make(map[dedupKey]int64, max(len(keys), room))
+	d.order = make([]orderEntry, 0, max(len(keys), room))
+	d.head = 0
 	for _, o := range keys {
 		if o.received >= since {
-			d.insertLocked(o.key, o.received, nil)
+			d.m[o.key] = o.received
+			d.order = append(d.order, o)
 		}
 	}
+	d.pruneLocked(since) // beyond max: the oldest go, as when inserted
 }
 
 // isNotExist reports a missing index file.

@@ -286,3 +286,48 @@ func allEvents(t *testing.T, s *Store, q Query) []Stored {
 		q.Before = p.Next
 	}
 }
+
+// TestIndexFileSetKeepsItsBounds: keys loaded from the index file obey the
+// window and dedup_max_entries of the store that loads them, the oldest
+// going first, as when they were inserted.
+func TestIndexFileSetKeepsItsBounds(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "store-index")
+	fs := vfs.NewMem()
+	now := t0
+	open := func(max int) (*buffer.Log, *Store) {
+		l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, SegmentBytes: 4096, MaxBytes: 1 << 30})
+		require.NoError(t, err)
+		s, err := Open(l, Options{now: func() time.Time { return now }, DedupWindow: time.Minute, DedupMaxEntries: max, SnapshotPath: path})
+		require.NoError(t, err)
+		return l, s
+	}
+	l, s := open(1000)
+	for i := range 500 {
+		e := ev("d", "s", t0, float64(i))
+		e.ID = fmt.Sprint(i)
+		_, err := s.Append(ctx, []event.Event{e})
+		require.NoError(t, err)
+		now = now.Add(100 * time.Millisecond) // 50 s in all
+	}
+	require.NoError(t, s.Close())
+	require.NoError(t, l.Close())
+
+	l, s = open(100)
+	require.Positive(t, s.snapNext.Load(), "opened from the index file")
+	require.Equal(t, 100, s.dedup.len())
+	for _, c := range []struct {
+		id  int
+		dup bool
+	}{{400, true}, {499, true}, {399, false}} {
+		_, dup := s.dedup.check("d", fmt.Sprint(c.id), now.UnixMilli(), newClaim())
+		require.Equal(t, c.dup, dup, "id %d", c.id)
+	}
+	require.NoError(t, l.Close())
+
+	now = now.Add(45 * time.Second) // ids 0-349 received more than a minute ago
+	l, s = open(1000)
+	defer l.Close()
+	require.Positive(t, s.snapNext.Load())
+	require.Equal(t, 150, s.dedup.len())
+}
