@@ -6,8 +6,10 @@
 // What it promises: Append returns only after the records are fsync'd; offsets
 // increase by one per record and are never reused; readers see only fsync'd
 // records; on open a torn tail is truncated and damage inside the log is
-// quarantined and counted, never skipped silently; after a failed write or fsync
-// the log acknowledges nothing more.
+// quarantined and counted, never skipped silently (in a sealed segment that
+// open took from its seal file, log_seal.go, when a reader first meets it);
+// after a failed write or fsync the log acknowledges nothing more. Opening
+// reads only the active segment and the seals of the sealed ones.
 //
 // The SQLite and Pebble engines (packages sqlitelog and pebblelog) keep the same
 // promises behind the same Engine interface. The group-commit bookkeeping all
