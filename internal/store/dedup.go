@@ -140,6 +140,11 @@ func (d *dedup) checkKey(key dedupKey, received int64, c *claim) (*claim, bool) 
 	return nil, false
 }
 
+// restore records a pair found in the log on open.
+func (d *dedup) restore(device, id []byte, received int64, _ uint64) {
+	d.restoreKey(d.idKeyBytes(device, id), received)
+}
+
 // restoreKey records a key found in the log on open.
 func (d *dedup) restoreKey(key dedupKey, received int64) {
 	d.mu.Lock()

@@ -257,15 +257,8 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 	s.idx.mu.Lock()
 	s.idx.byDevice, s.idx.byStream, s.idx.byWindow = sn.maps[0], sn.maps[1], sn.maps[2]
 	s.idx.mu.Unlock()
-	// The log after the file is read while the file's keys load; the
-	// keys found in it are added after them.
 	room := min(uint64(len(sn.keys))+s.log.DurableOffset()-sn.next, uint64(s.opts.DedupMaxEntries))
-	s.dedup.seeds = sn.seeds // before the goroutine starts and any key is made
-	s.loading = make(chan struct{})
-	go func() {
-		defer close(s.loading)
-		s.dedup.load(sn.keys, since, int(room))
-	}()
+	s.dedup.load(sn.seeds, sn.keys, since, int(room))
 	s.lateMu.Lock()
 	for _, o := range sn.late {
 		s.late[o] = struct{}{}
@@ -291,12 +284,13 @@ func (d *dedup) stored() []orderEntry {
 	return out
 }
 
-// load makes an empty set the one an index file holds (whose hash keys the
-// set has already taken): its keys received since since, with room for more up to room keys. The
+// load makes an empty set the one an index file holds: its hash keys, and
+// its keys received since since, with room for more up to room keys. The
 // keys being oldest first, the result is that of inserting them in turn.
-func (d *dedup) load(keys []orderEntry, since int64, room int) {
+func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64, room int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.seeds = seeds
 	d.m = make(map[dedupKey]int64, max(len(keys), room))
 	d.order = make([]orderEntry, 0, max(len(keys), room))
 	d.head = 0

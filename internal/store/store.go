@@ -98,11 +98,6 @@ type Store struct {
 	snapNext atomic.Uint64 // S of the last index file written or loaded
 	snapping atomic.Bool   // a background WriteSnapshot is running
 	snapWG   sync.WaitGroup
-	// loading is closed once the index file's de-duplication keys are
-	// loaded, which Open does while it reads the log after the file;
-	// later holds the keys of that log meanwhile. Open's only.
-	loading chan struct{}
-	later   []orderEntry
 }
 
 var _ ingest.Appender = (*Store)(nil)
@@ -137,13 +132,6 @@ func Open(l buffer.Engine, opts Options) (*Store, error) {
 		}
 	}
 	n, err := s.rebuild(from, since)
-	if s.loading != nil {
-		<-s.loading
-		for _, o := range s.later {
-			s.dedup.restoreKey(o.key, o.received)
-		}
-		s.loading, s.later = nil, nil
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -206,32 +194,21 @@ func (s *Store) rebuild(from uint64, since int64) (int, error) {
 
 // restoreKey adds the key of the event record p (peeked as v) to the
 // de-duplication set if it was received since since.
-// While the index file's set is still loading (s.loading), the key waits
-// in s.later, to be added after the file's keys.
 func (s *Store) restoreKey(v event.View, p []byte, since int64) {
 	if v.Received < since {
 		return
 	}
-	var key dedupKey
 	switch {
 	case v.ID != nil:
-		key = s.dedup.idKeyBytes(v.DeviceID, v.ID)
+		s.dedup.restore(v.DeviceID, v.ID, v.Received, 0)
 	case !s.opts.NoContentDedup:
 		// The record does not say whether the device gave its ts: every
 		// id-less event's content is remembered, and only events with the
 		// device's ts are checked against it.
-		var ok bool
-		if key, ok = s.dedup.contentKey(p); !ok {
-			return
+		if key, ok := s.dedup.contentKey(p); ok {
+			s.dedup.restoreKey(key, v.Received)
 		}
-	default:
-		return
 	}
-	if s.loading != nil {
-		s.later = append(s.later, orderEntry{key: key, received: v.Received})
-		return
-	}
-	s.dedup.restoreKey(key, v.Received)
 }
 
 // Append stores events durably; see ingest.Appender.
