@@ -12,9 +12,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
 )
 
-// The store's index file (docs/format/store-index.md): the index as of a log
-// offset, so that Open reads only the log after it and the tail the
-// de-duplication set needs.
+// The store's index file (docs/format/store-index.md): the index, the late
+// marks and the de-duplication set as of a log offset, so that Open reads
+// only the log after it.
 const (
 	snapshotMagic   = "HFSX"
 	snapshotVersion = 1
