@@ -6,8 +6,10 @@
 // What it promises: Append returns only after the records are fsync'd; offsets
 // increase by one per record and are never reused; readers see only fsync'd
 // records; on open a torn tail is truncated and damage inside the log is
-// quarantined and counted, never skipped silently; after a failed write or fsync
-// the log acknowledges nothing more.
+// quarantined and counted, never skipped silently (in a sealed segment that
+// open took from its seal file, log_seal.go, when a reader first meets it);
+// after a failed write or fsync the log acknowledges nothing more. Opening
+// reads only the active segment and the seals of the sealed ones.
 //
 // The SQLite and Pebble engines (packages sqlitelog and pebblelog) keep the same
 // promises behind the same Engine interface. The group-commit bookkeeping all
@@ -163,6 +165,8 @@ type Log struct {
 	tail tail // the newest committed bytes, for readers at the live end
 
 	removeMu sync.Mutex // one Remove at a time
+	sealMu   sync.Mutex // one seal file written at a time
+	verifyMu sync.Mutex // one sealed segment scanned for damage at a time
 	hidden   Hidden     // records removed, or being removed: readers pass over them
 }
 
@@ -198,6 +202,12 @@ type segment struct {
 	// removing: a Remove has hidden records of this segment and is not
 	// done; retention leaves the segment alone meanwhile.
 	removing bool
+	// compacted: the header's compacted flag is set.
+	compacted bool
+	// verified: every frame was checked since open (scanned, or written
+	// by this process); false for a segment opened on its seal, which
+	// verify scans when a reader finds damage in it.
+	verified bool
 }
 
 // badRange is a quarantined byte range [from, to) of a segment.
@@ -208,7 +218,8 @@ func segmentName(base uint64) string { return fmt.Sprintf("%020d.seg", base) }
 func (l *Log) path(name string) string { return filepath.Join(l.dir, name) }
 
 // Open opens or creates the log in opts.Dir, recovering it as docs/format/log.md
-// describes, and starts the writer.
+// describes, and starts the writer. Sealed segments with a valid seal are not
+// read (log_seal.go): opening costs a scan of the active segment.
 func Open(opts Options) (*Log, error) {
 	opts = opts.WithDefaults()
 	if err := opts.Validate(); err != nil {

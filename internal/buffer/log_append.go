@@ -171,8 +171,12 @@ func (l *Log) roll(base uint64) error {
 	}
 	l.active = f
 	l.segMu.Lock()
-	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize})
+	sealed := l.segments[len(l.segments)-1]
+	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize, verified: true})
 	l.segMu.Unlock()
+	// The new segment's header is durable: the sealed one ends where it
+	// ends now, and its seal spares the next open reading it.
+	l.writeSeal(sealed)
 	l.applyRetention()
 	l.updateSizeMetrics()
 	return nil
@@ -244,6 +248,7 @@ func (l *Log) applyRetention() {
 		if err := l.fs.Remove(l.path(old.name)); err != nil {
 			l.log.Warn("retention: remove segment", "segment", old.name, "err", err)
 		}
+		l.removeSeal(old.base)
 		l.hidden.Forget(old.next)
 		l.m.RetentionRecords.Add(float64(records))
 		l.m.RetentionUnread.Add(float64(unread))
@@ -288,6 +293,7 @@ func (l *Log) DeleteBefore(off uint64) (uint64, error) {
 		if err := l.fs.Remove(l.path(old.name)); err != nil {
 			return deleted, fmt.Errorf("evict segment %s: %w", old.name, err)
 		}
+		l.removeSeal(old.base)
 		l.hidden.Forget(old.next)
 		n := old.next - old.base
 		deleted += n

@@ -89,6 +89,13 @@ func (r *Reader) Next() (uint64, []byte, error) {
 		}
 		off, payload, err := r.frame(size)
 		if err != nil {
+			var cerr *CorruptionError
+			if errors.As(err, &cerr) && r.l.verify(r.seg) {
+				// A segment opened on its seal, scanned now: if the damage
+				// was quarantined, its generation changed and the reader
+				// positions itself again, past it.
+				continue
+			}
 			return 0, nil, err
 		}
 		if off < r.from {

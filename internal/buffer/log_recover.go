@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,8 +25,21 @@ func (l *Log) recover() error {
 	if err != nil {
 		return fmt.Errorf("list log dir: %w", err)
 	}
-	var bases []uint64
+	var (
+		bases []uint64
+		seals []string
+	)
 	for _, n := range names {
+		if strings.HasSuffix(n, ".seal.tmp") {
+			if err := l.fs.Remove(l.path(n)); err != nil {
+				return fmt.Errorf("remove unfinished seal %s: %w", n, err)
+			}
+			continue
+		}
+		if strings.HasSuffix(n, ".seal") {
+			seals = append(seals, n)
+			continue
+		}
 		if strings.HasSuffix(n, ".seg.tmp") {
 			// A compaction that crashed before its rename: the segment
 			// itself is intact.
@@ -47,14 +61,36 @@ func (l *Log) recover() error {
 	if err := l.loadCursors(); err != nil {
 		return err
 	}
+	// A seal is kept only for a sealed segment: not for the last one, nor
+	// for one retention deleted before its seal.
+	sealed := map[string]bool{}
+	for i := 0; i+1 < len(bases); i++ {
+		sealed[sealName(bases[i])] = true
+	}
+	for _, n := range seals {
+		if !sealed[n] {
+			if err := l.fs.Remove(l.path(n)); err != nil {
+				return fmt.Errorf("remove stale seal %s: %w", n, err)
+			}
+		}
+	}
 	if len(bases) == 0 {
 		return l.startFresh(0)
 	}
+	var scanned []*segment // sealed segments read in full, to seal
 	for i, base := range bases {
 		last := i == len(bases)-1
 		nextBase := uint64(0)
 		if !last {
 			nextBase = bases[i+1]
+			seg, why := l.loadSealed(base, nextBase)
+			if seg != nil {
+				l.segments = append(l.segments, seg)
+				continue
+			}
+			if !errors.Is(why, fs.ErrNotExist) {
+				l.log.Warn("segment seal not used; scanning the segment", "segment", segmentName(base), "why", why)
+			}
 		}
 		seg, err := l.loadSegment(base, last, nextBase)
 		if err != nil {
@@ -63,7 +99,14 @@ func (l *Log) recover() error {
 		if seg == nil { // an unusable last segment: a new one follows it
 			return nil
 		}
+		seg.verified = true
 		l.segments = append(l.segments, seg)
+		if !last {
+			scanned = append(scanned, seg)
+		}
+	}
+	for _, seg := range scanned {
+		l.writeSeal(seg)
 	}
 	last := l.segments[len(l.segments)-1]
 	f, err := l.fs.OpenRW(l.path(last.name))
@@ -82,7 +125,7 @@ func (l *Log) startFresh(base uint64) error {
 		return err
 	}
 	l.active = f
-	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize})
+	l.segments = append(l.segments, &segment{base: base, name: name, next: base, size: segmentHeaderSize, verified: true})
 	return nil
 }
 
@@ -118,6 +161,7 @@ func (l *Log) loadSegment(base uint64, last bool, nextBase uint64) (*segment, er
 	// A compacted segment's offsets may skip, up to the next segment's base.
 	var limit uint64
 	compacted := binary.LittleEndian.Uint16(data[6:])&flagCompacted != 0
+	seg.compacted = compacted
 	if compacted {
 		limit = nextBase
 		if last {

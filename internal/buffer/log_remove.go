@@ -103,6 +103,9 @@ func (l *Log) Remove(offs []uint64, confirm func(hidden []uint64) []uint64) ([]u
 // deleted the segment meanwhile, its records are gone already: all of drop is
 // returned.
 func (l *Log) compact(seg *segment, drop []uint64) ([]uint64, error) {
+	// A segment opened on its seal has not been checked since it was
+	// written: find and quarantine damage first, as a reader would.
+	l.verify(seg)
 	l.segMu.RLock()
 	size, bad := seg.size, slices.Clone(seg.bad)
 	l.segMu.RUnlock()
@@ -174,11 +177,13 @@ func (l *Log) compact(seg *segment, drop []uint64) ([]uint64, error) {
 	}
 	freed := seg.size - int64(len(out))
 	seg.size, seg.sparse, seg.bad = int64(len(out)), sparse, nil
+	seg.compacted = true
 	seg.gen++
 	l.segMu.Unlock()
 	if err := l.fs.SyncDir(l.dir); err != nil {
 		return found, fmt.Errorf("compact segment %s: fsync log dir: %w", seg.name, err)
 	}
+	l.writeSeal(seg) // the old seal does not match the new file
 	l.m.RemovedRecords.Add(float64(len(found)))
 	l.log.Info("compacted segment", "segment", seg.name, "removed", len(found), "freed_bytes", freed)
 	return found, nil

@@ -222,60 +222,93 @@ func TestRandomCrashes(t *testing.T) {
 	}
 }
 
-func TestBitFlipInSealedSegmentIsQuarantined(t *testing.T) {
-	fs := vfs.NewMem()
-	l := openMem(t, fs, 4096)
-	for i := range 600 {
-		_, err := l.Append(payload(i))
-		require.NoError(t, err)
-	}
-	require.NoError(t, l.Close())
-	seg := filepath.Join(dir, segmentName(0))
-	data, ok := fs.Bytes(seg)
-	require.True(t, ok)
-	pos := segmentHeaderSize + 5*(frameHeaderSize+len(payload(0))) + frameHeaderSize + 3 // inside record 5's payload
-	data[pos] ^= 0x01
-	fs.SetBytes(seg, data)
+// damageModes are the two ways damage in a sealed segment is found: at open,
+// when the segment has no seal and is scanned (a data directory from before
+// seals, or a seal that could not be written); and on its first read, when
+// it was opened on its seal.
+var damageModes = []struct {
+	name   string
+	noSeal bool
+}{{"scanned at open", true}, {"opened on its seal", false}}
 
-	m := NewMetrics(nil)
-	l, err := Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, Metrics: m})
-	require.NoError(t, err)
-	defer l.Close()
-	require.Equal(t, 1.0, testutil.ToFloat64(m.CorruptRecords), "exactly the damaged record is counted")
-	require.Equal(t, int64(1), l.Stats().QuarantinedRecords)
-	offs, _ := readAll(t, l, 0)
-	require.Len(t, offs, 599)
-	require.NotContains(t, offs, uint64(5))
-	require.Contains(t, offs, uint64(6), "records after the damage are kept")
-	q, err := fs.List(filepath.Join(dir, quarantineDir))
-	require.NoError(t, err)
-	require.Len(t, q, 1, "the damaged bytes are copied aside")
+func TestBitFlipInSealedSegmentIsQuarantined(t *testing.T) {
+	for _, mode := range damageModes {
+		t.Run(mode.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			l := openMem(t, fs, 4096)
+			for i := range 600 {
+				_, err := l.Append(payload(i))
+				require.NoError(t, err)
+			}
+			require.NoError(t, l.Close())
+			seg := filepath.Join(dir, segmentName(0))
+			data, ok := fs.Bytes(seg)
+			require.True(t, ok)
+			pos := segmentHeaderSize + 5*(frameHeaderSize+len(payload(0))) + frameHeaderSize + 3 // inside record 5's payload
+			data[pos] ^= 0x01
+			fs.SetBytes(seg, data)
+			if mode.noSeal {
+				require.NoError(t, fs.Remove(filepath.Join(dir, sealName(0))))
+			}
+
+			m := NewMetrics(nil)
+			l, err := Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, Metrics: m})
+			require.NoError(t, err)
+			defer l.Close()
+			if mode.noSeal {
+				require.Equal(t, 1.0, testutil.ToFloat64(m.CorruptRecords), "found at open")
+			} else {
+				require.Equal(t, 0.0, testutil.ToFloat64(m.CorruptRecords), "the segment is not read at open")
+			}
+			offs, _ := readAll(t, l, 0)
+			require.Equal(t, 1.0, testutil.ToFloat64(m.CorruptRecords), "exactly the damaged record is counted")
+			require.Equal(t, int64(1), l.Stats().QuarantinedRecords)
+			require.Len(t, offs, 599)
+			require.NotContains(t, offs, uint64(5))
+			require.Contains(t, offs, uint64(6), "records after the damage are kept")
+			q, err := fs.List(filepath.Join(dir, quarantineDir))
+			require.NoError(t, err)
+			require.Len(t, q, 1, "the damaged bytes are copied aside")
+			_, sealed := fs.Bytes(filepath.Join(dir, sealName(0)))
+			require.False(t, sealed, "a damaged segment has no seal: the next open scans it")
+			offs, _ = readAll(t, l, 0)
+			require.Len(t, offs, 599, "read again, the damage is passed over")
+			require.Equal(t, 1.0, testutil.ToFloat64(m.CorruptRecords), "and not counted again")
+		})
+	}
 }
 
 func TestDamagedSealedTailCountsGap(t *testing.T) {
-	fs := vfs.NewMem()
-	l := openMem(t, fs, 4096)
-	for i := range 600 {
-		_, err := l.Append(payload(i))
-		require.NoError(t, err)
+	for _, mode := range damageModes {
+		t.Run(mode.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			l := openMem(t, fs, 4096)
+			for i := range 600 {
+				_, err := l.Append(payload(i))
+				require.NoError(t, err)
+			}
+			require.NoError(t, l.Close())
+			seg := filepath.Join(dir, segmentName(0))
+			data, _ := fs.Bytes(seg)
+			n := (len(data) - segmentHeaderSize) / (frameHeaderSize + len(payload(0)))
+			// Zero the last two frames of the sealed segment.
+			cut := len(data) - 2*(frameHeaderSize+len(payload(0)))
+			clear(data[cut:])
+			fs.SetBytes(seg, data)
+			if mode.noSeal {
+				require.NoError(t, fs.Remove(filepath.Join(dir, sealName(0))))
+			}
+			m := NewMetrics(nil)
+			l, err := Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, Metrics: m})
+			require.NoError(t, err)
+			defer l.Close()
+			offs, _ := readAll(t, l, 0)
+			require.Equal(t, 2.0, testutil.ToFloat64(m.CorruptRecords))
+			require.Len(t, offs, 598)
+			require.Equal(t, uint64(n-3), offs[n-3])
+			require.Equal(t, uint64(n), offs[n-2], "reading continues in the next segment")
+		})
 	}
-	require.NoError(t, l.Close())
-	seg := filepath.Join(dir, segmentName(0))
-	data, _ := fs.Bytes(seg)
-	n := (len(data) - segmentHeaderSize) / (frameHeaderSize + len(payload(0)))
-	// Zero the last two frames of the sealed segment.
-	cut := len(data) - 2*(frameHeaderSize+len(payload(0)))
-	clear(data[cut:])
-	fs.SetBytes(seg, data)
-	m := NewMetrics(nil)
-	l, err := Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, Metrics: m})
-	require.NoError(t, err)
-	defer l.Close()
-	require.Equal(t, 2.0, testutil.ToFloat64(m.CorruptRecords))
-	offs, _ := readAll(t, l, 0)
-	require.Len(t, offs, 598)
-	require.Equal(t, uint64(n-3), offs[n-3])
-	require.Equal(t, uint64(n), offs[n-2], "reading continues in the next segment")
 }
 
 func TestFsyncFailureStopsAcks(t *testing.T) {
@@ -450,4 +483,90 @@ func TestDeleteBefore(t *testing.T) {
 	next, err := l.Append([]byte("after"))
 	require.NoError(t, err)
 	require.Equal(t, uint64(500), next)
+}
+
+// TestSealsOpenLikeAScan: a log opened on its seals serves the same records,
+// positions and sizes as one opened by scanning every segment; a seal that
+// does not match its segment is not used, and the segment's seal is written
+// again after the scan.
+func TestSealsOpenLikeAScan(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openMem(t, fs, 4096)
+	for i := range 2000 {
+		_, err := l.Append(payload(i))
+		require.NoError(t, err)
+	}
+	// Compact one sealed segment: its seal is written again with the flag.
+	removed, err := l.Remove([]uint64{3, 4, 500}, func(h []uint64) []uint64 { return h })
+	require.NoError(t, err)
+	require.Equal(t, []uint64{3, 4, 500}, removed)
+	require.NoError(t, l.Close())
+
+	type view struct {
+		offs  []uint64
+		ps    []string
+		stats Stats
+		bytes []int64
+	}
+	look := func(l *Log) view {
+		v := view{stats: l.Stats()}
+		v.offs, v.ps = readAll(t, l, 0)
+		for _, from := range []uint64{0, 7, 499, 1000, 1999} {
+			v.bytes = append(v.bytes, l.BytesFrom(from))
+			offs, _ := readAll(t, l, from)
+			require.NotEmpty(t, offs)
+		}
+		return v
+	}
+	names, _ := fs.List(dir)
+	var seals []string
+	for _, n := range names {
+		if filepath.Ext(n) == ".seal" {
+			seals = append(seals, n)
+		}
+	}
+	require.Greater(t, len(seals), 10, "every sealed segment has its seal")
+
+	l = openMem(t, fs, 4096)
+	onSeals := look(l)
+	for _, seg := range l.segments[:len(l.segments)-1] {
+		require.False(t, seg.verified, "segment %s opened on its seal", seg.name)
+	}
+	require.NoError(t, l.Close())
+
+	// Without seals, every segment is scanned, and sealed again.
+	for _, n := range seals {
+		require.NoError(t, fs.Remove(filepath.Join(dir, n)))
+	}
+	l = openMem(t, fs, 4096)
+	scanned := look(l)
+	require.NoError(t, l.Close())
+	require.Equal(t, scanned, onSeals)
+	for _, n := range seals {
+		_, ok := fs.Bytes(filepath.Join(dir, n))
+		require.True(t, ok, "seal %s written again after the scan", n)
+	}
+
+	// A torn seal, one for the wrong base and one whose segment grew are
+	// not used.
+	b, _ := fs.Bytes(filepath.Join(dir, seals[1]))
+	fs.SetBytes(filepath.Join(dir, seals[1]), b[:len(b)-3])
+	b, _ = fs.Bytes(filepath.Join(dir, seals[2]))
+	fs.SetBytes(filepath.Join(dir, seals[3]), b)
+	seg := filepath.Join(dir, segmentName(l.segments[4].base))
+	b, _ = fs.Bytes(seg)
+	fs.SetBytes(seg, append(b, appendFrame(nil, 1<<40, payload(0))...))
+	m := NewMetrics(nil)
+	l, err = Open(Options{Dir: dir, FS: fs, SegmentBytes: 4096, Metrics: m})
+	require.NoError(t, err)
+	defer l.Close()
+	for i := 1; i <= 4; i++ {
+		require.Equal(t, i != 2, l.segments[i].verified, "segment %d scanned", i)
+	}
+	require.True(t, l.segments[0].compacted)
+	require.False(t, l.segments[0].verified, "a compacted segment is opened on its seal too")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.CorruptBytes)/float64(frameHeaderSize+len(payload(0))),
+		"the bytes past the end the seal knew are found at open")
+	again := look(l)
+	require.Equal(t, scanned.offs, again.offs)
 }

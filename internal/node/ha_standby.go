@@ -243,7 +243,7 @@ func (p *Pair) checkHistory(st leader.State) error {
 	if err := os.MkdirAll(qdir, 0o700); err != nil {
 		return err
 	}
-	for _, name := range []string{EngineName(p.cfg), "checkpoints", "lanes", "ledger-intent"} {
+	for _, name := range []string{EngineName(p.cfg), "checkpoints", "lanes", "ledger-intent", "store-index"} {
 		if err := os.Rename(filepath.Join(p.cfg.DataDir, name), filepath.Join(qdir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("quarantine %s: %w", name, err)
 		}

@@ -186,6 +186,7 @@ func startNode(cfg config.Config, logger *slog.Logger, ph *pairHooks) (_ *Node, 
 		DedupWindow:     cfg.Ingest.DedupWindow,
 		DedupMaxEntries: cfg.Ingest.DedupMaxEntries,
 		NoContentDedup:  cfg.Ingest.DedupWithoutID == "off",
+		SnapshotPath:    filepath.Join(cfg.DataDir, "store-index"),
 		Logger:          logger.With("component", "store"),
 		Metrics:         store.NewMetrics(n.reg),
 	})
@@ -776,6 +777,11 @@ func (n *Node) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		errs = append(errs, n.disp.Close(ctx))
 		cancel()
+	}
+	if n.store != nil {
+		// Nothing appends events any more: the index file written now
+		// spares the next start reading the log (format/store-index.md).
+		errs = append(errs, n.store.Close())
 	}
 	if n.ledger != nil && n.buf != nil {
 		n.ledger.close()

@@ -2,8 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
-	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 )
@@ -15,7 +16,9 @@ import (
 type dedup struct {
 	window int64 // milliseconds
 	max    int
-	seeds  [2]maphash.Seed // of the keys; the set is rebuilt at open, so per process
+	// seeds are the keys of the hash: random for a new set, those of the
+	// store's index file for a set loaded from it.
+	seeds [2]sipKey
 
 	mu sync.Mutex
 	// m maps each key remembered to its received time. It holds no
@@ -29,7 +32,7 @@ type dedup struct {
 	evicted uint64              // guarded by mu; keys forgotten early because of max
 }
 
-// dedupKey is a 128-bit hash (two maphash sums) of an id with its device, or
+// dedupKey is a 128-bit hash (two SipHash sums) of an id with its device, or
 // of an id-less event's content. Fixed-size keys hold no pointer and need no
 // allocation.
 type dedupKey [2]uint64
@@ -62,38 +65,31 @@ func (c *claim) wait(ctx context.Context) error {
 }
 
 func newDedup(window time.Duration, max int) *dedup {
-	return &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]int64{}, pending: map[dedupKey]*claim{},
-		seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}}
+	d := &dedup{window: window.Milliseconds(), max: max, m: map[dedupKey]int64{}, pending: map[dedupKey]*claim{}}
+	var seed [32]byte
+	rand.Read(seed[:]) // never fails (crypto/rand)
+	for i := range d.seeds {
+		d.seeds[i] = sipKey{k0: binary.LittleEndian.Uint64(seed[16*i:]), k1: binary.LittleEndian.Uint64(seed[16*i+8:])}
+	}
+	return d
 }
 
 // idKey is the key of device's event id.
 func (d *dedup) idKey(device, id string) dedupKey {
-	var k dedupKey
-	for i, seed := range d.seeds {
-		var h maphash.Hash
-		h.SetSeed(seed)
-		h.WriteByte('i')
-		h.WriteString(device) // no device id holds a 0 byte
-		h.WriteByte(0)
-		h.WriteString(id)
-		k[i] = h.Sum64()
-	}
-	return k
+	var a [256]byte
+	b := append(a[:0], 'i')
+	b = append(b, device...) // no device id holds a 0 byte
+	b = append(b, 0)
+	return d.keyOf(append(b, id...))
 }
 
 // idKeyBytes is idKey for the fields of a record read from the log.
 func (d *dedup) idKeyBytes(device, id []byte) dedupKey {
-	var k dedupKey
-	for i, seed := range d.seeds {
-		var h maphash.Hash
-		h.SetSeed(seed)
-		h.WriteByte('i')
-		h.Write(device)
-		h.WriteByte(0)
-		h.Write(id)
-		k[i] = h.Sum64()
-	}
-	return k
+	var a [256]byte
+	b := append(a[:0], 'i')
+	b = append(b, device...)
+	b = append(b, 0)
+	return d.keyOf(append(b, id...))
 }
 
 // contentKey returns the key of an id-less event record payload: a hash of
@@ -114,16 +110,16 @@ func (d *dedup) contentKey(p []byte) (key dedupKey, ok bool) {
 	if n <= 0 {
 		return key, false
 	}
-	rest := p[tsEnd+n:]
-	for i, seed := range d.seeds {
-		var h maphash.Hash
-		h.SetSeed(seed)
-		h.WriteByte('c')
-		h.Write(p[1:tsEnd]) // flags and ts
-		h.Write(rest)       // value, device, stream, tags
-		key[i] = h.Sum64()
-	}
-	return key, true
+	var a [256]byte
+	b := append(a[:0], 'c')
+	b = append(b, p[1:tsEnd]...)  // flags and ts
+	b = append(b, p[tsEnd+n:]...) // value, device, stream, tags
+	return d.keyOf(b), true
+}
+
+// keyOf hashes b into a key: two SipHash sums under the set's two keys.
+func (d *dedup) keyOf(b []byte) dedupKey {
+	return dedupKey{d.seeds[0].sum(b), d.seeds[1].sum(b)}
 }
 
 // check returns the prior claim and true if (device, id) was seen within the
@@ -204,6 +200,16 @@ func (d *dedup) settle(c *claim, err error) {
 	c.keys = nil
 	c.err = err
 	close(c.done)
+}
+
+// reserve makes room for n keys, before the set is restored.
+func (d *dedup) reserve(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.m) == 0 && n > 0 {
+		d.m = make(map[dedupKey]int64, n)
+		d.order = slices.Grow(d.order, n)
+	}
 }
 
 func (d *dedup) len() int {

@@ -39,6 +39,8 @@ func (s *Store) AppendOutputs(outs []Output) (uint64, error) {
 			return 0, fmt.Errorf("store: output %d is empty", i)
 		}
 	}
+	s.appendMu.RLock()
+	defer s.appendMu.RUnlock()
 	first, err := s.log.Append(payloads...)
 	if err != nil {
 		return 0, err

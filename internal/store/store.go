@@ -5,7 +5,9 @@
 // log, and answers local event queries from the log with it.
 //
 // It implements ingest.Appender: Append returns only once the events are durable.
-// The index and the de-duplication set are rebuilt from the log on open.
+// The index and the de-duplication set are rebuilt from the log on open: from
+// the store's index file (snapshot.go, docs/format/store-index.md) and the log
+// after it when there is one, from the whole log otherwise.
 package store
 
 import (
@@ -38,9 +40,13 @@ type Options struct {
 	// same device, stream, ts, value and tags was stored within DedupWindow;
 	// its key counts against DedupMaxEntries like an id.
 	NoContentDedup bool
-	Logger         *slog.Logger
-	Metrics        *Metrics         // nil: none
-	now            func() time.Time // test clock
+	// SnapshotPath is the store's index file (docs/format/store-index.md):
+	// written at Close and every snapshotEvery records, read by Open so that
+	// it reads only the log after it. Empty: none, Open reads the whole log.
+	SnapshotPath string
+	Logger       *slog.Logger
+	Metrics      *Metrics         // nil: none
+	now          func() time.Time // test clock
 
 	// OutputsOnly opens a store that only appends the processor's outputs,
 	// for the replay of `holdfast recover`: Open does not read the log, and
@@ -83,6 +89,21 @@ type Store struct {
 	// stamp hands out received times: never below one stamped before, nor
 	// below the newest in the log, whatever the wall clock does.
 	stamp *clock.Stamper
+	// holdUntil: a received time found in the log above it (further ahead
+	// of the wall clock at Open than maxReceivedHold) does not hold the new
+	// ones back.
+	holdUntil int64
+	// lastReceived is the highest received time of an event in the log.
+	lastReceived atomic.Int64
+
+	// appendMu: appends hold it shared from their log write until their
+	// events are indexed; WriteSnapshot takes it to find the offset below
+	// which everything is indexed.
+	appendMu sync.RWMutex
+	snapMu   sync.Mutex    // one index file written at a time
+	snapNext atomic.Uint64 // S of the last index file written or loaded
+	snapping atomic.Bool   // a background WriteSnapshot is running
+	snapWG   sync.WaitGroup
 
 	fedOnce sync.Once
 	fed     atomic.Pointer[Fed] // nil until Fed is called (fed.go)
@@ -94,42 +115,64 @@ var _ ingest.Appender = (*Store)(nil)
 // time found in the log may be and still hold the new ones back.
 const maxReceivedHold = time.Hour
 
-// Open builds a store over an open log, reading the log once to rebuild the
-// index and the de-duplication set.
+// Open builds a store over an open log, rebuilding the index and the
+// de-duplication set from the index file (Options.SnapshotPath) and the log
+// after it, or from the whole log.
 func Open(l buffer.Engine, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	s := &Store{
-		opts:  opts,
-		log:   l,
-		dedup: newDedup(opts.DedupWindow, opts.DedupMaxEntries),
-		idx:   newIndex(),
-		late:  map[uint64]struct{}{},
-		stamp: clock.NewStamper(opts.now),
+		opts:      opts,
+		log:       l,
+		dedup:     newDedup(opts.DedupWindow, opts.DedupMaxEntries),
+		idx:       newIndex(),
+		late:      map[uint64]struct{}{},
+		stamp:     clock.NewStamper(opts.now),
+		holdUntil: opts.now().Add(maxReceivedHold).UnixMilli(),
 	}
 	if opts.OutputsOnly {
 		return s, nil
 	}
 	start := time.Now()
-	n, err := s.rebuild()
+	since := opts.now().Add(-opts.DedupWindow).UnixMilli()
+	var from uint64
+	loaded := false
+	if opts.SnapshotPath != "" {
+		var why error
+		from, loaded, why = s.loadSnapshot(since)
+		if why != nil && !isNotExist(why) {
+			opts.Logger.Warn("store index file not used; reading the whole log", "file", opts.SnapshotPath, "why", why)
+		}
+	}
+	n, err := s.rebuild(from, since)
 	if err != nil {
 		return nil, err
 	}
-	opts.Logger.Info("store index rebuilt", "records", n, "devices", s.idx.devices(),
-		"dedup_keys", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
+	opts.Logger.Info("store index rebuilt", "index_file", loaded, "from_offset", from, "records", n,
+		"devices", s.idx.devices(), "dedup_keys", s.dedup.len(), "took", time.Since(start).Round(time.Millisecond))
 	if opts.Metrics != nil {
 		opts.Metrics.dedup.Store(s.dedup)
 	}
 	return s, nil
 }
 
-func (s *Store) rebuild() (int, error) {
-	r := s.log.NewReader(0)
+// Close waits for an index file being written and writes the last one. The
+// store must not be appended to after it.
+func (s *Store) Close() error {
+	s.snapWG.Wait()
+	return s.WriteSnapshot()
+}
+
+// rebuild reads the log from offset from (0, or the index file's S),
+// indexes its records and restores the de-duplication keys of the events
+// received since since.
+func (s *Store) rebuild(from uint64, since int64) (int, error) {
+	r := s.log.NewReader(from)
 	defer r.Close()
-	since := s.opts.now().Add(-s.opts.DedupWindow).UnixMilli()
-	// Received times in the log are the floor of the new ones, unless one
-	// is further ahead of the wall clock than maxReceivedHold: a clock once
-	// set far ahead must not hold received times for as long.
-	holdUntil := s.opts.now().Add(maxReceivedHold).UnixMilli()
+	// The set ends up with at most DedupMaxEntries keys, one per record
+	// read at most: room for them up front spares growing it.
+	if end := s.log.DurableOffset(); end > from && from == 0 {
+		s.dedup.reserve(int(min(end-from, uint64(s.opts.DedupMaxEntries))))
+	}
 	n := 0
 	for {
 		off, p, err := r.Next()
@@ -155,23 +198,28 @@ func (s *Store) rebuild() (int, error) {
 			continue
 		}
 		indexAdd(s.idx, v.DeviceID, v.Stream, v.TS, off)
-		if v.Received <= holdUntil {
-			s.stamp.Raise(v.Received)
-		}
-		if v.Received >= since {
-			switch {
-			case v.ID != nil:
-				s.dedup.restore(v.DeviceID, v.ID, v.Received, off)
-			case !s.opts.NoContentDedup:
-				// The record does not say whether the device gave its
-				// ts: every id-less event's content is remembered, and
-				// only events with the device's ts are checked against it.
-				if key, ok := s.dedup.contentKey(p); ok {
-					s.dedup.restoreKey(key, v.Received)
-				}
-			}
-		}
+		s.restoreReceived(v.Received)
+		s.restoreKey(v, p, since)
 		n++
+	}
+}
+
+// restoreKey adds the key of the event record p (peeked as v) to the
+// de-duplication set if it was received since since.
+func (s *Store) restoreKey(v event.View, p []byte, since int64) {
+	if v.Received < since {
+		return
+	}
+	switch {
+	case v.ID != nil:
+		s.dedup.restore(v.DeviceID, v.ID, v.Received, 0)
+	case !s.opts.NoContentDedup:
+		// The record does not say whether the device gave its ts: every
+		// id-less event's content is remembered, and only events with the
+		// device's ts are checked against it.
+		if key, ok := s.dedup.contentKey(p); ok {
+			s.dedup.restoreKey(key, v.Received)
+		}
 	}
 }
 
@@ -234,6 +282,7 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 	}
 	var err error
 	if len(keep) > 0 {
+		s.appendMu.RLock()
 		payloads := make([][]byte, len(ends))
 		startPos := 0
 		for i, end := range ends {
@@ -247,18 +296,25 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 			first, err = s.log.Append(payloads...)
 		}
 		if err == nil {
+			received := evs[keep[0]].Received
 			s.idx.mu.Lock() // once a batch, not once an event
 			for i, j := range keep {
 				e := &evs[j]
 				extend(s.idx.byDevice, e.DeviceID, e.TS, first+uint64(i))
 				extend(s.idx.byStream, e.Stream, e.TS, first+uint64(i))
+				received = max(received, e.Received)
 			}
 			s.idx.mu.Unlock()
+			s.seenReceived(received)
 			res.Stored = len(keep)
 			if f := s.log.FirstOffset(); f > s.first.Load() {
 				s.first.Store(f)
 				s.forget(f) // retention deleted segments
 			}
+		}
+		s.appendMu.RUnlock()
+		if err == nil {
+			s.maybeSnapshot(first + uint64(len(keep)))
 		}
 	}
 	*bp = buf
@@ -277,6 +333,44 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 		}
 	}
 	return res, nil
+}
+
+// seenReceived raises lastReceived to ms.
+func (s *Store) seenReceived(ms int64) {
+	for {
+		cur := s.lastReceived.Load()
+		if ms <= cur || s.lastReceived.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+// restoreReceived notes a received time found in the log at open: it is the
+// floor of the new ones, unless it is further ahead of the wall clock than
+// maxReceivedHold (a clock once set far ahead must not hold received times
+// for as long).
+func (s *Store) restoreReceived(ms int64) {
+	s.seenReceived(ms)
+	if ms <= s.holdUntil {
+		s.stamp.Raise(ms)
+	}
+}
+
+// maybeSnapshot starts writing the index file in the background once
+// snapshotEvery records were appended since the last one.
+func (s *Store) maybeSnapshot(next uint64) {
+	if s.opts.SnapshotPath == "" || next < s.snapNext.Load()+snapshotEvery || !s.snapping.CompareAndSwap(false, true) {
+		return
+	}
+	s.snapWG.Add(1)
+	go func() {
+		defer s.snapWG.Done()
+		defer s.snapping.Store(false)
+		if err := s.WriteSnapshot(); err != nil {
+			// The next start reads more of the log; nothing is lost.
+			s.opts.Logger.Warn("cannot write the store index file", "err", err)
+		}
+	}()
 }
 
 // Log returns the underlying log.
