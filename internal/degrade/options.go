@@ -33,10 +33,11 @@ type Options struct {
 	// at limited (the matrix's "5m, 1h only"); the others are held back and
 	// written on the step down. Sizes not in windows.sizes are ignored.
 	LimitedWindows []time.Duration `yaml:"limited_windows"`
-	// FastPathShare is the share (0–1) of the wall time that background
-	// work (the processor's reader, the cloud sync of every lane but the
-	// critical one) may take while the latency trigger is up: the trigger's
-	// action, "critical streams and acks first". 1 turns the action off.
+	// FastPathShare is the share (0–1) of one core's time that background
+	// work (the processor's reader and workers, the cloud sync of every lane
+	// but the critical one) may take in all while the latency trigger is up:
+	// the trigger's action, "critical streams and acks first". Their time is
+	// wall time, which on a saturated machine exceeds the CPU they use.
 	FastPathShare float64 `yaml:"fast_path_share"`
 }
 
@@ -104,7 +105,7 @@ var DefaultOptions = Options{
 	Minimal:        LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
 	Emergency:      LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
 	LimitedWindows: []time.Duration{5 * time.Minute, time.Hour},
-	FastPathShare:  0.25,
+	FastPathShare:  0.10,
 	Triggers: Triggers{
 		CPU:     TriggerOptions{Up: 0.80, Down: 0.30, UpFor: 5 * time.Minute, DownFor: 30 * time.Minute},
 		Buffer:  TriggerOptions{Up: 0.70, Down: 0.20},

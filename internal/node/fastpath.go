@@ -10,8 +10,9 @@ import (
 
 // applyFastPath is the latency trigger's action, "prioritize the fast path:
 // critical streams and acks first": while the trigger is up, the processor's
-// reader and the cloud sync of every lane but the critical one take at most
-// degradation.fast_path_share of the wall time (internal/pace), which leaves
+// reader and workers and the cloud sync of every lane but the critical one
+// take at most degradation.fast_path_share of one core (internal/pace),
+// which leaves
 // the rest of the CPU to the ingest handlers and the group commit. The acks,
 // the group commit and the critical lane are never paced. What the paced
 // work leaves behind shows as processing and sync lag and is caught up once

@@ -2,42 +2,53 @@
 // acknowledges events: the latency trigger's action, "prioritize the fast
 // path: critical streams and acks first" (docs/OPERATIONS.md, Triggers).
 //
-// While a Pacer is on, each background goroutine (the processor's reader, a
-// syncer sending any lane but the critical one) works in slices and rests
-// between them, so that it takes at most Share of the wall time. What it
-// leaves is the CPU the ingest handlers and the group commit need to answer
-// devices sooner. Nothing is skipped: the background work falls behind and
-// catches up once the Pacer is off (the processing lag and the sync lag show
-// by how much). Acks, the group commit and the critical lane never wait on it.
+// While a Pacer is on, the goroutines it paces (the processor's reader and
+// workers, a syncer sending any lane but the critical one) share a budget of
+// Share of one core's time: each charges the time its last unit of work took
+// and waits while the budget is spent. The time charged is wall time: on a
+// saturated machine a goroutine also waits for a core, and is charged for it. What they leave is the CPU the ingest
+// handlers and the group commit need to answer devices sooner. Nothing is
+// skipped: the background work falls behind and catches up once the Pacer is
+// off (the processing lag and the sync lag show by how much). Acks, the group
+// commit and the critical lane never wait on it.
 //
-// Written by hand, from the standard library only.
+// The budget is a token bucket of nanoseconds (golang.org/x/time/rate).
 package pace
 
 import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// Defaults: a background goroutine works 2 ms, then rests 6 ms, while on.
+// Defaults: background work takes a tenth of one core while on, charged in
+// slices of at most 2 ms.
 const (
-	DefaultShare = 0.25
+	DefaultShare = 0.10
 	DefaultSlice = 2 * time.Millisecond
 )
 
-// Pacer is shared by every background goroutine it paces. Its methods are
-// safe for concurrent use; a nil *Pacer never paces.
-type Pacer struct {
-	on    atomic.Bool
-	share float64
-	slice time.Duration
+// maxCharge bounds what one unit of work is charged, in slices: a goroutine
+// descheduled for long (on a loaded machine) does not owe a long rest.
+const maxCharge = 4
 
-	rested atomic.Int64  // nanoseconds rested, in total
-	rests  atomic.Uint64 // rests taken, in total
+// Pacer is shared by every goroutine it paces. Its methods are safe for
+// concurrent use; a nil *Pacer never paces.
+type Pacer struct {
+	on     atomic.Bool
+	share  float64
+	slice  time.Duration
+	budget *rate.Limiter // tokens are nanoseconds of work
+
+	rested atomic.Int64  // nanoseconds waited for the budget, in total
+	rests  atomic.Uint64 // waits, in total
 }
 
-// New returns a Pacer, off, that lets background work take share (0–1) of
-// the wall time in slices of slice while on. Zero values take the defaults.
+// New returns a Pacer, off, that lets the goroutines it paces take share of
+// one core's time together while on, charged in slices of at most slice.
+// Zero values take the defaults; share is at most 1.
 func New(share float64, slice time.Duration) *Pacer {
 	if share <= 0 || share > 1 {
 		share = DefaultShare
@@ -45,7 +56,8 @@ func New(share float64, slice time.Duration) *Pacer {
 	if slice <= 0 {
 		slice = DefaultSlice
 	}
-	return &Pacer{share: share, slice: slice}
+	return &Pacer{share: share, slice: slice,
+		budget: rate.NewLimiter(rate.Limit(share*float64(time.Second)), int(slice))}
 }
 
 // SetOn turns pacing on or off; it reports whether that changed anything.
@@ -54,11 +66,11 @@ func (p *Pacer) SetOn(on bool) bool { return p.on.Swap(on) != on }
 // On says whether the Pacer paces.
 func (p *Pacer) On() bool { return p != nil && p.on.Load() }
 
-// Share is the share of the wall time background work takes while on.
+// Share is the share of one core the paced goroutines take while on.
 func (p *Pacer) Share() float64 { return p.share }
 
-// Rested is the time background goroutines have rested in all, and how
-// many rests that was.
+// Rested is the time paced goroutines have waited for the budget in all,
+// and how many waits that was.
 func (p *Pacer) Rested() (time.Duration, uint64) {
 	if p == nil {
 		return 0, 0
@@ -66,10 +78,11 @@ func (p *Pacer) Rested() (time.Duration, uint64) {
 	return time.Duration(p.rested.Load()), p.rests.Load()
 }
 
-// Worker paces one background goroutine. It is not safe for concurrent use.
+// Worker paces one goroutine. It is not safe for concurrent use.
 type Worker struct {
 	p     *Pacer
-	since time.Time // start of the current slice; zero: none started
+	since time.Time     // start of the work not yet counted; zero: waiting
+	owed  time.Duration // work counted, not yet charged
 }
 
 // Worker returns the pacing of one goroutine; nil if p is nil.
@@ -80,47 +93,57 @@ func (p *Pacer) Worker() *Worker {
 	return &Worker{p: p}
 }
 
-// Idle says the goroutine has run out of work and waits for more: the
-// waiting does not count as work.
-func (w *Worker) Idle() {
-	if w != nil {
-		w.since = time.Time{}
+// Start says a unit of work begins now (after a wait for input, say).
+func (w *Worker) Start() {
+	if w != nil && w.p.on.Load() {
+		w.since = time.Now()
 	}
 }
 
-// Pace is called between units of background work, as often as is cheap
-// (one atomic load while off). While on, once the goroutine has worked a
-// slice it rests for slice × (1 − share) / share. It returns false if ctx
-// ended during the rest.
+// Idle says the goroutine has run out of work and waits for more: the work
+// until now counts, the waiting does not.
+func (w *Worker) Idle() {
+	if w == nil || w.since.IsZero() {
+		return
+	}
+	w.owed += time.Since(w.since)
+	w.since = time.Time{}
+}
+
+// Pace is called between units of work, as often as is cheap (one atomic
+// load while off). While on, it counts the work since Start or the last
+// Pace, and once a slice or more is owed charges it to the budget, waiting
+// while the budget is spent. It returns false if ctx ended during the wait.
 func (w *Worker) Pace(ctx context.Context) bool {
-	if w == nil || !w.p.on.Load() {
-		if w != nil {
-			w.since = time.Time{}
-		}
+	if w == nil {
+		return true
+	}
+	if !w.p.on.Load() {
+		w.since, w.owed = time.Time{}, 0
 		return true
 	}
 	now := time.Now()
-	if w.since.IsZero() {
-		w.since = now
+	if !w.since.IsZero() {
+		w.owed += now.Sub(w.since)
+	}
+	w.since = now
+	if w.owed < w.p.slice {
 		return true
 	}
-	worked := now.Sub(w.since)
-	if worked < w.p.slice {
-		return true
+	charge := min(w.owed, maxCharge*w.p.slice)
+	w.owed = 0
+	for charge > 0 {
+		n := min(charge, w.p.slice)
+		if err := w.p.budget.WaitN(ctx, int(n)); err != nil {
+			return false
+		}
+		charge -= n
 	}
-	rest := time.Duration(float64(worked) * (1 - w.p.share) / w.p.share)
-	// A slice far past its length (the goroutine was blocked, say) is not
-	// repaid in one long rest.
-	rest = min(rest, 4*time.Duration(float64(w.p.slice)*(1-w.p.share)/w.p.share))
-	t := time.NewTimer(rest)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-		return false
+	after := time.Now()
+	if waited := after.Sub(now); waited > 0 {
+		w.p.rested.Add(int64(waited))
+		w.p.rests.Add(1)
 	}
-	w.p.rested.Add(int64(rest))
-	w.p.rests.Add(1)
-	w.since = time.Now()
+	w.since = after
 	return true
 }

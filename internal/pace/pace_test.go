@@ -8,12 +8,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestPaceRestsOnlyWhileOn: off, Pace never rests; on, a goroutine that has
-// worked a slice rests slice × (1 − share) / share before going on, and
-// time spent idle does not count as work.
-func TestPaceRestsOnlyWhileOn(t *testing.T) {
-	const slice = 5 * time.Millisecond
-	p := New(0.5, slice)
+// TestPaceChargesWorkAgainstTheBudget: off, Pace never waits; on, the work
+// since Start is charged against a budget of share of one core, so a
+// goroutine that worked past the budget waits until the budget has paid
+// for it; time spent idle is not charged.
+func TestPaceChargesWorkAgainstTheBudget(t *testing.T) {
+	const slice, share = 5 * time.Millisecond, 0.5
+	p := New(share, slice)
 	w := p.Worker()
 	ctx := context.Background()
 
@@ -22,31 +23,30 @@ func TestPaceRestsOnlyWhileOn(t *testing.T) {
 		time.Sleep(slice)
 	}
 	_, rests := p.Rested()
-	require.Zero(t, rests, "rested while off")
+	require.Zero(t, rests, "waited while off")
 
 	require.True(t, p.SetOn(true))
 	require.False(t, p.SetOn(true), "SetOn reported a change that was none")
-	require.True(t, w.Pace(ctx)) // starts the slice
-	time.Sleep(slice)
-	t0 := time.Now()
+	w.Start()
+	time.Sleep(maxCharge * slice)
 	require.True(t, w.Pace(ctx))
 	rested, rests := p.Rested()
 	require.EqualValues(t, 1, rests)
-	// share 0.5: the rest equals the work, but a long slice (the machine
-	// was slow to wake the goroutine) is repaid at most 4 slices' worth.
-	require.GreaterOrEqual(t, rested, slice)
-	require.LessOrEqual(t, rested, 4*slice)
-	require.GreaterOrEqual(t, time.Since(t0), rested)
+	// Charged maxCharge slices (however long the sleep really was); the
+	// budget held at most one (its burst), so the rest were paid for at
+	// share of real time.
+	require.GreaterOrEqual(t, rested, time.Duration(float64((maxCharge-1)*slice)/share)-time.Millisecond)
 
 	// Idle: the wait for work is not work.
 	w.Idle()
-	time.Sleep(2 * slice)
-	require.True(t, w.Pace(ctx))
+	time.Sleep(maxCharge * slice)
+	require.True(t, w.Pace(ctx)) // only starts the clock
 	_, rests = p.Rested()
-	require.EqualValues(t, 1, rests, "rested after an idle wait")
+	require.EqualValues(t, 1, rests, "charged an idle wait")
 
-	// A rest ends with the context.
-	time.Sleep(slice)
+	// A wait ends with the context.
+	w.Start()
+	time.Sleep(maxCharge * slice)
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	require.False(t, w.Pace(cctx))

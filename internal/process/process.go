@@ -316,6 +316,7 @@ func (p *Processor) read(ctx context.Context) {
 	batches := make([][]item, len(p.work))
 	// send hands the batches to the workers; it gives up when ctx is done,
 	// unless final.
+	pacing := p.opts.Pacer.Worker() // the latency trigger's action
 	send := func(final bool) bool {
 		for i, b := range batches {
 			if len(b) == 0 {
@@ -326,8 +327,14 @@ func (p *Processor) read(ctx context.Context) {
 			} else {
 				select {
 				case p.work[i].in <- b:
-				case <-ctx.Done():
-					return false
+				default:
+					pacing.Idle() // waiting for a worker is not the reader's work
+					select {
+					case p.work[i].in <- b:
+					case <-ctx.Done():
+						return false
+					}
+					pacing.Start()
 				}
 			}
 			batches[i] = p.newBatch()
@@ -344,7 +351,6 @@ func (p *Processor) read(ctx context.Context) {
 	sent := Full // the mode the workers have
 	next := p.start
 	lastCheckpoint, checkpointed := time.Now(), p.start
-	pacing := p.opts.Pacer.Worker()
 	// checkpoint sends the barrier for a checkpoint of next through every
 	// worker, if the log has grown since the last one.
 	checkpoint := func(final bool) bool {

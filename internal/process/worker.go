@@ -2,6 +2,7 @@ package process
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"sync"
 	"time"
@@ -98,6 +99,7 @@ func newWorker(p *Processor, id int) (*worker, error) {
 func (w *worker) run() {
 	tick := time.NewTicker(max(w.p.opts.IdleTimeout/10, 100*time.Millisecond))
 	defer tick.Stop()
+	pacing := w.p.opts.Pacer.Worker() // the latency trigger's action
 	for {
 		select {
 		case batch, ok := <-w.in:
@@ -105,6 +107,7 @@ func (w *worker) run() {
 				w.flush()
 				return
 			}
+			pacing.Start()
 			w.mu.Lock()
 			w.batchMono = w.p.steady.Mono() // one clock read a batch, not an event
 			for _, it := range batch {
@@ -121,6 +124,7 @@ func (w *worker) run() {
 			w.mu.Unlock()
 			w.p.doneWith(batch)
 			w.flush()
+			pacing.Pace(context.Background()) // each rest is bounded (internal/pace)
 		case <-tick.C:
 			w.checkIdle()
 		}
