@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSipHashVectors checks sum against the reference implementation's
+// TestSipHashVectors checks the keys are SipHash-2-4 sums: the reference implementation's
 // vectors (key 00 01 … 0f, message 00 01 … of each length).
 func TestSipHashVectors(t *testing.T) {
 	k := sipKey{k0: 0x0706050403020100, k1: 0x0f0e0d0c0b0a0908}

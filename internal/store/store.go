@@ -8,6 +8,9 @@
 // The index and the de-duplication set are rebuilt from the log on open: from
 // the store's index file (snapshot.go, docs/format/store-index.md) and the log
 // after it when there is one, from the whole log otherwise.
+//
+// The de-duplication keys are SipHash-2-4 sums (github.com/dchest/siphash)
+// under keys kept in the index file.
 package store
 
 import (
