@@ -68,7 +68,7 @@ func (s *sorter) add(off uint64, p []byte) error {
 			return err
 		}
 	}
-	if len(s.arena)+len(p) > 1<<32-1 {
+	if uint64(len(s.arena))+uint64(len(p)) > 1<<32-1 {
 		return fmt.Errorf("recovery: record %d of %d bytes does not fit the sort buffer", off, len(p))
 	}
 	// The buffers double, but not past the limit (append's growth could

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Measures the node's resident memory with N idle MQTT device connections
+# (docs/BENCHMARKS.md, "Idle connections: what RSS is made of"): the node's
+# RSS, split into anonymous memory (heap, stacks) and file-backed pages (the
+# holdfast executable's own code and read-only data, mapped from the page
+# cache), before and after N MQTT 3.1.1 clients connect and stay idle.
+#
+# Usage: scripts/idle-conns-rss.sh [connections]   (default 1000)
+# Everything runs on 127.0.0.1 in a temporary directory, removed at the end.
+set -euo pipefail
+conns=${1:-1000}
+cd "$(dirname "$0")/.."
+dir=$(mktemp -d)
+bin=$dir/holdfast
+go build -o "$bin" ./cmd/holdfast
+http=127.0.0.1:18199 mqtt=127.0.0.1:18198
+"$bin" run --data-dir "$dir/data" --node-id idle --http-addr "$http" --mqtt-addr "$mqtt" >"$dir/node.log" 2>&1 &
+node=$!
+trap 'kill $node 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"' EXIT
+until curl -sf "http://$http/healthz" >/dev/null; do sleep 0.2; done
+sleep 2
+rss() { grep -E '^(VmRSS|RssAnon|RssFile):' "/proc/$node/status" | tr -s ' ' | tr '\n' ' '; echo; }
+echo "idle node:          $(rss)"
+python3 - "$conns" "${mqtt##*:}" <<'PY' &
+import socket, struct, sys, time
+n, port = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(n):
+    cid = b"idle-%d" % i
+    rem = b"\x00\x04MQTT\x04\x02\x00\x3c" + struct.pack(">H", len(cid)) + cid
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"\x10" + bytes([len(rem)]) + rem)
+    assert s.recv(4)[:1] == b"\x20", "no CONNACK"
+    socks.append(s)
+print("connected", len(socks), flush=True)
+time.sleep(15)
+PY
+clients=$!
+sleep 8
+echo "$conns idle conns: $(rss)"
+wait $clients
