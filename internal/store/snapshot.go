@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"os"
 	"sort"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
@@ -74,6 +75,10 @@ func (s *Store) WriteSnapshot() error {
 	}
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	if err := vfs.WriteAtomic(vfs.OS, s.opts.SnapshotPath, b); err != nil {
+		// A disk too full for it must not keep what was written of it:
+		// the log needs the space more (the previous file, if any, stays
+		// valid, Open reads the log after it).
+		os.Remove(s.opts.SnapshotPath + ".tmp")
 		return fmt.Errorf("write store index file %s: %w", s.opts.SnapshotPath, err)
 	}
 	s.snapNext.Store(next)
