@@ -507,6 +507,11 @@ degradation:
 		defer probe.mu.Unlock()
 		return probe.accepted["alarm"], probe.refused["temp"]
 	}
+	// The sync stands once the batch in flight when the level changed,
+	// if any, has been answered.
+	waitFor(t, "the sync standing", 30*time.Second, func() bool {
+		return sinkOf(t, p).Paused || degradationStatus(t, p).Degradation.Level != "minimal"
+	})
 	a0, r0 := probeAt()
 	sink0 := sinkOf(t, p)
 	waitFor(t, "critical events stored, the others refused, the sync standing", 60*time.Second, func() bool {

@@ -21,6 +21,7 @@ type sinkState struct {
 	Synced    uint64 `json:"synced_offset"`
 	Lag       uint64 `json:"lag_records"`
 	LastError string `json:"last_error"`
+	Paused    bool   `json:"paused"`
 }
 
 func sinkOf(t *testing.T, p *proc) sinkState {

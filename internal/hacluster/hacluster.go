@@ -381,8 +381,11 @@ func (m *Member) Peers() []PeerState {
 	seen := map[string]bool{}
 	if rz, err := m.ns.Routez(nil); err == nil {
 		for _, r := range rz.Routes {
+			// A route the remote has not answered a PING on yet may be one
+			// it is about to refuse (a member with the wrong secret sends
+			// its INFO before it checks ours): not connected yet.
 			if r.RemoteName != "" {
-				seen[r.RemoteName] = true
+				seen[r.RemoteName] = seen[r.RemoteName] || r.RTT != ""
 			}
 		}
 	}

@@ -29,6 +29,8 @@ func (s *Syncer) waitWhilePaused(ctx context.Context) bool {
 	}
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	s.standing.Store(true)
+	defer s.standing.Store(false)
 	for s.paused.Load() {
 		select {
 		case <-ctx.Done():

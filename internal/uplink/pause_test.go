@@ -25,7 +25,8 @@ func TestPausedSyncerSendsNothingThenResumes(t *testing.T) {
 
 	s.SetPaused(true)
 	require.True(t, s.Paused())
-	time.Sleep(50 * time.Millisecond) // a batch under way finishes
+	// Status says paused once no batch is under way.
+	eventually(t, "the syncer standing", func() bool { return s.Status().Paused })
 	sink.mu.Lock()
 	before := len(sink.batches)
 	sink.mu.Unlock()
@@ -38,6 +39,7 @@ func TestPausedSyncerSendsNothingThenResumes(t *testing.T) {
 
 	s.SetPaused(false)
 	eventually(t, "the rest after the resume", func() bool { return s.Status().SyncedOffset == 350 })
+	require.False(t, s.Status().Paused)
 	sink.mu.Lock()
 	defer sink.mu.Unlock()
 	total := 0

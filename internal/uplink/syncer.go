@@ -127,12 +127,14 @@ type Syncer struct {
 	holder  Holder     // nil: the sink takes every record it is given
 	records prometheus.Counter
 
-	unsaved bool          // the buffer failed: cursors in memory only (sync goroutine)
-	urgent  atomic.Bool   // the buffer is under pressure: sync more often
-	paused  atomic.Bool   // the degradation level disables sync (pause.go)
-	aggOnly atomic.Bool   // the degradation level limits sync to aggregates (hold.go)
-	waker   waker         // cuts an idle wait short (hold.go)
-	kick    chan struct{} // cuts a retry wait short when pressure starts
+	unsaved bool        // the buffer failed: cursors in memory only (sync goroutine)
+	urgent  atomic.Bool // the buffer is under pressure: sync more often
+	paused  atomic.Bool // the degradation level disables sync (pause.go)
+	// standing: paused, and the sync goroutine waits in waitWhilePaused
+	standing atomic.Bool
+	aggOnly  atomic.Bool   // the degradation level limits sync to aggregates (hold.go)
+	waker    waker         // cuts an idle wait short (hold.go)
+	kick     chan struct{} // cuts a retry wait short when pressure starts
 	// reach cuts a retry wait short when the sink's client has reconnected
 	// (Reconnecter).
 	reach chan struct{}
@@ -794,6 +796,10 @@ type SinkStatus struct {
 	// AggregatesOnly: the sync is limited to aggregates (SetAggregatesOnly);
 	// the lanes' lags count the records held back.
 	AggregatesOnly bool `json:"aggregates_only,omitempty"`
+	// Paused: the degradation level has paused the sync (SetPaused) and
+	// the syncer stands, with no batch in flight: its positions do not
+	// move until it resumes.
+	Paused bool `json:"paused,omitempty"`
 }
 
 // LaneStatus is one lane's position.
@@ -820,7 +826,7 @@ func (s *Syncer) Status() SinkStatus {
 		Sink: s.sink.Name(), State: c.State, Since: c.Since, OfflineSince: c.OfflineSince,
 		Breaker: s.brk.State(), SyncedOffset: next, ConsecutiveFailures: c.ConsecutiveFailures,
 		LastError: c.LastError, LastSuccess: c.LastSuccess, Lanes: []LaneStatus{},
-		AggregatesOnly: s.aggOnly.Load(),
+		AggregatesOnly: s.aggOnly.Load(), Paused: s.standing.Load(),
 	}
 	if ln, ok := s.sink.(Linked); ok {
 		if i := ln.LinkInUse(); i >= 0 {
