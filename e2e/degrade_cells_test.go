@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,29 +53,10 @@ degradation:
 	level := func() string { return degradationStatus(t, p).Degradation.Level }
 	waitFor(t, "normal at start", 60*time.Second, func() bool { return level() == "normal" })
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			var b strings.Builder
-			b.WriteString("[")
-			for j := range 100 {
-				if j > 0 {
-					b.WriteString(",")
-				}
-				fmt.Fprintf(&b, `{"device_id":"d%d","stream":"temp","value":%d}`, j%5, i*100+j)
-			}
-			b.WriteString("]")
-			post(t, p, "application/json", "", []byte(b.String()))
-		}
-	}()
+	stopLoad := postLoad(t, p, 1, 100, func(_, i, j int) string {
+		return fmt.Sprintf(`{"device_id":"d%d","stream":"temp","value":%d}`, j%5, i*100+j)
+	}, nil)
+	defer stopLoad()
 	waitFor(t, "limited under load", 60*time.Second, func() bool { return level() == "limited" })
 
 	// 12 s of event time from one device: 1 s means alternate 40 and 70.
@@ -118,8 +98,7 @@ degradation:
 		return degradationStatus(t, p).Losses["windows_deferred"]["w"] > 0
 	})
 
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	waitFor(t, "normal, recomputed, once the load stops", 90*time.Second, func() bool {
 		s := degradationStatus(t, p)
 		return s.Degradation.Level == "normal" && s.Degradation.Features["windowing"] == "all"

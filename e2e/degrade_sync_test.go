@@ -94,45 +94,22 @@ degradation:
 	waitFor(t, "normal at start", 60*time.Second, func() bool { return level() == "normal" })
 
 	// A load of the normal stream "load" until told to stop: limited.
-	stop := make(chan struct{})
 	var (
-		wg       sync.WaitGroup
 		mu       sync.Mutex
 		accepted = map[string]int{} // stream → events stored
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			var b strings.Builder
-			b.WriteString("[")
-			for j := range 100 {
-				if j > 0 {
-					b.WriteString(",")
-				}
-				fmt.Fprintf(&b, `{"device_id":"l%d","stream":"load","value":%d}`, j%5, 100*i+j)
-			}
-			b.WriteString("]")
-			code, r := post(t, p, "application/json", "", []byte(b.String()))
-			require.Equal(t, 200, code, "%+v", r)
-			mu.Lock()
-			accepted["load"] += r.Accepted
-			mu.Unlock()
+	stopLoad := postLoad(t, p, 1, 100, func(_, i, j int) string {
+		return fmt.Sprintf(`{"device_id":"l%d","stream":"load","value":%d}`, j%5, 100*i+j)
+	}, func(code int, r ingestResponse) bool {
+		if code != 200 {
+			t.Errorf("post: %d %+v", code, r)
+			return false
 		}
-	}()
-	stopLoad := func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}
+		mu.Lock()
+		accepted["load"] += r.Accepted
+		mu.Unlock()
+		return true
+	})
 	defer stopLoad()
 	waitFor(t, "limited under load", 60*time.Second, func() bool { return level() == "limited" })
 	waitFor(t, "cloud sync aggregates only", 10*time.Second, func() bool {

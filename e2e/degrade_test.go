@@ -362,3 +362,50 @@ func alarmBatch(from int) []byte {
 	b.WriteString("]")
 	return []byte(b.String())
 }
+
+// postLoad starts posters goroutines, poster g posting for its i-th request
+// a JSON array of n events, event(g, i, j) giving the j-th, until the
+// returned stop is called; stop waits for them and may be called more than
+// once. answer, if set, is told each response; one it does not take (it
+// returns false) ends that poster.
+func postLoad(t *testing.T, p *proc, posters, n int, event func(g, i, j int) string, answer func(code int, r ingestResponse) bool) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range posters {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				var b strings.Builder
+				b.WriteString("[")
+				for j := range n {
+					if j > 0 {
+						b.WriteString(",")
+					}
+					b.WriteString(event(g, i, j))
+				}
+				b.WriteString("]")
+				code, r := post(t, p, "application/json", "", []byte(b.String()))
+				if answer != nil && !answer(code, r) {
+					return
+				}
+			}
+		})
+	}
+	return sync.OnceFunc(func() { close(done); wg.Wait() })
+}
+
+// answeredOK is a postLoad answer that takes only 200s.
+func answeredOK(t *testing.T) func(int, ingestResponse) bool {
+	return func(code int, r ingestResponse) bool {
+		if code != 200 {
+			t.Errorf("post: %d %+v", code, r)
+			return false
+		}
+		return true
+	}
+}

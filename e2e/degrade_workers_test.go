@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,18 +10,6 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
-
-// processingWorkers is status's processing.workers: the workers running.
-func processingWorkers(t *testing.T, p *proc) int {
-	t.Helper()
-	var st struct {
-		Processing struct {
-			Workers int `json:"workers"`
-		} `json:"processing"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &st))
-	return st.Processing.Workers
-}
 
 // TestTriggersScaleWorkersThroughTheBinary drives the CPU and queue
 // triggers' action through the real binary. The CPU trigger's down threshold
@@ -57,43 +42,17 @@ degradation:
       down: 1
 `)
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "scale")
-	waitFor(t, "one worker while idle", 30*time.Second, func() bool { return processingWorkers(t, p) == 1 })
+	waitFor(t, "one worker while idle", 30*time.Second, func() bool { return processingOf(t, p).Workers == 1 })
 
 	base := time.Now().Add(-2 * time.Hour).Truncate(10 * time.Second).UnixMilli()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				var b strings.Builder
-				b.WriteString("[")
-				for j := range 200 {
-					if j > 0 {
-						b.WriteString(",")
-					}
-					// Each poster its own devices, each device's ts rising.
-					fmt.Fprintf(&b, `{"device_id":"g%d-%d","stream":"temp","ts":%d,"value":%d}`, g, j%10, base+int64(i*20+j/10), (i+j)%89)
-				}
-				b.WriteString("]")
-				if code, r := post(t, p, "application/json", "", []byte(b.String())); code != 200 {
-					t.Errorf("post: %d %+v", code, r)
-					return
-				}
-			}
-		}()
-	}
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	// Each poster its own devices, each device's ts rising.
+	stopLoad := postLoad(t, p, 4, 200, func(g, i, j int) string {
+		return fmt.Sprintf(`{"device_id":"g%d-%d","stream":"temp","ts":%d,"value":%d}`, g, j%10, base+int64(i*20+j/10), (i+j)%89)
+	}, answeredOK(t))
 	defer stopLoad()
-	waitFor(t, "two workers under a queue", 60*time.Second, func() bool { return processingWorkers(t, p) == 2 })
+	waitFor(t, "two workers under a queue", 60*time.Second, func() bool { return processingOf(t, p).Workers == 2 })
 	stopLoad()
-	waitFor(t, "processing caught up", 60*time.Second, func() bool { return processingLag(t, p) == 0 })
+	waitFor(t, "processing caught up", 60*time.Second, func() bool { return processingOf(t, p).Lag == 0 })
 
 	raw := rawEvents(t, p, "&stream=temp")
 	want := testutil.RecomputeWindows(t, raw, []time.Duration{time.Second, 5 * time.Second}, 0)

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,16 +30,19 @@ func metricValue(t *testing.T, p *proc, name string) float64 {
 	return 0
 }
 
-// processingLag is the records the processor has yet to read, from status.
-func processingLag(t *testing.T, p *proc) uint64 {
+// processingState is the processing part of /v1/status.
+type processingState struct {
+	Lag     uint64 `json:"lag_records"` // records the processor has yet to read
+	Workers int    `json:"workers"`     // workers running
+}
+
+func processingOf(t *testing.T, p *proc) processingState {
 	t.Helper()
-	var st struct {
-		Processing struct {
-			Lag uint64 `json:"lag_records"`
-		} `json:"processing"`
+	var s struct {
+		Processing processingState `json:"processing"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &st))
-	return st.Processing.Lag
+	require.NoError(t, json.Unmarshal([]byte(get(t, p, "/v1/status")), &s))
+	return s.Processing
 }
 
 // TestFastPathPacesBackgroundThenCatchesUp drives the latency trigger's
@@ -97,38 +99,14 @@ degradation:
 	// Event time from two hours ago, 1 ms apart, so that windows close as
 	// the load goes on.
 	base := time.Now().Add(-2 * time.Hour).Truncate(10 * time.Second).UnixMilli()
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			var b strings.Builder
-			b.WriteString("[")
-			for j := range 100 {
-				if j > 0 {
-					b.WriteString(",")
-				}
-				stream := "temp"
-				if j == 0 {
-					stream = "door"
-				}
-				k := i*100 + j
-				fmt.Fprintf(&b, `{"device_id":"d%d","stream":"%s","ts":%d,"value":%d}`, j%5, stream, base+int64(k), k%97)
-			}
-			b.WriteString("]")
-			if code, r := post(t, p, "application/json", "", []byte(b.String())); code != 200 {
-				t.Errorf("post: %d %+v", code, r)
-				return
-			}
+	stopLoad := postLoad(t, p, 1, 100, func(_, i, j int) string {
+		stream := "temp"
+		if j == 0 {
+			stream = "door"
 		}
-	}()
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		k := i*100 + j
+		return fmt.Sprintf(`{"device_id":"d%d","stream":"%s","ts":%d,"value":%d}`, j%5, stream, base+int64(k), k%97)
+	}, answeredOK(t))
 	defer stopLoad()
 
 	waitFor(t, "the latency trigger up", 30*time.Second, func() bool { return trigger() == "up" })
@@ -139,7 +117,7 @@ degradation:
 	stopLoad()
 	waitFor(t, "the latency trigger down once acks stop", 60*time.Second, func() bool { return trigger() == "down" })
 	waitFor(t, "pacing off", 10*time.Second, func() bool { return metricValue(t, p, "holdfast_fast_path_active") == 0 })
-	waitFor(t, "processing caught up", 60*time.Second, func() bool { return processingLag(t, p) == 0 })
+	waitFor(t, "processing caught up", 60*time.Second, func() bool { return processingOf(t, p).Lag == 0 })
 
 	raw := rawEvents(t, p, "&stream=temp")
 	require.NotEmpty(t, raw)
