@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // hookReceiver is a webhook that is down until brought up — answering 503,
@@ -49,11 +51,16 @@ func newHookReceiver(t *testing.T, listening bool) *hookReceiver {
 		h.got[a.ID+" "+a.State]++
 		h.mu.Unlock()
 	}))
-	h.url = "http://" + h.srv.Listener.Addr().String()
 	if listening {
+		h.url = "http://" + h.srv.Listener.Addr().String()
 		h.srv.Start()
 	} else {
-		h.srv.Listener.Close() // nothing listens there until bringUp
+		// Nothing listens there until bringUp. The address comes from below
+		// the ephemeral range: the notifier's own retries, thousands of
+		// connects, could otherwise be handed that very port as their source
+		// and connect to themselves, and bringUp would find it taken.
+		h.srv.Listener.Close()
+		h.url = "http://" + testutil.FreeAddr(t)
 	}
 	t.Cleanup(h.srv.Close)
 	return h

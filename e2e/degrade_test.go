@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
@@ -59,10 +60,7 @@ func TestDegradationLevels(t *testing.T) {
 		t.Skip("drives the node's load for several seconds")
 	}
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := testutil.FreeAddr(t)
 	startCloud := func() *cloud.Server {
 		srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: addr})
 		require.NoError(t, err)

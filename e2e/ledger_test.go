@@ -5,13 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -32,10 +33,7 @@ func TestLossLedgerAccountsForEvictedRecords(t *testing.T) {
 		t.Skip("ledger test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cloudAddr := l.Addr().String()
-	l.Close()
+	cloudAddr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, "windows:\n  enabled: false\nbuffer:\n  segment_bytes: 64KiB\n  max_bytes: 512KiB\ncloud:\n  url: nats://"+cloudAddr+"\n")
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "site-l")

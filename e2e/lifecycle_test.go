@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // TestDataDirIsExclusive: a second node on the same data directory refuses to
@@ -118,10 +119,7 @@ func TestBufferPressureLevels(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cloudAddr := l.Addr().String() // nothing listens there: the uplink is down
-	l.Close()
+	cloudAddr := testutil.FreeAddr(t) // nothing listens there: the uplink is down
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, "buffer:\n  segment_bytes: 64KiB\n  max_bytes: 1MiB\nstreams:\n  door: {priority: critical}\n  hvac: {priority: low}\n"+
 		"cloud:\n  url: nats://"+cloudAddr+"\n"+

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
@@ -22,10 +23,7 @@ import (
 // webhook failing first. Once the cloud is back, the alert reaches it too.
 func TestCriticalAlertWhileOffline(t *testing.T) {
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cloudAddr := l.Addr().String()
-	l.Close() // nothing listens there yet: the cloud is down
+	cloudAddr := testutil.FreeAddr(t) // nothing listens there yet: the cloud is down
 
 	out := filepath.Join(dir, "sms.out")
 	script := filepath.Join(dir, "sms.sh")

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -89,10 +90,7 @@ func TestDiskFullIsALevel(t *testing.T) {
 // pressureLevelsUpAndBack is the course of the tests above, with the data
 // dir, buffer.max_bytes and buffer.engine given.
 func pressureLevelsUpAndBack(t *testing.T, dir, data, maxBytes, engine string) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cloudAddr := l.Addr().String()
-	l.Close()
+	cloudAddr := testutil.FreeAddr(t)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	// Small sync batches, so that what a sink may hold in flight (eight
 	// batches' worth per lane) is a small part of the buffer.

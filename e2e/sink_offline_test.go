@@ -3,13 +3,14 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
@@ -47,10 +48,7 @@ func TestSinkOfflineAlertAndFastResume(t *testing.T) {
 		t.Skip("keeps the cloud away for 35 s")
 	}
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := testutil.FreeAddr(t)
 	startCloud := func() *cloud.Server {
 		srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: addr})
 		require.NoError(t, err)

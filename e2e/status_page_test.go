@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
@@ -40,10 +41,7 @@ func chromium(t *testing.T) string {
 func TestStatusPageShowsCloudOutage(t *testing.T) {
 	browser := chromium(t)
 	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	l.Close()
+	addr := testutil.FreeAddr(t)
 	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: addr})
 	require.NoError(t, err)
 	defer srv.Close()

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -105,17 +104,9 @@ func cloudJS(t *testing.T, s *cloud.Server) jetstream.JetStream {
 	return js
 }
 
-// freeAddr returns a 127.0.0.1 address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
+// freeAddr returns a 127.0.0.1 address nothing listens on, below the
+// ephemeral range, so no connection a test makes meanwhile can take it.
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // dirs returns a fresh checkpoint and snapshot directory.
 func dirs(t *testing.T) (ckpt, snap string) {

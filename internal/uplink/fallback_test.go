@@ -3,7 +3,6 @@ package uplink_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -32,13 +31,6 @@ func (c *countingSink) Send(ctx context.Context, recs []uplink.Record) error {
 	return c.Sink.Send(ctx, recs)
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestFallbackSink: a node syncs to a site aggregator (sink "aggregator")
 // with the cloud as its fallback (sink "cloud"). While the aggregator is
 // healthy nothing goes direct; while it is down the records go direct; once
@@ -48,7 +40,7 @@ func TestFallbackSink(t *testing.T) {
 	cl, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
 	require.NoError(t, err)
 	defer cl.Close()
-	aggDir, aggAddr := t.TempDir(), freeAddr(t)
+	aggDir, aggAddr := t.TempDir(), testutil.FreeAddr(t)
 	startAgg := func() *aggregator.Aggregator {
 		var a *aggregator.Aggregator
 		testutil.Eventually(t, "the aggregator starts on its port", func() bool {

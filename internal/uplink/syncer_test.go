@@ -3,7 +3,6 @@ package uplink
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,15 +15,12 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/buffer"
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr returns a 127.0.0.1 address nothing listens on, below the
+// ephemeral range, so no connection a test makes meanwhile can take it.
+func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 func appendEvents(t *testing.T, l *buffer.Log, from, n int) {
 	t.Helper()
