@@ -254,3 +254,36 @@ func TestContentDedupConcurrentRetries(t *testing.T) {
 	require.Equal(t, ingest.Result{Stored: 50, Duplicates: 15 * 50}, total)
 	require.Equal(t, 50, stored(t, f.s, "d"))
 }
+
+// TestDuplicatesInsideABatchLeaveTheOthersIntact: a batch mixing new events
+// with retries of each other and of stored events, by id and by content, at
+// its start, middle and end, stores exactly the new ones, each once, in the
+// batch's order and with their own values.
+func TestDuplicatesInsideABatchLeaveTheOthersIntact(t *testing.T) {
+	f := newFixture(t)
+	withID := func(id string, v float64) event.Event {
+		e := ev("d", "s", t0.Add(time.Duration(v)*time.Millisecond), v)
+		e.ID = id
+		return e
+	}
+	old := withID("old", 1)
+	oldReading := reading("d", t0.Add(time.Second), 2, nil)
+	appendOne(t, f.s, old)
+	appendOne(t, f.s, oldReading)
+
+	a, b := withID("a", 10), reading("d", t0.Add(11*time.Millisecond), 11, map[string]string{"k": "v"})
+	c, d := withID("c", 12), reading("d", t0.Add(13*time.Millisecond), 13, nil)
+	batch := []event.Event{old, a, b, oldReading, a, c, b, d, d, old}
+	res, err := f.s.Append(context.Background(), batch)
+	require.NoError(t, err)
+	require.Equal(t, ingest.Result{Stored: 4, Duplicates: 6}, res)
+
+	p, err := f.s.Query(Query{DeviceID: "d", Limit: MaxLimit})
+	require.NoError(t, err)
+	var values []float64
+	for _, s := range p.Events {
+		values = append(values, s.Value)
+	}
+	require.ElementsMatch(t, []float64{1, 2, 10, 11, 12, 13}, values, "each event once, with its own value")
+	require.Equal(t, uint64(6), f.s.log.DurableOffset(), "the log holds the six events, no duplicate")
+}

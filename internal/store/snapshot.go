@@ -280,10 +280,11 @@ func (s *Store) loadSnapshot(since int64) (from uint64, ok bool, why error) {
 func (d *dedup) stored() []orderEntry {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]orderEntry, 0, len(d.m))
-	for _, o := range d.order[d.head:] {
-		if r, ok := d.m[o.key]; ok && r == o.received && d.pending[o.key] == nil {
-			out = append(out, o)
+	out := make([]orderEntry, 0, d.live)
+	for p := d.head; p < d.tail; p++ {
+		e := d.ring[p&uint64(len(d.ring)-1)]
+		if e.received != gone && d.claims[e.claim] == nil {
+			out = append(out, orderEntry{key: e.key, received: e.received})
 		}
 	}
 	return out
@@ -296,16 +297,31 @@ func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64, room int) 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.seeds = seeds
-	d.m = make(map[dedupKey]int64, max(len(keys), room))
-	d.order = make([]orderEntry, 0, max(len(keys), room))
-	d.head = 0
+	d.head, d.tail, d.live = 0, 0, 0
+	d.resize(ringFor(max(len(keys), room)))
 	for _, o := range keys {
-		if o.received >= since {
-			d.m[o.key] = o.received
-			d.order = append(d.order, o)
+		if o.received < since {
+			continue
 		}
+		if slot, ok := d.find(o.key); ok {
+			d.removeAt(slot)
+		}
+		d.insertLocked(o.key, o.received, 0)
 	}
 	d.pruneLocked(since) // beyond max: the oldest go, as when inserted
+}
+
+// keys returns every key in the set with its received time.
+func (d *dedup) keys() map[dedupKey]int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := make(map[dedupKey]int64, d.live)
+	for p := d.head; p < d.tail; p++ {
+		if e := d.ring[p&uint64(len(d.ring)-1)]; e.received != gone {
+			m[e.key] = e.received
+		}
+	}
+	return m
 }
 
 // isNotExist reports a missing index file.

@@ -266,9 +266,7 @@ func requireRemembers(t *testing.T, round int, l *buffer.Log, s *Store, file []o
 		}
 		want[key] = v.Received
 	}
-	s.dedup.mu.Lock()
-	defer s.dedup.mu.Unlock()
-	require.Equal(t, want, s.dedup.m, "round %d: the de-duplication set, opened at offset %d", round, from)
+	require.Equal(t, want, s.dedup.keys(), "round %d: the de-duplication set, opened at offset %d", round, from)
 }
 
 // allEvents pages through q.

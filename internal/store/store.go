@@ -243,45 +243,33 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 	buf := (*bp)[:0]
 	ends := make([]int, 0, len(evs))
 	keep := make([]int, 0, len(evs)) // index into evs of each stored event
-	var c *claim
-	var waits []*claim
+	var checks []keyCheck
 	for i := range evs {
 		e := &evs[i]
 		if e.Received == 0 {
 			e.Received = now
 		}
-		if e.ID != "" {
-			if c == nil {
-				c = newClaim()
-			}
-			if prior, dup := s.dedup.check(e.DeviceID, e.ID, e.Received, c); dup {
-				res.Duplicates++
-				if prior != c {
-					waits = append(waits, prior)
-				}
-				continue
-			}
-		}
 		start := len(buf)
 		buf = e.AppendBinary(buf)
-		if e.ID == "" && !e.TSAssigned && !s.opts.NoContentDedup {
+		switch {
+		case e.ID != "":
+			checks = append(checks, keyCheck{key: s.dedup.idKey(e.DeviceID, e.ID), received: e.Received, at: len(keep)})
+		case !e.TSAssigned && !s.opts.NoContentDedup:
 			// No id, but the device's own ts: the content is the key.
 			if key, ok := s.dedup.contentKey(buf[start:]); ok {
-				if c == nil {
-					c = newClaim()
-				}
-				if prior, dup := s.dedup.checkKey(key, e.Received, c); dup {
-					res.Duplicates++
-					if prior != c {
-						waits = append(waits, prior)
-					}
-					buf = buf[:start]
-					continue
-				}
+				checks = append(checks, keyCheck{key: key, received: e.Received, at: len(keep)})
 			}
 		}
 		ends = append(ends, len(buf))
 		keep = append(keep, i)
+	}
+	var c *claim
+	var waits []*claim
+	if len(checks) > 0 {
+		c = newClaim()
+		if waits, res.Duplicates = s.dedup.checkAll(checks, c); res.Duplicates > 0 {
+			buf, ends, keep = dropDuplicates(buf, ends, keep, checks)
+		}
 	}
 	var err error
 	if len(keep) > 0 {
@@ -336,6 +324,27 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 		}
 	}
 	return res, nil
+}
+
+// dropDuplicates removes the events checks found to be duplicates from the
+// encoded batch: buf holds the records, ends[i] the end of record i, keep[i]
+// its index in the Append's events.
+func dropDuplicates(buf []byte, ends, keep []int, checks []keyCheck) ([]byte, []int, []int) {
+	dup := make([]bool, len(keep))
+	for _, k := range checks {
+		dup[k.at] = k.dup
+	}
+	w, from := 0, 0
+	n := 0
+	for i, end := range ends {
+		if !dup[i] {
+			w += copy(buf[w:], buf[from:end])
+			ends[n], keep[n] = w, keep[i]
+			n++
+		}
+		from = end
+	}
+	return buf[:w], ends[:n], keep[:n]
 }
 
 // seenReceived raises lastReceived to ms.
