@@ -281,6 +281,23 @@ func (d *dedup) place(key dedupKey, at uint64) {
 	d.slots[i] = tag(key) | (at + 1)
 }
 
+// replace puts ring place at in the table under key, in the slot of the
+// same key if it holds one (whose ring entry is then gone), else in the
+// first empty slot of its run: one probe where find and place are two.
+func (d *dedup) replace(key dedupKey, at uint64) {
+	mask := uint64(len(d.slots) - 1)
+	t := tag(key)
+	i := key[0] & mask
+	for ; d.slots[i] != 0; i = (i + 1) & mask {
+		if s := d.slots[i]; s&^0xffffffff == t && d.entry(s).key == key {
+			d.entry(s).received = gone
+			d.live--
+			break
+		}
+	}
+	d.slots[i] = t | (at + 1)
+}
+
 // find returns the table slot holding key.
 func (d *dedup) find(key dedupKey) (uint64, bool) {
 	mask := uint64(len(d.slots) - 1)

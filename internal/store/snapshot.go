@@ -303,10 +303,14 @@ func (d *dedup) load(seeds [2]sipKey, keys []orderEntry, since int64, room int) 
 		if o.received < since {
 			continue
 		}
-		if slot, ok := d.find(o.key); ok {
-			d.removeAt(slot)
+		if d.tail-d.head == uint64(len(d.ring)) {
+			d.resize(2 * len(d.ring))
 		}
-		d.insertLocked(o.key, o.received, 0)
+		at := d.tail & uint64(len(d.ring)-1)
+		d.ring[at] = dedupEntry{key: o.key, received: o.received}
+		d.tail++
+		d.live++
+		d.replace(o.key, at) // a file holds each key once; should it not, the later wins
 	}
 	d.pruneLocked(since) // beyond max: the oldest go, as when inserted
 }
