@@ -20,10 +20,11 @@ const (
 
 // mqttDriver gives every device its own MQTT 3.1.1 connection and publishes
 // each device's events in order at QoS 1 with up to Inflight unacknowledged.
-// One goroutine per connection both writes and reads: it sends what the window
-// and the schedule allow in one write, then reads every PUBACK that has
-// arrived, so there is no hand-off between goroutines per message. The wire
-// work is in mqttwire.go.
+// On Linux a few poller goroutines drive all the connections
+// (mqttpoll_linux.go); elsewhere one goroutine per connection both writes and
+// reads: it sends what the window and the schedule allow in one write, then
+// reads every PUBACK that has arrived, so there is no hand-off between
+// goroutines per message. The wire work is in mqttwire.go.
 type mqttDriver struct {
 	r       *run
 	addr    string
@@ -47,15 +48,14 @@ type mqttDevice struct {
 	sent        int64 // messages written so far
 	outstanding int   // messages awaiting PUBACK
 
-	// Flat out on Linux (mqttpoll_linux.go) the connection is a bare
-	// non-blocking socket served by a poller goroutine.
+	// On Linux (mqttpoll_linux.go) the connection is a bare non-blocking
+	// socket served by a poller goroutine.
 	fd       int    // -1 while conn is in use
 	in       []byte // bytes read, from the start of an incomplete packet
 	inLen    int
-	lowatSet int       // the socket's SO_RCVLOWAT
-	sendAt   time.Time // when the current batch was sent
-	stopped  bool      // sends no more
-	finished bool      // done: nothing in flight, out of the poller
+	lowatSet int  // the socket's SO_RCVLOWAT
+	stopped  bool // sends no more
+	finished bool // done: nothing in flight, out of the poller
 }
 
 // mqttSlot is a published message waiting for its PUBACK.
@@ -151,7 +151,7 @@ func (dev *mqttDevice) dial(ctx context.Context, addr, clientID string) error {
 }
 
 func (d *mqttDriver) load(ctx, hard context.Context) {
-	if !d.r.sched.fixedRate() && pollable() {
+	if pollable() {
 		d.loadPolled(ctx, hard)
 		return
 	}

@@ -1,13 +1,15 @@
 package bench
 
-// Flat out on Linux, the MQTT load is driven by a few goroutines that each
-// watch many connections through their own epoll instance, instead of one
-// goroutine per connection parked in Go's network poller. Each wake-up then
-// serves every connection with acks waiting, a connection is read only when
-// it has the PUBACKs its window is waiting for (SO_RCVLOWAT, level
-// triggered: no read that finds nothing), and no goroutine is parked and
-// woken per batch. It is written by hand for the same reason as mqttwire.go:
-// the generator's CPU is taken from the broker it measures.
+// On Linux the MQTT load is driven by a few goroutines that each watch many
+// connections through their own epoll instance, instead of one goroutine per
+// connection parked in Go's network poller. Each wake-up then serves every
+// connection with acks waiting, a connection is read only when it has the
+// PUBACKs its window is waiting for (SO_RCVLOWAT, level triggered: no read
+// that finds nothing), and no goroutine is parked and woken per batch. At a
+// fixed rate each goroutine also keeps its devices' schedule: it wakes when
+// the next of their messages is due (the epoll wait's deadline) and sends
+// every message due by then. It is written by hand for the same reason as
+// mqttwire.go: the generator's CPU is taken from the broker it measures.
 
 import (
 	"context"
@@ -24,11 +26,13 @@ const (
 	pollEvents = 256
 )
 
-// pollable reports whether the flat-out load can be driven by epoll.
+// pollable reports whether the load can be driven by epoll.
 func pollable() bool { return true }
 
-// loadPolled sends flat out over every device's connection, which it takes
-// over from Go's network poller. It returns once every device is done.
+// loadPolled sends over every device's connection, which it takes over from
+// Go's network poller. It returns once every device is done. Each goroutine
+// takes every workers-th device, so its devices are in index order, the
+// order of their messages at a fixed rate.
 func (d *mqttDriver) loadPolled(ctx, hard context.Context) {
 	var live []*mqttDevice
 	for _, dev := range d.devices {
@@ -95,6 +99,9 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 	r := d.r
 	k := len(devs[0].slots)
 	refill := d.refill()
+	fixed := r.sched.fixedRate()
+	n := int64(r.opts.Devices)
+	dl, hasDL := ctx.Deadline()
 	ep, wait, closeEp, err := newEpoll()
 	if err != nil {
 		for _, dev := range devs {
@@ -122,15 +129,38 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 		}
 		if !dev.stopped && k-dev.outstanding >= refill {
 			batch := 0
+			var sendAt time.Time
 			for !dev.slots[dev.sent%int64(k)].busy {
+				// At a fixed rate the device's j-th message is the run's
+				// message j·devices + index: sent once due, its latency
+				// counted from when it was due.
+				var due time.Time
+				if fixed {
+					due = r.sched.due(dev.sent*n + int64(dev.index))
+					if hasDL && !due.Before(dl) {
+						dev.stopped = true
+						break
+					}
+					if sendAt.IsZero() {
+						sendAt = time.Now()
+					}
+					if due.After(sendAt) {
+						break // not yet due
+					}
+				}
 				if _, got := r.sched.claim(1); got == 0 {
 					dev.stopped = true
 					break
 				}
-				if batch == 0 {
-					dev.sendAt = time.Now()
+				if sendAt.IsZero() {
+					sendAt = time.Now()
 				}
-				dev.push(dev.sendAt)
+				from := sendAt
+				if fixed {
+					from = due
+					d.lag[dev.index%mqttShards].record(sendAt.Sub(due))
+				}
+				dev.push(from)
 				batch++
 			}
 			if batch > 0 {
@@ -167,6 +197,32 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 		step(dev)
 	}
 
+	// At a fixed rate, the cursor walks the schedule of devs in time
+	// order — message j of devs[0], of devs[1], …, then j+1 — and steps each
+	// device whose message is due, which sends every message of it that is
+	// due and fits its window; a device whose window was full sends what it
+	// owes when its acks arrive. due returns when the cursor's next message
+	// is due, the zero time once the schedule has passed the deadline.
+	var cj int64
+	var ci int
+	due := func(now time.Time) time.Time {
+		for {
+			at := r.sched.due(cj*n + int64(devs[ci].index))
+			if hasDL && !at.Before(dl) {
+				return time.Time{}
+			}
+			if at.After(now) {
+				return at
+			}
+			if dev := devs[ci]; !dev.finished {
+				step(dev)
+			}
+			if ci++; ci == len(devs) {
+				ci, cj = 0, cj+1
+			}
+		}
+	}
+
 	events := make([]syscall.EpollEvent, pollEvents)
 	stopping := false
 	for active > 0 {
@@ -188,7 +244,11 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 			}
 			continue
 		}
-		n, err := wait(events)
+		var wake time.Time
+		if fixed && !stopping {
+			wake = due(time.Now())
+		}
+		got, err := wait(events, wake)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
@@ -200,11 +260,11 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 			}
 			return
 		}
-		if n == 0 {
+		if got == 0 {
 			continue
 		}
 		now, acked := time.Now(), 0
-		for _, ev := range events[:n] {
+		for _, ev := range events[:got] {
 			dev := devs[ev.Fd]
 			if dev.finished {
 				continue
@@ -248,8 +308,10 @@ func (d *mqttDriver) poll(ctx, hard context.Context, devs []*mqttDevice) {
 // events. The instance is itself watched by Go's network poller, so a
 // poller goroutine waiting for events holds no thread in a system call
 // (which the runtime would hand its processor away from, at a cost); wait
-// returns os.ErrDeadlineExceeded after pollTick without events.
-func newEpoll() (ep int, wait func([]syscall.EpollEvent) (int, error), closeEp func(), err error) {
+// returns os.ErrDeadlineExceeded after pollTick without events, or at until
+// if that is sooner (the zero time: no sooner). An until already past only
+// collects the events ready now.
+func newEpoll() (ep int, wait func(events []syscall.EpollEvent, until time.Time) (int, error), closeEp func(), err error) {
 	ep, err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return -1, nil, nil, err
@@ -265,9 +327,20 @@ func newEpoll() (ep int, wait func([]syscall.EpollEvent) (int, error), closeEp f
 		return -1, nil, nil, err
 	}
 	var deadline time.Time
-	wait = func(events []syscall.EpollEvent) (int, error) {
-		if now := time.Now(); !now.Before(deadline) {
+	wait = func(events []syscall.EpollEvent, until time.Time) (int, error) {
+		now := time.Now()
+		if !until.IsZero() && !until.After(now) {
+			n, err := syscall.EpollWait(ep, events, 0)
+			if errors.Is(err, syscall.EINTR) {
+				n, err = 0, nil
+			}
+			return n, err
+		}
+		if !now.Before(deadline) || !until.IsZero() && until.Before(deadline) {
 			deadline = now.Add(pollTick)
+			if !until.IsZero() && until.Before(deadline) {
+				deadline = until
+			}
 			if err := f.SetReadDeadline(deadline); err != nil {
 				return 0, err
 			}
