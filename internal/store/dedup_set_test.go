@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
 	"testing"
@@ -165,6 +166,8 @@ func TestDedupSetMatchesModel(t *testing.T) {
 			peak = max(peak, len(m.m))
 		}
 		require.Equal(t, m.m, d.keys(), "seed %d: the keys held at the end", seed)
+		require.Equal(t, appendKeys([]byte("head"), d.seeds, d.stored()), d.appendStored([]byte("head")),
+			"seed %d: the keys as the index file holds them", seed)
 		if peak > minRing {
 			require.Greater(t, len(d.ring), minRing, "seed %d: the ring grew", seed)
 			grown++
@@ -173,4 +176,20 @@ func TestDedupSetMatchesModel(t *testing.T) {
 	}
 	require.Positive(t, grown, "no seed held more keys than the smallest ring")
 	require.Positive(t, evictions, "no seed filled its set")
+}
+
+// appendKeys is the index file's encoding of a set (format/store-index.md)
+// written plainly, from its seeds and stored(): what appendStored must give.
+func appendKeys(b []byte, seeds [2]sipKey, keys []orderEntry) []byte {
+	for _, k := range seeds {
+		b = binary.LittleEndian.AppendUint64(b, k.k0)
+		b = binary.LittleEndian.AppendUint64(b, k.k1)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
+	for _, e := range keys {
+		b = binary.LittleEndian.AppendUint64(b, e.key[0])
+		b = binary.LittleEndian.AppendUint64(b, e.key[1])
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.received))
+	}
+	return b
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/holdfast-edge/holdfast/internal/buffer/vfs"
@@ -52,15 +53,14 @@ func (s *Store) WriteSnapshot() error {
 	next := s.log.DurableOffset()
 	s.idx.mu.RLock()
 	s.appendMu.Unlock()
-	sn := snapshot{next: next, received: s.lastReceived.Load(), seeds: s.dedup.seeds}
-	sn.keys = s.dedup.stored()
+	sn := snapshot{next: next, received: s.lastReceived.Load()}
 	s.lateMu.RLock()
 	for o := range s.late {
 		sn.late = append(sn.late, o)
 	}
 	s.lateMu.RUnlock()
 	b := sn.appendHead(nil)
-	b = appendKeys(b, sn.seeds, sn.keys)
+	b = s.dedup.appendStored(b)
 	b = appendOffsets(b, sn.late)
 	for _, m := range []map[string][]run{s.idx.byDevice, s.idx.byStream, s.idx.byWindow} {
 		b = appendRuns(b, m)
@@ -106,20 +106,6 @@ func (sn *snapshot) appendHead(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, sn.next)
 	b = binary.LittleEndian.AppendUint32(b, sn.lastCRC) // at 16
 	return binary.LittleEndian.AppendUint64(b, uint64(sn.received))
-}
-
-func appendKeys(b []byte, seeds [2]sipKey, keys []orderEntry) []byte {
-	for _, k := range seeds {
-		b = binary.LittleEndian.AppendUint64(b, k.k0)
-		b = binary.LittleEndian.AppendUint64(b, k.k1)
-	}
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(keys)))
-	for _, e := range keys {
-		b = binary.LittleEndian.AppendUint64(b, e.key[0])
-		b = binary.LittleEndian.AppendUint64(b, e.key[1])
-		b = binary.LittleEndian.AppendUint64(b, uint64(e.received))
-	}
-	return b
 }
 
 func appendOffsets(b []byte, offs []uint64) []byte {
@@ -288,6 +274,37 @@ func (d *dedup) stored() []orderEntry {
 		}
 	}
 	return out
+}
+
+// appendStored appends what appendKeys would of the set's seeds and
+// stored(), encoding the keys straight from the ring into room made for all
+// of them at once: a full set is 24 MB, which growing by appends would copy
+// several times over.
+func (d *dedup) appendStored(b []byte) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, k := range d.seeds {
+		b = binary.LittleEndian.AppendUint64(b, k.k0)
+		b = binary.LittleEndian.AppendUint64(b, k.k1)
+	}
+	at := len(b)
+	b = binary.LittleEndian.AppendUint32(b, 0) // the count, once known
+	b = slices.Grow(b, 24*d.live)
+	n := 0
+	for p := d.head; p < d.tail; p++ {
+		e := &d.ring[p&uint64(len(d.ring)-1)]
+		if e.received == gone || d.claims[e.claim] != nil {
+			continue
+		}
+		o := len(b)
+		b = b[:o+24]
+		binary.LittleEndian.PutUint64(b[o:], e.key[0])
+		binary.LittleEndian.PutUint64(b[o+8:], e.key[1])
+		binary.LittleEndian.PutUint64(b[o+16:], uint64(e.received))
+		n++
+	}
+	binary.LittleEndian.PutUint32(b[at:], uint32(n))
+	return b
 }
 
 // load makes an empty set the one an index file holds: its hash keys, and
