@@ -62,7 +62,16 @@ func (s *Store) WriteSnapshot() error {
 	b := sn.appendHead(nil)
 	b = s.dedup.appendStored(b)
 	b = appendOffsets(b, sn.late)
-	for _, m := range []map[string][]run{s.idx.byDevice, s.idx.byStream, s.idx.byWindow} {
+	maps := []map[string][]run{s.idx.byDevice, s.idx.byStream, s.idx.byWindow}
+	size := 0
+	for _, m := range maps {
+		size += 4
+		for k, runs := range m {
+			size += 6 + len(k) + 32*len(runs)
+		}
+	}
+	b = slices.Grow(b, size+4)
+	for _, m := range maps {
 		b = appendRuns(b, m)
 	}
 	s.idx.mu.RUnlock()
