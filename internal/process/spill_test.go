@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -322,4 +323,45 @@ func TestSpilledStreamsAnswerQueries(t *testing.T) {
 	ra, _, _ := openState(t, a.proc)
 	rb, _, _ := openState(t, b.proc)
 	require.Equal(t, rb, ra)
+}
+
+// TestSpillFileCompacts: streams loaded back leave garbage in the spill
+// file; once it is most of a file of 1 MiB or more the live records move to
+// a new file, and every stream still loads back exactly; with none left
+// spilled the file is empty.
+func TestSpillFileCompacts(t *testing.T) {
+	p := &Processor{opts: Options{SpillDir: t.TempDir()}.withDefaults()}
+	p.spillOn.Store(true)
+	w, err := newWorker(p, 0)
+	require.NoError(t, err)
+	defer w.closeSpill()
+	want := map[string][]byte{}
+	for s := range 800 {
+		name := fmt.Sprint("stream-", s)
+		w.stream(name)
+		for d := range 20 {
+			for i := range 3 {
+				w.win.Add(name, fmt.Sprint("device-", d), t0+int64(i*1000), float64(s*d+i))
+			}
+		}
+		want[name] = w.win.AppendStreamState(nil, name)
+	}
+	w.spillPass()
+	w.spillPass()
+	require.Len(t, w.spilled, 800)
+	full := w.spill.size
+	require.GreaterOrEqual(t, full, int64(compactMin))
+	for s := range 700 {
+		w.load(fmt.Sprint("stream-", s))
+	}
+	require.Less(t, w.spill.size, full/4, "compacted")
+	st, err := os.Stat(w.spill.path)
+	require.NoError(t, err)
+	require.Equal(t, w.spill.size, st.Size())
+	w.loadAll()
+	require.Empty(t, w.spilled)
+	require.Zero(t, w.spill.size)
+	for name, state := range want {
+		require.Equal(t, state, w.win.AppendStreamState(nil, name), name)
+	}
 }
