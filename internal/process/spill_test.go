@@ -201,8 +201,9 @@ func requireSameAsNeverSpilled(t *testing.T, n *node) {
 
 // TestSpillMatchesNeverSpilled is the property of spilling window state:
 // with the workers spilling their quiet streams every few items, spilling
-// turned on and off at random, streams split across workers or not, and
-// crashes and restarts from checkpoints that hold spilled streams, the log
+// turned on and off at random, streams split across workers or not, the
+// worker count changed (a restart from the checkpoint written on stopping),
+// and crashes and restarts from checkpoints that hold spilled streams, the log
 // ends with exactly the window and alert records, byte for byte, of a
 // processor that never spilled.
 func TestSpillMatchesNeverSpilled(t *testing.T) {
@@ -215,11 +216,14 @@ func TestSpillMatchesNeverSpilled(t *testing.T) {
 				ck: CheckpointOptions{Interval: 20 * time.Millisecond}}
 			n := openSpillNode(t, fs, nil, o)
 			n.proc.SetSpill(true)
-			spills, loads := 0.0, 0.0
+			spills, loads, resumed := 0.0, 0.0, 0
 			clock := t0
-			for round := range 40 {
+			for round := range 80 {
 				if rng.IntN(4) == 0 {
 					n.proc.SetSpill(!n.proc.Spilling())
+				}
+				if rng.IntN(6) == 0 {
+					n.proc.SetWorkers(1 + rng.IntN(3)) // a restart from the checkpoint written on stopping
 				}
 				for range 3 + rng.IntN(8) {
 					clock += 100
@@ -237,14 +241,18 @@ func TestSpillMatchesNeverSpilled(t *testing.T) {
 				fs.Inject(nil)
 				o.workers = 1 + rng.IntN(3)
 				n = openSpillNode(t, fs, nil, o)
+				if n.proc.start > 0 {
+					resumed++
+				}
 				n.proc.SetSpill(rng.IntN(2) == 0)
 			}
 			n.caughtUp(t)
 			spills += promtest.ToFloat64(n.metrics.Spills)
 			loads += promtest.ToFloat64(n.metrics.SpillLoads)
-			t.Logf("%v streams spilled, %v loaded back", spills, loads)
+			t.Logf("%v streams spilled, %v loaded back; %d of 10 restarts from a checkpoint", spills, loads, resumed)
 			require.Positive(t, spills)
 			require.Positive(t, loads)
+			require.Positive(t, resumed, "restarts from checkpoints holding spilled streams")
 			require.Zero(t, n.proc.mismatches.Load(), "replays found every output equal to the log's")
 			n.proc.Close()
 			requireSameAsNeverSpilled(t, n)
