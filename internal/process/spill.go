@@ -160,9 +160,13 @@ func (w *worker) spillPass() {
 			continue
 		}
 		if err := w.spillStream(name); err != nil {
-			w.p.opts.Logger.Error("cannot spill window state; it stays in memory", "stream", name, "err", err)
+			if !w.spillFailing { // once until a spill succeeds again, not every pass
+				w.p.opts.Logger.Error("cannot spill window state; it stays in memory", "stream", name, "err", err)
+			}
+			w.spillFailing = true
 			return
 		}
+		w.spillFailing = false
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -372,4 +373,23 @@ func TestSpillFileCompacts(t *testing.T) {
 	for name, state := range want {
 		require.Equal(t, state, w.win.AppendStreamState(nil, name), name)
 	}
+}
+
+// TestSpillFailureKeepsStateInMemory: a spill file that cannot be written
+// leaves every stream in the engine, as if spilling were off.
+func TestSpillFailureKeepsStateInMemory(t *testing.T) {
+	p := &Processor{opts: Options{SpillDir: filepath.Join(t.TempDir(), "gone")}.withDefaults()}
+	p.spillOn.Store(true)
+	w, err := newWorker(p, 0)
+	require.NoError(t, err)
+	defer w.closeSpill()
+	w.stream("s")
+	w.win.Add("s", "d", t0, 1)
+	open := w.win.OpenWindows()
+	w.spillPass()
+	w.spillPass()
+	require.Empty(t, w.spilled)
+	require.True(t, w.spillFailing)
+	require.Equal(t, open, w.win.OpenWindows())
+	require.Equal(t, []string{"s"}, w.win.Streams())
 }

@@ -76,11 +76,12 @@ type worker struct {
 	held      map[[2]string]uint64 // what the mode held back in this batch, for OnDeferred
 
 	// Spilled window state (spill.go).
-	spilled    map[string]*spilledStream
-	spill      *spillFile     // nil until the first spill
-	spillBuf   []byte         // encoding scratch
-	scratch    *window.Engine // for reading a spilled stream without loading it
-	spillItems int            // items since the last forced pass (Options.spillEvery)
+	spilled      map[string]*spilledStream
+	spill        *spillFile     // nil until the first spill
+	spillBuf     []byte         // encoding scratch
+	scratch      *window.Engine // for reading a spilled stream without loading it
+	spillItems   int            // items since the last forced pass (Options.spillEvery)
+	spillFailing bool           // the last spill failed (logged once)
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
