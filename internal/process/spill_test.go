@@ -400,3 +400,37 @@ func TestSpillFailureKeepsStateInMemory(t *testing.T) {
 	require.Equal(t, open, w.win.OpenWindows())
 	require.Equal(t, []string{"s"}, w.win.Streams())
 }
+
+// TestWatermarkLoadsOnlyWhatItCloses: a watermark below a spilled stream's
+// earliest window end is remembered without loading it (idle timeouts read
+// the remembered one); one that reaches it loads the stream and closes the
+// window, as if it had never been spilled.
+func TestWatermarkLoadsOnlyWhatItCloses(t *testing.T) {
+	p := &Processor{opts: Options{SpillDir: t.TempDir(),
+		Window: window.Options{Sizes: []time.Duration{time.Second}, AllowedLateness: window.NoLateness}}.withDefaults()}
+	p.spillOn.Store(true)
+	w, err := newWorker(p, 0)
+	require.NoError(t, err)
+	defer w.closeSpill()
+	w.live = true
+	w.stream("s")
+	w.win.Add("s", "d", t0+100, 1)
+	w.spillPass()
+	w.spillPass()
+	require.Contains(t, w.spilled, "s")
+	end, ok := w.earliestEnd("s")
+	require.True(t, ok)
+	require.Equal(t, t0+1000, end)
+
+	w.advance("s", t0+900)
+	require.Contains(t, w.spilled, "s", "a watermark that closes nothing loads nothing")
+	wm, _ := w.watermark("s")
+	require.Equal(t, t0+900, wm)
+	require.Empty(t, w.outs)
+	require.Equal(t, 2, w.openWindows())
+
+	w.advance("s", t0+1000)
+	require.NotContains(t, w.spilled, "s")
+	require.Len(t, w.outs, 2, "the device's and the site-wide window closed")
+	require.Equal(t, 0, w.openWindows())
+}
