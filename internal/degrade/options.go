@@ -39,6 +39,14 @@ type Options struct {
 	// the trigger's action, "critical streams and acks first". Their time is
 	// wall time, which on a saturated machine exceeds the CPU they use.
 	FastPathShare float64 `yaml:"fast_path_share"`
+	// SpillWindowState is the memory trigger's action: while the trigger
+	// is up, each processing worker moves the window state of the streams
+	// that had no record since its previous pass (a pass every tenth of
+	// windows.idle_timeout, at least 100 ms) to a file in the spill
+	// directory of data_dir, and loads a stream back when it gets an event
+	// or a window of it is due to close; once the trigger is down, it loads
+	// them all back. false leaves the trigger reported only.
+	SpillWindowState bool `yaml:"spill_window_state"`
 }
 
 // LevelOptions are one level's entry and exit thresholds: it is entered once
@@ -102,10 +110,11 @@ var DefaultOptions = Options{
 		CPU: 0.80, CPUExit: 0.60, AckP99: 100 * time.Millisecond, AckP99Exit: 50 * time.Millisecond,
 		Queue: 10_000, QueueExit: 1_000, EnterAfter: 30 * time.Second, Hold: 2 * time.Minute,
 	},
-	Minimal:        LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
-	Emergency:      LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
-	LimitedWindows: []time.Duration{5 * time.Minute, time.Hour},
-	FastPathShare:  0.10,
+	Minimal:          LevelOptions{Memory: 0.85, MemoryExit: 0.75, EnterAfter: 10 * time.Second, Hold: 2 * time.Minute},
+	Emergency:        LevelOptions{Memory: 0.95, MemoryExit: 0.90, Hold: time.Minute},
+	LimitedWindows:   []time.Duration{5 * time.Minute, time.Hour},
+	FastPathShare:    0.10,
+	SpillWindowState: true,
 	Triggers: Triggers{
 		CPU:     TriggerOptions{Up: 0.80, Down: 0.30, UpFor: 5 * time.Minute, DownFor: 30 * time.Minute},
 		Buffer:  TriggerOptions{Up: 0.70, Down: 0.20},

@@ -141,6 +141,7 @@ func (n *Node) watchDegradation(now time.Time) {
 	n.applyProcessing(act)
 	n.applyWorkers(trig, now)
 	n.applyFastPath(trig)
+	n.applySpill(trig)
 	n.applySplit(now, act)
 	n.applyAggregatesOnly(act)
 	if !changed {

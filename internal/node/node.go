@@ -367,6 +367,9 @@ func (n *Node) prepareProcessing() {
 	opts.Logger, opts.Metrics = n.log.With("component", "process"), process.NewMetrics(n.reg)
 	opts.OnDeferred = n.processDeferred
 	opts.Pacer = n.deg.pacer
+	if n.cfg.Degradation.SpillWindowState {
+		opts.SpillDir = spillDir(n.cfg) // not in ProcessOptions: recover must not clear a running node's
+	}
 	n.prep = make(chan prepared, 1)
 	go func() {
 		p, err := process.Prepare(n.wbuf, opts)

@@ -17,6 +17,11 @@ type Metrics struct {
 	CheckpointOffset   prometheus.Gauge
 	LoadFailures       prometheus.Counter
 	RestoreSeconds     prometheus.Gauge
+
+	SpilledStreams prometheus.Gauge
+	SpillBytes     prometheus.Gauge
+	Spills         prometheus.Counter
+	SpillLoads     prometheus.Counter
 }
 
 // NewMetrics creates the processor metrics and registers them with reg if it
@@ -72,10 +77,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "holdfast_checkpoint_restore_seconds",
 			Help: "How long loading the checkpoint took at the last start (0: none was used).",
 		}),
+		SpilledStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "holdfast_window_spilled_streams",
+			Help: "Streams whose window state is spilled to disk (the memory trigger's action).",
+		}),
+		SpillBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "holdfast_window_spill_bytes",
+			Help: "Bytes of spilled window state the spill files hold for the spilled streams.",
+		}),
+		Spills: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "holdfast_window_spills_total",
+			Help: "Streams whose window state was spilled to disk.",
+		}),
+		SpillLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "holdfast_window_spill_loads_total",
+			Help: "Spilled streams loaded back into memory: for an item, a closing watermark, or spilling turned off.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Events, m.Late, m.WindowsClosed, m.Alerts, m.Checkpoints, m.CheckpointFailures,
-			m.CheckpointSkipped, m.CheckpointSeconds, m.CheckpointBytes, m.CheckpointOffset, m.LoadFailures, m.RestoreSeconds)
+			m.CheckpointSkipped, m.CheckpointSeconds, m.CheckpointBytes, m.CheckpointOffset, m.LoadFailures, m.RestoreSeconds,
+			m.SpilledStreams, m.SpillBytes, m.Spills, m.SpillLoads)
 	}
 	return m
 }

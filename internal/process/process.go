@@ -71,8 +71,15 @@ type Options struct {
 	// Pacer, if set, paces the reader while on (the latency trigger's
 	// action, internal/pace): the workers get what the reader sends.
 	Pacer *pace.Pacer
-	now   func() time.Time
-	clock clock.Clock // default clock.System; now defaults to its wall clock
+	// SpillDir is where the workers spill window state while SetSpill is on
+	// (spill.go); "" turns spilling off. Prepare deletes the spill files in
+	// it: they are a cache.
+	SpillDir string
+	// spillEvery, if positive, makes each worker run a spill tick after
+	// every spillEvery items (tests).
+	spillEvery int
+	now        func() time.Time
+	clock      clock.Clock // default clock.System; now defaults to its wall clock
 }
 
 // CheckpointOptions configure checkpoints; an empty Dir turns them off.
@@ -144,11 +151,12 @@ type Processor struct {
 	// started, so no checkpoint may be taken and a better mode restarts.
 	mode       atomic.Int32
 	dirty      atomic.Bool
-	modeMu     sync.Mutex // orders SetMode with the reader's sending of a mode
-	restarting bool       // guarded by modeMu
-	started    bool       // guarded by modeMu: Start ran
-	running    int        // guarded by modeMu: the workers of this run
-	worstSent  Mode       // guarded by modeMu: the worst mode sent in this run
+	spillOn    atomic.Bool // the workers spill window state (spill.go)
+	modeMu     sync.Mutex  // orders SetMode with the reader's sending of a mode
+	restarting bool        // guarded by modeMu
+	started    bool        // guarded by modeMu: Start ran
+	running    int         // guarded by modeMu: the workers of this run
+	worstSent  Mode        // guarded by modeMu: the worst mode sent in this run
 
 	// Split streams (split.go): asked for (guarded by modeMu), and this
 	// run's, set before its restore and fixed while it runs.
@@ -216,6 +224,11 @@ func Prepare(l buffer.Engine, opts Options) (*Processor, error) {
 		p.lateness = window.DefaultAllowedLateness
 	case window.NoLateness:
 		p.lateness = 0
+	}
+	if opts.SpillDir != "" {
+		if err := clearSpillDir(opts.SpillDir); err != nil {
+			return nil, err
+		}
 	}
 	if err := p.newWorkersOf(opts.Workers); err != nil {
 		return nil, err
@@ -710,7 +723,7 @@ func (p *Processor) Open(stream, device string, size time.Duration, from, to int
 	for _, w := range p.work {
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
-			out = append(out, w.win.Open(s, device, size, from, to)...)
+			out = append(out, w.openResults(s, device, size, from, to)...)
 		}
 		w.mu.Unlock()
 	}
@@ -726,7 +739,7 @@ func (p *Processor) OpenPartials(stream, device string, size time.Duration, from
 	for _, w := range p.work {
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
-			out = append(out, w.win.OpenPartials(s, device, size, from, to)...)
+			out = append(out, w.openPartials(s, device, size, from, to)...)
 		}
 		w.mu.Unlock()
 	}
@@ -750,6 +763,10 @@ type Status struct {
 	// deterministic).
 	ReplayVerified   uint64 `json:"replay_verified"`
 	ReplayMismatches uint64 `json:"replay_mismatches"`
+	// SpilledStreams counts the streams whose window state is spilled to
+	// disk (the memory trigger's action, spill.go); OpenWindows includes
+	// their windows.
+	SpilledStreams int `json:"spilled_streams"`
 }
 
 // Status reports progress and state.
@@ -765,9 +782,10 @@ func (p *Processor) Status() Status {
 		}
 		first = false
 		s.Replaying = s.Replaying || !w.live
-		s.OpenWindows += w.win.OpenWindows()
+		s.OpenWindows += w.openWindows()
+		s.SpilledStreams += len(w.spilled)
 		for st := range w.streams {
-			if n := w.win.Late(st); n > 0 {
+			if n := w.lateCount(st); n > 0 {
 				s.Late[st] = n
 			}
 		}

@@ -3,6 +3,7 @@ package process
 import (
 	"bytes"
 	"context"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -73,6 +74,14 @@ type worker struct {
 	batchMono time.Duration        // monotonic clock when the current batch started
 	mode      Mode                 // live: what the degradation level lets it do (mode.go)
 	held      map[[2]string]uint64 // what the mode held back in this batch, for OnDeferred
+
+	// Spilled window state (spill.go).
+	spilled      map[string]*spilledStream
+	spill        *spillFile     // nil until the first spill
+	spillBuf     []byte         // encoding scratch
+	scratch      *window.Engine // for reading a spilled stream without loading it
+	spillItems   int            // items since the last forced pass (Options.spillEvery)
+	spillFailing bool           // the last spill failed (logged once)
 }
 
 // streamState is what a worker remembers of one stream for idle timeouts.
@@ -80,10 +89,12 @@ type streamState struct {
 	lastEvent   time.Duration // monotonic clock at the last event processed live
 	requestedWM int64         // highest watermark asked for by an idle timeout
 	noSite      bool          // part of a split stream, its site-wide windows another worker's
+	touched     bool          // had an item since the last spill pass
 }
 
 func newWorker(p *Processor, id int) (*worker, error) {
-	w := &worker{p: p, id: id, in: make(chan []item, 16), streams: map[string]*streamState{}, pending: map[string]int{}}
+	w := &worker{p: p, id: id, in: make(chan []item, 16), streams: map[string]*streamState{}, pending: map[string]int{},
+		spilled: map[string]*spilledStream{}}
 	wo := p.opts.Window
 	wo.OnClose = w.onClose
 	var err error
@@ -105,6 +116,7 @@ func (w *worker) run() {
 		case batch, ok := <-w.in:
 			if !ok {
 				w.flush()
+				w.closeSpill()
 				return
 			}
 			pacing.Start()
@@ -119,6 +131,7 @@ func (w *worker) run() {
 					continue
 				}
 				w.handle(it)
+				w.forcedSpillTick()
 			}
 			w.reportDeferred()
 			w.mu.Unlock()
@@ -127,6 +140,9 @@ func (w *worker) run() {
 			pacing.Pace(context.Background()) // each rest is bounded (internal/pace)
 		case <-tick.C:
 			w.checkIdle()
+			w.mu.Lock()
+			w.spillTick()
+			w.mu.Unlock()
 		}
 	}
 }
@@ -134,6 +150,7 @@ func (w *worker) run() {
 func (w *worker) handle(it item) {
 	switch it.kind {
 	case event.TypeEvent:
+		w.load(it.stream)
 		if it.split {
 			if st := w.stream(it.stream); !st.noSite {
 				w.win.SetNoSite(it.stream)
@@ -141,7 +158,7 @@ func (w *worker) handle(it item) {
 			}
 		}
 		if it.adv && (w.mode != Minimal || !w.live) {
-			w.win.Advance(it.stream, it.wm)
+			w.advance(it.stream, it.wm)
 		}
 		if w.deferEvent(it) {
 			break
@@ -163,7 +180,7 @@ func (w *worker) handle(it item) {
 		if w.mode == Minimal && w.live {
 			break // the windows are not fed: closing them would write partial results
 		}
-		w.win.Advance(it.stream, it.ts)
+		w.advance(it.stream, it.ts)
 	case event.TypeWindow, event.TypeAlert:
 		// Replay: the previous run wrote this output already. It must be
 		// what this run produced, byte for byte.
@@ -187,13 +204,14 @@ func (w *worker) handle(it item) {
 		if w.live {
 			st.lastEvent = w.batchMono
 		}
+		w.load(it.stream)
 		w.win.AddSite(it.stream, it.ts, it.value)
 	case kindAdvance: // split.go
 		w.stream(it.stream)
 		if w.mode == Minimal && w.live {
 			break
 		}
-		w.win.Advance(it.stream, it.ts)
+		w.advance(it.stream, it.ts)
 	case kindPosition:
 	}
 	w.processed = max(w.processed, it.off+1)
@@ -223,6 +241,7 @@ func (w *worker) stream(name string) *streamState {
 		st = &streamState{}
 		w.streams[name] = st
 	}
+	st.touched = true
 	return st
 }
 
@@ -358,8 +377,10 @@ func (w *worker) snapshot(off uint64, sent time.Time) *workerSnap {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := &workerSnap{off: off, worker: w.id, sent: sent, alerts: w.rules.State()}
-	for _, name := range w.win.Streams() {
-		s.streams = append(s.streams, w.win.AppendStreamState(nil, name))
+	names := append(w.win.Streams(), slices.Collect(maps.Keys(w.spilled))...)
+	slices.Sort(names)
+	for _, name := range names {
+		s.streams = append(s.streams, w.streamState(name))
 	}
 	return s
 }
@@ -380,7 +401,7 @@ func (w *worker) checkIdle() {
 				continue
 			}
 			target := now.Add(-lateness).UnixMilli()
-			if cur, ok := w.win.Watermark(name); ok && target <= cur || target <= st.requestedWM {
+			if cur, ok := w.watermark(name); ok && target <= cur || target <= st.requestedWM {
 				continue
 			}
 			if !w.hasWindowEndingBy(name, target) {
@@ -399,6 +420,6 @@ func (w *worker) checkIdle() {
 // hasWindowEndingBy reports whether the stream has an open window that a
 // watermark of target would close.
 func (w *worker) hasWindowEndingBy(stream string, target int64) bool {
-	end, ok := w.win.EarliestEnd(stream)
+	end, ok := w.earliestEnd(stream)
 	return ok && end <= target
 }
