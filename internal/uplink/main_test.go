@@ -10,7 +10,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreToxiproxyStuckPipe()) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreToxiproxyStuckPipe())
+}
 
 // waitFor is how long a test waits for something that should happen promptly.
 const waitFor = testutil.WaitFor
