@@ -58,7 +58,10 @@ func postSpillEvents(t *testing.T, p *proc, streams []string, at int64, n int) {
 // TestMemoryTriggerSpillsWindowState drives the memory trigger's action
 // through the real binary, with GOMEMLIMIT=96MiB and the trigger's
 // thresholds at 70 % up, 60 % down (the node idles near 13 %; the levels'
-// memory thresholds are off, so windows stay on throughout). Twenty streams
+// memory thresholds are off, so windows stay on throughout). The
+// de-duplication set is bounded to 100 000 keys (4.8 MiB): full at its
+// default bound of a million it would hold half the limit after the load
+// stops, and the memory could settle above the down threshold. Twenty streams
 // get events two hours ahead of the clock (ingest.max_future 24h), so that
 // their windows stay open and idle timeouts close none. Then:
 //   - heavy posts take the trigger up, and the node spills the quiet
@@ -76,6 +79,7 @@ func TestMemoryTriggerSpillsWindowState(t *testing.T) {
 	writeFile(t, cfg, `
 ingest:
   max_future: 24h
+  dedup_max_entries: 100000
 windows:
   sizes: [1s, 5s]
   allowed_lateness: 0s
