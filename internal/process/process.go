@@ -566,6 +566,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, fed *
 			return it, false
 		}
 		it.stream, it.device, it.id, it.raw = w.Stream, w.DeviceID, w.ID(), append([]byte(nil), payload...)
+		it.ts = w.Start + w.SizeMS // its end
 	case event.TypeAlert:
 		if !replay {
 			return it, false // live: the worker wrote it and knows
@@ -575,6 +576,7 @@ func (p *Processor) decode(off uint64, payload []byte, names [2]*interner, fed *
 			return it, false
 		}
 		it.stream, it.device, it.id, it.raw = a.Stream, a.DeviceID, alertKey(a.ID(), a.Firing), append([]byte(nil), payload...)
+		it.ts = max(a.FiredAt, a.ResolvedAt)
 	case event.TypeWatermark:
 		wm, err := event.DecodeWatermark(payload)
 		if err != nil {

@@ -43,7 +43,7 @@ type item struct {
 	kind   byte
 	stream string
 	device string
-	ts     int64 // event time; for a watermark record, the watermark
+	ts     int64 // event time; for a watermark record, the watermark; for a window or alert record, its end or latest time
 	value  float64
 	id     string // window or alert record: its output key
 	raw    []byte // window or alert record while replaying: the record as stored
@@ -70,6 +70,9 @@ type worker struct {
 	pending   map[string]int       // replay: output key → index in pendingOuts
 	pendOuts  []store.Output       // replay: outputs not yet matched with a record
 	pendKeys  []string             // replay: key of each pendOuts entry ("" once matched)
+	// early holds the records of the previous run met before this run
+	// produced them, by output key (see emit).
+	early map[string]item
 	late      []uint64             // late offsets not yet written
 	batchMono time.Duration        // monotonic clock when the current batch started
 	mode      Mode                 // live: what the degradation level lets it do (mode.go)
@@ -93,7 +96,7 @@ type streamState struct {
 }
 
 func newWorker(p *Processor, id int) (*worker, error) {
-	w := &worker{p: p, id: id, in: make(chan []item, 16), streams: map[string]*streamState{}, pending: map[string]int{},
+	w := &worker{p: p, id: id, in: make(chan []item, 16), streams: map[string]*streamState{}, pending: map[string]int{}, early: map[string]item{},
 		spilled: map[string]*spilledStream{}}
 	wo := p.opts.Window
 	wo.OnClose = w.onClose
@@ -189,6 +192,8 @@ func (w *worker) handle(it item) {
 			w.verify(it, w.pendOuts[i])
 			w.pendKeys[i], w.pendOuts[i] = "", store.Output{}
 			w.compactPending()
+		} else {
+			w.early[it.id] = it
 		}
 	case kindReplayDone:
 		w.finishReplay()
@@ -298,7 +303,22 @@ func (w *worker) emitAlert(a alert.Alert) {
 
 // emit queues an output: live, to be written; while replaying, to be matched
 // against the records the previous run wrote.
+//
+// A record of the previous run can also come before this run produces it:
+// a split stream's device windows close when the device's worker is next
+// advanced, with the next event of the stream it is given (split.go), and
+// which events those are depends on how this run spreads the devices, not
+// on the log alone — so the window may close later than it did, even after
+// the replay. Such records wait in early, and the output that meets one is
+// checked against it and not written again. An early record whose stream's
+// watermark has passed its time without it being produced never will be
+// (its window closed before the checkpoint), and is dropped (pruneEarly).
 func (w *worker) emit(key string, o store.Output) {
+	if it, ok := w.early[key]; ok {
+		delete(w.early, key)
+		w.verify(it, o)
+		return
+	}
 	if w.live {
 		w.outs = append(w.outs, o)
 		return
@@ -330,6 +350,16 @@ func (w *worker) compactPending() {
 	w.pendOuts, w.pendKeys = w.pendOuts[:n], w.pendKeys[:n]
 }
 
+// pruneEarly drops the early records that can no longer be met: those of
+// a stream whose watermark here has passed their time.
+func (w *worker) pruneEarly() {
+	for key, it := range w.early {
+		if wm, ok := w.win.Watermark(it.stream); ok && wm >= it.ts {
+			delete(w.early, key)
+		}
+	}
+}
+
 // finishReplay writes what the previous run produced but did not get to
 // write, and switches to live processing.
 func (w *worker) finishReplay() {
@@ -348,6 +378,7 @@ func (w *worker) finishReplay() {
 	w.p.lateMu.Unlock()
 	w.late = late
 	w.pending, w.pendOuts, w.pendKeys = map[string]int{}, nil, nil
+	w.pruneEarly()
 	w.live = true
 	now := w.p.steady.Mono()
 	for _, st := range w.streams {
@@ -394,6 +425,9 @@ func (w *worker) checkIdle() {
 	lateness := w.p.lateness
 	var outs []store.Output
 	w.mu.Lock()
+	if len(w.early) > 0 && w.live {
+		w.pruneEarly()
+	}
 	if w.live && w.mode != Minimal {
 		for name, st := range w.streams {
 			if st.noSite || mono-st.lastEvent < w.p.opts.IdleTimeout {
