@@ -66,13 +66,13 @@ type worker struct {
 	live      bool   // false while replaying records written before this start
 	processed uint64 // every record below this has been handled
 	streams   map[string]*streamState
-	outs      []store.Output       // produced by the current item, to be flushed
-	pending   map[string]int       // replay: output key → index in pendingOuts
-	pendOuts  []store.Output       // replay: outputs not yet matched with a record
-	pendKeys  []string             // replay: key of each pendOuts entry ("" once matched)
+	outs      []store.Output // produced by the current item, to be flushed
+	pending   map[string]int // replay: output key → index in pendingOuts
+	pendOuts  []store.Output // replay: outputs not yet matched with a record
+	pendKeys  []string       // replay: key of each pendOuts entry ("" once matched)
 	// early holds the records of the previous run met before this run
 	// produced them, by output key (see emit).
-	early map[string]item
+	early     map[string]item
 	late      []uint64             // late offsets not yet written
 	batchMono time.Duration        // monotonic clock when the current batch started
 	mode      Mode                 // live: what the degradation level lets it do (mode.go)
