@@ -8,4 +8,6 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup()) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreNATSAsyncPublisherOnClosed())
+}

@@ -25,7 +25,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup()) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreNATSAsyncPublisherOnClosed())
+}
 
 // t0 is the written_at of the first checkpoint; hour(i) of the i-th.
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 123_000_000, time.UTC)

@@ -11,7 +11,9 @@ import (
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup()) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreNATSAsyncPublisherOnClosed())
+}
 
 // waitFor is how long a test waits for something that should happen promptly.
 const waitFor = testutil.WaitFor

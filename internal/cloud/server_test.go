@@ -12,10 +12,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
+
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 func TestStartClose(t *testing.T) {
-	t.Cleanup(func() { goleak.VerifyNone(t) }) // runs last, after the client closes
+	t.Cleanup(func() { // runs last, after the client closes
+		goleak.VerifyNone(t, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreNATSAsyncPublisherOnClosed())
+	})
 	s := startServer(t, t.TempDir())
 	if !strings.HasPrefix(s.URL(), "nats://127.0.0.1:") || strings.HasSuffix(s.URL(), ":4222") {
 		t.Errorf("URL = %q, want nats://127.0.0.1:<random port>", s.URL())

@@ -11,7 +11,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreToxiproxyStuckPipe())
+	goleak.VerifyTestMain(m, testutil.IgnoreNATSSourceSetup(), testutil.IgnoreNATSAsyncPublisherOnClosed(), testutil.IgnoreToxiproxyStuckPipe())
 }
 
 // waitFor is how long a test waits for something that should happen promptly.
