@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
 
 // TestClockOffsetFromLocalCloud: a node syncing to a cloud on the same
@@ -19,9 +17,7 @@ import (
 // jump is seen and clock-offset does not fire.
 func TestClockOffsetFromLocalCloud(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, fmt.Sprintf("cloud:\n  url: %s\n", srv.URL()))
 	p := start(t, filepath.Join(dir, "data"), "--config", cfg, "--node-id", "clock-1")

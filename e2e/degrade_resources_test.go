@@ -17,7 +17,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/testutil/cloudtest"
 )
 
@@ -431,9 +430,7 @@ func TestDegradationMinimalByMemory(t *testing.T) {
 		t.Skip("raises the node's memory for several seconds")
 	}
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
 cloud:

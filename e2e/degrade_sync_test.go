@@ -67,9 +67,7 @@ func TestDegradationLimitedSyncsAggregatesOnly(t *testing.T) {
 		t.Skip("drives the node's load for several seconds")
 	}
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
 cloud:

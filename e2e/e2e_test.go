@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
@@ -172,6 +176,16 @@ func allEvents(t *testing.T, p *proc, filter string) []storedEvent {
 		}
 		cursor = page.Next
 	}
+}
+
+// localCloud starts a cloud on 127.0.0.1, any port, storing under dir,
+// closed when the test ends.
+func localCloud(t *testing.T, dir string) *cloud.Server {
+	t.Helper()
+	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() { srv.Close() })
+	return srv
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {

@@ -52,9 +52,7 @@ func getWindows(t *testing.T, p *proc, query string) []testutil.WindowJSON {
 // open, once they have closed, after a restart, and in the cloud.
 func TestExtremeValuesEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, `
 windows:

@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/testutil"
 	"github.com/holdfast-edge/holdfast/internal/testutil/cloudtest"
 )
@@ -62,9 +61,7 @@ func TestFastPathPacesBackgroundThenCatchesUp(t *testing.T) {
 	}
 	t.Parallel()
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")
 	writeFile(t, cfg, fmt.Sprintf(`
 cloud:

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/holdfast-edge/holdfast/internal/cloud"
 )
 
 // pages fetches every page of a query endpoint and returns its items (under
@@ -102,9 +100,7 @@ func TestRecoverFromCloud(t *testing.T) {
 		t.Skip("disaster test skipped in -short mode")
 	}
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 
 	cfg := filepath.Join(dir, "a.yaml")
 	writeFile(t, cfg, strings.Replace(windowConfig, "  interval: 1s\n", "  interval: 1s\n  snapshot_interval: 2s\n", 1)+`streams:

@@ -78,9 +78,7 @@ func requireNoSecret(t *testing.T, where, text string) {
 // naming every key to supply again.
 func TestSecretsStayOnTheNode(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 
 	var mu sync.Mutex
 	var hookAuth []string

@@ -27,9 +27,7 @@ import (
 // every event and window once.
 func TestSyncCloudLinksMetered(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(dir, "cloud"), Listen: "127.0.0.1:0"})
-	require.NoError(t, err)
-	defer srv.Close()
+	srv := localCloud(t, dir)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
 	proxy := toxiproxy.NewProxy(api, "wired", "127.0.0.1:0", strings.TrimPrefix(srv.URL(), "nats://"))
 	require.NoError(t, proxy.Start())

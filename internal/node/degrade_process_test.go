@@ -20,21 +20,10 @@ import (
 // windows.workers workers; the CPU trigger down takes them to one, but not
 // within the CPU's down time of the last scale-up; steady changes nothing.
 func TestTriggersScaleProcessingWorkers(t *testing.T) {
-	fs := vfs.NewMem()
-	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: fs, MaxBytes: 1 << 30})
-	require.NoError(t, err)
-	defer l.Close()
-	st, err := store.Open(l, store.Options{})
-	require.NoError(t, err)
-	p, err := process.New(st, process.Options{Workers: 3})
-	require.NoError(t, err)
-	p.Start()
-	defer p.Close()
 	cfg := config.Default()
 	cfg.Windows.Workers = 3
 	cfg.Degradation.Triggers.CPU.DownFor = time.Minute
-	n := &Node{cfg: cfg, reg: prometheus.NewRegistry(), proc: p, log: slog.New(slog.DiscardHandler)}
-	n.deg = n.newDegradation()
+	n, p := triggerNode(t, cfg, process.Options{Workers: 3})
 	running := func() int { r, _ := p.Workers(); return r }
 	trig := func(cpu, queue string) []degrade.TriggerStatus {
 		return []degrade.TriggerStatus{{Metric: "cpu", State: cpu}, {Metric: "queue", State: queue}}
@@ -57,4 +46,22 @@ func TestTriggersScaleProcessingWorkers(t *testing.T) {
 	require.Eventually(t, func() bool { return running() == 1 }, 10*time.Second, 5*time.Millisecond)
 	n.applyWorkers(trig(degrade.Up, degrade.Steady), at.Add(2*time.Minute))
 	require.Eventually(t, func() bool { return running() == 3 }, 10*time.Second, 5*time.Millisecond, "CPU up: every worker")
+}
+
+// triggerNode is a node of cfg with only what the triggers' actions touch: a
+// started processor of popts over a log in memory, and its degradation state.
+func triggerNode(t *testing.T, cfg config.Config, popts process.Options) (*Node, *process.Processor) {
+	t.Helper()
+	l, err := buffer.Open(buffer.Options{Dir: "/d/log", FS: vfs.NewMem(), MaxBytes: 1 << 30})
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	st, err := store.Open(l, store.Options{})
+	require.NoError(t, err)
+	p, err := process.New(st, popts)
+	require.NoError(t, err)
+	p.Start()
+	t.Cleanup(func() { p.Close() })
+	n := &Node{cfg: cfg, reg: prometheus.NewRegistry(), proc: p, log: slog.New(slog.DiscardHandler)}
+	n.deg = n.newDegradation()
+	return n, p
 }

@@ -725,7 +725,7 @@ func (p *Processor) Open(stream, device string, size time.Duration, from, to int
 	for _, w := range p.work {
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
-			out = append(out, w.openResults(s, device, size, from, to)...)
+			w.engineOf(s, func(e *window.Engine) { out = append(out, e.Open(s, device, size, from, to)...) })
 		}
 		w.mu.Unlock()
 	}
@@ -741,7 +741,7 @@ func (p *Processor) OpenPartials(stream, device string, size time.Duration, from
 	for _, w := range p.work {
 		w.mu.Lock()
 		for _, s := range w.streamList(stream) {
-			out = append(out, w.openPartials(s, device, size, from, to)...)
+			w.engineOf(s, func(e *window.Engine) { out = append(out, e.OpenPartials(s, device, size, from, to)...) })
 		}
 		w.mu.Unlock()
 	}

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/holdfast-edge/holdfast/internal/window"
 )
@@ -391,24 +390,14 @@ func (w *worker) withSpilled(name string, f func(*window.Engine)) {
 	f(w.scratch)
 }
 
-// openResults is the engine's Open, spilled streams included.
-func (w *worker) openResults(name, device string, size time.Duration, from, to int64) []window.Result {
+// engineOf calls f with the engine that holds the stream: the worker's, or
+// for a spilled stream a scratch engine holding it (withSpilled).
+func (w *worker) engineOf(name string, f func(*window.Engine)) {
 	if w.spilled[name] == nil {
-		return w.win.Open(name, device, size, from, to)
+		f(w.win)
+		return
 	}
-	var out []window.Result
-	w.withSpilled(name, func(e *window.Engine) { out = e.Open(name, device, size, from, to) })
-	return out
-}
-
-// openPartials is the engine's OpenPartials, spilled streams included.
-func (w *worker) openPartials(name, device string, size time.Duration, from, to int64) []window.Partial {
-	if w.spilled[name] == nil {
-		return w.win.OpenPartials(name, device, size, from, to)
-	}
-	var out []window.Partial
-	w.withSpilled(name, func(e *window.Engine) { out = e.OpenPartials(name, device, size, from, to) })
-	return out
+	w.withSpilled(name, f)
 }
 
 // forcedSpillTick runs a spill tick every Options.spillEvery items (tests).

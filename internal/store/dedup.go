@@ -149,12 +149,6 @@ func (d *dedup) keyOf(b []byte) dedupKey {
 	return dedupKey{d.seeds[0].sum(b), d.seeds[1].sum(b)}
 }
 
-// check returns the prior claim and true if (device, id) was seen within the
-// window; otherwise it records the pair under c and returns false.
-func (d *dedup) check(device, id string, received int64, c *claim) (*claim, bool) {
-	return d.checkKey(d.idKey(device, id), received, c)
-}
-
 // keyCheck is one event's key in checkAll.
 type keyCheck struct {
 	key      dedupKey
@@ -163,7 +157,7 @@ type keyCheck struct {
 	dup      bool // set by checkAll
 }
 
-// checkAll checks a batch's keys in turn, as checkKey would, under one lock:
+// checkAll checks a batch's keys in turn, as checkKeyLocked does, under one lock:
 // it sets each one's dup, and returns the claims of other writes the
 // duplicates wait for and how many duplicates there were.
 func (d *dedup) checkAll(checks []keyCheck, c *claim) (waits []*claim, dups int) {
@@ -207,13 +201,9 @@ func (d *dedup) warm(checks []keyCheck) {
 	d.warmed = sum
 }
 
-// checkKey is check for a key already made (an id's or a content key).
-func (d *dedup) checkKey(key dedupKey, received int64, c *claim) (*claim, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.checkKeyLocked(key, received, c)
-}
-
+// checkKeyLocked returns the claim of the write that holds key and true if
+// the key was seen within the window (the claim nil once that write is
+// durable); otherwise it records the key under c and returns false.
 func (d *dedup) checkKeyLocked(key dedupKey, received int64, c *claim) (*claim, bool) {
 	if slot, ok := d.find(key); ok {
 		e := d.entry(d.slots[slot])

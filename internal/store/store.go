@@ -251,14 +251,20 @@ func (s *Store) Append(ctx context.Context, evs []event.Event) (ingest.Result, e
 		}
 		start := len(buf)
 		buf = e.AppendBinary(buf)
+		var key dedupKey
+		ok := false
 		switch {
 		case e.ID != "":
-			checks = append(checks, keyCheck{key: s.dedup.idKey(e.DeviceID, e.ID), received: e.Received, at: len(keep)})
+			key, ok = s.dedup.idKey(e.DeviceID, e.ID), true
 		case !e.TSAssigned && !s.opts.NoContentDedup:
 			// No id, but the device's own ts: the content is the key.
-			if key, ok := s.dedup.contentKey(buf[start:]); ok {
-				checks = append(checks, keyCheck{key: key, received: e.Received, at: len(keep)})
+			key, ok = s.dedup.contentKey(buf[start:])
+		}
+		if ok {
+			if checks == nil {
+				checks = make([]keyCheck, 0, len(evs)-i)
 			}
+			checks = append(checks, keyCheck{key: key, received: e.Received, at: i})
 		}
 		ends = append(ends, len(buf))
 		keep = append(keep, i)
