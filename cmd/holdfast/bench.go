@@ -32,8 +32,10 @@ func benchFloodCmd() *cobra.Command {
 		Short: "Start a node with limits.device_rate and measure normal devices' throughput and p99 ack latency without and with one device flooding",
 		Long: `Starts a node of this binary on 127.0.0.1 with limits.device_rate set to
 --device-rate, has --devices devices post NDJSON batches at --event-rate each
-(one device per request), and in alternate phases one more device flooding at
---factor times its limit, ignoring its 429s. Reports the normal devices'
+(one device per request) or, with --transport mqtt, publish QoS 1 messages
+(one connection per device), and in alternate phases one more device flooding
+at --factor times its limit, ignoring its refusals (429; MQTT 5 0x97; MQTT
+3.1.1 holds its acks, so it is slowed). Reports the normal devices'
 events/s and p50/p99 ack latency (from each batch's due time) without and with
 the flood, and their ratio.`,
 		Args: cobra.NoArgs,
@@ -65,6 +67,8 @@ the flood, and their ratio.`,
 	f.IntVar(&o.Batch, "batch", 10, "events per request")
 	f.DurationVar(&o.Phase, "phase", 10*time.Second, "length of each phase")
 	f.IntVar(&o.Rounds, "rounds", 2, "pairs of phases, without then with the flood")
+	f.StringVar(&o.Transport, "transport", "http", "how every device sends: http (NDJSON batches) or mqtt (QoS 1, one connection per device)")
+	f.IntVar(&o.MQTTVersion, "mqtt-version", 3, "with --transport mqtt: 3 (3.1.1: the flood is slowed by held acks) or 5 (refused with PUBACK 0x97)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }

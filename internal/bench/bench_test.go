@@ -39,12 +39,21 @@ func TestMain(m *testing.M) {
 }
 
 // helperNode is a minimal `holdfast run`: the flags the bench passes, the real
-// node, its "node ready" log line on stderr, and a clean stop on SIGTERM.
+// node with its --config, its "node ready" log line on stderr, and a clean stop on SIGTERM.
 func helperNode(args []string) int {
 	cfg := config.Default()
 	if len(args) == 0 || args[0] != "run" {
 		fmt.Fprintln(os.Stderr, "helper node: want run, got", args)
 		return 2
+	}
+	for i := 1; i+1 < len(args); i += 2 {
+		if args[i] == "--config" {
+			var err error
+			if cfg, err = config.Load(args[i+1]); err != nil {
+				fmt.Fprintln(os.Stderr, "helper node:", err)
+				return 2
+			}
+		}
 	}
 	for i := 1; i+1 < len(args); i += 2 {
 		switch args[i] {

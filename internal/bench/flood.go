@@ -18,9 +18,9 @@ import (
 
 // FloodOptions configure `holdfast bench flood`: one node with
 // limits.device_rate, Devices devices each sending at EventRate over HTTP
-// (one device per request, as real devices do), and in alternate phases one
-// more device flooding at Factor times its limit. Zero fields take the
-// defaults noted.
+// (one device per request, as real devices do) or MQTT (one connection per
+// device, flood_mqtt.go), and in alternate phases one more device flooding
+// at Factor times its limit. Zero fields take the defaults noted.
 type FloodOptions struct {
 	Binary     string        // the holdfast binary to start
 	Devices    int           // the devices sending normally (default 200)
@@ -30,7 +30,11 @@ type FloodOptions struct {
 	Batch      int           // events per request (default 10)
 	Phase      time.Duration // each phase (default 10s)
 	Rounds     int           // pairs of phases, without then with the flood (default 2)
-	Notices    io.Writer
+	Transport  string        // "http" (default) or "mqtt"
+	// MQTTVersion is the MQTT protocol of every device: 3 (3.1.1, the
+	// default: the flood is slowed by held acks) or 5 (refused with 0x97).
+	MQTTVersion int
+	Notices     io.Writer
 }
 
 func (o FloodOptions) withDefaults() FloodOptions {
@@ -55,6 +59,12 @@ func (o FloodOptions) withDefaults() FloodOptions {
 	if o.Rounds == 0 {
 		o.Rounds = 2
 	}
+	if o.Transport == "" {
+		o.Transport = "http"
+	}
+	if o.MQTTVersion == 0 {
+		o.MQTTVersion = 3
+	}
 	return o
 }
 
@@ -67,10 +77,14 @@ type FloodPhase struct {
 	EventsPerSec float64 `json:"events_per_sec"` // Acked / Seconds
 	P50Ms        float64 `json:"p50_ms"`
 	P99Ms        float64 `json:"p99_ms"`
-	// The flooder: events sent, accepted, and requests answered 429.
+	// The flooder: events due on its schedule (over MQTT, a message not sent
+	// because its window of floodWindow in flight was full is due, not
+	// sent), sent, accepted, and refused: HTTP requests answered 429, MQTT 5
+	// messages answered 0x97.
+	FloodDue      int64 `json:"flood_due"`
 	FloodSent     int64 `json:"flood_sent"`
 	FloodAccepted int64 `json:"flood_accepted"`
-	Flood429      int64 `json:"flood_429"`
+	Flood429      int64 `json:"flood_refused"`
 	// Failures are the normal devices' failed requests by kind (http_429, error).
 	Failures map[string]int64 `json:"failures,omitempty"`
 }
@@ -86,6 +100,12 @@ type FloodReport struct {
 // RunFlood starts a node with the rate limit and plays the phases.
 func RunFlood(ctx context.Context, o FloodOptions) (*FloodReport, error) {
 	o = o.withDefaults()
+	if o.Transport != "http" && o.Transport != "mqtt" {
+		return nil, fmt.Errorf("bench flood: transport %q: want http or mqtt", o.Transport)
+	}
+	if o.Transport == "mqtt" && o.MQTTVersion != 3 && o.MQTTVersion != 5 {
+		return nil, fmt.Errorf("bench flood: MQTT version %d: want 3 (3.1.1) or 5", o.MQTTVersion)
+	}
 	dir, err := os.MkdirTemp("", "holdfast-flood-")
 	if err != nil {
 		return nil, err
@@ -103,15 +123,28 @@ func RunFlood(ctx context.Context, o FloodOptions) (*FloodReport, error) {
 		return nil, err
 	}
 	defer node.stop()
+	if o.Transport == "mqtt" {
+		return runFloodMQTT(ctx, node.mqttAddr, o)
+	}
 	t := &http.Transport{MaxIdleConns: o.Devices + 8, MaxIdleConnsPerHost: o.Devices + 8, IdleConnTimeout: time.Minute, DisableCompression: true}
 	defer t.CloseIdleConnections()
 	client := &http.Client{Transport: t, Timeout: 30 * time.Second}
 	url := "http://" + node.httpAddr + "/v1/events"
 
+	play := func(o FloodOptions, flood bool, tally *floodTally) error {
+		return floodPhase(ctx, client, url, o, flood, tally)
+	}
+	return playFlood(o, play)
+}
+
+// playFlood plays a warm-up phase, not counted, then the rounds of phases
+// without and with the flood, and compares them.
+func playFlood(o FloodOptions, play func(o FloodOptions, flood bool, tally *floodTally) error) (*FloodReport, error) {
 	rep := &FloodReport{Options: o}
 	// A warm-up, not counted: connections, the node's first segments.
-	if err := floodPhase(ctx, client, url, FloodOptions{Devices: o.Devices, EventRate: o.EventRate, Batch: o.Batch,
-		Phase: min(o.Phase, 2*time.Second)}, false, new(floodTally)); err != nil {
+	warm := o
+	warm.Phase = min(o.Phase, 2*time.Second)
+	if err := play(warm, false, new(floodTally)); err != nil {
 		return nil, err
 	}
 	var without, with floodTally
@@ -124,7 +157,7 @@ func RunFlood(ctx context.Context, o FloodOptions) (*FloodReport, error) {
 			if o.Notices != nil {
 				fmt.Fprintf(o.Notices, "bench flood: round %d, flood %v, %v\n", round+1, flood, o.Phase)
 			}
-			if err := floodPhase(ctx, client, url, o, flood, tally); err != nil {
+			if err := play(o, flood, tally); err != nil {
 				return nil, err
 			}
 		}
@@ -142,6 +175,7 @@ func RunFlood(ctx context.Context, o FloodOptions) (*FloodReport, error) {
 type floodTally struct {
 	seconds                       float64
 	acked, failed                 atomic.Int64
+	floodDue                      atomic.Int64
 	floodSent, floodAcc, flood429 atomic.Int64
 	lat                           histogram
 	mu                            sync.Mutex
@@ -160,7 +194,7 @@ func (f *floodTally) fail(kind string) {
 func (f *floodTally) phase(flood bool) FloodPhase {
 	p := FloodPhase{Flood: flood, Seconds: f.seconds, Acked: f.acked.Load(), Failed: f.failed.Load(),
 		P50Ms: ms(f.lat.quantile(0.5)), P99Ms: ms(f.lat.quantile(0.99)),
-		FloodSent: f.floodSent.Load(), FloodAccepted: f.floodAcc.Load(), Flood429: f.flood429.Load(), Failures: f.failures}
+		FloodDue: f.floodDue.Load(), FloodSent: f.floodSent.Load(), FloodAccepted: f.floodAcc.Load(), Flood429: f.flood429.Load(), Failures: f.failures}
 	if p.Seconds > 0 {
 		p.EventsPerSec = float64(p.Acked) / p.Seconds
 	}
@@ -283,16 +317,20 @@ func postFlood(ctx context.Context, client *http.Client, url, device string, seq
 // WriteText prints the report.
 func (r *FloodReport) WriteText(w io.Writer) error {
 	o := r.Options
-	_, err := fmt.Fprintf(w, `flood: %d devices at %g events/s each (batches of %d, one device per request), limit %g events/s per device;
+	per, refused := "batches of %d, one device per request", "429s"
+	if o.Transport == "mqtt" {
+		per, refused = "MQTT "+map[int]string{3: "3.1.1", 5: "5"}[o.MQTTVersion]+" QoS 1, %d messages at a time, one connection per device", "0x97s"
+	}
+	_, err := fmt.Fprintf(w, `flood: %d devices at %g events/s each (`+per+`), limit %g events/s per device;
        the flood: one device at %g events/s (%g× its limit); %d rounds of %v without, then %v with
-phase      normal events/s   acked     failed  p50 ms   p99 ms   flood sent  accepted  429s
+phase      normal events/s   acked     failed  p50 ms   p99 ms   flood due      sent  accepted  %s
 without    %14.0f  %8d  %8d  %7.2f  %7.2f
-with       %14.0f  %8d  %8d  %7.2f  %7.2f  %10d  %8d  %5d
+with       %14.0f  %8d  %8d  %7.2f  %7.2f  %9d  %8d  %8d  %5d
 ratio with/without: throughput %.3f, p99 %.2f
 failed requests of the normal devices: without %v, with %v
-`, o.Devices, o.EventRate, o.Batch, o.DeviceRate, o.Factor*o.DeviceRate, o.Factor, o.Rounds, o.Phase, o.Phase,
+`, o.Devices, o.EventRate, o.Batch, o.DeviceRate, o.Factor*o.DeviceRate, o.Factor, o.Rounds, o.Phase, o.Phase, refused,
 		r.Without.EventsPerSec, r.Without.Acked, r.Without.Failed, r.Without.P50Ms, r.Without.P99Ms,
-		r.With.EventsPerSec, r.With.Acked, r.With.Failed, r.With.P50Ms, r.With.P99Ms, r.With.FloodSent, r.With.FloodAccepted, r.With.Flood429,
+		r.With.EventsPerSec, r.With.Acked, r.With.Failed, r.With.P50Ms, r.With.P99Ms, r.With.FloodDue, r.With.FloodSent, r.With.FloodAccepted, r.With.Flood429,
 		r.ThroughputRatio, r.P99Ratio, r.Without.Failures, r.With.Failures)
 	return err
 }
