@@ -342,7 +342,7 @@ func (e *Engine) newKey(device string) *key {
 // touch loads the cache lines of k that an event updates and returns a value
 // that depends on them.
 func (k *key) touch() int {
-	return len(k.device) + int(k.open) + int(k.lead.sk.n) + int(k.lead.sk.pos.small[smallBuckets-1])
+	return len(k.device) + int(k.open) + int(k.lead.sk.n) + int(k.lead.sk.pos.small[smallWords-1])
 }
 
 // latest returns the slot of k's latest window of size i.
@@ -507,6 +507,13 @@ func (e *Engine) take(k *key, i int, start int64) window {
 			k.ws[j] = k.ws[last]
 			k.ws[last] = window{}
 			k.ws = k.ws[:last]
+			if last == e.older() && cap(k.ws) > last+1 {
+				// Two or more older windows (a minute's and a 5-minute
+				// window closing at once) grew ws; the last of them has
+				// gone, so give the room back rather than hold it for as
+				// long as the key lives: ws is most of a key's memory.
+				k.ws = append(make([]window, 0, last+1), k.ws...)
+			}
 			k.open--
 			return out
 		}
