@@ -390,9 +390,11 @@ func (e *Engine) window(s *stream, k *key, i int, start int64) *window {
 	switch {
 	case w.start == emptyStart:
 	case start > w.start: // a new latest window; the current one stays open
+		k.growWs()
 		k.ws = append(k.ws, *w)
 		w = k.latest(i)
 	default:
+		k.growWs()
 		k.ws = append(k.ws, window{})
 		w = &k.ws[len(k.ws)-1]
 	}
@@ -401,6 +403,18 @@ func (e *Engine) window(s *stream, k *key, i int, start int64) *window {
 	e.open++
 	s.ends.insert(k, i, start+e.sizes[i])
 	return w
+}
+
+// growWs makes room in k.ws for one more window, one at a time rather than
+// doubling: more than one older window is rare and brief (a minute's and a
+// 5-minute window past their end at once, at every 5-minute boundary, for all
+// keys together), and take gives the room back when the last one closes.
+func (k *key) growWs() {
+	if len(k.ws) == cap(k.ws) {
+		ws := make([]window, len(k.ws), len(k.ws)+1)
+		copy(ws, k.ws)
+		k.ws = ws
+	}
 }
 
 // find returns k's window of size i starting at start, or nil.
