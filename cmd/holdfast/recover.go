@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"syscall"
 	"time"
@@ -27,6 +29,7 @@ func recoverCmd() *cobra.Command {
 		at                   string
 		asJSON               bool
 		sortMemory           string
+		memoryLimit          string
 	)
 	c := &cobra.Command{
 		Use:   "recover --from-cloud --node-id ID [--cloud-url URL] [--at TIME] [--data-dir DIR]",
@@ -42,6 +45,9 @@ holdfast run refuses the file until they are. The cloud hands out the records
 out of offset order (each priority lane at its own pace): recover holds at most
 --sort-memory of them in memory and writes the rest in sorted runs under DIR
 (about the records' size once more on disk), removed before it replays.
+--memory-limit is a soft limit on Go's memory (as GOMEMLIMIT, which it
+overrides when given): the collector runs more often near it rather than let
+the heap grow to twice what is live.
 Start the node afterwards with
   holdfast run --config DIR/holdfast.yaml
 See docs/OPERATIONS.md for the whole procedure.`,
@@ -67,6 +73,9 @@ See docs/OPERATIONS.md for the whole procedure.`,
 			sortMem, err := config.ParseByteSize(sortMemory)
 			if err != nil || sortMem < 1<<10 || sortMem > 1<<32 {
 				return fmt.Errorf("--sort-memory: %q is not a size from 1KiB to 4GiB like 32MiB", sortMemory)
+			}
+			if err := setRecoverMemoryLimit(memoryLimit, cmd.Flags().Changed("memory-limit")); err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -114,7 +123,32 @@ See docs/OPERATIONS.md for the whole procedure.`,
 	f.StringVar(&dataDir, "data-dir", "", "the new data directory (must not exist or be empty); default ./holdfast-data-<node-id>")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.StringVar(&sortMemory, "sort-memory", "32MiB", "memory for putting the cloud's records in offset order; beyond it they wait in sorted runs on disk under the new data directory")
+	f.StringVar(&memoryLimit, "memory-limit", defaultRecoverMemoryLimit, "soft limit on Go's memory (heap, stacks, runtime), as GOMEMLIMIT: the collector works harder near it instead of letting the heap grow to twice what is live; 0 for none. Default "+defaultRecoverMemoryLimit+" unless GOMEMLIMIT is set")
 	return c
+}
+
+// defaultRecoverMemoryLimit keeps recover, a batch job, within the 256 MB RSS
+// that a small device rebuilding itself has (docs/BENCHMARKS.md, "Recovery in
+// bounded memory"): the executable's pages and what Go does not manage come
+// on top of it. Below the live heap it cannot hold RSS down, only cost CPU;
+// the collector bounds its own CPU share then (debug.SetMemoryLimit).
+const defaultRecoverMemoryLimit = "192MiB"
+
+// setRecoverMemoryLimit applies --memory-limit: the value given, or with the
+// flag left out the default, unless GOMEMLIMIT already set one.
+func setRecoverMemoryLimit(v string, given bool) error {
+	if !given && os.Getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	n, err := config.ParseByteSize(v)
+	if err != nil || n > 0 && n < 16<<20 {
+		return fmt.Errorf("--memory-limit: %q is not 0 or a size of at least 16MiB like 192MiB", v)
+	}
+	if n == 0 {
+		n = math.MaxInt64 // none: Go's default
+	}
+	debug.SetMemoryLimit(int64(n))
+	return nil
 }
 
 func printReport(cmd *cobra.Command, r *recovery.Report) {

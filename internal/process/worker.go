@@ -82,6 +82,7 @@ type worker struct {
 	spilled      map[string]*spilledStream
 	spill        *spillFile     // nil until the first spill
 	spillBuf     []byte         // encoding scratch
+	sketchBuf    []byte         // onClose's sketch encoding scratch
 	scratch      *window.Engine // for reading a spilled stream without loading it
 	spillItems   int            // items since the last forced pass (Options.spillEvery)
 	spillFailing bool           // the last spill failed (logged once)
@@ -281,7 +282,12 @@ func (w *worker) onClose(r window.Result) {
 		rec.Overflow, rec.OverflowMean = true, r.Mean
 	}
 	if r.Sketch != nil {
-		rec.Sketch, _ = r.Sketch.MarshalBinary()
+		// Encoded in scratch and copied at its length: a replay holds a
+		// burst of closing windows' records until it meets them in the log
+		// (emit), and MarshalBinary's room for the sketch's whole bucket range
+		// would be most of each.
+		w.sketchBuf = r.Sketch.AppendBinary(w.sketchBuf[:0])
+		rec.Sketch = bytes.Clone(w.sketchBuf)
 	}
 	w.emit(rec.ID(), store.Output{Window: rec})
 	for _, a := range w.rules.OnWindow(alert.WindowInput{

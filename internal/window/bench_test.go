@@ -98,3 +98,63 @@ func benchmarkAdd(b *testing.B, keys int) {
 	b.ReportMetric(float64(e.OpenWindows()), "open")
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(keys), "heapB/key")
 }
+
+// BenchmarkOpenWindowMemory measures the heap an open window costs: devices
+// keys of one stream with the default sizes (1m, 5m, 1h), each device sending
+// perDevice events spread evenly over spanSec seconds of event time, its
+// values those of `holdfast bench ingest` (15.00 to 29.99, two decimals,
+// jumping across the range: about 35 sketch buckets at 1%). It reports the
+// live heap after the events (a GC first) over the open windows, with
+// everything the Engine holds for them counted: keys, their windows and
+// sketch stores, the key table and the end index. The shapes: one event per
+// window, and the 3 M-record recovery of 100 000 devices (docs/BENCHMARKS.md,
+// "Recovery in bounded memory"): 30 events over 150 s, so that each device
+// has a minute window open with a few values and a 5-minute and an hour
+// window holding merged minutes.
+//
+//	go test ./internal/window/ -run '^$' -bench BenchmarkOpenWindowMemory -benchtime 1x
+func BenchmarkOpenWindowMemory(b *testing.B) {
+	for _, c := range []struct {
+		name               string
+		perDevice, spanSec int
+	}{
+		{"events=1", 1, 1},
+		{"events=30", 30, 150},
+		{"events=600", 600, 600},
+	} {
+		b.Run(c.name, func(b *testing.B) { benchmarkOpenWindowMemory(b, 100_000, c.perDevice, c.spanSec) })
+	}
+}
+
+func benchmarkOpenWindowMemory(b *testing.B, devices, perDevice, spanSec int) {
+	const t0 int64 = 1_767_225_600_000 + 10*60_000 // 2026-01-01 00:10
+	names := make([]string, devices)
+	for i := range names {
+		names[i] = fmt.Sprintf("dev-%06d", i+1)
+	}
+	total := devices * perDevice
+	step := int64(spanSec) * 1000 * 1000 / int64(total) // µs of event time per event
+	var perWindow, open float64
+	for range b.N {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		e, err := New(Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for n := range total {
+			d, seq := n%devices, uint64(n/devices)
+			v := float64(1500+(seq*37+uint64(d)*11)%1500) / 100
+			e.Add("temperature", names[d], t0+int64(n)*step/1000, v)
+		}
+		o := e.OpenWindows()
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		open = float64(o)
+		perWindow = float64(after.HeapAlloc-before.HeapAlloc) / open
+		runtime.KeepAlive(e)
+	}
+	b.ReportMetric(perWindow, "B/window")
+	b.ReportMetric(open, "open")
+}

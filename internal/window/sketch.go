@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"unsafe"
 )
 
 // Accuracy bounds of a Sketch. Below MinAccuracy a sketch spanning the whole
@@ -33,8 +34,10 @@ var ErrAccuracyMismatch = errors.New("window: cannot merge sketches of different
 // 2γ^i/(γ+1), within relative error a of every value in it. Negative values use
 // a second set of buckets on |v|; values with |v| < MinIndexable are counted in a
 // zero bucket. The counts of each sign are kept densely from its lowest to its
-// highest bucket (a few inline), so memory grows with log(max|v|/min|v|)/a:
-// about 115 buckets per decade of magnitude at a = 1%.
+// highest bucket (up to 16 inline; the negative ones only once there is one),
+// packed at one to eight bytes a count as the largest needs, so memory grows
+// with log(max|v|/min|v|)/a: about 115 buckets per decade of magnitude at
+// a = 1%, a byte each while no bucket holds more than 255 values.
 //
 // Quantile guarantee: let n = Count() > 0, q ∈ [0,1] and x the element of rank
 // ⌊q·(n−1)⌋ (0-based, rank computed in float64) of the added values sorted
@@ -54,12 +57,31 @@ type Sketch struct {
 	sketchData
 }
 
-// sketchData is a sketch without its mapping, as windows hold it.
+// sketchData is a sketch without its mapping, as windows hold it. Most series
+// are of one sign, so the negative buckets are allocated with the first
+// negative value rather than held inline.
 type sketchData struct {
 	n    uint64 // total count
 	zero uint64 // values with |v| < MinIndexable
 	pos  store  // buckets of values ≥ MinIndexable
-	neg  store  // buckets of |v| for values ≤ −MinIndexable
+	neg  *store // buckets of |v| for values ≤ −MinIndexable; nil: none yet
+}
+
+// negs returns the negative buckets, noStore if there are none; the caller
+// must not write through it.
+func (s *sketchData) negs() *store {
+	if s.neg == nil {
+		return &noStore
+	}
+	return s.neg
+}
+
+// setNeg sets the negative buckets to st.
+func (s *sketchData) setNeg(st store) {
+	s.neg = nil
+	if _, _, ok := st.bounds(); ok {
+		s.neg = &st
+	}
 }
 
 // NewSketch returns an empty sketch of the given relative accuracy. It panics if
@@ -99,7 +121,12 @@ func (s *sketchData) merge(o *sketchData) {
 	s.n += o.n
 	s.zero += o.zero
 	s.pos.merge(&o.pos)
-	s.neg.merge(&o.neg)
+	if o.neg != nil {
+		if s.neg == nil {
+			s.neg = &store{}
+		}
+		s.neg.merge(o.neg)
+	}
 }
 
 // Clone returns an independent copy of s.
@@ -109,8 +136,11 @@ func (s *Sketch) Clone() *Sketch {
 
 func (s *sketchData) clone() sketchData {
 	c := *s
-	c.pos.big = slices.Clone(s.pos.big)
-	c.neg.big = slices.Clone(s.neg.big)
+	c.pos = s.pos.clone()
+	if s.neg != nil {
+		neg := s.neg.clone()
+		c.neg = &neg
+	}
 	return c
 }
 
@@ -140,21 +170,21 @@ func (s *Sketch) quantiles(qs []float64, out []float64) {
 	var cum uint64
 	// Ascending order puts the most negative values first, so the negative
 	// store runs from its highest index down.
-	neg, pos := s.neg.counts(), s.pos.counts()
-	for i := len(neg) - 1; i >= 0 && j < len(qs); i-- {
-		cum += neg[i]
+	neg, pos := s.negs(), &s.pos
+	for i := neg.n - 1; i >= 0 && j < len(qs); i-- {
+		cum += neg.count(i)
 		for ; j < len(qs) && rank() < cum; j++ {
-			out[j] = -m.value(s.neg.off + int32(i))
+			out[j] = -m.value(neg.off + i)
 		}
 	}
 	cum += s.zero
 	for ; j < len(qs) && rank() < cum; j++ {
 		out[j] = 0
 	}
-	for i := 0; i < len(pos) && j < len(qs); i++ {
-		cum += pos[i]
+	for i := int32(0); i < pos.n && j < len(qs); i++ {
+		cum += pos.count(i)
 		for ; j < len(qs) && rank() < cum; j++ {
-			out[j] = m.value(s.pos.off + int32(i))
+			out[j] = m.value(pos.off + i)
 		}
 	}
 	if j < len(qs) {
@@ -176,6 +206,9 @@ func (s *sketchData) addBucket(b bucket) {
 	case b > 0:
 		s.pos.add(int32(b - bucketBias))
 	case b < 0:
+		if s.neg == nil {
+			s.neg = &store{}
+		}
 		s.neg.add(int32(-b - bucketBias))
 	default:
 		s.zero++
@@ -272,60 +305,143 @@ func (m *mapping) value(i int32) float64 {
 	return min(math.Ldexp(math.Exp2(t-k)*m.rep, int(k)), math.MaxFloat64)
 }
 
-// smallBuckets is how many bucket counts a store keeps inside itself, enough
-// for a window of a steady signal (±2% at 1% accuracy) to need no allocation
-// and no second cache miss per event.
-const smallBuckets = 4
+// A store's counts are packed into uint64 words, 8<<width bits each: a window
+// of a few hundred values needs one byte per bucket, not eight. A count that
+// outgrows its width widens every count of the store (widen), to the least
+// width that holds it; widths only grow. Layout (off, n, width, inline or not)
+// is never observable: quantiles and encodings read the counts alone.
+const (
+	maxWidth = 3 // 64-bit counts
+	// smallWords is how many words of counts a store keeps inside itself:
+	// 16 buckets of counts below 256, enough for a window of a steady signal
+	// (±8% at 1% accuracy) to need no allocation and no second cache miss
+	// per event.
+	smallWords = 2
+)
 
-// store counts values per bucket index, for buckets off … off+n−1: in small
-// while n ≤ smallBuckets, else in big (len(big) == n). A store is a value: the
-// inline counts move with it, big is shared by copies.
+// laneMask[w] is the largest count of width w.
+var laneMask = [maxWidth + 1]uint64{1<<8 - 1, 1<<16 - 1, 1<<32 - 1, math.MaxUint64}
+
+// store counts values per bucket index, for buckets off … off+n−1, packed
+// (8<<width bits a count) in small while they fit there, else in the
+// wordsFor(n, width) words big points to. A store is a value: the inline counts
+// move with it, big is shared by copies.
 type store struct {
 	off   int32
 	n     int32
-	small [smallBuckets]uint64
-	big   []uint64
+	width uint8
+	big   *uint64
+	small [smallWords]uint64
 }
 
-// counts returns the counts of buckets off … off+n−1; it aliases s.
-func (s *store) counts() []uint64 {
-	if s.big != nil {
-		return s.big
+// noStore is the empty store that sketchData.negs returns for a sketch without
+// negative values; it is never written.
+var noStore store
+
+// wordsFor returns how many words n counts of width w take.
+func wordsFor(n int32, w uint8) int { return int((int64(n)<<w + 7) >> 3) }
+
+// smallCap returns how many counts of width w fit in small.
+func smallCap(w uint8) int32 { return smallWords * 8 >> w }
+
+// words returns the words holding the counts; it aliases s.
+func (s *store) words() []uint64 {
+	if s.big == nil {
+		return s.small[:]
 	}
-	return s.small[:s.n]
+	return unsafe.Slice(s.big, wordsFor(s.n, s.width))
+}
+
+// lane returns the word index and bit shift of count j at width w.
+func lane(j int32, w uint8) (int, uint) {
+	return int(j >> (3 - w)), uint(j&(7>>w)) << (3 + w)
+}
+
+// count returns the count of bucket off+j, 0 ≤ j < n.
+func (s *store) count(j int32) uint64 {
+	k, sh := lane(j, s.width)
+	return s.words()[k] >> sh & laneMask[s.width]
+}
+
+// counts returns a copy of the counts of buckets off … off+n−1.
+func (s *store) counts() []uint64 {
+	out := make([]uint64, s.n)
+	for j := range s.n {
+		out[j] = s.count(j)
+	}
+	return out
 }
 
 func (s *store) add(i int32) {
-	if j := uint32(i - s.off); j < uint32(s.n) {
-		if s.big == nil {
-			s.small[j]++
-		} else {
-			s.big[j]++
+	if j := i - s.off; uint32(j) < uint32(s.n) {
+		k, sh := lane(j, s.width)
+		ws := s.words()
+		if ws[k]>>sh&laneMask[s.width] != laneMask[s.width] {
+			ws[k] += 1 << sh
+			return
 		}
+		s.inc(j, 1)
 		return
 	}
 	s.grow(i, i)
-	s.counts()[i-s.off]++
+	s.inc(i-s.off, 1)
+}
+
+// inc adds c to the count of bucket off+j, 0 ≤ j < n, widening the counts if
+// the sum does not fit their width. The sum itself must fit in a uint64.
+func (s *store) inc(j int32, c uint64) {
+	k, sh := lane(j, s.width)
+	old := s.words()[k] >> sh & laneMask[s.width]
+	if c > laneMask[s.width]-old {
+		s.widen(old + c)
+		k, sh = lane(j, s.width)
+	}
+	s.words()[k] += c << sh
+}
+
+// widen repacks the counts at the least width that holds v.
+func (s *store) widen(v uint64) {
+	w := s.width + 1
+	for v > laneMask[w] {
+		w++
+	}
+	s.repack(s.off, s.n, w, s.big != nil || wordsFor(s.n, w) > smallWords)
+}
+
+// repack moves the counts to cover buckets off … off+n−1 (which must hold all
+// non-empty ones) at width w, in newly allocated words if big, else in small.
+func (s *store) repack(off, n int32, w uint8, big bool) {
+	old := *s
+	var ws []uint64
+	if big {
+		ws = make([]uint64, wordsFor(n, w))
+		s.big = &ws[0]
+		s.small = [smallWords]uint64{}
+	} else {
+		s.big = nil
+		s.small = [smallWords]uint64{}
+		ws = s.small[:]
+	}
+	s.off, s.n, s.width = off, n, w
+	for j := range old.n {
+		if c := old.count(j); c != 0 {
+			k, sh := lane(old.off+j-off, w)
+			ws[k] |= c << sh
+		}
+	}
 }
 
 // grow makes the store cover [lo, hi] besides its non-empty buckets. Out of
 // small it leaves slack on the side it grows, so that a drifting series
 // reallocates rarely.
 func (s *store) grow(lo, hi int32) {
-	old, oldLo, oldN := s.counts(), s.off, s.n
+	oldLo, oldN := s.off, s.n
 	if nlo, nhi, ok := s.bounds(); ok {
 		lo, hi = min(lo, nlo), max(hi, nhi)
 	}
 	span := hi - lo + 1
-	if s.big == nil && span <= smallBuckets {
-		var c [smallBuckets]uint64
-		off := lo - (smallBuckets-span)/2
-		for j, v := range old {
-			if v != 0 {
-				c[oldLo+int32(j)-off] = v
-			}
-		}
-		s.small, s.off, s.n = c, off, smallBuckets
+	if c := smallCap(s.width); s.big == nil && span <= c {
+		s.repack(lo-(c-span)/2, c, s.width, false)
 		return
 	}
 	slack := span/2 + 2
@@ -336,14 +452,7 @@ func (s *store) grow(lo, hi int32) {
 	if oldN == 0 || hi > oldLo+oldN-1 {
 		newHi += slack
 	}
-	big := make([]uint64, newHi-newLo+1)
-	for j, v := range old {
-		if v != 0 {
-			big[oldLo+int32(j)-newLo] = v
-		}
-	}
-	s.small = [smallBuckets]uint64{}
-	s.big, s.off, s.n = big, newLo, int32(len(big))
+	s.repack(newLo, newHi-newLo+1, s.width, true)
 }
 
 func (s *store) merge(o *store) {
@@ -354,27 +463,41 @@ func (s *store) merge(o *store) {
 	if lo < s.off || hi >= s.off+s.n {
 		s.grow(lo, hi)
 	}
-	dst := s.counts()
-	for j, c := range o.counts() {
-		if c != 0 {
-			dst[o.off+int32(j)-s.off] += c
+	for j := lo - o.off; j <= hi-o.off; j++ {
+		if c := o.count(j); c != 0 {
+			s.inc(o.off+j-s.off, c)
 		}
 	}
 }
 
+// clone returns a copy of s that shares nothing with it.
+func (s *store) clone() store {
+	c := *s
+	if s.big != nil {
+		ws := slices.Clone(s.words())
+		c.big = &ws[0]
+	}
+	return c
+}
+
 // bounds returns the lowest and highest index with a non-zero count.
 func (s *store) bounds() (lo, hi int32, ok bool) {
-	first, last := -1, -1
-	for j, c := range s.counts() {
-		if c != 0 {
-			if first < 0 {
-				first = j
+	first, last := int32(-1), int32(-1)
+	for k, wd := range s.words() {
+		if wd == 0 {
+			continue
+		}
+		for j := int32(k) << (3 - s.width); j < int32(k+1)<<(3-s.width) && j < s.n; j++ {
+			if s.count(j) != 0 {
+				if first < 0 {
+					first = j
+				}
+				last = j
 			}
-			last = j
 		}
 	}
 	if first < 0 {
 		return 0, 0, false
 	}
-	return s.off + int32(first), s.off + int32(last), true
+	return s.off + first, s.off + last, true
 }

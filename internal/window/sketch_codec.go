@@ -34,7 +34,7 @@ var ErrCorruptSketch = errors.New("window: corrupt sketch encoding")
 // MarshalBinary encodes the sketch compactly (about two bytes per non-empty
 // bucket). It never fails.
 func (s *Sketch) MarshalBinary() ([]byte, error) {
-	return s.AppendBinary(make([]byte, 0, 16+4*int(s.pos.n+s.neg.n))), nil
+	return s.AppendBinary(make([]byte, 0, 16+4*int(s.pos.n+s.negs().n))), nil
 }
 
 // AppendBinary appends the encoding of MarshalBinary to dst.
@@ -42,25 +42,25 @@ func (s *Sketch) AppendBinary(dst []byte) []byte {
 	dst = append(dst, sketchVersion)
 	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(s.Accuracy()))
 	dst = binary.AppendUvarint(dst, s.zero)
-	dst = s.neg.appendBinary(dst)
+	dst = s.negs().appendBinary(dst)
 	return s.pos.appendBinary(dst)
 }
 
 func (s *store) appendBinary(dst []byte) []byte {
 	k := 0
-	counts := s.counts()
-	for _, c := range counts {
-		if c != 0 {
+	for j := range s.n {
+		if s.count(j) != 0 {
 			k++
 		}
 	}
 	dst = binary.AppendUvarint(dst, uint64(k))
 	prev, first := int32(0), true
-	for j, c := range counts {
+	for j := range s.n {
+		c := s.count(j)
 		if c == 0 {
 			continue
 		}
-		i := s.off + int32(j)
+		i := s.off + j
 		if first {
 			dst = binary.AppendVarint(dst, int64(i))
 			first = false
@@ -95,7 +95,7 @@ func (s *Sketch) UnmarshalBinary(data []byte) error {
 	out := Sketch{m: m}
 	out.zero = d.uvarint()
 	out.n = out.zero
-	out.neg = d.store(m, &out.n)
+	out.setNeg(d.store(m, &out.n))
 	out.pos = d.store(m, &out.n)
 	if d.err == nil && len(d.b) > 0 {
 		d.fail("%d trailing bytes", len(d.b))
@@ -228,15 +228,21 @@ func (d *decoder) store(m *mapping, total *uint64) store {
 	}
 	d.entries = entries
 	lo, hi := entries[0].i, entries[len(entries)-1].i
-	s := store{off: lo, n: hi - lo + 1}
-	if s.n <= smallBuckets {
-		s.n = smallBuckets
-	} else {
-		s.big = make([]uint64, s.n)
-	}
-	counts := s.counts()
+	var s store
+	var most uint64
 	for _, e := range entries {
-		counts[e.i-lo] = e.c
+		most = max(most, e.c)
+	}
+	for most > laneMask[s.width] {
+		s.width++
+	}
+	if n := hi - lo + 1; n <= smallCap(s.width) {
+		s.repack(lo, smallCap(s.width), s.width, false)
+	} else {
+		s.repack(lo, n, s.width, true)
+	}
+	for _, e := range entries {
+		s.inc(e.i-lo, e.c)
 	}
 	return s
 }

@@ -178,7 +178,7 @@ func (e *Engine) appendWindows(dst []byte, k *key, sc *stateScratch) []byte {
 		dst = binary.AppendUvarint(dst, uint64(w.size))
 		dst = binary.AppendUvarint(dst, uint64((w.start-sc.base[w.size])/size))
 		dst = binary.AppendUvarint(dst, w.sk.zero)
-		dst = w.sk.neg.appendBinary(dst)
+		dst = w.sk.negs().appendBinary(dst)
 		dst = w.sk.pos.appendBinary(dst)
 		if w.sk.n != 0 {
 			dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(w.sum))
@@ -486,7 +486,7 @@ func (e *Engine) decodeWindows(d *decoder, s *stream, k *key, sc *stateScratch) 
 			d.fail("window %d: counts add up to more than 2^62", j)
 		}
 		total += w.sk.zero
-		w.sk.neg = d.store(e.m, &total)
+		w.sk.setNeg(d.store(e.m, &total))
 		w.sk.pos = d.store(e.m, &total)
 		if d.err == nil && total > maxKeyCount {
 			d.fail("window %d: counts add up to more than 2^62", j)

@@ -79,6 +79,13 @@ const emptyStart = math.MinInt64
 // per size. And window updates are applied in small batches (see pending.go).
 // Neither is observable, except that floating-point sums are grouped per child
 // window rather than added one by one.
+//
+// Memory is what a node with many devices, and a recovery replaying it, holds:
+// each open window is a 128-byte slot in its key (a key of the default sizes
+// has four: one spare for a window past its end but not yet closed), plus its
+// sketch's counts past the 16 inline, a byte each while no bucket exceeds 255
+// (sketch.go). BenchmarkOpenWindowMemory measures it: about 180–310 bytes per
+// open window with the key table and end index.
 type Engine struct {
 	sizes    []int64         // window sizes in ms, ascending
 	durs     []time.Duration // the same sizes as durations
@@ -342,7 +349,7 @@ func (e *Engine) newKey(device string) *key {
 // touch loads the cache lines of k that an event updates and returns a value
 // that depends on them.
 func (k *key) touch() int {
-	return len(k.device) + int(k.open) + int(k.lead.sk.n) + int(k.lead.sk.pos.small[smallBuckets-1])
+	return len(k.device) + int(k.open) + int(k.lead.sk.n) + int(k.lead.sk.pos.small[smallWords-1])
 }
 
 // latest returns the slot of k's latest window of size i.
@@ -383,9 +390,11 @@ func (e *Engine) window(s *stream, k *key, i int, start int64) *window {
 	switch {
 	case w.start == emptyStart:
 	case start > w.start: // a new latest window; the current one stays open
+		k.growWs()
 		k.ws = append(k.ws, *w)
 		w = k.latest(i)
 	default:
+		k.growWs()
 		k.ws = append(k.ws, window{})
 		w = &k.ws[len(k.ws)-1]
 	}
@@ -394,6 +403,18 @@ func (e *Engine) window(s *stream, k *key, i int, start int64) *window {
 	e.open++
 	s.ends.insert(k, i, start+e.sizes[i])
 	return w
+}
+
+// growWs makes room in k.ws for one more window, one at a time rather than
+// doubling: more than one older window is rare and brief (a minute's and a
+// 5-minute window past their end at once, at every 5-minute boundary, for all
+// keys together), and take gives the room back when the last one closes.
+func (k *key) growWs() {
+	if len(k.ws) == cap(k.ws) {
+		ws := make([]window, len(k.ws), len(k.ws)+1)
+		copy(ws, k.ws)
+		k.ws = ws
+	}
 }
 
 // find returns k's window of size i starting at start, or nil.
@@ -507,6 +528,13 @@ func (e *Engine) take(k *key, i int, start int64) window {
 			k.ws[j] = k.ws[last]
 			k.ws[last] = window{}
 			k.ws = k.ws[:last]
+			if last == e.older() && cap(k.ws) > last+1 {
+				// Two or more older windows (a minute's and a 5-minute
+				// window closing at once) grew ws; the last of them has
+				// gone, so give the room back rather than hold it for as
+				// long as the key lives: ws is most of a key's memory.
+				k.ws = append(make([]window, 0, last+1), k.ws...)
+			}
 			k.open--
 			return out
 		}
