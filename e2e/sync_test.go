@@ -28,6 +28,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // arrival is one record as the far end saw it, in the order it arrived.
@@ -291,7 +292,10 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 	const rounds = 10
 	dir := t.TempDir()
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	proxy := toxiproxy.NewProxy(api, "sink", "127.0.0.1:0", target.upstream)
+	// The proxy is stopped and started again on its address ("down"): the
+	// address is from below the ephemeral range, which the connections of
+	// the tests running beside this one could take meanwhile.
+	proxy := toxiproxy.NewProxy(api, "sink", testutil.FreeAddr(t), target.upstream)
 	require.NoError(t, proxy.Start())
 	defer proxy.Stop()
 
