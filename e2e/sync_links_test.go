@@ -27,6 +27,7 @@ import (
 // back, the node returns to it and the held events follow: the cloud holds
 // every event and window once.
 func TestSyncCloudLinksMetered(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := localCloud(t, dir)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())

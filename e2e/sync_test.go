@@ -155,6 +155,7 @@ func TestSyncSurvivesFaultsAndCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
+	t.Parallel()
 	t.Run("jetstream", func(t *testing.T) {
 		srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
 		require.NoError(t, err)
