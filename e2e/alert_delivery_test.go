@@ -206,6 +206,7 @@ func webhookLag(t *testing.T, p *proc) uint64 {
 // stops cleanly (the webhook answering 503) are delivered after the next
 // start.
 func TestAlertDeliveryAcrossCleanRestart(t *testing.T) {
+	t.Parallel()
 	testDeliveryAcrossRestart(t, true, func(t *testing.T, p *proc) { p.stop(t) })
 }
 
@@ -214,12 +215,14 @@ func TestAlertDeliveryAcrossCleanRestart(t *testing.T) {
 // start, also when a checkpoint written after them means the restart does not
 // replay them.
 func TestAlertDeliveryAcrossKill(t *testing.T) {
+	t.Parallel()
 	testDeliveryAcrossRestart(t, true, func(t *testing.T, p *proc) { p.kill() })
 }
 
 // TestAlertDeliveryWebhookNotListening: the same across a SIGKILL and a clean
 // stop, with nothing listening at the webhook's address until it comes up.
 func TestAlertDeliveryWebhookNotListening(t *testing.T) {
+	t.Parallel()
 	t.Run("kill", func(t *testing.T) {
 		testDeliveryAcrossRestart(t, false, func(t *testing.T, p *proc) { p.kill() })
 	})

@@ -231,6 +231,7 @@ func TestHTTPAuthSpoofedDevice(t *testing.T) {
 // add` on the running node's files take effect without a restart (the file
 // watch); so does `token revoke`, and SIGHUP reloads at once.
 func TestHTTPAuthRevokeAndAddWhileRunning(t *testing.T) {
+	t.Parallel()
 	s := startSecured(t, "")
 	code, _, _ := s.do(t, "POST", "/v1/events", s.fridge8, fridge8Event)
 	require.Equal(t, 200, code)

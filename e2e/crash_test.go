@@ -47,6 +47,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	t.Parallel()
 	crashUnderLoad(t, 22)
 }
 
@@ -57,6 +58,7 @@ func TestCrashUnderLoadOtherEngines(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	t.Parallel()
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) { crashUnderLoad(t, 8, "--buffer-engine", engine) })
 	}

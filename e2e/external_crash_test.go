@@ -26,6 +26,7 @@ func TestExternalCrashIDLessStoredOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	t.Parallel()
 	r := externalCrash(t, "content", 6)
 	if r.stored != r.acked {
 		t.Fatalf("%d events acknowledged, %d stored", r.acked, r.stored)
@@ -43,6 +44,7 @@ func TestExternalCrashDedupOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	t.Parallel()
 	r := externalCrash(t, "off", 6)
 	if r.dropped != 0 {
 		t.Fatalf("%d events dropped as duplicates with dedup_without_id off", r.dropped)

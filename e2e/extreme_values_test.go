@@ -51,6 +51,7 @@ func getWindows(t *testing.T, p *proc, query string) []testutil.WindowJSON {
 // an exact mean, and the other streams never notice: while the windows are
 // open, once they have closed, after a restart, and in the cloud.
 func TestExtremeValuesEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := localCloud(t, dir)
 	cfg := filepath.Join(dir, "holdfast.yaml")

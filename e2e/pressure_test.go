@@ -41,6 +41,7 @@ func TestPressureLevelsUpAndBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pressure test skipped in -short mode")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	pressureLevelsUpAndBack(t, dir, filepath.Join(dir, "data"), "1MiB", "log")
 }
@@ -51,6 +52,7 @@ func TestPressureLevelsOtherEngines(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pressure test skipped in -short mode")
 	}
+	t.Parallel()
 	for _, engine := range []string{"sqlite", "pebble"} {
 		t.Run(engine, func(t *testing.T) {
 			dir := t.TempDir()
@@ -70,6 +72,7 @@ func TestDiskFullIsALevel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("pressure test skipped in -short mode")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	require.NoError(t, os.MkdirAll(data, 0o700))

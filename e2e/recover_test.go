@@ -99,6 +99,7 @@ func TestRecoverFromCloud(t *testing.T) {
 	if testing.Short() {
 		t.Skip("disaster test skipped in -short mode")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	srv := localCloud(t, dir)
 

@@ -77,6 +77,7 @@ func requireNoSecret(t *testing.T, where, text string) {
 // recovered config is refused by `holdfast run` and `holdfast config check`,
 // naming every key to supply again.
 func TestSecretsStayOnTheNode(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := localCloud(t, dir)
 

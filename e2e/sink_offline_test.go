@@ -47,6 +47,7 @@ func TestSinkOfflineAlertAndFastResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("keeps the cloud away for 35 s")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	addr := testutil.FreeAddr(t)
 	startCloud := func() *cloud.Server {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 	"github.com/holdfast-edge/holdfast/internal/uplink"
 )
 
@@ -26,10 +27,14 @@ import (
 // back, the node returns to it and the held events follow: the cloud holds
 // every event and window once.
 func TestSyncCloudLinksMetered(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := localCloud(t, dir)
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	proxy := toxiproxy.NewProxy(api, "wired", "127.0.0.1:0", strings.TrimPrefix(srv.URL(), "nats://"))
+	// Stopped and started again on its address: from below the ephemeral
+	// range, which the connections of the tests running beside this one
+	// could take meanwhile.
+	proxy := toxiproxy.NewProxy(api, "wired", testutil.FreeAddr(t), strings.TrimPrefix(srv.URL(), "nats://"))
 	require.NoError(t, proxy.Start())
 	defer proxy.Stop()
 

@@ -32,6 +32,7 @@ func TestSyncMQTTBridgeSurvivesFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
+	t.Parallel()
 	broker := testutil.StartMosquitto(t) // skips, or fails under HOLDFAST_REQUIRE_MOSQUITTO, without mosquitto
 
 	const barrierTopic = "far-end/barrier"

@@ -28,6 +28,7 @@ import (
 
 	"github.com/holdfast-edge/holdfast/internal/cloud"
 	"github.com/holdfast-edge/holdfast/internal/event"
+	"github.com/holdfast-edge/holdfast/internal/testutil"
 )
 
 // arrival is one record as the far end saw it, in the order it arrived.
@@ -154,6 +155,7 @@ func TestSyncSurvivesFaultsAndCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
+	t.Parallel()
 	t.Run("jetstream", func(t *testing.T) {
 		srv, err := cloud.Start(cloud.Options{DataDir: filepath.Join(t.TempDir(), "cloud"), Listen: "127.0.0.1:0"})
 		require.NoError(t, err)
@@ -291,7 +293,10 @@ func runSyncFaults(t *testing.T, target faultTarget) {
 	const rounds = 10
 	dir := t.TempDir()
 	api := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	proxy := toxiproxy.NewProxy(api, "sink", "127.0.0.1:0", target.upstream)
+	// The proxy is stopped and started again on its address ("down"): the
+	// address is from below the ephemeral range, which the connections of
+	// the tests running beside this one could take meanwhile.
+	proxy := toxiproxy.NewProxy(api, "sink", testutil.FreeAddr(t), target.upstream)
 	require.NoError(t, proxy.Start())
 	defer proxy.Stop()
 

@@ -76,6 +76,7 @@ func TestWindowsSurviveCrashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	t.Parallel()
 	const rounds = 22
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "holdfast.yaml")

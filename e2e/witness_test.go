@@ -65,6 +65,7 @@ func (w *witness) logs() string {
 // has the same shape — with the secret from the environment: each reports
 // ready once the bucket exists, and each stops cleanly on SIGTERM.
 func TestWitnessesFormTheCluster(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	addrs := freeAddrs(t, 3)
 	var ws []*witness

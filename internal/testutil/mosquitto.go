@@ -40,12 +40,10 @@ func RunMosquitto(t testing.TB, addr string) (string, func()) {
 		}
 	}
 	if addr == "" {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = l.Addr().String()
-		l.Close()
+		// Not a port the kernel picks and this closes again: until mosquitto
+		// binds it, the connections of tests running beside this one could
+		// take it from the ephemeral range. FreeAddr's are below it.
+		addr = FreeAddr(t)
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
