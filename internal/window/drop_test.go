@@ -12,7 +12,11 @@ import (
 // between random calls, and requires the results, open windows, watermarks
 // and late counts of an engine that kept them.
 func TestDropAndRestoreMatchesUninterrupted(t *testing.T) {
-	for seed := range uint64(30) {
+	seeds := uint64(30)
+	if testing.Short() || raceEnabled {
+		seeds = 10
+	}
+	for seed := range seeds {
 		rng := rand.New(rand.NewPCG(seed, 17))
 		sc := randomScenario(rng)
 		calls := randomCalls(rng, sc)

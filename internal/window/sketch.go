@@ -158,33 +158,43 @@ func (s *Sketch) Quantile(q float64) float64 {
 // quantiles sets out[j] to Quantile(qs[j]) in one pass over the buckets. The
 // sketch must not be empty and qs must be sorted ascending within [0,1].
 func (s *Sketch) quantiles(qs []float64, out []float64) {
+	if len(qs) == 0 {
+		return
+	}
 	m := s.mapping()
-	j := 0
-	rank := func() uint64 {
+	rank := func(j int) uint64 {
 		// float64(n−1) may round up past n−1 (and to 2^64) for huge counts.
 		if r := qs[j] * float64(s.n-1); r < float64(s.n-1) {
 			return min(uint64(r), s.n-1)
 		}
 		return s.n - 1
 	}
-	var cum uint64
+	// Bucket counts are added up in ascending order of value until they pass
+	// next, the rank of qs[j]; then the bucket's value answers qs[j], and
+	// every later q whose rank the sum also passes.
+	j, next, cum := 0, rank(0), uint64(0)
+	answer := func(v float64) {
+		for j < len(qs) && next < cum {
+			out[j] = v
+			if j++; j < len(qs) {
+				next = rank(j)
+			}
+		}
+	}
 	// Ascending order puts the most negative values first, so the negative
 	// store runs from its highest index down.
 	neg, pos := s.negs(), &s.pos
+	nc, pc := neg.packed(), pos.packed()
 	for i := neg.n - 1; i >= 0 && j < len(qs); i-- {
-		cum += neg.count(i)
-		for ; j < len(qs) && rank() < cum; j++ {
-			out[j] = -m.value(neg.off + i)
+		if cum += nc.at(i); next < cum {
+			answer(-m.value(neg.off + i))
 		}
 	}
 	cum += s.zero
-	for ; j < len(qs) && rank() < cum; j++ {
-		out[j] = 0
-	}
+	answer(0)
 	for i := int32(0); i < pos.n && j < len(qs); i++ {
-		cum += pos.count(i)
-		for ; j < len(qs) && rank() < cum; j++ {
-			out[j] = m.value(pos.off + i)
+		if cum += pc.at(i); next < cum {
+			answer(m.value(pos.off + i))
 		}
 	}
 	if j < len(qs) {
@@ -363,11 +373,48 @@ func (s *store) count(j int32) uint64 {
 	return s.words()[k] >> sh & laneMask[s.width]
 }
 
+// packedCounts reads a store's counts in a loop over its buckets without
+// finding its words and width again for each: closing a window reads
+// every count of its sketch twice (quantiles, encoding).
+type packedCounts struct {
+	ws   []uint64
+	w    uint8
+	mask uint64
+}
+
+func (s *store) packed() packedCounts {
+	return packedCounts{ws: s.words(), w: s.width, mask: laneMask[s.width]}
+}
+
+// at returns the count of bucket off+j, 0 ≤ j < n.
+func (p packedCounts) at(j int32) uint64 {
+	return p.ws[j>>(3-p.w)] >> (uint(j&(7>>p.w)) << (3 + p.w)) & p.mask
+}
+
+// each calls f with j and the count of bucket off+j for every non-empty
+// bucket, in ascending order; it passes over words of empty buckets whole,
+// as a sketch of values over many magnitudes has mostly empty buckets.
+func (p packedCounts) each(n int32, f func(j int32, c uint64)) {
+	per := int32(8 >> p.w)
+	for k, wd := range p.ws {
+		if wd == 0 {
+			continue
+		}
+		base := int32(k) * per
+		for j := base; j < base+per && j < n; j++ {
+			if c := wd >> (uint(j-base) << (3 + p.w)) & p.mask; c != 0 {
+				f(j, c)
+			}
+		}
+	}
+}
+
 // counts returns a copy of the counts of buckets off … off+n−1.
 func (s *store) counts() []uint64 {
 	out := make([]uint64, s.n)
+	p := s.packed()
 	for j := range s.n {
-		out[j] = s.count(j)
+		out[j] = p.at(j)
 	}
 	return out
 }
@@ -423,8 +470,9 @@ func (s *store) repack(off, n int32, w uint8, big bool) {
 		ws = s.small[:]
 	}
 	s.off, s.n, s.width = off, n, w
+	oc := old.packed()
 	for j := range old.n {
-		if c := old.count(j); c != 0 {
+		if c := oc.at(j); c != 0 {
 			k, sh := lane(old.off+j-off, w)
 			ws[k] |= c << sh
 		}
@@ -463,8 +511,9 @@ func (s *store) merge(o *store) {
 	if lo < s.off || hi >= s.off+s.n {
 		s.grow(lo, hi)
 	}
+	oc := o.packed()
 	for j := lo - o.off; j <= hi-o.off; j++ {
-		if c := o.count(j); c != 0 {
+		if c := oc.at(j); c != 0 {
 			s.inc(o.off+j-s.off, c)
 		}
 	}

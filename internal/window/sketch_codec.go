@@ -47,19 +47,12 @@ func (s *Sketch) AppendBinary(dst []byte) []byte {
 }
 
 func (s *store) appendBinary(dst []byte) []byte {
+	p := s.packed()
 	k := 0
-	for j := range s.n {
-		if s.count(j) != 0 {
-			k++
-		}
-	}
+	p.each(s.n, func(int32, uint64) { k++ })
 	dst = binary.AppendUvarint(dst, uint64(k))
 	prev, first := int32(0), true
-	for j := range s.n {
-		c := s.count(j)
-		if c == 0 {
-			continue
-		}
+	p.each(s.n, func(j int32, c uint64) {
 		i := s.off + j
 		if first {
 			dst = binary.AppendVarint(dst, int64(i))
@@ -69,7 +62,7 @@ func (s *store) appendBinary(dst []byte) []byte {
 		}
 		prev = i
 		dst = binary.AppendUvarint(dst, c)
-	}
+	})
 	return dst
 }
 

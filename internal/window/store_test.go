@@ -146,7 +146,11 @@ func TestStoreMergeWidths(t *testing.T) {
 // TestStoreRandom runs random adds, merges and clones against the model.
 func TestStoreRandom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for round := range 300 {
+	rounds := 300
+	if testing.Short() || raceEnabled {
+		rounds = 60
+	}
+	for round := range rounds {
 		m := storeModel{}
 		var s store
 		center := rng.Int32N(2000) - 1000
