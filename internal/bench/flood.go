@@ -253,6 +253,7 @@ func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOpt
 					if ctx.Err() != nil {
 						return
 					}
+					tally.floodDue.Add(int64(o.Batch))
 					tally.floodSent.Add(int64(o.Batch))
 					tally.floodAcc.Add(int64(accepted))
 					if status == http.StatusTooManyRequests {

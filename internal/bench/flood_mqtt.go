@@ -58,19 +58,8 @@ func dialFloodMQTT(ctx context.Context, addr, clientID, device string, version i
 	}
 	c := &floodMQTT{conn: conn, br: bufio.NewReaderSize(conn, 4096), v5: version == 5,
 		pub: newPublisher("devices/" + device + "/telemetry"), dev: device}
-	var pkt []byte
-	if c.v5 {
-		// CONNECT: protocol level 5, clean start, keep-alive off, no
-		// properties; payload: the client id.
-		rl := 10 + 1 + 2 + len(clientID)
-		pkt = append(pkt, pktConnect)
-		pkt = appendRemainingLength(pkt, rl)
-		pkt = append(pkt, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x02, 0, 0, 0)
-		pkt = append(pkt, byte(len(clientID)>>8), byte(len(clientID)))
-		pkt = append(pkt, clientID...)
-	} else {
-		pkt = appendConnect(nil, clientID)
-	}
+	c.pub.v5 = c.v5
+	pkt := appendConnect(nil, clientID, c.v5)
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := conn.Write(pkt); err != nil {
 		conn.Close()
@@ -155,15 +144,7 @@ func (c *floodMQTT) appendPublish(dst []byte) []byte {
 	p = strconv.AppendInt(p, int64(c.seq), 10)
 	p = append(p, '}')
 	c.pub.payload = p
-	if !c.v5 {
-		return c.pub.appendPublish(dst, c.id, p)
-	}
-	// MQTT 5: the same, with an empty property list after the packet id.
-	dst = append(dst, pktPublishQoS)
-	dst = appendRemainingLength(dst, len(c.pub.topic)+2+1+len(p))
-	dst = append(dst, c.pub.topic...)
-	dst = append(dst, byte(c.id>>8), byte(c.id), 0)
-	return append(dst, p...)
+	return c.pub.appendPublish(dst, c.id, p)
 }
 
 // publishBatch sends n messages in one write and waits for their n

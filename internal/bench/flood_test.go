@@ -9,21 +9,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestFloodMQTT plays bench flood over MQTT against a real node with
-// limits.device_rate: the normal devices have every message acknowledged,
-// and the flooder is refused over MQTT 5 (PUBACK 0x97, never more accepted
-// than its bucket allows) and slowed over MQTT 3.1.1 (no refusal, every
-// message it sent stored, but far fewer sent than its schedule wanted).
-func TestFloodMQTT(t *testing.T) {
+// TestFlood plays bench flood over HTTP and MQTT against a real node with
+// limits.device_rate: the normal devices have every event acknowledged,
+// and the flooder is refused over HTTP (429) and MQTT 5 (PUBACK 0x97),
+// never accepted more than its bucket allows, and slowed over MQTT 3.1.1
+// (no refusal, every message it sent stored, but far fewer sent than its
+// schedule wanted).
+func TestFlood(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	t.Setenv(helperEnv, "1")
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	const rate, rounds, phase = 100, 2, time.Second
 
-	for _, version := range []int{5, 3} {
-		t.Run(map[int]string{3: "3.1.1", 5: "5"}[version], func(t *testing.T) {
-			rep, err := RunFlood(t.Context(), FloodOptions{Binary: exe, Transport: "mqtt", MQTTVersion: version,
+	for _, c := range []struct {
+		name, transport string
+		version         int
+	}{{"http", "http", 0}, {"mqtt-5", "mqtt", 5}, {"mqtt-3.1.1", "mqtt", 3}} {
+		t.Run(c.name, func(t *testing.T) {
+			version := c.version
+			rep, err := RunFlood(t.Context(), FloodOptions{Binary: exe, Transport: c.transport, MQTTVersion: version,
 				Devices: 20, DeviceRate: rate, EventRate: 10, Batch: 1, Phase: phase, Rounds: rounds})
 			require.NoError(t, err)
 			for _, p := range []FloodPhase{rep.Without, rep.With} {
@@ -35,6 +40,12 @@ func TestFloodMQTT(t *testing.T) {
 			// Each with-phase starts with a full bucket (burst = rate) and
 			// refills at rate; a second of slack for the drain after it.
 			maxAccepted := int64(rounds * (rate + rate*phase.Seconds() + rate))
+			if c.transport == "http" {
+				assert.Equal(t, w.FloodDue, w.FloodSent, "HTTP: every flood request is sent")
+				assert.Positive(t, w.Flood429, "HTTP: the flood is answered 429")
+				assert.LessOrEqual(t, w.FloodAccepted, maxAccepted, "the flooder gets no more than its bucket")
+				return
+			}
 			if version == 5 {
 				assert.Positive(t, w.Flood429, "MQTT 5: the flood is answered 0x97")
 				assert.Equal(t, w.FloodSent, w.FloodAccepted+w.Flood429, "every message sent is answered")

@@ -129,7 +129,7 @@ func (dev *mqttDevice) dial(ctx context.Context, addr, clientID string) error {
 	if err := c.SetDeadline(time.Now().Add(connectTimeout)); err != nil {
 		return fail(err)
 	}
-	if _, err := c.Write(appendConnect(nil, clientID)); err != nil {
+	if _, err := c.Write(appendConnect(nil, clientID, false)); err != nil {
 		return fail(err)
 	}
 	rd := bufio.NewReaderSize(c, ackBufferSize)

@@ -42,14 +42,21 @@ func appendRemainingLength(dst []byte, n int) []byte {
 	}
 }
 
-// appendConnect appends a CONNECT packet: MQTT 3.1.1, clean session, no will,
-// no credentials, keep-alive off (the bench's connections are never idle long
-// and it sends no PINGREQ).
-func appendConnect(dst []byte, clientID string) []byte {
-	rl := 10 + 2 + len(clientID)
+// appendConnect appends a CONNECT packet: MQTT 3.1.1, or 5 with v5 (an
+// empty property list), clean session, no will, no credentials, keep-alive
+// off (the bench's connections are never idle long and it sends no PINGREQ).
+func appendConnect(dst []byte, clientID string, v5 bool) []byte {
+	level, props := byte(4), 0
+	if v5 {
+		level, props = 5, 1
+	}
+	rl := 10 + props + 2 + len(clientID)
 	dst = append(dst, pktConnect)
 	dst = appendRemainingLength(dst, rl)
-	dst = append(dst, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0)
+	dst = append(dst, 0, 4, 'M', 'Q', 'T', 'T', level, 0x02, 0, 0)
+	if v5 {
+		dst = append(dst, 0)
+	}
 	dst = append(dst, byte(len(clientID)>>8), byte(len(clientID)))
 	return append(dst, clientID...)
 }
@@ -71,6 +78,7 @@ func connackError(p []byte) error {
 type publisher struct {
 	topic   []byte // length-prefixed topic name
 	payload []byte // scratch for the payload being encoded
+	v5      bool   // MQTT 5: an empty property list follows the packet id
 }
 
 func newPublisher(topic string) *publisher {
@@ -81,10 +89,17 @@ func newPublisher(topic string) *publisher {
 
 // appendPublish appends a PUBLISH of payload with packet id to dst.
 func (p *publisher) appendPublish(dst []byte, id uint16, payload []byte) []byte {
+	props := 0
+	if p.v5 {
+		props = 1
+	}
 	dst = append(dst, pktPublishQoS)
-	dst = appendRemainingLength(dst, len(p.topic)+2+len(payload))
+	dst = appendRemainingLength(dst, len(p.topic)+2+props+len(payload))
 	dst = append(dst, p.topic...)
 	dst = append(dst, byte(id>>8), byte(id))
+	if p.v5 {
+		dst = append(dst, 0)
+	}
 	return append(dst, payload...)
 }
 

@@ -65,7 +65,7 @@ func TestPublishEncoding(t *testing.T) {
 }
 
 func TestConnectEncoding(t *testing.T) {
-	b := appendConnect(nil, "bench-1-dev-000001")
+	b := appendConnect(nil, "bench-1-dev-000001", false)
 	assert.Equal(t, []byte{0x10, byte(10 + 2 + 18), 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0, 0, 18}, b[:14])
 	assert.Equal(t, "bench-1-dev-000001", string(b[14:]))
 
