@@ -12,9 +12,10 @@ import (
 // TestFlood plays bench flood over HTTP and MQTT against a real node with
 // limits.device_rate: the normal devices have every event acknowledged,
 // and the flooder is refused over HTTP (429) and MQTT 5 (PUBACK 0x97),
-// never accepted more than its bucket allows, and slowed over MQTT 3.1.1
-// (no refusal, every message it sent stored, but far fewer sent than its
-// schedule wanted).
+// never accepted more than its bucket allows, and slowed over MQTT (5: its
+// refused connections read at about its rate; 3.1.1: no refusal, every
+// message it sent stored), so that it sends far fewer than its schedule
+// wanted.
 func TestFlood(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	t.Setenv(helperEnv, "1")
@@ -50,6 +51,7 @@ func TestFlood(t *testing.T) {
 				assert.Positive(t, w.Flood429, "MQTT 5: the flood is answered 0x97")
 				assert.Equal(t, w.FloodSent, w.FloodAccepted+w.Flood429, "every message sent is answered")
 				assert.LessOrEqual(t, w.FloodAccepted, maxAccepted, "the flooder gets no more than its bucket")
+				assert.Less(t, w.FloodSent, w.FloodDue/2, "a refused connection is read at about its rate: the flooder's window fills")
 				return
 			}
 			assert.Zero(t, w.Flood429, "MQTT 3.1.1 has no negative ack")

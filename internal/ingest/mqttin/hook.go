@@ -95,6 +95,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		return pk, packets.CodeSuccessIgnore
 	}
 	h.answer(cl, pk, res) // a negative PUBREC or the connection closed, as a pipe does
+	h.in.slowRefused(h.ctx, res)
 	return pk, packets.ErrRejectPacket
 }
 

@@ -67,6 +67,7 @@ type result struct {
 	outcome outcome
 	reason  string // metric label when outcomeInvalid
 	err     error
+	retry   time.Duration // outcomeLimited: until the device's next token
 }
 
 // ingester turns one MQTT message into one Append call and keeps the counters.
@@ -197,23 +198,47 @@ func (in *ingester) prepare(ctx context.Context, topic string, payload []byte, m
 		if ok, retry := in.limiter.Allow(in.transport, ev.DeviceID, ev.Stream); !ok {
 			in.rejected.WithLabelValues(reasonRateLimited).Inc()
 			r, b := in.limiter.Rate()
-			return event.Event{}, result{outcome: outcomeLimited, reason: reasonRateLimited,
+			retry = max(retry, time.Millisecond)
+			return event.Event{}, result{outcome: outcomeLimited, reason: reasonRateLimited, retry: retry,
 				err: fmt.Errorf("device %q over its rate limit of %g events/s (burst %d): not stored, send it again in %s",
-					ev.DeviceID, r, b, max(retry, time.Millisecond).Round(time.Millisecond))}, false
+					ev.DeviceID, r, b, retry.Round(time.Millisecond))}, false
 		}
 	case mode == limitHold:
-		if d := in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold); d > 0 {
-			// On the client's read goroutine: its next messages wait too.
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return event.Event{}, result{outcome: outcomeClosing, err: ctx.Err()}, false
-			}
+		// On the client's read goroutine: its next messages wait too.
+		if !in.wait(ctx, in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold)) {
+			return event.Event{}, result{outcome: outcomeClosing, err: ctx.Err()}, false
 		}
 	}
 	return ev, result{}, true
+}
+
+// slowRefused is called on the client's read goroutine after a message over
+// its device's rate limit was refused (MQTT 5) and its 0x97 queued: the
+// connection is read again only once the device has a token, at most
+// maxHold later. A device that ignores its 0x97s and keeps sending is so
+// taken in at about its rate, as a held 3.1.1 device is, and does not make
+// the node read, parse and answer its flood message by message; one within
+// its limit never waits. Like a hold, the wait is the connection's: a
+// gateway publishing for several devices over it waits as a whole.
+func (in *ingester) slowRefused(ctx context.Context, res result) {
+	if res.outcome == outcomeLimited {
+		in.wait(ctx, min(res.retry, in.maxHold))
+	}
+}
+
+// wait returns after d, or false at once if ctx ends first.
+func (in *ingester) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // commit appends events prepared from one connection's messages, in order,

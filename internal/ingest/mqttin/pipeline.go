@@ -90,6 +90,7 @@ func (h *ingestHook) enqueue(cl *mqtt.Client, pk packets.Packet) {
 		h.pipes.n.Add(1)
 		go h.serve(cl, p)
 	}
+	h.in.slowRefused(h.ctx, q.res) // after its 0x97 is on its way
 }
 
 // waitIdle returns once cl's pipe has answered every message queued.
