@@ -210,33 +210,20 @@ func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOpt
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
-	every := time.Duration(float64(o.Batch) / o.EventRate * float64(time.Second))
-	for i := range o.Devices {
-		dev := fmt.Sprintf("device-%04d", i)
-		// Spread the devices' first batches over one interval.
-		first := start.Add(every * time.Duration(i) / time.Duration(o.Devices))
-		wg.Go(func() {
-			seq := 0
-			for due := first; ; due = due.Add(every) {
-				if !sleepCtx(ctx, due) {
-					return
-				}
-				accepted, status, err := postFlood(ctx, client, url, dev, &seq, o.Batch)
-				if ctx.Err() != nil {
-					return // cut off by the phase's end: not counted
-				}
-				tally.lat.record(time.Since(due))
-				tally.acked.Add(int64(accepted))
-				tally.failed.Add(int64(o.Batch - accepted))
-				switch {
-				case err != nil:
-					tally.fail("error")
-				case status != http.StatusOK:
-					tally.fail("http_" + strconv.Itoa(status))
-				}
-			}
-		})
+	names := make([]string, o.Devices)
+	for i := range names {
+		names[i] = fmt.Sprintf("device-%04d", i)
 	}
+	playNormal(ctx, &wg, start, o.Devices, o, tally, func(i int, seq *int) (int, string, bool) {
+		accepted, status, err := postFlood(ctx, client, url, names[i], seq, o.Batch)
+		switch {
+		case err != nil:
+			return accepted, "error", false
+		case status != http.StatusOK:
+			return accepted, "http_" + strconv.Itoa(status), false
+		}
+		return accepted, "", false
+	})
 	if flood {
 		// Four connections, so that the flood keeps its rate while answers
 		// take longer than its interval.
@@ -269,6 +256,44 @@ func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOpt
 		return err
 	}
 	return nil
+}
+
+// playNormal starts the normal devices of a phase, each in its own
+// goroutine on wg: device i sends a batch every Batch/EventRate on a fixed
+// schedule from start (the devices' first batches spread over one
+// interval; a late answer does not delay the next due time), until ctx
+// ends. send sends device i's batch (seq is the device's own, for event
+// ids) and returns how many events were accepted, the failure to count if
+// not all were ("" none) and whether the device can send no more. Latency
+// runs from each batch's due time to send's return; a batch cut off by the
+// phase's end is not counted.
+func playNormal(ctx context.Context, wg *sync.WaitGroup, start time.Time, devices int, o FloodOptions, tally *floodTally,
+	send func(i int, seq *int) (accepted int, fail string, done bool)) {
+	every := time.Duration(float64(o.Batch) / o.EventRate * float64(time.Second))
+	for i := range devices {
+		first := start.Add(every * time.Duration(i) / time.Duration(devices))
+		wg.Go(func() {
+			seq := 0
+			for due := first; ; due = due.Add(every) {
+				if !sleepCtx(ctx, due) {
+					return
+				}
+				accepted, fail, done := send(i, &seq)
+				if ctx.Err() != nil {
+					return
+				}
+				tally.lat.record(time.Since(due))
+				tally.acked.Add(int64(accepted))
+				tally.failed.Add(int64(o.Batch - accepted))
+				if fail != "" {
+					tally.fail(fail)
+				}
+				if done {
+					return
+				}
+			}
+		})
+	}
 }
 
 func sleepCtx(ctx context.Context, until time.Time) bool {

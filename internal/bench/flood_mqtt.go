@@ -179,28 +179,16 @@ func floodPhaseMQTT(ctx context.Context, devs []*floodMQTT, flooders []*floodMQT
 	defer cancel()
 	start := time.Now()
 	var wg sync.WaitGroup
-	every := time.Duration(float64(o.Batch) / o.EventRate * float64(time.Second))
-	for i, dev := range devs {
-		first := start.Add(every * time.Duration(i) / time.Duration(len(devs)))
-		wg.Go(func() {
-			for due := first; ; due = due.Add(every) {
-				if !sleepCtx(ctx, due) {
-					return
-				}
-				accepted, err := dev.publishBatch(o.Batch)
-				tally.lat.record(time.Since(due))
-				tally.acked.Add(int64(accepted))
-				tally.failed.Add(int64(o.Batch - accepted))
-				if err != nil {
-					tally.fail("error")
-					return
-				}
-				if accepted < o.Batch {
-					tally.fail("refused")
-				}
-			}
-		})
-	}
+	playNormal(ctx, &wg, start, len(devs), o, tally, func(i int, _ *int) (int, string, bool) {
+		accepted, err := devs[i].publishBatch(o.Batch)
+		switch {
+		case err != nil:
+			return accepted, "error", true
+		case accepted < o.Batch:
+			return accepted, "refused", false
+		}
+		return accepted, "", false
+	})
 	var floodErr error
 	var errMu sync.Mutex
 	if flood {
