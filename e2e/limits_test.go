@@ -141,9 +141,12 @@ func TestDeviceRateLimits(t *testing.T) {
 		slowAfterBurst = time.Since(burstDone)
 	})
 
-	// An MQTT 5 device publishing QoS 1 flat out for 2 s.
+	// An MQTT 5 device publishing QoS 1 flat out for 2 s, and on until its
+	// first refusal (a loaded machine may take longer to go past its
+	// burst), at most 15 s.
 	acked5, refused5 := 0, 0
 	var reason5 string
+	var took5 time.Duration
 	wg.Go(func() {
 		conn, err := net.Dial("tcp", p.mqttAddr)
 		if err != nil {
@@ -156,8 +159,9 @@ func TestDeviceRateLimits(t *testing.T) {
 			return
 		}
 		defer c5.Disconnect(&paho5.Disconnect{})
-		end := time.Now().Add(2 * time.Second)
-		for i := 0; time.Now().Before(end); i++ {
+		began := time.Now()
+		defer func() { took5 = time.Since(began) }()
+		for i := 0; time.Since(began) < 2*time.Second || refused5 == 0 && time.Since(began) < 15*time.Second; i++ {
 			pr, err := c5.Publish(ctx, &paho5.Publish{Topic: "devices/flood-5/temp", QoS: 1,
 				Payload: fmt.Appendf(nil, `{"value":%d,"id":"f5-%d"}`, i, i)})
 			switch {
@@ -205,12 +209,13 @@ func TestDeviceRateLimits(t *testing.T) {
 	wg.Wait() // the MQTT devices are done
 	require.Positive(t, refused5, "MQTT 5 flood never refused")
 	require.Contains(t, reason5, "rate limit")
-	require.InDelta(t, 150, acked5, 60, "MQTT 5 flood events acknowledged")
+	// Its burst and its rate over the time it sent, give or take a second.
+	require.InDelta(t, rate+rate*took5.Seconds(), acked5, 60, "MQTT 5 flood events acknowledged in %v", took5)
 	// Flat out with one in flight, it would send thousands in 2 s; after a
 	// refusal its connection is read again only once it has a token.
-	require.LessOrEqual(t, acked5+refused5, 5*rate*2, "the refused MQTT 5 device was not slowed")
-	t.Logf("HTTP flood %v, %d accepted; MQTT 5 flood %d acked, %d refused (%q); MQTT 3.1.1 %d events after the burst in %v",
-		codes, accepted, acked5, refused5, reason5, slowN-rate, slowAfterBurst)
+	require.LessOrEqual(t, float64(acked5+refused5), 5*rate*took5.Seconds(), "the refused MQTT 5 device was not slowed")
+	t.Logf("HTTP flood %v, %d accepted; MQTT 5 flood %d acked, %d refused in %v (%q); MQTT 3.1.1 %d events after the burst in %v",
+		codes, accepted, acked5, refused5, took5, reason5, slowN-rate, slowAfterBurst)
 	slowRate := float64(slowN-rate) / slowAfterBurst.Seconds()
 	require.Less(t, slowRate, 2.0*rate, "the 3.1.1 device was not slowed")
 
