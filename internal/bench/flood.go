@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/clock"
 )
 
 // FloodOptions configure `holdfast bench flood`: one node with
@@ -233,7 +235,7 @@ func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOpt
 			wg.Go(func() {
 				seq := c * 1_000_000_000
 				for due := start.Add(floodEvery * time.Duration(c) / floodConns); ; due = due.Add(floodEvery) {
-					if !sleepCtx(ctx, due) {
+					if !clock.Sleep(ctx, time.Until(due)) {
 						return
 					}
 					accepted, status, _ := postFlood(ctx, client, url, "flooder", &seq, o.Batch)
@@ -275,7 +277,7 @@ func playNormal(ctx context.Context, wg *sync.WaitGroup, start time.Time, device
 		wg.Go(func() {
 			seq := 0
 			for due := first; ; due = due.Add(every) {
-				if !sleepCtx(ctx, due) {
+				if !clock.Sleep(ctx, time.Until(due)) {
 					return
 				}
 				accepted, fail, done := send(i, &seq)
@@ -293,21 +295,6 @@ func playNormal(ctx context.Context, wg *sync.WaitGroup, start time.Time, device
 				}
 			}
 		})
-	}
-}
-
-func sleepCtx(ctx context.Context, until time.Time) bool {
-	d := time.Until(until)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 

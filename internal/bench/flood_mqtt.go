@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/holdfast-edge/holdfast/internal/clock"
 )
 
 // The MQTT side of `holdfast bench flood`: the normal devices and the
@@ -198,7 +200,7 @@ func floodPhaseMQTT(ctx context.Context, devs []*floodMQTT, flooders []*floodMQT
 			wg.Go(func() {
 				var buf []byte
 				for due := start.Add(floodEvery * time.Duration(c) / time.Duration(len(flooders))); ; due = due.Add(floodEvery) {
-					if !sleepCtx(ctx, due) {
+					if !clock.Sleep(ctx, time.Until(due)) {
 						return
 					}
 					tally.floodDue.Add(1)

@@ -11,6 +11,7 @@
 package clock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -114,3 +115,19 @@ func (s *Steady) Rebase() {
 // Drift is how far the wall clock is ahead of the steady clock: the sum of
 // the jumps since the anchor.
 func (s *Steady) Drift() time.Duration { return s.c.Now().Round(0).Sub(s.Now()) }
+
+// Sleep waits d on the monotonic clock and reports true, or returns false as
+// soon as ctx ends (at once if it has ended and d is not positive).
+func Sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/holdfast-edge/holdfast/internal/clock"
 	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/ingest"
 	"github.com/holdfast-edge/holdfast/internal/ingest/ratelimit"
@@ -205,7 +206,7 @@ func (in *ingester) prepare(ctx context.Context, topic string, payload []byte, m
 		}
 	case mode == limitHold:
 		// On the client's read goroutine: its next messages wait too.
-		if !in.wait(ctx, in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold)) {
+		if !clock.Sleep(ctx, in.limiter.Hold(in.transport, ev.DeviceID, ev.Stream, in.maxHold)) {
 			return event.Event{}, result{outcome: outcomeClosing, err: ctx.Err()}, false
 		}
 	}
@@ -222,22 +223,7 @@ func (in *ingester) prepare(ctx context.Context, topic string, payload []byte, m
 // gateway publishing for several devices over it waits as a whole.
 func (in *ingester) slowRefused(ctx context.Context, res result) {
 	if res.outcome == outcomeLimited {
-		in.wait(ctx, min(res.retry, in.maxHold))
-	}
-}
-
-// wait returns after d, or false at once if ctx ends first.
-func (in *ingester) wait(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+		clock.Sleep(ctx, min(res.retry, in.maxHold))
 	}
 }
 
