@@ -4,7 +4,8 @@ import "math"
 
 // Limits are per-device rate limits on ingest (issue 15). Over its limit a
 // device's events are refused with HTTP 429 and Retry-After or MQTT 5 reason
-// 0x97 (quota exceeded), nothing stored; an MQTT 3.1.1 device, which has no
+// 0x97 (quota exceeded; the connection is then read again once the device
+// has a token), nothing stored; an MQTT 3.1.1 device, which has no
 // negative ack, has its acks held until it is back under the limit, so it is
 // slowed, nothing lost. Refused events are counted in
 // holdfast_rate_limited_events_total, not in the loss ledger: the device
