@@ -35,8 +35,36 @@ import (
 type pipe struct {
 	mu      sync.Mutex
 	idle    *sync.Cond // signalled when the goroutine stops with nothing queued
-	queue   []queued
+	queue   *round     // nil while nothing is queued
 	running bool
+}
+
+// round is the messages a pipe's goroutine answers in one round, and its
+// scratch for appending them. Rounds are recycled through rounds, so that a
+// busy connection allocates none and an idle one holds none.
+type round struct {
+	items  []queued
+	evs    []event.Event
+	starts []time.Time
+}
+
+var rounds = sync.Pool{New: func() any { return new(round) }}
+
+// pending is how many messages p holds not yet taken up by its goroutine;
+// p.mu held.
+func (p *pipe) pending() int {
+	if p.queue == nil {
+		return 0
+	}
+	return len(p.queue.items)
+}
+
+// recycle clears r, so that it keeps no message alive, and pools it.
+func (r *round) recycle() {
+	clear(r.items)
+	clear(r.evs)
+	r.items, r.evs, r.starts = r.items[:0], r.evs[:0], r.starts[:0]
+	rounds.Put(r)
 }
 
 // queued is one message in a pipe: an event to append (ready), or an
@@ -81,7 +109,10 @@ func (h *ingestHook) enqueue(cl *mqtt.Client, pk packets.Packet) {
 	q.ev, q.res, q.ready = h.in.prepare(h.ctx, pk.TopicName, pk.Payload, mode)
 	p := h.pipes.of(cl)
 	p.mu.Lock()
-	p.queue = append(p.queue, q)
+	if p.queue == nil {
+		p.queue = rounds.Get().(*round)
+	}
+	p.queue.items = append(p.queue.items, q)
 	start := !p.running
 	p.running = true
 	p.mu.Unlock()
@@ -107,19 +138,18 @@ func (h *ingestHook) waitIdle(cl *mqtt.Client) {
 func (h *ingestHook) serve(cl *mqtt.Client, p *pipe) {
 	defer h.pipes.wg.Done()
 	defer h.pipes.n.Add(-1)
-	var evs []event.Event
-	var starts []time.Time
 	for {
 		p.mu.Lock()
-		batch := p.queue
+		r := p.queue
 		p.queue = nil
-		if len(batch) == 0 {
+		if r == nil {
 			p.running = false
 			p.idle.Broadcast()
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Unlock()
+		batch := r.items
 		for i := 0; i < len(batch); {
 			if cl.Closed() || h.ctx.Err() != nil {
 				h.abandon(cl, batch[i:]) // not stored: the device resends
@@ -131,12 +161,12 @@ func (h *ingestHook) serve(cl *mqtt.Client, p *pipe) {
 				continue
 			}
 			j := i
-			evs, starts = evs[:0], starts[:0]
+			r.evs, r.starts = r.evs[:0], r.starts[:0]
 			for ; j < len(batch) && batch[j].ready; j++ {
-				evs = append(evs, batch[j].ev)
-				starts = append(starts, batch[j].at)
+				r.evs = append(r.evs, batch[j].ev)
+				r.starts = append(r.starts, batch[j].at)
 			}
-			res := h.in.commit(h.ctx, evs, starts)
+			res := h.in.commit(h.ctx, r.evs, r.starts)
 			if res.outcome == outcomeDurable && !cl.Closed() {
 				h.ackAll(cl, batch[i:j])
 				i = j
@@ -151,7 +181,7 @@ func (h *ingestHook) serve(cl *mqtt.Client, p *pipe) {
 			}
 			i = j
 		}
-		clear(evs) // no event kept alive past its round
+		r.recycle()
 	}
 }
 

@@ -32,7 +32,7 @@ func TestPipelineSharesAnAppendAndKeepsOrder(t *testing.T) {
 		p := b.ingest.pipes.of(connected(t, b, "pipeline-v3"))
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return len(p.queue) == 9
+		return p.pending() == 9
 	})
 	for _, tok := range append(toks, first) {
 		require.False(t, tok.WaitTimeout(0), "acknowledged before its Append returned")
@@ -83,7 +83,7 @@ func TestPipelineStoresNothingAfterAClosingRefusal(t *testing.T) {
 		p := b.ingest.pipes.of(connected(t, b, "pipeline-refused"))
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return len(p.queue) == 2
+		return p.pending() == 2
 	})
 	release()
 	waitToken(t, before)
