@@ -94,10 +94,11 @@ type BrokerOptions struct {
 	// Over it, an MQTT 5 QoS 1/2 message gets reason 0x97 (quota exceeded)
 	// and is not stored (QoS 0: dropped, counted), and its connection is
 	// read again only once the device has a token (at most MaxHold), so a
-	// device that ignores its 0x97s is taken in at about its rate; an MQTT 3.1.1 message,
-	// which has no negative ack, is held on its client's connection until
-	// the device is back under its limit (at most MaxHold), then stored and
-	// acknowledged: the device is slowed, nothing is lost.
+	// device that ignores its 0x97s is taken in at about its rate; an MQTT
+	// 3.1.1 message, which has no negative ack, is held on its client's
+	// connection until the device is back under its limit (at most
+	// MaxHold), then stored and acknowledged: the device is slowed, nothing
+	// is lost.
 	Limiter *ratelimit.Limiter
 	// MaxHold bounds those holds (default DefaultMaxHold).
 	MaxHold time.Duration
