@@ -25,11 +25,12 @@ else
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$bin" ./cmd/holdfast
 fi
 # Start from the executable on disk, not from the page cache the build left:
-# the linker writes it through a shared mapping, which leaves it cached in
-# folios of up to 2 MiB, and the kernel maps a whole folio into a process
-# at its first touch (15 MB more file-backed RSS than the same file read
-# from disk, as a node reads its installed binary after a boot). HOLDFAST_RSS_WARM=1 keeps
-# the build's page cache.
+# the build leaves it cached in folios of up to 2 MiB (we think because the
+# linker writes it through a shared mapping; not verified), and the kernel
+# maps a whole folio into a process at its first touch: 15 MB more
+# file-backed RSS than the same file read from disk, as a node reads its
+# installed binary after a boot. HOLDFAST_RSS_WARM=1 keeps the build's page
+# cache.
 if [ -z "${HOLDFAST_RSS_WARM:-}" ]; then
 	python3 -c 'import os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)
