@@ -3,11 +3,14 @@ package mqttin
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/holdfast-edge/holdfast/internal/event"
 	"github.com/holdfast-edge/holdfast/internal/pressure"
 )
 
@@ -91,6 +94,23 @@ func TestPipelineStoresNothingAfterAClosingRefusal(t *testing.T) {
 	require.False(t, refused.WaitTimeout(0) && refused.Error() == nil, "refused acknowledged")
 	require.False(t, after.WaitTimeout(0) && after.Error() == nil, "queued after the refusal acknowledged")
 	require.Equal(t, []string{"d1/temp/before"}, eventKeys(app.stored()))
+}
+
+// TestRecycledRoundKeepsNothingAlive: a round goes back to the pool empty,
+// its room kept and every message and event in it cleared, so that a pooled
+// round holds on to no payload.
+func TestRecycledRoundKeepsNothingAlive(t *testing.T) {
+	r := &round{
+		items:  []queued{{pk: packets.Packet{TopicName: "devices/d1/temp", Payload: []byte(`{"value":1}`)}, ev: event.Event{DeviceID: "d1"}, ready: true}},
+		evs:    []event.Event{{DeviceID: "d1", Stream: "temp"}},
+		starts: []time.Time{time.Now()},
+	}
+	r.recycle()
+	require.Empty(t, r.items)
+	require.Empty(t, r.evs)
+	require.Empty(t, r.starts)
+	require.Equal(t, queued{}, r.items[:1][0], "a message left in the pooled round")
+	require.Equal(t, event.Event{}, r.evs[:1][0], "an event left in the pooled round")
 }
 
 // connected is the broker's client of a connected device.
