@@ -124,15 +124,22 @@ func (p *proc) kill() {
 	<-p.done
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM and waits for a clean exit. A node that has not
+// exited 30 s later gets SIGQUIT, so that its log ends with the Go
+// runtime's dump of every goroutine: where it hangs.
 func (p *proc) stop(t *testing.T) {
 	t.Helper()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(30 * time.Second):
-		p.kill()
-		t.Fatalf("holdfast did not stop on SIGTERM:\n%s", p.logs())
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.kill()
+		}
+		t.Fatalf("holdfast did not stop on SIGTERM within 30 s; its goroutines (SIGQUIT) end the log:\n%s", p.logs())
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("holdfast exited %d:\n%s", code, p.logs())
