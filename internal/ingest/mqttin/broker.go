@@ -12,6 +12,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/holdfast-edge/holdfast/internal/auth"
 	"github.com/holdfast-edge/holdfast/internal/event"
@@ -252,6 +253,7 @@ func (b *Broker) Start() error {
 	}
 	ln := newTCPListener("holdfast-tcp", nl)
 	ln.table = b.conns
+	ln.disconnect = b.disconnectClients
 	if err := b.srv.AddListener(ln); err != nil {
 		_ = nl.Close()
 		return fmt.Errorf("mqttin: add listener: %w", err)
@@ -262,6 +264,21 @@ func (b *Broker) Start() error {
 		return fmt.Errorf("mqttin: serve: %w", err)
 	}
 	return nil
+}
+
+// disconnectClients does at Close what mochi's own closeListenerClients
+// does: every open client of the listener gets DISCONNECT 0x8B "server
+// shutting down" (MQTT 5) and is stopped. mochi's version lists them with
+// Clients.GetByListener, which takes the clients' read lock twice (v2.7.9):
+// a client leaving at that moment, whose Delete waits for the write lock,
+// blocks the second read lock, and the close hangs for good. GetAll takes
+// it once.
+func (b *Broker) disconnectClients(listener string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == listener && !cl.Closed() {
+			_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // Addr returns the address the broker listens on: the bound address once

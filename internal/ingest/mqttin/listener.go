@@ -20,6 +20,9 @@ type tcpListener struct {
 	log *slog.Logger // set by Init
 	// table, if set, gets every connection from accept to close.
 	table *connTable
+	// disconnect, if set, replaces the CloseFn mochi passes Close: it
+	// disconnects the listener's clients (Broker.disconnectClients).
+	disconnect func(listener string)
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{} // open connections; guarded by mu
@@ -114,7 +117,7 @@ func (l *tcpListener) untrack(conn net.Conn) {
 	}
 }
 
-// Close stops accepting, lets mochi disconnect its clients (MQTT 5 clients get
+// Close stops accepting, disconnects the clients (MQTT 5 clients get
 // DISCONNECT 0x8B), closes every remaining connection and waits for all
 // connection goroutines and Serve to return.
 func (l *tcpListener) Close(closeClients listeners.CloseFn) {
@@ -128,7 +131,11 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 
 	_ = l.ln.Close()
-	closeClients(l.id)
+	if l.disconnect != nil {
+		l.disconnect(l.id)
+	} else {
+		closeClients(l.id)
+	}
 	l.mu.Lock()
 	for conn := range l.conns {
 		_ = conn.Close()
