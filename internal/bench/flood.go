@@ -234,13 +234,22 @@ func floodPhase(ctx context.Context, client *http.Client, url string, o FloodOpt
 		for c := range floodConns {
 			wg.Go(func() {
 				seq := c * 1_000_000_000
-				for due := start.Add(floodEvery * time.Duration(c) / floodConns); ; due = due.Add(floodEvery) {
+				// Every slot of the schedule before the phase's end is due,
+				// whether or not a slow answer let the flooder reach it.
+				end := start.Add(o.Phase)
+				due := start.Add(floodEvery * time.Duration(c) / floodConns)
+				defer func() {
+					for ; due.Before(end); due = due.Add(floodEvery) {
+						tally.floodDue.Add(int64(o.Batch))
+					}
+				}()
+				for ; ; due = due.Add(floodEvery) {
 					if !clock.Sleep(ctx, time.Until(due)) {
 						return
 					}
 					accepted, status, _ := postFlood(ctx, client, url, "flooder", &seq, o.Batch)
 					if ctx.Err() != nil {
-						return
+						return // cut off by the phase's end: due, not sent
 					}
 					tally.floodDue.Add(int64(o.Batch))
 					tally.floodSent.Add(int64(o.Batch))
