@@ -251,9 +251,8 @@ func (b *Broker) Start() error {
 	if b.opts.TLSConfig != nil {
 		nl = tls.NewListener(nl, b.opts.TLSConfig) // handshakes on the connection's goroutine
 	}
-	ln := newTCPListener("holdfast-tcp", nl)
+	ln := newTCPListener("holdfast-tcp", nl, b.disconnectClients)
 	ln.table = b.conns
-	ln.disconnect = b.disconnectClients
 	if err := b.srv.AddListener(ln); err != nil {
 		_ = nl.Close()
 		return fmt.Errorf("mqttin: add listener: %w", err)

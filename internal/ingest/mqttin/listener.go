@@ -20,8 +20,8 @@ type tcpListener struct {
 	log *slog.Logger // set by Init
 	// table, if set, gets every connection from accept to close.
 	table *connTable
-	// disconnect, if set, replaces the CloseFn mochi passes Close: it
-	// disconnects the listener's clients (Broker.disconnectClients).
+	// disconnect disconnects the listener's clients at Close, in place of
+	// the CloseFn mochi passes it (Broker.disconnectClients says why).
 	disconnect func(listener string)
 
 	mu      sync.Mutex
@@ -34,13 +34,14 @@ type tcpListener struct {
 
 var _ listeners.Listener = (*tcpListener)(nil)
 
-func newTCPListener(id string, ln net.Listener) *tcpListener {
+func newTCPListener(id string, ln net.Listener, disconnect func(listener string)) *tcpListener {
 	return &tcpListener{
-		id:     id,
-		ln:     ln,
-		log:    slog.Default(),
-		conns:  make(map[net.Conn]struct{}),
-		served: make(chan struct{}),
+		id:         id,
+		ln:         ln,
+		disconnect: disconnect,
+		log:        slog.Default(),
+		conns:      make(map[net.Conn]struct{}),
+		served:     make(chan struct{}),
 	}
 }
 
@@ -120,7 +121,7 @@ func (l *tcpListener) untrack(conn net.Conn) {
 // Close stops accepting, disconnects the clients (MQTT 5 clients get
 // DISCONNECT 0x8B), closes every remaining connection and waits for all
 // connection goroutines and Serve to return.
-func (l *tcpListener) Close(closeClients listeners.CloseFn) {
+func (l *tcpListener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
@@ -131,11 +132,7 @@ func (l *tcpListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 
 	_ = l.ln.Close()
-	if l.disconnect != nil {
-		l.disconnect(l.id)
-	} else {
-		closeClients(l.id)
-	}
+	l.disconnect(l.id)
 	l.mu.Lock()
 	for conn := range l.conns {
 		_ = conn.Close()

@@ -50,15 +50,6 @@ type round struct {
 
 var rounds = sync.Pool{New: func() any { return new(round) }}
 
-// pending is how many messages p holds not yet taken up by its goroutine;
-// p.mu held.
-func (p *pipe) pending() int {
-	if p.queue == nil {
-		return 0
-	}
-	return len(p.queue.items)
-}
-
 // recycle clears r, so that it keeps no message alive, and pools it.
 func (r *round) recycle() {
 	clear(r.items)

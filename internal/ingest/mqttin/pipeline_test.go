@@ -113,6 +113,15 @@ func TestRecycledRoundKeepsNothingAlive(t *testing.T) {
 	require.Equal(t, event.Event{}, r.evs[:1][0], "an event left in the pooled round")
 }
 
+// pending is how many messages p holds not yet taken up by its goroutine;
+// p.mu held.
+func (p *pipe) pending() int {
+	if p.queue == nil {
+		return 0
+	}
+	return len(p.queue.items)
+}
+
 // connected is the broker's client of a connected device.
 func connected(t *testing.T, b *Broker, id string) *mqtt.Client {
 	t.Helper()
