@@ -82,29 +82,26 @@ func dialFloodMQTT(ctx context.Context, addr, clientID, device string, version i
 	return c, nil
 }
 
-// readPacket reads one packet: its type byte and its body.
+// readPacket reads one packet: its type byte and its body. The fixed
+// header is decoded by packetSize, as the ingest generator's reader does.
 func (c *floodMQTT) readPacket() (byte, []byte, error) {
-	typ, err := c.br.ReadByte()
-	if err != nil {
-		return 0, nil, err
-	}
-	rl, mul := 0, 1
-	for i := 0; ; i++ {
-		b, err := c.br.ReadByte()
+	for n := 2; ; n++ { // until the fixed header is whole: n is then its length
+		head, err := c.br.Peek(n)
 		if err != nil {
 			return 0, nil, err
 		}
-		rl += int(b&0x7f) * mul
-		if b&0x80 == 0 {
-			break
+		size, ok, err := packetSize(head)
+		if err != nil {
+			return 0, nil, err
 		}
-		if mul *= 128; i == 3 {
-			return 0, nil, errors.New("malformed remaining length")
+		if ok {
+			pkt := make([]byte, size)
+			if _, err := io.ReadFull(c.br, pkt); err != nil {
+				return 0, nil, err
+			}
+			return pkt[0], pkt[n:], nil
 		}
 	}
-	body := make([]byte, rl)
-	_, err = io.ReadFull(c.br, body)
-	return typ, body, err
 }
 
 // readAck reads packets up to the next PUBACK and returns its reason code
